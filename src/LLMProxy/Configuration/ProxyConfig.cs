@@ -1,0 +1,187 @@
+namespace LLMProxy.Configuration;
+
+// Immutable configuration model. Shape and names follow the reference README §5 (camelCase YAML,
+// durations in milliseconds). Every property documents its default; (ext) marks keys beyond the reference.
+
+/// <summary>Root of the YAML file.</summary>
+public sealed record ProxyConfig
+{
+    public required HttpServerConfig HttpServer { get; init; }
+    public required IReadOnlyList<UpstreamConfig> Upstreams { get; init; }
+    public required IReadOnlyList<UpstreamGroupConfig> UpstreamGroups { get; init; }
+}
+
+/// <summary><c>httpServer</c>.</summary>
+public sealed record HttpServerConfig
+{
+    public required IReadOnlyList<ForwardConfig> Forwards { get; init; }
+    /// <summary>Admin listener; default port 9000 on 0.0.0.0.</summary>
+    public AdminConfig Admin { get; init; } = new();
+    /// <summary>(ext) Time allowed to drain in-flight requests on SIGTERM/SIGINT, ms. Default 30000.</summary>
+    public int ShutdownTimeout { get; init; } = 30000;
+}
+
+/// <summary><c>httpServer.forwards[]</c>.</summary>
+public sealed record ForwardConfig
+{
+    public required string Name { get; init; }
+    /// <summary>Listen port 1-65535 (required).</summary>
+    public required int Port { get; init; }
+    /// <summary>Listen address. Default "0.0.0.0".</summary>
+    public string Address { get; init; } = "0.0.0.0";
+    public required string DefaultGroup { get; init; }
+    /// <summary>Per-client-IP token bucket; null (block absent) = off.</summary>
+    public RateLimitConfig? Ratelimit { get; init; }
+    public ServerTimeoutConfig Timeout { get; init; } = new();
+    /// <summary>(ext) CIDRs whose X-Forwarded-For is believed. Default none.</summary>
+    public IReadOnlyList<string> TrustedProxies { get; init; } = [];
+    /// <summary>(ext) Maximum request body in bytes. Default 64 MiB.</summary>
+    public long MaxRequestBodySize { get; init; } = 64L * 1024 * 1024;
+}
+
+/// <summary>Forward <c>ratelimit</c>: perSecond default 100, burst default 200.</summary>
+public sealed record RateLimitConfig
+{
+    public int PerSecond { get; init; } = 100;
+    public int Burst { get; init; } = 200;
+}
+
+/// <summary>Server-side timeouts (ms): idle 60000, read 30000, write 30000.</summary>
+public sealed record ServerTimeoutConfig
+{
+    public int Idle { get; init; } = 60000;
+    public int Read { get; init; } = 30000;
+    public int Write { get; init; } = 30000;
+}
+
+/// <summary><c>httpServer.admin</c>.</summary>
+public sealed record AdminConfig
+{
+    public int Port { get; init; } = 9000;
+    public string Address { get; init; } = "0.0.0.0";
+    public ServerTimeoutConfig Timeout { get; init; } = new();
+    /// <summary>(ext) Bearer token required for admin APIs other than /ping and /metrics. Default none.</summary>
+    public string? Token { get; init; }
+}
+
+public enum AuthType { None, Bearer, Basic }
+
+/// <summary><c>upstreams[]</c>.</summary>
+public sealed record UpstreamConfig
+{
+    public required string Name { get; init; }
+    /// <summary>Absolute http/https URL. With a path it is the full endpoint; without, a base URL.</summary>
+    public required string Url { get; init; }
+    public AuthConfig Auth { get; init; } = new();
+    public IReadOnlyList<HeaderOpConfig> Headers { get; init; } = [];
+    /// <summary>Circuit breaker; null (block absent) = off.</summary>
+    public BreakerConfig? Breaker { get; init; }
+    /// <summary>Upstream token bucket; null (block absent) = off.</summary>
+    public UpstreamRateLimitConfig? Ratelimit { get; init; }
+}
+
+/// <summary><c>upstreams[].auth</c>: type none (default) / bearer (token) / basic (username+password).</summary>
+public sealed record AuthConfig
+{
+    public AuthType Type { get; init; } = AuthType.None;
+    public string? Token { get; init; }
+    public string? Username { get; init; }
+    public string? Password { get; init; }
+}
+
+public enum HeaderOp { Insert, Replace, Remove }
+
+/// <summary><c>upstreams[].headers[]</c>: op insert/replace/remove, key, value (not for remove).</summary>
+public sealed record HeaderOpConfig
+{
+    public required HeaderOp Op { get; init; }
+    public required string Key { get; init; }
+    public string? Value { get; init; }
+}
+
+/// <summary><c>upstreams[].breaker</c>: threshold 0.5, cooldown 30000, maxRequests 3, interval 10000, minRequests (ext) 10.</summary>
+public sealed record BreakerConfig
+{
+    public double Threshold { get; init; } = 0.5;
+    public int Cooldown { get; init; } = 30000;
+    public int MaxRequests { get; init; } = 3;
+    public int Interval { get; init; } = 10000;
+    public int MinRequests { get; init; } = 10;
+}
+
+/// <summary><c>upstreams[].ratelimit</c>: perSecond 100, burst (ext) defaults to perSecond.</summary>
+public sealed record UpstreamRateLimitConfig
+{
+    public int PerSecond { get; init; } = 100;
+    /// <summary>(ext) Bucket size; null means equal to PerSecond.</summary>
+    public int? Burst { get; init; }
+    public int EffectiveBurst => Burst ?? PerSecond;
+}
+
+public enum BalanceStrategy { RoundRobin, WeightedRoundRobin, Random, IpHash }
+
+/// <summary><c>upstreamGroups[]</c>.</summary>
+public sealed record UpstreamGroupConfig
+{
+    public required string Name { get; init; }
+    public required IReadOnlyList<GroupMemberConfig> Upstreams { get; init; }
+    public BalanceConfig Balance { get; init; } = new();
+    public HttpClientConfig HttpClient { get; init; } = new();
+    /// <summary>(ext) Retry/failover policy.</summary>
+    public RetryConfig Retry { get; init; } = new();
+}
+
+/// <summary><c>upstreamGroups[].upstreams[]</c>: name, weight (default 1, ≥ 1).</summary>
+public sealed record GroupMemberConfig
+{
+    public required string Name { get; init; }
+    public int Weight { get; init; } = 1;
+}
+
+/// <summary><c>balance.strategy</c>: roundrobin (default) / weighted_roundrobin / random / iphash.</summary>
+public sealed record BalanceConfig
+{
+    public BalanceStrategy Strategy { get; init; } = BalanceStrategy.RoundRobin;
+}
+
+/// <summary><c>upstreamGroups[].httpClient</c>.</summary>
+public sealed record HttpClientConfig
+{
+    /// <summary>User-Agent used when the client sent none. Default "LLMProxy/1.0".</summary>
+    public string Agent { get; init; } = "LLMProxy/1.0";
+    /// <summary>TCP keep-alive time (ms); 0 disables keep-alive probes. Default 60000.</summary>
+    public int Keepalive { get; init; } = 60000;
+    public ConnectConfig Connect { get; init; } = new();
+    public ClientTimeoutConfig Timeout { get; init; } = new();
+    public ProxyServerConfig? Proxy { get; init; }
+}
+
+/// <summary><c>httpClient.connect</c>: idleTotal 100, idlePerHost 10, maxPerHost 50.</summary>
+public sealed record ConnectConfig
+{
+    public int IdleTotal { get; init; } = 100;
+    public int IdlePerHost { get; init; } = 10;
+    public int MaxPerHost { get; init; } = 50;
+}
+
+/// <summary><c>httpClient.timeout</c> (ms): connect 10000, request 300000 (time to headers and every idle gap), idle 60000.</summary>
+public sealed record ClientTimeoutConfig
+{
+    public int Connect { get; init; } = 10000;
+    public int Request { get; init; } = 300000;
+    public int Idle { get; init; } = 60000;
+}
+
+/// <summary><c>httpClient.proxy</c>: url (http/https/socks5).</summary>
+public sealed record ProxyServerConfig
+{
+    public required string Url { get; init; }
+}
+
+/// <summary>(ext) <c>upstreamGroups[].retry</c>: attempts 3 (bounded by group size), statusCodes [429,500,502,503,504], backoff 0 ms.</summary>
+public sealed record RetryConfig
+{
+    public int Attempts { get; init; } = 3;
+    public IReadOnlyList<int> StatusCodes { get; init; } = [429, 500, 502, 503, 504];
+    public int Backoff { get; init; }
+}
