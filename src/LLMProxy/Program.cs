@@ -1,1 +1,1 @@
-return 0;
+return await LLMProxy.Cli.RootCommandFactory.InvokeAsync(args);

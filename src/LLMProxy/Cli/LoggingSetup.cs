@@ -1,0 +1,40 @@
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Console;
+
+namespace LLMProxy.Cli;
+
+internal static class LoggingSetup
+{
+    /// <summary>
+    /// Console logging: one line per entry (one JSON object per line with --json). Release mode logs
+    /// Information and up; development mode adds the proxy's Debug detail. Framework chatter stays at Warning.
+    /// </summary>
+    public static ILoggerFactory Create(bool json, bool release) => LoggerFactory.Create(b =>
+    {
+        b.SetMinimumLevel(release ? LogLevel.Information : LogLevel.Debug);
+        b.AddFilter("Microsoft", LogLevel.Warning);
+        b.AddFilter("System", LogLevel.Warning);
+        b.AddFilter("Yarp", LogLevel.Warning);
+        if (json)
+        {
+            b.AddJsonConsole(o =>
+            {
+                o.IncludeScopes = false;
+                o.UseUtcTimestamp = true;
+                o.TimestampFormat = "yyyy-MM-ddTHH:mm:ss.fffZ";
+                o.JsonWriterOptions = new System.Text.Json.JsonWriterOptions { Indented = false };
+            });
+        }
+        else
+        {
+            b.AddSimpleConsole(o =>
+            {
+                o.SingleLine = true;
+                o.IncludeScopes = false;
+                o.UseUtcTimestamp = true;
+                o.TimestampFormat = "yyyy-MM-ddTHH:mm:ss.fffZ ";
+                o.ColorBehavior = LoggerColorBehavior.Disabled;
+            });
+        }
+    });
+}

@@ -1,0 +1,61 @@
+using LLMProxy.Configuration;
+using LLMProxy.Hosting;
+
+namespace LLMProxy.Cli;
+
+/// <summary>The default command: load and validate the config, run the proxy until SIGTERM/SIGINT.</summary>
+internal static class ServeCommand
+{
+    public static async Task<int> RunAsync(string configPath, bool json, bool release, bool testOnly, int? shutdownTimeoutMs,
+        TextWriter stdout, TextWriter stderr)
+    {
+        var result = ConfigLoader.LoadFile(configPath);
+        if (!result.Success)
+        {
+            stderr.WriteLine($"llmproxy: invalid configuration {configPath} ({result.Errors.Count} error(s)):");
+            foreach (var error in result.Errors)
+            {
+                stderr.WriteLine($"  {error}");
+            }
+            return ExitCodes.ConfigOrStartup;
+        }
+        var config = result.Config!;
+        if (testOnly)
+        {
+            stdout.WriteLine(ConfigSummary.Summarize(config));
+            stdout.WriteLine($"configuration {configPath} is valid");
+            return ExitCodes.Ok;
+        }
+        if (!release && !json)
+        {
+            stdout.WriteLine($"LLMProxy {VersionInfo.Version} — config {Path.GetFullPath(configPath)}");
+        }
+        var drain = TimeSpan.FromMilliseconds(shutdownTimeoutMs ?? config.HttpServer.ShutdownTimeout);
+        using var loggerFactory = LoggingSetup.Create(json, release);
+        return await RunHostAsync(config, loggerFactory, new ProxyHostOptions(), drain, stderr, onStarted: null).ConfigureAwait(false);
+    }
+
+    /// <summary>Starts the proxy, waits for a shutdown signal, drains. Shared by serve and demo.</summary>
+    public static async Task<int> RunHostAsync(ProxyConfig config, Microsoft.Extensions.Logging.ILoggerFactory loggerFactory,
+        ProxyHostOptions options, TimeSpan drain, TextWriter stderr, Action<ProxyHost>? onStarted)
+    {
+        using var signal = new ShutdownSignal();
+        ProxyHost host;
+        try
+        {
+            host = await ProxyHost.StartAsync(config, loggerFactory, options).ConfigureAwait(false);
+        }
+        catch (ListenerBindException ex)
+        {
+            stderr.WriteLine($"llmproxy: {ex.Message}");
+            return ExitCodes.ConfigOrStartup;
+        }
+        await using (host.ConfigureAwait(false))
+        {
+            onStarted?.Invoke(host);
+            await signal.Task.ConfigureAwait(false);
+            await host.StopAsync(drain).ConfigureAwait(false);
+        }
+        return ExitCodes.Ok;
+    }
+}

@@ -1,0 +1,422 @@
+using System.Buffers;
+using System.Diagnostics;
+using System.Net;
+using LLMProxy.LoadBalancing;
+using LLMProxy.Observability;
+using LLMProxy.Resilience;
+using LLMProxy.Runtime;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.Features;
+using Microsoft.Extensions.Logging;
+using Prometheus;
+using Yarp.ReverseProxy.Forwarder;
+
+namespace LLMProxy.Forwarding;
+
+/// <summary>
+/// The request pipeline of one forward: client identity → forward rate limit → pick an upstream →
+/// forward through YARP → retry/failover while nothing reached the client → account in metrics and
+/// one access-log line. Expected failures are values; the one boundary catch maps surprises to 502.
+/// </summary>
+internal sealed class ForwardHandler
+{
+    /// <summary>Request bodies up to this size are kept so a failed attempt can be replayed elsewhere.</summary>
+    public const int ReplayLimit = 4 * 1024 * 1024;
+
+    private readonly ForwardRuntime _forward;
+    private readonly IHttpForwarder _forwarder;
+    private readonly ProxyMetrics _metrics;
+    private readonly TimeProvider _time;
+    private readonly ILogger _logger;
+    private readonly Gauge.Child _active;
+    private readonly Histogram.Child _requestSize;
+    private readonly Histogram.Child _responseSize;
+
+    public ForwardHandler(ForwardRuntime forward, IHttpForwarder forwarder, ProxyMetrics metrics, TimeProvider time, ILogger logger)
+    {
+        _forward = forward;
+        _forwarder = forwarder;
+        _metrics = metrics;
+        _time = time;
+        _logger = logger;
+        _active = metrics.ActiveConnections.WithLabels(forward.Name);
+        _requestSize = metrics.HttpRequestSize.WithLabels(forward.Name);
+        _responseSize = metrics.HttpResponseSize.WithLabels(forward.Name);
+    }
+
+    public async Task HandleAsync(HttpContext context)
+    {
+        var started = Stopwatch.GetTimestamp();
+        var request = context.Request;
+        var requestId = RequestIds.FromOrNew(request.Headers[ForwardingHeaders.RequestId]);
+        var counting = new CountingStream(context.Response.Body);
+        context.Response.Body = counting;
+        var outcome = new Outcome();
+        _active.Inc();
+        try
+        {
+            await ProcessAsync(context, requestId, outcome).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is OperationCanceledException && context.RequestAborted.IsCancellationRequested)
+        {
+            outcome.Kind = "client_aborted";
+        }
+        catch (Exception ex)
+        {
+            // The one boundary for surprises: answer 502 if we still can, otherwise abort the stream.
+            Log.UnhandledRequestError(_logger, ex, requestId);
+            outcome.Kind = "internal_error";
+            if (!context.Response.HasStarted)
+            {
+                await ProxyErrors.WriteAsync(context, StatusCodes.Status502BadGateway, ProxyErrors.UpstreamUnavailable, requestId: requestId).ConfigureAwait(false);
+            }
+            else
+            {
+                context.Abort();
+            }
+        }
+        finally
+        {
+            _active.Dec();
+            Account(context, started, requestId, outcome, counting.Written);
+        }
+    }
+
+    private async Task ProcessAsync(HttpContext context, string requestId, Outcome outcome)
+    {
+        var request = context.Request;
+        var peer = context.Connection.RemoteIpAddress ?? IPAddress.Loopback;
+        var client = _forward.IpResolver is { } resolver
+            ? resolver.Resolve(peer, request.Headers[ForwardingHeaders.ForwardedFor].ToString())
+            : peer;
+
+        if (_forward.Limiter is { } limiter && !limiter.TryAcquire(client, out var limitedFor))
+        {
+            _metrics.RateLimitRejections.WithLabels(_forward.Name, "client").Inc();
+            outcome.Kind = "rate_limited";
+            await ProxyErrors.WriteAsync(context, StatusCodes.Status429TooManyRequests, ProxyErrors.RateLimited, limitedFor, requestId).ConfigureAwait(false);
+            return;
+        }
+
+        var declaredLength = request.ContentLength;
+        if (declaredLength > _forward.Config.MaxRequestBodySize)
+        {
+            outcome.Kind = "request_too_large";
+            await ProxyErrors.WriteAsync(context, StatusCodes.Status413PayloadTooLarge, ProxyErrors.RequestTooLarge, requestId: requestId).ConfigureAwait(false);
+            return;
+        }
+
+        var group = _forward.DefaultGroup;
+        var state = new RequestState { Group = group, RequestId = requestId, PeerIp = peer.ToString(), Time = _time };
+        var clientHash = group.Strategy == Configuration.BalanceStrategy.IpHash ? ClientHash.Of(client) : 0UL;
+
+        // A body is replayable when there is none, or when it is small enough to keep in memory.
+        byte[]? replay = null;
+        var replayLength = 0;
+        var hasBody = context.Features.Get<IHttpRequestBodyDetectionFeature>()?.CanHaveBody ?? declaredLength > 0;
+        var replayable = !hasBody;
+        if (hasBody && group.MaxAttempts > 1 && declaredLength is > 0 and <= ReplayLimit)
+        {
+            replayLength = (int)declaredLength.Value;
+            replay = ArrayPool<byte>.Shared.Rent(replayLength);
+            var read = await ReadBodyAsync(context, replay, replayLength, outcome, requestId).ConfigureAwait(false);
+            if (!read)
+            {
+                ArrayPool<byte>.Shared.Return(replay);
+                return;
+            }
+            replayable = true;
+        }
+        outcome.RequestBytes = declaredLength ?? 0;
+
+        try
+        {
+            await ForwardWithRetriesAsync(context, group, state, clientHash, replay, replayLength, replayable, outcome).ConfigureAwait(false);
+        }
+        finally
+        {
+            if (replay is not null)
+            {
+                ArrayPool<byte>.Shared.Return(replay);
+            }
+        }
+    }
+
+    private async Task ForwardWithRetriesAsync(HttpContext context, GroupRuntime group, RequestState state, ulong clientHash,
+        byte[]? replay, int replayLength, bool replayable, Outcome outcome)
+    {
+        var requestId = state.RequestId;
+        var maxAttempts = replayable ? group.MaxAttempts : 1;
+        var lastTransportCode = (string?)null;
+        var lastTransportStatus = 0;
+
+        while (true)
+        {
+            var upstream = group.Select(clientHash, state.Tried, out var index, out var reason);
+            if (upstream is null)
+            {
+                if (state.Attempts > 0 && lastTransportCode is not null)
+                {
+                    // Every member tried or unavailable after a transport failure.
+                    outcome.Kind = lastTransportCode;
+                    await ProxyErrors.WriteAsync(context, lastTransportStatus, lastTransportCode, requestId: requestId).ConfigureAwait(false);
+                    return;
+                }
+                await RejectNoUpstreamAsync(context, group, reason, requestId, outcome).ConfigureAwait(false);
+                return;
+            }
+
+            state.BeginAttempt(upstream, index);
+            state.MayRetry = state.Attempts < maxAttempts;
+            outcome.Upstream = upstream.Name;
+            outcome.Attempts = state.Attempts;
+            _metrics.BalancerSelections.WithLabels(group.Name, upstream.Name, group.StrategyLabel).Inc();
+            if (replay is not null)
+            {
+                context.Request.Body = new MemoryStream(replay, 0, replayLength, writable: false);
+            }
+
+            var inflight = _metrics.UpstreamInFlight.WithLabels(upstream.Name);
+            inflight.Inc();
+            ForwarderError error;
+            try
+            {
+                error = await _forwarder.SendAsync(context, upstream.Url, group.Invoker, group.RequestConfig, state, context.RequestAborted).ConfigureAwait(false);
+            }
+            finally
+            {
+                inflight.Dec();
+            }
+
+            var status = state.UpstreamStatus;
+            if (status != 0)
+            {
+                _metrics.UpstreamTimeToFirstByte.WithLabels(group.Name, upstream.Name).Observe(state.TimeToFirstByteSeconds);
+            }
+            _metrics.UpstreamRequests.WithLabels(group.Name, upstream.Name, ProxyMetrics.StatusLabel(status)).Inc();
+
+            if (status == StatusCodes.Status429TooManyRequests)
+            {
+                var park = RetryAfter.CoolDownFor(state.RetryAfterHint);
+                upstream.CoolDown.Park(park);
+                _metrics.CoolDowns.WithLabels(upstream.Name).Inc();
+                Log.CoolingDown(_logger, upstream.Name, (long)park.TotalMilliseconds);
+            }
+
+            if (error == ForwarderError.None)
+            {
+                // A response was received; 5xx counts against the breaker, 429 is an account signal only.
+                var failed = status >= 500;
+                upstream.Complete(status == StatusCodes.Status429TooManyRequests ? null : failed);
+                if (failed || status == StatusCodes.Status429TooManyRequests)
+                {
+                    var kind = failed ? "status_5xx" : "status_429";
+                    _metrics.UpstreamErrors.WithLabels(group.Name, upstream.Name, kind).Inc();
+                    Log.AttemptFailed(_logger, group.Name, upstream.Name, kind, status, requestId);
+                }
+                if (state.Suppressed)
+                {
+                    _metrics.Retries.WithLabels(group.Name, failed ? "status_5xx" : "status_" + ProxyMetrics.StatusLabel(status)).Inc();
+                    context.Response.Clear();
+                    await BackoffAsync(group, context.RequestAborted).ConfigureAwait(false);
+                    continue;
+                }
+                outcome.Kind = status >= 500 ? "upstream_error" : status == 429 ? "upstream_429" : "ok";
+                return;
+            }
+
+            var (code, httpStatus, clientSide) = Classify(context, error);
+            if (clientSide)
+            {
+                upstream.Complete(null);
+                if (code == ProxyErrors.RequestTooLarge || code == ProxyErrors.BadRequest)
+                {
+                    outcome.Kind = code;
+                    if (!context.Response.HasStarted)
+                    {
+                        await ProxyErrors.WriteAsync(context, httpStatus, code, requestId: requestId).ConfigureAwait(false);
+                    }
+                    return;
+                }
+                outcome.Kind = "client_aborted";
+                return;
+            }
+
+            upstream.Complete(true);
+            var errorKind = ErrorKind(error, context);
+            _metrics.UpstreamErrors.WithLabels(group.Name, upstream.Name, errorKind).Inc();
+            Log.AttemptFailed(_logger, group.Name, upstream.Name, errorKind, status, requestId);
+
+            if (context.Response.HasStarted)
+            {
+                // Broke mid-stream: YARP aborted the client connection, so the client sees no clean end.
+                outcome.Kind = "upstream_broken_stream";
+                return;
+            }
+            lastTransportCode = code;
+            lastTransportStatus = httpStatus;
+            if (state.MayRetry && group.HasAlternative(state.Tried))
+            {
+                _metrics.Retries.WithLabels(group.Name, errorKind).Inc();
+                context.Response.Clear();
+                await BackoffAsync(group, context.RequestAborted).ConfigureAwait(false);
+                continue;
+            }
+            outcome.Kind = code;
+            await ProxyErrors.WriteAsync(context, httpStatus, code, requestId: requestId).ConfigureAwait(false);
+            return;
+        }
+    }
+
+    private Task BackoffAsync(GroupRuntime group, CancellationToken cancellationToken) =>
+        group.Backoff > TimeSpan.Zero ? Task.Delay(group.Backoff, _time, cancellationToken) : Task.CompletedTask;
+
+    private async Task RejectNoUpstreamAsync(HttpContext context, GroupRuntime group, Unavailability reason, string requestId, Outcome outcome)
+    {
+        var now = _time.GetUtcNow();
+        var retryAfter = (group.EarliestRecovery(_time) ?? now) - now;
+        if (reason == Unavailability.RateLimited)
+        {
+            _metrics.RateLimitRejections.WithLabels(_forward.Name, "upstream").Inc();
+            outcome.Kind = ProxyErrors.UpstreamRateLimited;
+            await ProxyErrors.WriteAsync(context, StatusCodes.Status429TooManyRequests, ProxyErrors.UpstreamRateLimited, retryAfter, requestId).ConfigureAwait(false);
+            return;
+        }
+        outcome.Kind = ProxyErrors.NoAvailableUpstream;
+        await ProxyErrors.WriteAsync(context, StatusCodes.Status503ServiceUnavailable, ProxyErrors.NoAvailableUpstream, retryAfter, requestId).ConfigureAwait(false);
+    }
+
+    /// <summary>Maps a YARP error to our error code, status and whether the client caused it.</summary>
+    private static (string Code, int Status, bool ClientSide) Classify(HttpContext context, ForwarderError error)
+    {
+        var exception = context.GetForwarderErrorFeature()?.Exception;
+        switch (error)
+        {
+            case ForwarderError.RequestCanceled:
+            case ForwarderError.RequestBodyCanceled:
+            case ForwarderError.ResponseBodyCanceled:
+            case ForwarderError.ResponseBodyClient:
+                return (ProxyErrors.UpstreamUnavailable, 499, true);
+            case ForwarderError.RequestBodyClient:
+                if (FindBadRequest(exception) is { } bad)
+                {
+                    return bad.StatusCode == StatusCodes.Status413PayloadTooLarge
+                        ? (ProxyErrors.RequestTooLarge, 413, true)
+                        : (ProxyErrors.BadRequest, 400, true);
+                }
+                return (ProxyErrors.UpstreamUnavailable, 499, true);
+            case ForwarderError.RequestTimedOut:
+                return (ProxyErrors.UpstreamTimeout, StatusCodes.Status504GatewayTimeout, false);
+            default:
+                return IsTimeout(exception)
+                    ? (ProxyErrors.UpstreamTimeout, StatusCodes.Status504GatewayTimeout, false)
+                    : (ProxyErrors.UpstreamUnavailable, StatusCodes.Status502BadGateway, false);
+        }
+    }
+
+    private static string ErrorKind(ForwarderError error, HttpContext context)
+    {
+        var exception = context.GetForwarderErrorFeature()?.Exception;
+        return error switch
+        {
+            ForwarderError.RequestTimedOut => "timeout",
+            ForwarderError.ResponseBodyDestination => "stream",
+            _ when IsTimeout(exception) => "timeout",
+            _ when FindSocketError(exception) is SocketErrorKind.Refused => "connect",
+            _ => "reset",
+        };
+    }
+
+    private enum SocketErrorKind { None, Refused, Other }
+
+    private static SocketErrorKind FindSocketError(Exception? exception)
+    {
+        for (var e = exception; e is not null; e = e.InnerException)
+        {
+            if (e is System.Net.Sockets.SocketException se)
+            {
+                return se.SocketErrorCode == System.Net.Sockets.SocketError.ConnectionRefused ? SocketErrorKind.Refused : SocketErrorKind.Other;
+            }
+        }
+        return SocketErrorKind.None;
+    }
+
+    private static bool IsTimeout(Exception? exception)
+    {
+        for (var e = exception; e is not null; e = e.InnerException)
+        {
+            if (e is TimeoutException)
+            {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    private static BadHttpRequestException? FindBadRequest(Exception? exception)
+    {
+        for (var e = exception; e is not null; e = e.InnerException)
+        {
+            if (e is BadHttpRequestException bad)
+            {
+                return bad;
+            }
+        }
+        return null;
+    }
+
+    private async Task<bool> ReadBodyAsync(HttpContext context, byte[] buffer, int length, Outcome outcome, string requestId)
+    {
+        try
+        {
+            var read = await context.Request.Body.ReadAtLeastAsync(buffer.AsMemory(0, length), length, throwOnEndOfStream: false, context.RequestAborted).ConfigureAwait(false);
+            if (read == length)
+            {
+                return true;
+            }
+            outcome.Kind = ProxyErrors.BadRequest;
+        }
+        catch (BadHttpRequestException bad)
+        {
+            outcome.Kind = bad.StatusCode == StatusCodes.Status413PayloadTooLarge ? ProxyErrors.RequestTooLarge : ProxyErrors.BadRequest;
+            if (!context.Response.HasStarted)
+            {
+                await ProxyErrors.WriteAsync(context, bad.StatusCode == 413 ? 413 : 400, outcome.Kind, requestId: requestId).ConfigureAwait(false);
+            }
+            return false;
+        }
+        catch (Exception ex) when (ex is OperationCanceledException or IOException)
+        {
+            outcome.Kind = "client_aborted";
+            return false;
+        }
+        return false;
+    }
+
+    private void Account(HttpContext context, long started, string requestId, Outcome outcome, long bytesWritten)
+    {
+        var elapsed = Stopwatch.GetElapsedTime(started);
+        var status = outcome.Kind == "client_aborted" ? 499 : context.Response.StatusCode;
+        var method = ProxyMetrics.MethodLabel(context.Request.Method);
+        var statusLabel = ProxyMetrics.StatusLabel(status);
+        _metrics.HttpRequests.WithLabels(_forward.Name, method, statusLabel).Inc();
+        _metrics.HttpRequestDuration.WithLabels(_forward.Name, method, statusLabel).Observe(elapsed.TotalSeconds);
+        _requestSize.Observe(outcome.RequestBytes);
+        _responseSize.Observe(bytesWritten);
+        if (_logger.IsEnabled(LogLevel.Information))
+        {
+            // The path only: a query string may carry a key.
+            Log.Access(_logger, context.Request.Method, context.Request.Path.Value ?? "/", status, _forward.Name,
+                outcome.Upstream ?? "-", outcome.Attempts, elapsed.TotalMilliseconds, bytesWritten, outcome.Kind, requestId);
+        }
+    }
+
+    /// <summary>Terminal outcome of one request, for the access log.</summary>
+    private sealed class Outcome
+    {
+        public string Kind { get; set; } = "ok";
+        public string? Upstream { get; set; }
+        public int Attempts { get; set; }
+        public long RequestBytes { get; set; }
+    }
+}

@@ -1,0 +1,174 @@
+using System.Net;
+using LLMProxy.Admin;
+using LLMProxy.Configuration;
+using LLMProxy.Forwarding;
+using LLMProxy.Observability;
+using LLMProxy.Runtime;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Yarp.ReverseProxy.Forwarder;
+
+namespace LLMProxy.Hosting;
+
+/// <summary>Options that change how a config is hosted, not what it means.</summary>
+internal sealed record ProxyHostOptions
+{
+    /// <summary>Bind every listener to port 0 (tests, demo): the actual ports are reported after start.</summary>
+    public bool EphemeralPorts { get; init; }
+    public TimeProvider Time { get; init; } = TimeProvider.System;
+    /// <summary>Register process/runtime collectors on the metrics registry.</summary>
+    public bool ProcessMetrics { get; init; } = true;
+}
+
+/// <summary>A listener could not be bound (exit code 1).</summary>
+internal sealed class ListenerBindException(string message, Exception inner) : Exception(message, inner);
+
+/// <summary>
+/// Runs one config: a Kestrel server per forward and one for admin, sharing one compiled runtime.
+/// Separate servers keep each forward's limits (timeouts, body size) its own.
+/// </summary>
+internal sealed class ProxyHost : IAsyncDisposable
+{
+    private readonly List<WebApplication> _apps;
+    private readonly ILogger _logger;
+
+    private ProxyHost(ProxyRuntime runtime, List<WebApplication> apps, Dictionary<string, int> forwardPorts, int adminPort, ILogger logger)
+    {
+        Runtime = runtime;
+        _apps = apps;
+        ForwardPorts = forwardPorts;
+        AdminPort = adminPort;
+        _logger = logger;
+    }
+
+    public ProxyRuntime Runtime { get; }
+    /// <summary>Actual bound port per forward name.</summary>
+    public IReadOnlyDictionary<string, int> ForwardPorts { get; }
+    public int AdminPort { get; }
+
+    public static async Task<ProxyHost> StartAsync(ProxyConfig config, ILoggerFactory loggerFactory, ProxyHostOptions? options = null,
+        CancellationToken cancellationToken = default)
+    {
+        options ??= new ProxyHostOptions();
+        var logger = loggerFactory.CreateLogger("LLMProxy");
+        var metrics = new ProxyMetrics(options.ProcessMetrics);
+        var runtime = new ProxyRuntime(config, metrics, options.Time, logger);
+        Log.Starting(logger, Cli.VersionInfo.Version, config.HttpServer.Forwards.Count, config.UpstreamGroups.Count, config.Upstreams.Count);
+
+        var apps = new List<WebApplication>();
+        var forwardPorts = new Dictionary<string, int>(StringComparer.Ordinal);
+        var adminPort = 0;
+        try
+        {
+            foreach (var forward in runtime.Forwards)
+            {
+                var c = forward.Config;
+                var app = BuildApp(loggerFactory, c.Address, options.EphemeralPorts ? 0 : c.Port, c.Timeout, c.MaxRequestBodySize, config.HttpServer.ShutdownTimeout);
+                var handler = new ForwardHandler(forward, app.Services.GetRequiredService<IHttpForwarder>(), metrics, options.Time,
+                    loggerFactory.CreateLogger("LLMProxy.Access"));
+                app.Run(handler.HandleAsync);
+                var port = await StartAppAsync(app, c.Address, c.Port, cancellationToken).ConfigureAwait(false);
+                apps.Add(app);
+                forwardPorts[forward.Name] = port;
+                Log.Listening(logger, "forward", forward.Name, FormatEndpoint(c.Address, port));
+            }
+
+            var a = config.HttpServer.Admin;
+            var admin = BuildApp(loggerFactory, a.Address, options.EphemeralPorts ? 0 : a.Port, a.Timeout, 1024 * 1024, config.HttpServer.ShutdownTimeout);
+            var endpoints = new AdminEndpoints(runtime);
+            admin.Run(endpoints.HandleAsync);
+            adminPort = await StartAppAsync(admin, a.Address, a.Port, cancellationToken).ConfigureAwait(false);
+            apps.Add(admin);
+            Log.Listening(logger, "admin", "admin", FormatEndpoint(a.Address, adminPort));
+        }
+        catch
+        {
+            foreach (var app in apps)
+            {
+                await app.StopAsync(CancellationToken.None).ConfigureAwait(false);
+                await app.DisposeAsync().ConfigureAwait(false);
+            }
+            runtime.Dispose();
+            throw;
+        }
+        return new ProxyHost(runtime, apps, forwardPorts, adminPort, logger);
+    }
+
+    private static string FormatEndpoint(string address, int port) =>
+        IPAddress.TryParse(address, out var ip) && ip.AddressFamily == System.Net.Sockets.AddressFamily.InterNetworkV6
+            ? $"[{address}]:{port}"
+            : $"{address}:{port}";
+
+    private static WebApplication BuildApp(ILoggerFactory loggerFactory, string address, int port, ServerTimeoutConfig timeouts,
+        long maxBody, int shutdownTimeoutMs)
+    {
+        var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions());
+        builder.Services.AddSingleton(loggerFactory);
+        builder.Services.AddSingleton(typeof(ILogger<>), typeof(Logger<>));
+        builder.Services.AddSingleton<IHostLifetime, NoopLifetime>();
+        builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromMilliseconds(shutdownTimeoutMs));
+        builder.Services.AddHttpForwarder();
+        builder.WebHost.UseKestrelCore();
+        builder.WebHost.ConfigureKestrel(k =>
+        {
+            k.AddServerHeader = false;
+            var ip = address == "localhost" ? IPAddress.Loopback : IPAddress.Parse(address);
+            k.Listen(ip, port, listen => listen.Protocols = HttpProtocols.Http1AndHttp2);
+            k.Limits.MaxRequestBodySize = maxBody;
+            k.Limits.KeepAliveTimeout = TimeSpan.FromMilliseconds(timeouts.Idle);
+            k.Limits.RequestHeadersTimeout = TimeSpan.FromMilliseconds(timeouts.Read);
+            // A client must keep sending its body at a minimal rate, and keep reading ours: a healthy
+            // slow stream is never cut, a stalled peer is after the configured read/write time.
+            k.Limits.MinRequestBodyDataRate = new MinDataRate(240, TimeSpan.FromMilliseconds(Math.Max(1000, timeouts.Read)));
+            k.Limits.MinResponseDataRate = new MinDataRate(1, TimeSpan.FromMilliseconds(Math.Max(1000, timeouts.Write)));
+        });
+        return builder.Build();
+    }
+
+    private static async Task<int> StartAppAsync(WebApplication app, string address, int configuredPort, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await app.StartAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is IOException or System.Net.Sockets.SocketException or InvalidOperationException or UnauthorizedAccessException)
+        {
+            await app.DisposeAsync().ConfigureAwait(false);
+            throw new ListenerBindException($"cannot listen on {FormatEndpoint(address, configuredPort)}: {ex.Message}", ex);
+        }
+        var addresses = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses;
+        var first = addresses.First();
+        return new Uri(first.Replace("*", "localhost", StringComparison.Ordinal)).Port;
+    }
+
+    /// <summary>Stops accepting, lets in-flight requests and streams finish for up to <paramref name="drain"/>, then aborts the rest.</summary>
+    public async Task StopAsync(TimeSpan drain)
+    {
+        Log.ShuttingDown(_logger, (long)drain.TotalMilliseconds);
+        using var cts = new CancellationTokenSource(drain);
+        await Task.WhenAll(_apps.Select(a => a.StopAsync(cts.Token))).ConfigureAwait(false);
+        Log.Stopped(_logger);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        foreach (var app in _apps)
+        {
+            await app.DisposeAsync().ConfigureAwait(false);
+        }
+        Runtime.Dispose();
+    }
+
+    private sealed class NoopLifetime : IHostLifetime
+    {
+        public Task WaitForStartAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+        public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+    }
+}

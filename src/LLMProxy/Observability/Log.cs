@@ -1,0 +1,47 @@
+using Microsoft.Extensions.Logging;
+
+namespace LLMProxy.Observability;
+
+/// <summary>Every log line the proxy writes, with stable event ids. Never bodies, never secrets.</summary>
+internal static partial class Log
+{
+    [LoggerMessage(EventId = 1, EventName = "Access", Level = LogLevel.Information,
+        Message = "{Method} {Path} {Status} forward={Forward} upstream={Upstream} attempts={Attempts} duration_ms={DurationMs:F1} bytes={Bytes} outcome={Outcome} request_id={RequestId}")]
+    public static partial void Access(ILogger logger, string method, string path, int status, string forward,
+        string upstream, int attempts, double durationMs, long bytes, string outcome, string requestId);
+
+    [LoggerMessage(EventId = 2, EventName = "Listening", Level = LogLevel.Information,
+        Message = "ready: {Kind} {Name} listening on http://{Endpoint}")]
+    public static partial void Listening(ILogger logger, string kind, string name, string endpoint);
+
+    [LoggerMessage(EventId = 3, EventName = "AttemptFailed", Level = LogLevel.Warning,
+        Message = "upstream attempt failed: group={Group} upstream={Upstream} error={Error} status={Status} request_id={RequestId}")]
+    public static partial void AttemptFailed(ILogger logger, string group, string upstream, string error, int status, string requestId);
+
+    [LoggerMessage(EventId = 4, EventName = "BreakerStateChanged", Level = LogLevel.Warning,
+        Message = "circuit breaker {Upstream}: {From} -> {To}")]
+    public static partial void BreakerStateChanged(ILogger logger, string upstream, string from, string to);
+
+    [LoggerMessage(EventId = 5, EventName = "CoolingDown", Level = LogLevel.Warning,
+        Message = "upstream {Upstream} answered 429: parked for {Milliseconds} ms")]
+    public static partial void CoolingDown(ILogger logger, string upstream, long milliseconds);
+
+    [LoggerMessage(EventId = 6, EventName = "ShuttingDown", Level = LogLevel.Information,
+        Message = "shutting down: draining in-flight requests for up to {TimeoutMs} ms")]
+    public static partial void ShuttingDown(ILogger logger, long timeoutMs);
+
+    [LoggerMessage(EventId = 7, EventName = "Stopped", Level = LogLevel.Information, Message = "stopped")]
+    public static partial void Stopped(ILogger logger);
+
+    [LoggerMessage(EventId = 8, EventName = "UnhandledRequestError", Level = LogLevel.Error,
+        Message = "unexpected error while proxying request_id={RequestId}")]
+    public static partial void UnhandledRequestError(ILogger logger, Exception exception, string requestId);
+
+    [LoggerMessage(EventId = 9, EventName = "Rejected", Level = LogLevel.Debug,
+        Message = "request rejected: forward={Forward} reason={Reason} request_id={RequestId}")]
+    public static partial void Rejected(ILogger logger, string forward, string reason, string requestId);
+
+    [LoggerMessage(EventId = 10, EventName = "Starting", Level = LogLevel.Information,
+        Message = "llmproxy {Version} starting: {Forwards} forward(s), {Groups} group(s), {Upstreams} upstream(s)")]
+    public static partial void Starting(ILogger logger, string version, int forwards, int groups, int upstreams);
+}

@@ -1,0 +1,103 @@
+using Prometheus;
+
+namespace LLMProxy.Observability;
+
+/// <summary>
+/// Every <c>llmproxy_*</c> family, on a registry owned by one proxy instance (so several instances can
+/// live in one test process). Labels are bounded: forward, group, upstream, method (normalized), status,
+/// outcome — never a path, a key or a client IP.
+/// </summary>
+internal sealed class ProxyMetrics
+{
+    private static readonly double[] DurationBuckets =
+        [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];
+    private static readonly double[] SizeBuckets = Histogram.ExponentialBuckets(64, 4, 10);
+
+    public CollectorRegistry Registry { get; }
+
+    public Counter HttpRequests { get; }
+    public Histogram HttpRequestDuration { get; }
+    public Histogram HttpRequestSize { get; }
+    public Histogram HttpResponseSize { get; }
+    public Gauge ActiveConnections { get; }
+    public Counter UpstreamRequests { get; }
+    public Counter UpstreamErrors { get; }
+    public Histogram UpstreamTimeToFirstByte { get; }
+    public Gauge UpstreamInFlight { get; }
+    public Gauge BreakerState { get; }
+    public Counter BreakerStateChanges { get; }
+    public Counter BalancerSelections { get; }
+    public Counter RateLimitRejections { get; }
+    public Counter Retries { get; }
+    public Counter CoolDowns { get; }
+    public Counter Tokens { get; }
+
+    public ProxyMetrics(bool includeProcessMetrics = true)
+    {
+        Registry = Metrics.NewCustomRegistry();
+        if (includeProcessMetrics)
+        {
+            DotNetStats.Register(Registry);
+        }
+
+        var f = Metrics.WithCustomRegistry(Registry);
+        HttpRequests = f.CreateCounter("llmproxy_http_requests_total",
+            "Requests answered by a forward, by method and status.", "forward", "method", "status");
+        HttpRequestDuration = f.CreateHistogram("llmproxy_http_request_duration_seconds",
+            "Time from request start to the end of the response.",
+            new HistogramConfiguration { LabelNames = ["forward", "method", "status"], Buckets = DurationBuckets });
+        HttpRequestSize = f.CreateHistogram("llmproxy_http_request_size_bytes",
+            "Request body bytes received from clients.",
+            new HistogramConfiguration { LabelNames = ["forward"], Buckets = SizeBuckets });
+        HttpResponseSize = f.CreateHistogram("llmproxy_http_response_size_bytes",
+            "Response body bytes sent to clients.",
+            new HistogramConfiguration { LabelNames = ["forward"], Buckets = SizeBuckets });
+        ActiveConnections = f.CreateGauge("llmproxy_active_connections",
+            "Requests currently being served by a forward.", "forward");
+        UpstreamRequests = f.CreateCounter("llmproxy_upstream_requests_total",
+            "Attempts sent to an upstream, by the status it answered (0 = no response).", "group", "upstream", "status_code");
+        UpstreamErrors = f.CreateCounter("llmproxy_upstream_errors_total",
+            "Failed upstream attempts by kind (connect, timeout, reset, status_5xx, status_429, stream).", "group", "upstream", "error");
+        UpstreamTimeToFirstByte = f.CreateHistogram("llmproxy_upstream_ttfb_seconds",
+            "Time from sending an attempt to receiving the upstream's response headers.",
+            new HistogramConfiguration { LabelNames = ["group", "upstream"], Buckets = DurationBuckets });
+        UpstreamInFlight = f.CreateGauge("llmproxy_upstream_inflight",
+            "Attempts currently in flight per upstream.", "upstream");
+        BreakerState = f.CreateGauge("llmproxy_circuit_breaker_state",
+            "Circuit breaker state per upstream: 0 closed, 1 half-open, 2 open.", "upstream");
+        BreakerStateChanges = f.CreateCounter("llmproxy_circuit_breaker_state_changes_total",
+            "Circuit breaker transitions.", "upstream", "from", "to");
+        BalancerSelections = f.CreateCounter("llmproxy_load_balancer_selections_total",
+            "Upstreams chosen by the balancer.", "group", "upstream", "strategy");
+        RateLimitRejections = f.CreateCounter("llmproxy_rate_limit_rejections_total",
+            "Requests rejected by a rate limit (client = per client IP, upstream = every member out of tokens).", "forward", "limit_type");
+        Retries = f.CreateCounter("llmproxy_retries_total",
+            "Failover attempts made after a failed attempt, by reason.", "group", "reason");
+        CoolDowns = f.CreateCounter("llmproxy_upstream_cooldowns_total",
+            "Times an upstream was parked after answering 429.", "upstream");
+        Tokens = f.CreateCounter("llmproxy_tokens_total",
+            "LLM token usage reported by upstream responses.", "upstream", "type");
+    }
+
+    private static readonly string[] StatusStrings = CreateStatusStrings();
+
+    private static string[] CreateStatusStrings()
+    {
+        var s = new string[600];
+        for (var i = 0; i < s.Length; i++)
+        {
+            s[i] = i.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        }
+        return s;
+    }
+
+    /// <summary>Cached status label (no allocation per request).</summary>
+    public static string StatusLabel(int status) => (uint)status < (uint)StatusStrings.Length ? StatusStrings[status] : "other";
+
+    /// <summary>Bounded method label: the standard methods, everything else is OTHER.</summary>
+    public static string MethodLabel(string method) => method switch
+    {
+        "GET" or "POST" or "PUT" or "DELETE" or "PATCH" or "HEAD" or "OPTIONS" => method,
+        _ => "OTHER",
+    };
+}

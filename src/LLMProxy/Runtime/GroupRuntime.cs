@@ -1,0 +1,201 @@
+using System.Net;
+using System.Net.Sockets;
+using LLMProxy.Configuration;
+using LLMProxy.LoadBalancing;
+using Yarp.ReverseProxy.Forwarder;
+
+namespace LLMProxy.Runtime;
+
+/// <summary>
+/// One upstream group, compiled: its members, balancer, retry policy and the single long-lived
+/// connection pool every request of the group goes through.
+/// </summary>
+internal sealed class GroupRuntime : IDisposable
+{
+    private readonly bool[] _retryStatus = new bool[600];
+
+    public GroupRuntime(UpstreamGroupConfig config, IReadOnlyDictionary<string, UpstreamRuntime> upstreams)
+    {
+        Config = config;
+        Name = config.Name;
+        Members = [.. config.Upstreams.Select(m => upstreams[m.Name])];
+        Strategy = config.Balance.Strategy;
+        StrategyLabel = Strategy switch
+        {
+            BalanceStrategy.WeightedRoundRobin => "weighted_roundrobin",
+            BalanceStrategy.Random => "random",
+            BalanceStrategy.IpHash => "iphash",
+            _ => "roundrobin",
+        };
+        Balancer = LoadBalancerFactory.Create(Strategy, [.. config.Upstreams.Select(m => new BalancerMember(m.Name, m.Weight))]);
+        MaxAttempts = Math.Max(1, Math.Min(config.Retry.Attempts, Members.Length));
+        foreach (var code in config.Retry.StatusCodes)
+        {
+            if ((uint)code < (uint)_retryStatus.Length)
+            {
+                _retryStatus[code] = true;
+            }
+        }
+        Backoff = TimeSpan.FromMilliseconds(config.Retry.Backoff);
+        Agent = config.HttpClient.Agent;
+        Invoker = new HttpMessageInvoker(CreateHandler(config.HttpClient), disposeHandler: true);
+        RequestConfig = new ForwarderRequestConfig
+        {
+            // Bounds the wait for response headers and every idle gap of the body — never the total.
+            ActivityTimeout = TimeSpan.FromMilliseconds(config.HttpClient.Timeout.Request),
+            Version = HttpVersion.Version20,
+            VersionPolicy = HttpVersionPolicy.RequestVersionOrLower,
+            AllowResponseBuffering = false,
+        };
+    }
+
+    public string Name { get; }
+    public UpstreamGroupConfig Config { get; }
+    public UpstreamRuntime[] Members { get; }
+    public BalanceStrategy Strategy { get; }
+    public string StrategyLabel { get; }
+    public ILoadBalancer Balancer { get; }
+    public int MaxAttempts { get; }
+    public TimeSpan Backoff { get; }
+    public string Agent { get; }
+    public HttpMessageInvoker Invoker { get; }
+    public ForwarderRequestConfig RequestConfig { get; }
+
+    public bool IsRetryStatus(int status) => (uint)status < (uint)_retryStatus.Length && _retryStatus[status];
+
+    /// <summary>
+    /// Chooses and reserves a member not in <paramref name="tried"/> (bit i = member i, first 64 members).
+    /// Null when none can take the request; <paramref name="reason"/> then says why.
+    /// </summary>
+    public UpstreamRuntime? Select(ulong clientHash, ulong tried, out int index, out Unavailability reason)
+    {
+        var n = Members.Length;
+        Span<bool> eligible = n <= 128 ? stackalloc bool[n] : new bool[n];
+        var excluded = tried;
+        reason = Unavailability.None;
+        for (var round = 0; round < n; round++)
+        {
+            var any = false;
+            for (var i = 0; i < n; i++)
+            {
+                if (i < 64 && (excluded & (1UL << i)) != 0)
+                {
+                    eligible[i] = false;
+                    continue;
+                }
+                var why = Members[i].Check();
+                eligible[i] = why == Unavailability.None;
+                any |= eligible[i];
+                if (why > reason)
+                {
+                    reason = why;
+                }
+            }
+            if (!any)
+            {
+                break;
+            }
+            index = Balancer.Select(eligible, clientHash);
+            if (index < 0)
+            {
+                break;
+            }
+            if (Members[index].TryAcquire())
+            {
+                reason = Unavailability.None;
+                return Members[index];
+            }
+            // Lost a race for the last trial slot or token: exclude it and choose again.
+            if (index < 64)
+            {
+                excluded |= 1UL << index;
+            }
+            reason = Members[index].Check() is var w && w > reason ? w : reason;
+        }
+        index = -1;
+        if (reason == Unavailability.None)
+        {
+            // Every member was excluded because it was already tried.
+            reason = Unavailability.BreakerOpen;
+        }
+        return null;
+    }
+
+    /// <summary>Whether some member outside <paramref name="tried"/> is available right now.</summary>
+    public bool HasAlternative(ulong tried)
+    {
+        for (var i = 0; i < Members.Length; i++)
+        {
+            if (i < 64 && (tried & (1UL << i)) != 0)
+            {
+                continue;
+            }
+            if (Members[i].Check() == Unavailability.None)
+            {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    /// <summary>Earliest moment any member may be available again.</summary>
+    public DateTimeOffset? EarliestRecovery(TimeProvider time)
+    {
+        DateTimeOffset? best = null;
+        foreach (var m in Members)
+        {
+            var at = m.AvailableAt(time) ?? time.GetUtcNow();
+            if (best is null || at < best)
+            {
+                best = at;
+            }
+        }
+        return best;
+    }
+
+    private static SocketsHttpHandler CreateHandler(HttpClientConfig c)
+    {
+        var keepalive = c.Keepalive;
+        var handler = new SocketsHttpHandler
+        {
+            UseProxy = c.Proxy is not null,
+            Proxy = c.Proxy is { } p ? new WebProxy(new Uri(p.Url)) : null,
+            AllowAutoRedirect = false,
+            AutomaticDecompression = DecompressionMethods.None,
+            UseCookies = false,
+            EnableMultipleHttp2Connections = true,
+            ConnectTimeout = TimeSpan.FromMilliseconds(c.Timeout.Connect),
+            PooledConnectionIdleTimeout = TimeSpan.FromMilliseconds(c.Timeout.Idle),
+            MaxConnectionsPerServer = c.Connect.MaxPerHost,
+            ActivityHeadersPropagator = null,
+            ConnectCallback = async (context, ct) =>
+            {
+                var socket = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+                try
+                {
+                    if (keepalive > 0)
+                    {
+                        socket.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.KeepAlive, true);
+                        var seconds = Math.Max(1, keepalive / 1000);
+                        socket.SetSocketOption(SocketOptionLevel.Tcp, SocketOptionName.TcpKeepAliveTime, seconds);
+                        socket.SetSocketOption(SocketOptionLevel.Tcp, SocketOptionName.TcpKeepAliveInterval, Math.Max(1, seconds / 4));
+                    }
+                    else
+                    {
+                        socket.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.KeepAlive, false);
+                    }
+                    await socket.ConnectAsync(context.DnsEndPoint, ct).ConfigureAwait(false);
+                    return new NetworkStream(socket, ownsSocket: true);
+                }
+                catch
+                {
+                    socket.Dispose();
+                    throw;
+                }
+            },
+        };
+        return handler;
+    }
+
+    public void Dispose() => Invoker.Dispose();
+}

@@ -1,0 +1,138 @@
+using System.Text;
+using LLMProxy.Configuration;
+using LLMProxy.RateLimiting;
+using LLMProxy.Resilience;
+
+namespace LLMProxy.Runtime;
+
+/// <summary>Why an upstream cannot take a request right now.</summary>
+internal enum Unavailability
+{
+    None = 0,
+    /// <summary>Parked after a 429 or out of upstream rate-limit tokens (an account signal).</summary>
+    RateLimited = 1,
+    /// <summary>Breaker open or half-open with every trial slot taken.</summary>
+    BreakerOpen = 2,
+}
+
+/// <summary>
+/// One configured upstream, compiled: the request-building facts computed once, plus the live state
+/// (breaker, 429 cool-down, token bucket, in-flight count) shared by every forward and group using it.
+/// </summary>
+internal sealed class UpstreamRuntime
+{
+    private int _inFlight;
+
+    public UpstreamRuntime(UpstreamConfig config, TimeProvider time)
+    {
+        Config = config;
+        Name = config.Name;
+        var uri = new Uri(config.Url, UriKind.Absolute);
+        IsFullEndpoint = uri.AbsolutePath.Length > 1;
+        UrlHasQuery = uri.Query.Length > 0;
+        // Full endpoint: kept as written. Base URL: scheme://authority plus any path prefix, no trailing slash.
+        Url = IsFullEndpoint
+            ? uri.GetLeftPart(UriPartial.Path)
+            : uri.GetLeftPart(UriPartial.Authority);
+        Query = uri.Query;
+        Host = uri.Authority;
+        Authorization = config.Auth.Type switch
+        {
+            AuthType.Bearer => "Bearer " + config.Auth.Token,
+            AuthType.Basic => "Basic " + Convert.ToBase64String(Encoding.UTF8.GetBytes($"{config.Auth.Username}:{config.Auth.Password}")),
+            _ => null,
+        };
+        HeaderOps = [.. config.Headers];
+        Breaker = config.Breaker is { } b ? new CircuitBreaker(b, time) : null;
+        CoolDown = new CoolDown(time);
+        Limiter = config.Ratelimit is { } r ? new TokenBucketLimiter(r.PerSecond, r.EffectiveBurst, time) : null;
+    }
+
+    public string Name { get; }
+    public UpstreamConfig Config { get; }
+    /// <summary>True when the url has a path: the client's path is replaced by it.</summary>
+    public bool IsFullEndpoint { get; }
+    /// <summary>Full endpoint (without query) or base (scheme://authority).</summary>
+    public string Url { get; }
+    /// <summary>The url's own query including '?', or empty.</summary>
+    public string Query { get; }
+    public bool UrlHasQuery { get; }
+    public string Host { get; }
+    /// <summary>Precomputed Authorization header value, null for auth type none.</summary>
+    public string? Authorization { get; }
+    public HeaderOpConfig[] HeaderOps { get; }
+    public CircuitBreaker? Breaker { get; }
+    public CoolDown CoolDown { get; }
+    public TokenBucketLimiter? Limiter { get; }
+    public int InFlight => Volatile.Read(ref _inFlight);
+
+    /// <summary>Cheap availability check used while selecting; takes nothing.</summary>
+    public Unavailability Check()
+    {
+        if (Breaker is { IsAvailable: false })
+        {
+            return Unavailability.BreakerOpen;
+        }
+        if (CoolDown.IsCooling || Limiter is { HasToken: false })
+        {
+            return Unavailability.RateLimited;
+        }
+        return Unavailability.None;
+    }
+
+    /// <summary>Earliest moment this upstream may be available again (null when it is available now).</summary>
+    public DateTimeOffset? AvailableAt(TimeProvider time)
+    {
+        DateTimeOffset? at = null;
+        if (Breaker is { IsAvailable: false, RetryAt: { } r })
+        {
+            at = r;
+        }
+        if (CoolDown.Until is { } c && (at is null || c > at))
+        {
+            at = c;
+        }
+        if (Limiter is { HasToken: false } && Config.Ratelimit is { } limit)
+        {
+            // A bucket refills one token every 1/perSecond seconds.
+            var t = time.GetUtcNow() + TimeSpan.FromSeconds(1.0 / limit.PerSecond);
+            if (at is null || t > at)
+            {
+                at = t;
+            }
+        }
+        return at;
+    }
+
+    /// <summary>Reserve this upstream for one attempt: a half-open trial slot and a rate-limit token.</summary>
+    public bool TryAcquire()
+    {
+        if (Breaker is { } b && !b.TryAcquire())
+        {
+            return false;
+        }
+        if (Limiter is { } l && !l.TryTake(out _))
+        {
+            Breaker?.Release();
+            return false;
+        }
+        Interlocked.Increment(ref _inFlight);
+        return true;
+    }
+
+    /// <summary>End an attempt. <paramref name="failed"/> null = no verdict (cancelled, 429).</summary>
+    public void Complete(bool? failed)
+    {
+        Interlocked.Decrement(ref _inFlight);
+        if (Breaker is not { } b)
+        {
+            return;
+        }
+        switch (failed)
+        {
+            case true: b.RecordFailure(); break;
+            case false: b.RecordSuccess(); break;
+            default: b.Release(); break;
+        }
+    }
+}
