@@ -1,0 +1,136 @@
+using System.Net;
+using System.Net.Sockets;
+using LLMProxy.Tests.Forwarding;
+using LLMProxy.Tests.Infrastructure;
+
+namespace LLMProxy.Tests.Cli;
+
+public class CommandLineTests
+{
+    private static string WriteConfig(string yaml)
+    {
+        var path = Path.Combine(Path.GetTempPath(), $"llmproxy-test-{Guid.NewGuid():N}.yaml");
+        File.WriteAllText(path, yaml);
+        return path;
+    }
+
+    internal static string MinimalConfig(int port, int adminPort, string upstreamUrl, string extraServer = "") => $"""
+        httpServer:
+          forwards:
+            - name: main
+              port: {port}
+              address: "127.0.0.1"
+              defaultGroup: g
+          admin:
+            port: {adminPort}
+            address: "127.0.0.1"
+        {extraServer}
+        upstreams:
+          - name: u1
+            url: "{upstreamUrl}"
+            auth:
+              type: bearer
+              token: "sk-cli-test-secret-4242"
+        upstreamGroups:
+          - name: g
+            upstreams:
+              - name: u1
+        """;
+
+    [Theory]
+    [InlineData("--version")]
+    [InlineData("-v")]
+    public async Task Version_PrintsVersion_ExitsZero(string flag)
+    {
+        var (code, stdout, _) = await ProxyProcess.RunAsync(flag);
+        Assert.Equal(0, code);
+        Assert.Matches(@"\d+\.\d+\.\d+", stdout);
+    }
+
+    [Fact]
+    public async Task Help_ListsOptions_ExitsZero()
+    {
+        var (code, stdout, _) = await ProxyProcess.RunAsync("--help");
+        Assert.Equal(0, code);
+        foreach (var option in new[] { "--config", "--json", "--release", "--test", "--shutdown-timeout", "mock", "demo" })
+        {
+            Assert.Contains(option, stdout);
+        }
+    }
+
+    [Theory]
+    [InlineData("--no-such-flag")]
+    [InlineData("--shutdown-timeout", "abc")]
+    [InlineData("mock", "--fail-rate", "3")]
+    public async Task UsageError_ExitsTwo(params string[] args)
+    {
+        var (code, _, stderr) = await ProxyProcess.RunAsync(args);
+        Assert.Equal(2, code);
+        Assert.False(string.IsNullOrWhiteSpace(stderr));
+    }
+
+    [Fact]
+    public async Task InvalidConfig_ExitsOne_NamingEveryBadKey_NoStackTrace()
+    {
+        var path = WriteConfig("""
+            httpServer:
+              forwards:
+                - name: f
+                  port: 70000
+                  defaultGroup: nope
+                  rateLimit:
+                    perSecond: 1
+            upstreams:
+              - name: u
+                url: "not a url"
+                auth:
+                  type: bearer
+            upstreamGroups:
+              - name: g
+                upstreams:
+                  - name: u
+            """);
+        var (code, _, stderr) = await ProxyProcess.RunAsync("-c", path);
+        Assert.Equal(1, code);
+        Assert.Contains("httpServer.forwards[0].port", stderr);
+        Assert.Contains("httpServer.forwards[0].defaultGroup", stderr);
+        Assert.Contains("httpServer.forwards[0].rateLimit", stderr);
+        Assert.Contains("upstreams[0].url", stderr);
+        Assert.Contains("upstreams[0].auth.token", stderr);
+        Assert.DoesNotContain("   at ", stderr);
+    }
+
+    [Fact]
+    public async Task MissingConfigFile_ExitsOne()
+    {
+        var (code, _, stderr) = await ProxyProcess.RunAsync("-c", "/nonexistent/llmproxy.yaml");
+        Assert.Equal(1, code);
+        Assert.Contains("/nonexistent/llmproxy.yaml", stderr);
+        Assert.DoesNotContain("   at ", stderr);
+    }
+
+    [Fact]
+    public async Task TestFlag_ValidConfig_PrintsSummaryWithoutSecrets_ExitsZero()
+    {
+        var path = WriteConfig(MinimalConfig(StreamingAndErrorTests.FreePort(), StreamingAndErrorTests.FreePort(), "http://127.0.0.1:1"));
+        var (code, stdout, _) = await ProxyProcess.RunAsync("-t", "-c", path);
+        Assert.Equal(0, code);
+        Assert.Contains("valid", stdout);
+        Assert.DoesNotContain("sk-cli-test-secret-4242", stdout);
+    }
+
+    [Fact]
+    public async Task PortInUse_ExitsOne_NamingAddress()
+    {
+        using var occupied = new TcpListener(IPAddress.Loopback, 0);
+        occupied.Start();
+        var port = ((IPEndPoint)occupied.LocalEndpoint).Port;
+        var path = WriteConfig(MinimalConfig(port, StreamingAndErrorTests.FreePort(), "http://127.0.0.1:1"));
+
+        var (code, _, stderr) = await ProxyProcess.RunAsync("-r", "-c", path);
+
+        Assert.Equal(1, code);
+        Assert.Contains($"127.0.0.1:{port}", stderr);
+        Assert.DoesNotContain("   at ", stderr);
+    }
+}
