@@ -1,0 +1,159 @@
+using System.Net;
+using System.Text.Json;
+using LLMProxy.Tests.Forwarding;
+using LLMProxy.Tests.Infrastructure;
+using Microsoft.AspNetCore.Http;
+
+namespace LLMProxy.Tests.Resilience;
+
+public class FailoverPipelineTests
+{
+    private static async Task<string> HealthAsync(TestProxy proxy) => await (await proxy.Admin.GetAsync("/health")).Content.ReadAsStringAsync();
+
+    private static async Task WaitUntilAsync(Func<Task<bool>> condition, TimeSpan timeout)
+    {
+        var deadline = DateTime.UtcNow + timeout;
+        while (!await condition())
+        {
+            Assert.True(DateTime.UtcNow < deadline, "condition not met in time");
+            await Task.Delay(50);
+        }
+    }
+
+    private static string Breaker(int minRequests = 4, int cooldown = 30000) =>
+        $"breaker:\n  threshold: 0.5\n  minRequests: {minRequests}\n  cooldown: {cooldown}\n  interval: 60000\n  maxRequests: 1";
+
+    [Fact]
+    public async Task FailingUpstream_HiddenByFailover_CutOffByBreaker_ReadmittedAfterCooldown()
+    {
+        var healthy = 0;
+        await using var ups = await Upstreams.StartAsync(
+            ("bad", ctx => Volatile.Read(ref healthy) == 1 ? ScriptedUpstream.Json("bad")(ctx) : ScriptedUpstream.Json("bad", 500)(ctx)),
+            ("good", ScriptedUpstream.Json("good")));
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config(ups.Yaml(_ => Breaker(minRequests: 4, cooldown: 1000)), ups.Members()));
+
+        for (var i = 0; i < 20; i++)
+        {
+            using var r = await proxy.Client.PostAsync("/v1/chat/completions", new StringContent("{\"i\":" + i + "}"));
+            Assert.Equal(HttpStatusCode.OK, r.StatusCode);
+            Assert.Equal("good", r.UpstreamName());
+        }
+        // The breaker opened after a few failures, so "bad" stopped receiving traffic.
+        Assert.InRange(ups["bad"].Count, 4, 6);
+        var metrics = await proxy.Admin.GetStringAsync("/metrics");
+        Assert.Contains("llmproxy_circuit_breaker_state{upstream=\"bad\"} 2", metrics);
+        Assert.Contains("llmproxy_circuit_breaker_state_changes_total{upstream=\"bad\",from=\"closed\",to=\"open\"} 1", metrics);
+        Assert.Contains("llmproxy_retries_total{group=\"g\",reason=\"status_5xx\"}", metrics);
+        Assert.Contains(proxy.Logs.Entries, e => e.Message.Contains("attempts=2"));
+
+        // The upstream recovers; after the cooldown it is tried again and closes.
+        Volatile.Write(ref healthy, 1);
+        await WaitUntilAsync(async () =>
+        {
+            using var r = await proxy.Client.GetAsync("/");
+            return r.UpstreamName() == "bad";
+        }, TimeSpan.FromSeconds(15));
+        await WaitUntilAsync(async () => (await proxy.Admin.GetStringAsync("/metrics")).Contains("llmproxy_circuit_breaker_state{upstream=\"bad\"} 0"), TimeSpan.FromSeconds(10));
+    }
+
+    [Fact]
+    public async Task Upstream429_ParkedForRetryAfter_ThenBack()
+    {
+        var limited = 1;
+        await using var ups = await Upstreams.StartAsync(
+            ("busy", async ctx =>
+            {
+                if (Interlocked.Exchange(ref limited, 0) == 1)
+                {
+                    ctx.Response.Headers.RetryAfter = "1";
+                    await ScriptedUpstream.Json("busy", 429)(ctx);
+                    return;
+                }
+                await ScriptedUpstream.Json("busy")(ctx);
+            }),
+            ("free", ScriptedUpstream.Json("free")));
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config(ups.Yaml(_ => Breaker()), ups.Members()));
+
+        using (var first = await proxy.Client.GetAsync("/"))
+        {
+            Assert.Equal(HttpStatusCode.OK, first.StatusCode);
+            Assert.Equal("free", first.UpstreamName());
+        }
+        Assert.Contains("\"coolingUntil\":\"", await HealthAsync(proxy));
+        for (var i = 0; i < 6; i++)
+        {
+            using var r = await proxy.Client.GetAsync("/");
+            Assert.Equal("free", r.UpstreamName());
+        }
+        var metrics = await proxy.Admin.GetStringAsync("/metrics");
+        Assert.Contains("llmproxy_upstream_cooldowns_total{upstream=\"busy\"} 1", metrics);
+        // 429 is an account signal, not a breaker failure.
+        Assert.Contains("llmproxy_circuit_breaker_state{upstream=\"busy\"} 0", metrics);
+
+        await WaitUntilAsync(async () =>
+        {
+            using var r = await proxy.Client.GetAsync("/");
+            return r.UpstreamName() == "busy";
+        }, TimeSpan.FromSeconds(10));
+    }
+
+    [Fact]
+    public async Task TransportFailure_RetriedOnOtherMember()
+    {
+        var dead = StreamingAndErrorTests.FreePort();
+        await using var good = await ScriptedUpstream.StartAsync(ScriptedUpstream.Json("good"));
+        var yaml = $"- name: dead\n  url: \"http://127.0.0.1:{dead}\"\n- name: good\n  url: \"{good.Url}\"";
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config(yaml, "- name: dead\n- name: good"));
+
+        for (var i = 0; i < 4; i++)
+        {
+            using var r = await proxy.Client.PostAsync("/v1/chat/completions", new StringContent("{\"body\":\"kept for replay\"}"));
+            Assert.Equal(HttpStatusCode.OK, r.StatusCode);
+        }
+        Assert.All(good.Received, r => Assert.Equal("{\"body\":\"kept for replay\"}", System.Text.Encoding.UTF8.GetString(r.Body)));
+        Assert.Contains("error=\"connect\"", await proxy.Admin.GetStringAsync("/metrics"));
+    }
+
+    [Fact]
+    public async Task AllAttemptsFail_ClientGetsLastUpstreamResponseUnchanged()
+    {
+        Func<HttpContext, Task> unavailable(string name) => async ctx =>
+        {
+            ctx.Response.StatusCode = 503;
+            ctx.Response.Headers["X-Upstream"] = name;
+            await ctx.Response.WriteAsync($"upstream {name} says no");
+        };
+        await using var ups = await Upstreams.StartAsync(("a", unavailable("a")), ("b", unavailable("b")));
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config(ups.Yaml(), ups.Members()));
+
+        using var r = await proxy.Client.GetAsync("/");
+
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, r.StatusCode);
+        var body = await r.Content.ReadAsStringAsync();
+        Assert.Equal($"upstream {r.UpstreamName()} says no", body);
+        Assert.Equal(1, ups["a"].Count);
+        Assert.Equal(1, ups["b"].Count);
+    }
+
+    [Fact]
+    public async Task AllMembersBreakersOpen_503WithRetryAfter()
+    {
+        await using var ups = await Upstreams.StartAsync(("a", ScriptedUpstream.Json("a", 500)), ("b", ScriptedUpstream.Json("b", 500)));
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config(ups.Yaml(_ => Breaker(minRequests: 2, cooldown: 30000)), ups.Members()));
+
+        for (var i = 0; i < 3; i++)
+        {
+            using var _ = await proxy.Client.GetAsync("/");
+        }
+        using var r = await proxy.Client.GetAsync("/");
+
+        await StreamingAndErrorTests.AssertErrorBody(r, HttpStatusCode.ServiceUnavailable, "no_available_upstream");
+        var retryAfter = int.Parse(r.Headers.GetValues("Retry-After").Single());
+        Assert.InRange(retryAfter, 1, 30);
+        using var health = await proxy.Admin.GetAsync("/health");
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, health.StatusCode);
+        using var doc = JsonDocument.Parse(await health.Content.ReadAsStringAsync());
+        Assert.All(doc.RootElement.GetProperty("groups")[0].GetProperty("upstreams").EnumerateArray(),
+            u => Assert.Equal("open", u.GetProperty("breaker").GetString()));
+    }
+}
