@@ -1,0 +1,51 @@
+namespace LLMProxy.Resilience;
+
+/// <summary>
+/// 429 account cool-down for one upstream (SPEC §5): while cooling, the upstream receives no traffic.
+/// Lock-free: the deadline is one long (UTC ticks) updated with compare-and-swap; reads are a single volatile load.
+/// </summary>
+internal sealed class CoolDown
+{
+    private readonly TimeProvider _time;
+    private long _untilUtcTicks; // 0 = never parked
+
+    public CoolDown(TimeProvider time)
+    {
+        ArgumentNullException.ThrowIfNull(time);
+        _time = time;
+    }
+
+    public bool IsCooling => _time.GetUtcNow().UtcTicks < Volatile.Read(ref _untilUtcTicks);
+
+    /// <summary>End of the active cool-down, or null when not cooling.</summary>
+    public DateTimeOffset? Until
+    {
+        get
+        {
+            long until = Volatile.Read(ref _untilUtcTicks);
+            return _time.GetUtcNow().UtcTicks < until ? new DateTimeOffset(until, TimeSpan.Zero) : null;
+        }
+    }
+
+    /// <summary>Cools down for <paramref name="duration"/> from now; extends, never shortens, an active cool-down.</summary>
+    public void Park(TimeSpan duration)
+    {
+        if (duration <= TimeSpan.Zero)
+        {
+            return;
+        }
+
+        long target = _time.GetUtcNow().UtcTicks + duration.Ticks;
+        long current = Volatile.Read(ref _untilUtcTicks);
+        while (current < target)
+        {
+            long seen = Interlocked.CompareExchange(ref _untilUtcTicks, target, current);
+            if (seen == current)
+            {
+                return;
+            }
+
+            current = seen;
+        }
+    }
+}
