@@ -57,12 +57,12 @@ internal static class RootCommandFactory
         root.SetAction((parse, _) => ServeCommand.RunAsync(parse.GetValue(config)!, parse.GetValue(json), parse.GetValue(release),
             parse.GetValue(test), parse.GetValue(shutdown), stdout, stderr));
 
-        root.Subcommands.Add(BuildMock(stdout));
+        root.Subcommands.Add(BuildMock(stdout, stderr));
         root.Subcommands.Add(BuildDemo(json, stdout, stderr));
         return root;
     }
 
-    private static Command BuildMock(TextWriter stdout)
+    private static Command BuildMock(TextWriter stdout, TextWriter stderr)
     {
         var port = new Option<int>("--port") { Description = "Port to listen on (0 = any free port).", DefaultValueFactory = _ => 8080 };
         var address = new Option<string>("--address") { Description = "Address to listen on.", DefaultValueFactory = _ => "127.0.0.1" };
@@ -98,7 +98,7 @@ internal static class RootCommandFactory
             Chunks = parse.GetValue(chunks),
             ChunkIntervalMs = parse.GetValue(interval),
             Name = parse.GetValue(name)!,
-        }, stdout));
+        }, stdout, stderr));
         return mock;
     }
 
