@@ -32,13 +32,14 @@ internal sealed class YamlMap
     {
         _ctx = ctx;
         Path = path;
-        Start = node.Start;
+        End = EndOf(node);
         Sensitive = sensitive;
     }
 
     public string Path { get; }
 
-    public Mark Start { get; }
+    /// <summary>Where the mapping ends: problems with absent keys are placed here, after the keys that are present.</summary>
+    public Mark End { get; }
 
     /// <summary>Values under a sensitive mapping (auth) are never echoed in messages.</summary>
     public bool Sensitive { get; }
@@ -63,7 +64,7 @@ internal sealed class YamlMap
             }
             if (!keys.Contains(key, StringComparer.Ordinal))
             {
-                ctx.Error(keyNode.Start, ConfigPath.Child(path, key), KeySuggester.UnknownKeyMessage(key, keys));
+                ctx.Error(keyNode.Start, ConfigPath.Child(path, key.Length == 0 ? "\"\"" : key), KeySuggester.UnknownKeyMessage(key, keys));
                 continue;
             }
             map._values[key] = value;
@@ -86,6 +87,14 @@ internal sealed class YamlMap
     public static bool IsNull(YamlNode node) =>
         node is YamlScalarNode { Style: ScalarStyle.Plain or ScalarStyle.Any, Value: null or "" or "~" or "null" or "Null" or "NULL" };
 
+    /// <summary>YamlDotNet sets a collection's End to its Start, so take the end of its last descendant.</summary>
+    private static Mark EndOf(YamlNode node) => node switch
+    {
+        YamlMappingNode { Children.Count: > 0 } m => EndOf(m.Children[m.Children.Count - 1].Value),
+        YamlSequenceNode { Children.Count: > 0 } s => EndOf(s.Children[^1]),
+        _ => node.End,
+    };
+
     public static string Kind(YamlNode node) => node switch
     {
         YamlMappingNode => "a mapping",
@@ -101,8 +110,8 @@ internal sealed class YamlMap
 
     public bool Has(string key) => Node(key) is not null;
 
-    /// <summary>Position of the key's value, or of this mapping when the key is absent.</summary>
-    public Mark At(string key) => Node(key)?.Start ?? Start;
+    /// <summary>Position of the key's value, or the end of this mapping when the key is absent.</summary>
+    public Mark At(string key) => Node(key)?.Start ?? End;
 
     public void Error(string key, string message) => _ctx.Error(At(key), PathOf(key), message);
 
