@@ -55,7 +55,7 @@ public static class ConfigLoader
     {
         stream = new YamlStream();
         error = new ConfigError("", "");
-        var parser = new PositionTrackingParser(new Parser(new StringReader(yaml)));
+        var parser = new GuardedParser(new Parser(new StringReader(yaml)));
         try
         {
             stream.Load(parser);
@@ -86,9 +86,16 @@ public static class ConfigLoader
 
     private static ConfigLoadResult Failed(ConfigError error) => new(null, [error]);
 
-    /// <summary>Remembers where the last parsing event started, so errors without a position can still point somewhere.</summary>
-    private sealed class PositionTrackingParser(IParser inner) : IParser
+    /// <summary>Sits between YamlDotNet's (iterative) parser and its (recursive) node loader: rejects
+    /// absurd nesting before it can overflow the stack, and remembers the last position for errors
+    /// that YamlDotNet raises without one.</summary>
+    private sealed class GuardedParser(IParser inner) : IParser
     {
+        /// <summary>A valid config nests about 6 levels; this leaves room for any sane file.</summary>
+        private const int MaxDepth = 64;
+
+        private int _depth;
+
         public Mark LastPosition { get; private set; } = Mark.Empty;
 
         public ParsingEvent? Current => inner.Current;
@@ -96,7 +103,14 @@ public static class ConfigLoader
         public bool MoveNext()
         {
             var moved = inner.MoveNext();
-            if (inner.Current is { } current) LastPosition = current.End;
+            if (inner.Current is not { } current) return moved;
+
+            LastPosition = current.End;
+            if (current is MappingStart or SequenceStart && ++_depth > MaxDepth)
+            {
+                throw new YamlException(current.Start, current.End, $"nesting is deeper than {MaxDepth} levels");
+            }
+            if (current is MappingEnd or SequenceEnd) _depth--;
             return moved;
         }
     }

@@ -1,7 +1,8 @@
 namespace LLMProxy.Configuration;
 
 /// <summary>Builds the "unknown key" message with a "did you mean" hint for near misses
-/// such as <c>rateLimit</c> → <c>ratelimit</c> or <c>max_requests</c> → <c>maxRequests</c>.</summary>
+/// such as <c>rateLimit</c> → <c>ratelimit</c> or <c>max_requests</c> → <c>maxRequests</c>.
+/// Hand-written: a 20-line edit distance is not worth a dependency.</summary>
 internal static class KeySuggester
 {
     public static string UnknownKeyMessage(string key, IReadOnlyList<string> known)

@@ -75,6 +75,16 @@ public class ConfigLoaderParsingTests
     }
 
     [Fact]
+    public void LoadYaml_AbsurdNesting_ReturnsErrorInsteadOfOverflowingTheStack()
+    {
+        // 200k levels overflow YamlDotNet's recursive node loader (a crash no catch can stop).
+        const int depth = 200_000;
+        var result = Load("httpServer: " + new string('[', depth) + new string(']', depth));
+
+        AssertSingleError(result, "", "nesting is deeper than 64 levels");
+    }
+
+    [Fact]
     public void LoadYaml_DuplicateKey_ReturnsError()
     {
         var result = Load(Replace("      port: 3000\n", "      port: 3000\n      port: 3001\n"));
