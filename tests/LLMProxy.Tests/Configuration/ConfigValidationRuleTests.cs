@@ -1,0 +1,497 @@
+using LLMProxy.Configuration;
+using static LLMProxy.Tests.Configuration.ConfigTestYaml;
+
+namespace LLMProxy.Tests.Configuration;
+
+/// <summary>One test per validation rule: each breaks exactly one rule of a valid config and expects
+/// the error at the exact path.</summary>
+public class ConfigValidationRuleTests
+{
+    private const string SecondForward = "    - name: f2\n      port: 3001\n      defaultGroup: g1\n";
+
+    private static string WithSecondForward(string forward) =>
+        Replace("upstreams:\n  - name: u1\n", forward + "upstreams:\n  - name: u1\n");
+
+    /// <summary>Forwards f1 and f2 both on port 3000 with the given addresses.</summary>
+    private static string TwoForwardsOnPort3000(string first, string second) =>
+        Replace("      port: 3000\n", $"      port: 3000\n      address: \"{first}\"\n")
+            .Replace("upstreams:\n  - name: u1\n",
+                $"    - name: f2\n      port: 3000\n      address: \"{second}\"\n      defaultGroup: g1\nupstreams:\n  - name: u1\n",
+                StringComparison.Ordinal);
+
+    // ---- names -------------------------------------------------------------------------------
+
+    [Fact]
+    public void Validate_ForwardNameBlank_ReportsNotEmpty() =>
+        AssertSingleError(Load(Replace("- name: f1", "- name: \"  \"")), "httpServer.forwards[0].name", "must not be empty");
+
+    [Fact]
+    public void Validate_UpstreamNameEmpty_ReportsNotEmpty()
+    {
+        var result = Load(Replace("  - name: u2\n", "  - name: \"\"\n"));
+
+        AssertError(result, "upstreams[1].name", "must not be empty");
+    }
+
+    [Fact]
+    public void Validate_GroupNameEmpty_ReportsNotEmpty()
+    {
+        var result = Load(Replace(GroupAnchor, "  - name: ''\n"));
+
+        AssertError(result, "upstreamGroups[0].name", "must not be empty");
+    }
+
+    [Fact]
+    public void Validate_DuplicateForwardName_ReportsSecond()
+    {
+        var result = Load(WithSecondForward(SecondForward.Replace("f2", "f1", StringComparison.Ordinal)));
+
+        AssertSingleError(result, "httpServer.forwards[1].name", "duplicate forward name 'f1' (first defined at httpServer.forwards[0].name)");
+    }
+
+    [Fact]
+    public void Validate_DuplicateUpstreamName_ReportsSecond()
+    {
+        var result = Load(Replace("  - name: u2\n    url", "  - name: u1\n    url").Replace("      - name: u2\n", "", StringComparison.Ordinal));
+
+        AssertSingleError(result, "upstreams[1].name", "duplicate upstream name 'u1'");
+    }
+
+    [Fact]
+    public void Validate_DuplicateGroupName_ReportsSecond()
+    {
+        var result = Load(Valid + "  - name: g1\n    upstreams:\n      - name: u1\n");
+
+        AssertSingleError(result, "upstreamGroups[1].name", "duplicate upstream group name 'g1'");
+    }
+
+    [Fact]
+    public void Validate_SameNameAcrossKinds_IsAllowed() =>
+        LoadValid(Replace("- name: f1", "- name: g1"));
+
+    // ---- ports and listeners -----------------------------------------------------------------
+
+    [Theory]
+    [InlineData("0")]
+    [InlineData("65536")]
+    [InlineData("-1")]
+    public void Validate_ForwardPortOutOfRange_ReportsRange(string port)
+    {
+        var error = AssertSingleError(Load(Replace("port: 3000", "port: " + port)), "httpServer.forwards[0].port");
+
+        Assert.Equal($"must be between 1 and 65535 (got {port})", error.Message);
+    }
+
+    [Fact]
+    public void Validate_AdminPortOutOfRange_ReportsRange() =>
+        AssertSingleError(Load(With(HttpServerAnchor, "  admin:\n    port: 70000")), "httpServer.admin.port", "must be between 1 and 65535 (got 70000)");
+
+    [Fact]
+    public void Validate_TwoForwardsSamePort_ReportsClash()
+    {
+        var result = Load(WithSecondForward(SecondForward.Replace("3001", "3000", StringComparison.Ordinal)));
+
+        AssertSingleError(result, "httpServer.forwards[1].port", "clashes with forward 'f1'");
+    }
+
+    [Fact]
+    public void Validate_ForwardOnDefaultAdminPort_ReportsClash()
+    {
+        var result = Load(Replace("port: 3000", "port: 9000"));
+
+        AssertSingleError(result, "httpServer.admin.port", "port 9000 (the default)");
+    }
+
+    [Fact]
+    public void Validate_ForwardOnExplicitAdminPort_ReportsClash()
+    {
+        var result = Load(With(HttpServerAnchor, "  admin:\n    port: 3000"));
+
+        AssertSingleError(result, "httpServer.admin.port", "clashes with forward 'f1'");
+    }
+
+    [Fact]
+    public void Validate_SamePortDifferentSpecificAddresses_IsAllowed()
+    {
+        var config = LoadValid(TwoForwardsOnPort3000("127.0.0.1", "127.0.0.2"));
+
+        Assert.Equal(["127.0.0.1", "127.0.0.2"], config.HttpServer.Forwards.Select(f => f.Address));
+    }
+
+    [Theory]
+    [InlineData("0.0.0.0", "127.0.0.1")]
+    [InlineData("::", "10.0.0.1")]
+    [InlineData("localhost", "127.0.0.1")]
+    [InlineData("localhost", "::1")]
+    [InlineData("10.0.0.1", "10.0.0.1")]
+    public void Validate_SamePortOverlappingAddresses_ReportsClash(string first, string second)
+    {
+        var yaml = TwoForwardsOnPort3000(first, second);
+
+        AssertSingleError(Load(yaml), "httpServer.forwards[1].port", "clashes");
+    }
+
+    // ---- references ----------------------------------------------------------------------------
+
+    [Fact]
+    public void Validate_DefaultGroupUndefined_ReportsWithDefinedGroups()
+    {
+        var result = Load(Replace("defaultGroup: g1", "defaultGroup: g2"));
+
+        var error = AssertSingleError(result, "httpServer.forwards[0].defaultGroup", "upstream group 'g2' is not defined");
+        Assert.Contains("defined: g1", error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Validate_GroupMemberUndefined_ReportsWithHint()
+    {
+        var result = Load(Replace("      - name: u2\n", "      - name: u3\n"));
+
+        AssertSingleError(result, "upstreamGroups[0].upstreams[1].name", "upstream 'u3' is not defined (did you mean 'u1'?");
+    }
+
+    [Fact]
+    public void Validate_GroupWithoutMembers_ReportsAtLeastOne()
+    {
+        var result = Load(Replace("    upstreams:\n      - name: u1\n      - name: u2\n", "    upstreams: []\n"));
+
+        AssertSingleError(result, "upstreamGroups[0].upstreams", "must contain at least one upstream");
+    }
+
+    [Fact]
+    public void Validate_GroupMembersMissing_ReportsRequired()
+    {
+        var result = Load(Replace("    upstreams:\n      - name: u1\n      - name: u2\n", ""));
+
+        AssertSingleError(result, "upstreamGroups[0].upstreams", "required");
+    }
+
+    [Fact]
+    public void Validate_DuplicateGroupMember_ReportsSecond()
+    {
+        var result = Load(Replace("      - name: u2\n", "      - name: u2\n      - name: u1\n"));
+
+        AssertSingleError(result, "upstreamGroups[0].upstreams[2].name", "listed more than once");
+    }
+
+    // ---- url -----------------------------------------------------------------------------------
+
+    [Theory]
+    [InlineData("/v1/chat/completions")]
+    [InlineData("api.openai.com/v1")]
+    [InlineData("ftp://example.com/file")]
+    [InlineData("file:///etc/passwd")]
+    public void Validate_UrlNotAbsoluteHttp_Reports(string url)
+    {
+        var result = Load(Replace("https://api2.example.com", url));
+
+        AssertSingleError(result, "upstreams[1].url", "must be an absolute http or https URL");
+    }
+
+    [Fact]
+    public void Validate_UrlWithCredentials_DoesNotEchoThem()
+    {
+        var result = Load(Replace("https://api2.example.com", "ftp://user:hunter2pass@example.com"));
+
+        var error = AssertSingleError(result, "upstreams[1].url");
+        Assert.DoesNotContain("hunter2pass", error.Message, StringComparison.Ordinal);
+    }
+
+    // ---- auth ----------------------------------------------------------------------------------
+
+    [Fact]
+    public void Validate_BearerWithoutToken_ReportsTokenRequired() =>
+        AssertSingleError(Load(With(Upstream0Anchor, "    auth:\n      type: bearer")), "upstreams[0].auth.token", "required when auth.type is bearer");
+
+    [Fact]
+    public void Validate_BearerWithEmptyToken_ReportsNotEmpty() =>
+        AssertSingleError(Load(With(Upstream0Anchor, "    auth:\n      type: bearer\n      token: \"\"")), "upstreams[0].auth.token", "must not be empty");
+
+    [Fact]
+    public void Validate_BasicWithoutUsername_ReportsUsernameRequired() =>
+        AssertSingleError(Load(With(Upstream0Anchor, "    auth:\n      type: basic\n      password: pw")), "upstreams[0].auth.username", "required when auth.type is basic");
+
+    [Fact]
+    public void Validate_BasicWithoutPassword_ReportsPasswordRequired() =>
+        AssertSingleError(Load(With(Upstream0Anchor, "    auth:\n      type: basic\n      username: me")), "upstreams[0].auth.password", "required when auth.type is basic");
+
+    [Fact]
+    public void Validate_BasicUsernameWithColon_Reports() =>
+        AssertSingleError(Load(With(Upstream0Anchor, "    auth:\n      type: basic\n      username: a:b\n      password: pw")), "upstreams[0].auth.username", "':'");
+
+    [Fact]
+    public void Validate_AuthTypeUnknown_ListsAllowedValues() =>
+        AssertSingleError(Load(With(Upstream0Anchor, "    auth:\n      type: oauth")), "upstreams[0].auth.type", "must be one of none, bearer, basic");
+
+    [Fact]
+    public void Validate_AuthTypeDifferentCase_IsAccepted() =>
+        Assert.Equal(AuthType.Bearer, LoadValid(With(Upstream0Anchor, "    auth:\n      type: Bearer\n      token: t")).Upstreams[0].Auth.Type);
+
+    [Fact]
+    public void Validate_BasicWithBoth_LoadsCredentials()
+    {
+        var auth = LoadValid(With(Upstream0Anchor, "    auth:\n      type: basic\n      username: me\n      password: pw")).Upstreams[0].Auth;
+
+        Assert.Equal((AuthType.Basic, "me", "pw"), (auth.Type, auth.Username, auth.Password));
+    }
+
+    // ---- headers -------------------------------------------------------------------------------
+
+    [Theory]
+    [InlineData("insert")]
+    [InlineData("replace")]
+    public void Validate_HeaderOpWithoutValue_ReportsValueRequired(string op) =>
+        AssertSingleError(Load(With(Upstream0Anchor, $"    headers:\n      - op: {op}\n        key: X-A")),
+            "upstreams[0].headers[0].value", $"required when op is {op}");
+
+    [Fact]
+    public void Validate_HeaderRemoveWithoutValue_IsAllowed()
+    {
+        var header = Assert.Single(LoadValid(With(Upstream0Anchor, "    headers:\n      - op: remove\n        key: X-A")).Upstreams[0].Headers);
+
+        Assert.Equal((HeaderOp.Remove, "X-A", (string?)null), (header.Op, header.Key, header.Value));
+    }
+
+    [Fact]
+    public void Validate_HeaderKeyEmpty_ReportsNotEmpty() =>
+        AssertSingleError(Load(With(Upstream0Anchor, "    headers:\n      - op: remove\n        key: \"\"")), "upstreams[0].headers[0].key", "must not be empty");
+
+    [Fact]
+    public void Validate_HeaderKeyInvalidCharacters_Reports() =>
+        AssertSingleError(Load(With(Upstream0Anchor, "    headers:\n      - op: remove\n        key: \"X A:\"")), "upstreams[0].headers[0].key", "valid HTTP header name");
+
+    [Fact]
+    public void Validate_HeaderOpMissing_ReportsRequired() =>
+        AssertSingleError(Load(With(Upstream0Anchor, "    headers:\n      - key: X-A\n        value: v")), "upstreams[0].headers[0].op", "required");
+
+    [Fact]
+    public void Validate_HeaderOpUnknown_ListsAllowedValues() =>
+        AssertSingleError(Load(With(Upstream0Anchor, "    headers:\n      - op: append\n        key: X-A\n        value: v")),
+            "upstreams[0].headers[0].op", "must be one of insert, replace, remove (got \"append\")");
+
+    [Fact]
+    public void Validate_HeaderValueWithLineBreak_Reports() =>
+        AssertSingleError(Load(With(Upstream0Anchor, "    headers:\n      - op: insert\n        key: X-A\n        value: \"a\\r\\nX-Evil: 1\"")),
+            "upstreams[0].headers[0].value", "line breaks");
+
+    // ---- breaker -------------------------------------------------------------------------------
+
+    [Fact]
+    public void Validate_BreakerThresholdAboveOne_ReportsExactMessage()
+    {
+        var error = AssertSingleError(Load(With(Upstream1Anchor, "    breaker:\n      threshold: 2")), "upstreams[1].breaker.threshold");
+
+        Assert.Equal("upstreams[1].breaker.threshold: must be between 0.01 and 1.0 (got 2)", error.ToString());
+    }
+
+    [Fact]
+    public void Validate_BreakerThresholdBelowMinimum_Reports() =>
+        AssertSingleError(Load(With(Upstream1Anchor, "    breaker:\n      threshold: 0.001")), "upstreams[1].breaker.threshold", "between 0.01 and 1.0");
+
+    [Theory]
+    [InlineData("cooldown")]
+    [InlineData("interval")]
+    [InlineData("maxRequests")]
+    [InlineData("minRequests")]
+    public void Validate_BreakerCountBelowOne_Reports(string key) =>
+        AssertSingleError(Load(With(Upstream0Anchor, $"    breaker:\n      {key}: 0")), $"upstreams[0].breaker.{key}", "must be at least 1 (got 0)");
+
+    [Fact]
+    public void Validate_BreakerEmptyBlock_GetsDefaults() =>
+        Assert.Equal(new BreakerConfig(), LoadValid(With(Upstream0Anchor, "    breaker: {}")).Upstreams[0].Breaker);
+
+    // ---- rate limits ---------------------------------------------------------------------------
+
+    [Theory]
+    [InlineData("perSecond")]
+    [InlineData("burst")]
+    public void Validate_ForwardRatelimitBelowOne_Reports(string key) =>
+        AssertSingleError(Load(With(ForwardAnchor, $"      ratelimit:\n        {key}: 0")), $"httpServer.forwards[0].ratelimit.{key}", "must be at least 1");
+
+    [Theory]
+    [InlineData("perSecond")]
+    [InlineData("burst")]
+    public void Validate_UpstreamRatelimitBelowOne_Reports(string key) =>
+        AssertSingleError(Load(With(Upstream0Anchor, $"    ratelimit:\n      {key}: 0")), $"upstreams[0].ratelimit.{key}", "must be at least 1");
+
+    [Fact]
+    public void Validate_ForwardRatelimitEmptyBlock_GetsDefaults() =>
+        Assert.Equal(new RateLimitConfig { PerSecond = 100, Burst = 200 }, LoadValid(With(ForwardAnchor, "      ratelimit: {}")).HttpServer.Forwards[0].Ratelimit);
+
+    [Fact]
+    public void Validate_UpstreamRatelimitWithoutBurst_BurstEqualsPerSecond()
+    {
+        var limit = LoadValid(With(Upstream0Anchor, "    ratelimit:\n      perSecond: 7")).Upstreams[0].Ratelimit!;
+
+        Assert.Equal((7, (int?)null, 7), (limit.PerSecond, limit.Burst, limit.EffectiveBurst));
+    }
+
+    // ---- weight and strategy -------------------------------------------------------------------
+
+    [Fact]
+    public void Validate_WeightBelowOne_Reports() =>
+        AssertSingleError(Load(Replace("      - name: u2\n", "      - name: u2\n        weight: 0\n")), "upstreamGroups[0].upstreams[1].weight", "must be between 1 and");
+
+    [Fact]
+    public void Validate_StrategyUnknown_ListsAllowedValues() =>
+        AssertSingleError(Load(With(GroupAnchor, "    balance:\n      strategy: leastconn")), "upstreamGroups[0].balance.strategy",
+            "must be one of roundrobin, weighted_roundrobin, random, iphash (got \"leastconn\")");
+
+    [Theory]
+    [InlineData("roundrobin", BalanceStrategy.RoundRobin)]
+    [InlineData("Weighted_RoundRobin", BalanceStrategy.WeightedRoundRobin)]
+    [InlineData("random", BalanceStrategy.Random)]
+    [InlineData("IPHASH", BalanceStrategy.IpHash)]
+    public void Validate_StrategyAnyCase_Maps(string text, BalanceStrategy expected) =>
+        Assert.Equal(expected, LoadValid(With(GroupAnchor, $"    balance:\n      strategy: {text}")).UpstreamGroups[0].Balance.Strategy);
+
+    // ---- timeouts and pools --------------------------------------------------------------------
+
+    [Theory]
+    [InlineData("      timeout:\n        idle: 0", "httpServer.forwards[0].timeout.idle")]
+    [InlineData("      timeout:\n        read: 0", "httpServer.forwards[0].timeout.read")]
+    [InlineData("      timeout:\n        write: 0", "httpServer.forwards[0].timeout.write")]
+    public void Validate_ForwardTimeoutBelowOne_Reports(string lines, string path) =>
+        AssertSingleError(Load(With(ForwardAnchor, lines)), path, "must be at least 1");
+
+    [Fact]
+    public void Validate_AdminTimeoutBelowOne_Reports() =>
+        AssertSingleError(Load(With(HttpServerAnchor, "  admin:\n    timeout:\n      write: 0")), "httpServer.admin.timeout.write", "must be at least 1");
+
+    [Theory]
+    [InlineData("connect")]
+    [InlineData("request")]
+    [InlineData("idle")]
+    public void Validate_ClientTimeoutBelowOne_Reports(string key) =>
+        AssertSingleError(Load(With(GroupAnchor, $"    httpClient:\n      timeout:\n        {key}: 0")), $"upstreamGroups[0].httpClient.timeout.{key}", "must be at least 1");
+
+    [Fact]
+    public void Validate_KeepaliveZero_IsAllowedAndDisables() =>
+        Assert.Equal(0, LoadValid(With(GroupAnchor, "    httpClient:\n      keepalive: 0")).UpstreamGroups[0].HttpClient.Keepalive);
+
+    [Fact]
+    public void Validate_KeepaliveNegative_Reports() =>
+        AssertSingleError(Load(With(GroupAnchor, "    httpClient:\n      keepalive: -1")), "upstreamGroups[0].httpClient.keepalive", "must be at least 0");
+
+    [Theory]
+    [InlineData("idleTotal")]
+    [InlineData("idlePerHost")]
+    [InlineData("maxPerHost")]
+    public void Validate_ConnectBelowOne_Reports(string key) =>
+        AssertSingleError(Load(With(GroupAnchor, $"    httpClient:\n      connect:\n        {key}: 0")), $"upstreamGroups[0].httpClient.connect.{key}", "must be at least 1");
+
+    [Fact]
+    public void Validate_AgentEmpty_Reports() =>
+        AssertSingleError(Load(With(GroupAnchor, "    httpClient:\n      agent: \"\"")), "upstreamGroups[0].httpClient.agent", "must not be empty");
+
+    // ---- proxy ---------------------------------------------------------------------------------
+
+    [Theory]
+    [InlineData("http://proxy:8080")]
+    [InlineData("https://proxy")]
+    [InlineData("socks5://127.0.0.1:1080")]
+    [InlineData("socks5h://proxy:1080")]
+    [InlineData("socks4://proxy:1080")]
+    public void Validate_ProxyUrlSupportedScheme_IsAccepted(string url) =>
+        Assert.Equal(url, LoadValid(With(GroupAnchor, $"    httpClient:\n      proxy:\n        url: \"{url}\"")).UpstreamGroups[0].HttpClient.Proxy!.Url);
+
+    [Theory]
+    [InlineData("ftp://proxy:21")]
+    [InlineData("proxy:8080")]
+    [InlineData("/relative")]
+    public void Validate_ProxyUrlBadScheme_Reports(string url) =>
+        AssertSingleError(Load(With(GroupAnchor, $"    httpClient:\n      proxy:\n        url: \"{url}\"")), "upstreamGroups[0].httpClient.proxy.url", "socks5h");
+
+    [Fact]
+    public void Validate_ProxyWithoutUrl_ReportsRequired() =>
+        AssertSingleError(Load(With(GroupAnchor, "    httpClient:\n      proxy: {}")), "upstreamGroups[0].httpClient.proxy.url", "required");
+
+    // ---- addresses and listener extensions -----------------------------------------------------
+
+    [Theory]
+    [InlineData("0.0.0.0")]
+    [InlineData("127.0.0.1")]
+    [InlineData("::")]
+    [InlineData("::1")]
+    [InlineData("localhost")]
+    public void Validate_AddressIpOrLocalhost_IsAccepted(string address) =>
+        Assert.Equal(address, LoadValid(With(ForwardAnchor, $"      address: \"{address}\"")).HttpServer.Forwards[0].Address);
+
+    [Theory]
+    [InlineData("example.com")]
+    [InlineData("10.1")]
+    [InlineData("300.1.1.1")]
+    public void Validate_ForwardAddressNotIp_Reports(string address) =>
+        AssertSingleError(Load(With(ForwardAnchor, $"      address: \"{address}\"")), "httpServer.forwards[0].address", "must be an IP address or \"localhost\"");
+
+    [Fact]
+    public void Validate_AdminAddressNotIp_Reports() =>
+        AssertSingleError(Load(With(HttpServerAnchor, "  admin:\n    address: any")), "httpServer.admin.address", "must be an IP address");
+
+    [Fact]
+    public void Validate_TrustedProxyInvalid_ReportsItemPath()
+    {
+        var result = Load(With(ForwardAnchor, "      trustedProxies: [\"10.0.0.0/8\", \"not-a-cidr\", \"::1\", \"1.2.3.4/33\"]"));
+
+        AssertError(result, "httpServer.forwards[0].trustedProxies[1]", "must be an IP address or CIDR");
+        AssertError(result, "httpServer.forwards[0].trustedProxies[3]", "must be an IP address or CIDR");
+        Assert.Equal(2, result.Errors.Count);
+    }
+
+    [Fact]
+    public void Validate_TrustedProxiesValid_AreKept() =>
+        Assert.Equal(["10.0.0.0/8", "192.168.1.7", "fd00::/8"],
+            LoadValid(With(ForwardAnchor, "      trustedProxies:\n        - 10.0.0.0/8\n        - 192.168.1.7\n        - fd00::/8")).HttpServer.Forwards[0].TrustedProxies);
+
+    [Fact]
+    public void Validate_MaxRequestBodySizeBelowOne_Reports() =>
+        AssertSingleError(Load(With(ForwardAnchor, "      maxRequestBodySize: 0")), "httpServer.forwards[0].maxRequestBodySize", "must be at least 1");
+
+    [Fact]
+    public void Validate_MaxRequestBodySizeAboveInt_IsAccepted() =>
+        Assert.Equal(5_000_000_000L, LoadValid(With(ForwardAnchor, "      maxRequestBodySize: 5000000000")).HttpServer.Forwards[0].MaxRequestBodySize);
+
+    [Fact]
+    public void Validate_ShutdownTimeoutNegative_Reports() =>
+        AssertSingleError(Load(With(HttpServerAnchor, "  shutdownTimeout: -1")), "httpServer.shutdownTimeout", "must be at least 0");
+
+    [Fact]
+    public void Validate_ShutdownTimeoutZero_IsAllowed() =>
+        Assert.Equal(0, LoadValid(With(HttpServerAnchor, "  shutdownTimeout: 0")).HttpServer.ShutdownTimeout);
+
+    [Fact]
+    public void Validate_AdminTokenEmpty_Reports() =>
+        AssertSingleError(Load(With(HttpServerAnchor, "  admin:\n    token: \"\"")), "httpServer.admin.token", "must not be empty");
+
+    // ---- retry ---------------------------------------------------------------------------------
+
+    [Theory]
+    [InlineData("0")]
+    [InlineData("11")]
+    public void Validate_RetryAttemptsOutOfRange_Reports(string attempts) =>
+        AssertSingleError(Load(With(GroupAnchor, $"    retry:\n      attempts: {attempts}")), "upstreamGroups[0].retry.attempts", $"must be between 1 and 10 (got {attempts})");
+
+    [Fact]
+    public void Validate_RetryStatusCodeOutOfRange_ReportsItemPath()
+    {
+        var result = Load(With(GroupAnchor, "    retry:\n      statusCodes: [429, 99, 600, x]"));
+
+        AssertError(result, "upstreamGroups[0].retry.statusCodes[1]", "must be between 100 and 599 (got 99)");
+        AssertError(result, "upstreamGroups[0].retry.statusCodes[2]", "must be between 100 and 599 (got 600)");
+        AssertError(result, "upstreamGroups[0].retry.statusCodes[3]", "must be an integer");
+        Assert.Equal(3, result.Errors.Count);
+    }
+
+    [Fact]
+    public void Validate_RetryBackoffNegative_Reports() =>
+        AssertSingleError(Load(With(GroupAnchor, "    retry:\n      backoff: -5")), "upstreamGroups[0].retry.backoff", "must be at least 0");
+
+    [Fact]
+    public void Validate_RetryBlock_LoadsValues()
+    {
+        var retry = LoadValid(With(GroupAnchor, "    retry:\n      attempts: 2\n      statusCodes: [503]\n      backoff: 50")).UpstreamGroups[0].Retry;
+
+        Assert.Equal((2, 50), (retry.Attempts, retry.Backoff));
+        Assert.Equal([503], retry.StatusCodes);
+    }
+}
