@@ -159,7 +159,8 @@ internal sealed class GroupRuntime : IDisposable
         var handler = new SocketsHttpHandler
         {
             UseProxy = c.Proxy is not null,
-            Proxy = c.Proxy is { } p ? new WebProxy(new Uri(p.Url)) : null,
+            // .NET's socks5 already resolves names at the proxy, which is what socks5h means.
+            Proxy = c.Proxy is { } p ? new WebProxy(new Uri(p.Url.Replace("socks5h://", "socks5://", StringComparison.OrdinalIgnoreCase))) : null,
             AllowAutoRedirect = false,
             AutomaticDecompression = DecompressionMethods.None,
             UseCookies = false,
