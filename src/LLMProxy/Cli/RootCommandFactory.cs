@@ -35,7 +35,8 @@ internal static class RootCommandFactory
         var shutdown = new Option<int?>("--shutdown-timeout") { Description = "Milliseconds to drain in-flight requests on SIGTERM/SIGINT (default: httpServer.shutdownTimeout, 30000)." };
         shutdown.Validators.Add(r =>
         {
-            if (r.GetValueOrDefault<int?>() is < 0)
+            // Only range-check a value that parsed; a non-number is already reported by the parser.
+            if (r.Tokens.Count == 1 && int.TryParse(r.Tokens[0].Value, out var ms) && ms < 0)
             {
                 r.AddError("--shutdown-timeout must be >= 0");
             }

@@ -63,6 +63,8 @@ internal sealed class RequestState : HttpTransformer
         var headers = proxyRequest.Headers;
 
         proxyRequest.RequestUri = BuildUri(upstream, request);
+        // Headers the client named in Connection are hop-by-hop too (RFC 9110 §7.6.1).
+        RemoveConnectionNamed(request.Headers.Connection, headers, proxyRequest.Content?.Headers);
         // The upstream's own Host, taken from the request URI.
         headers.Host = null;
 
@@ -94,6 +96,24 @@ internal sealed class RequestState : HttpTransformer
         for (var i = 0; i < ops.Length; i++)
         {
             ApplyHeaderOp(proxyRequest, ops[i]);
+        }
+    }
+
+    private static void RemoveConnectionNamed(Microsoft.Extensions.Primitives.StringValues connection,
+        System.Net.Http.Headers.HttpRequestHeaders headers, System.Net.Http.Headers.HttpContentHeaders? content)
+    {
+        for (var i = 0; i < connection.Count; i++)
+        {
+            foreach (var range in connection[i].AsSpan().Split(','))
+            {
+                var name = connection[i].AsSpan()[range].Trim();
+                if (name.Length > 0 && !name.Equals("close", StringComparison.OrdinalIgnoreCase) && !name.Equals("keep-alive", StringComparison.OrdinalIgnoreCase))
+                {
+                    var key = name.ToString();
+                    headers.Remove(key);
+                    content?.Remove(key);
+                }
+            }
         }
     }
 
@@ -162,6 +182,10 @@ internal sealed class RequestState : HttpTransformer
             return false;
         }
         var copy = await base.TransformResponseAsync(httpContext, proxyResponse, cancellationToken).ConfigureAwait(false);
+        foreach (var named in proxyResponse.Headers.Connection)
+        {
+            httpContext.Response.Headers.Remove(named);
+        }
         httpContext.Response.Headers[ForwardingHeaders.RequestId] = RequestId;
         return copy;
     }

@@ -125,9 +125,10 @@ internal sealed class ProxyHost : IAsyncDisposable
             k.Limits.KeepAliveTimeout = TimeSpan.FromMilliseconds(timeouts.Idle);
             k.Limits.RequestHeadersTimeout = TimeSpan.FromMilliseconds(timeouts.Read);
             // A client must keep sending its body at a minimal rate, and keep reading ours: a healthy
-            // slow stream is never cut, a stalled peer is after the configured read/write time.
-            k.Limits.MinRequestBodyDataRate = new MinDataRate(240, TimeSpan.FromMilliseconds(Math.Max(1000, timeouts.Read)));
-            k.Limits.MinResponseDataRate = new MinDataRate(1, TimeSpan.FromMilliseconds(Math.Max(1000, timeouts.Write)));
+            // slow stream is never cut, a stalled peer is after the configured read/write time (Kestrel
+            // needs a grace period above one second).
+            k.Limits.MinRequestBodyDataRate = new MinDataRate(240, TimeSpan.FromMilliseconds(Math.Max(1500, timeouts.Read)));
+            k.Limits.MinResponseDataRate = new MinDataRate(1, TimeSpan.FromMilliseconds(Math.Max(1500, timeouts.Write)));
         });
         return builder.Build();
     }

@@ -127,7 +127,7 @@ public class StreamingAndErrorTests
         await using var upstream = await ScriptedUpstream.StartAsync(async ctx =>
         {
             ctx.Response.ContentType = "text/event-stream";
-            for (var i = 0; i < 15; i++)
+            for (var i = 0; i < 30; i++)
             {
                 await ctx.Response.WriteAsync($"data: {i}\n\n");
                 await ctx.Response.Body.FlushAsync();
@@ -138,14 +138,16 @@ public class StreamingAndErrorTests
         await using var proxy = await TestProxy.StartAsync(TestProxy.Config(One(upstream.Url), "- name: u1", groupExtra: """
             httpClient:
               timeout:
-                request: 1000
+                request: 2000
             """, forwardExtra: """
             timeout:
-              write: 1000
+              write: 2000
             """));
 
-        var body = await proxy.Client.GetStringAsync("/stream");
-        Assert.Contains("data: 14", body);
+        string body;
+        try { body = await proxy.Client.GetStringAsync("/stream"); }
+        catch (Exception ex) { throw new InvalidOperationException("proxy log:\n" + proxy.Logs.AllText, ex); }
+        Assert.Contains("data: 29", body);
         Assert.EndsWith("data: [DONE]\n\n", body);
     }
 
