@@ -120,7 +120,9 @@ internal sealed class ProxyHost : IAsyncDisposable
         {
             k.AddServerHeader = false;
             var ip = address == "localhost" ? IPAddress.Loopback : IPAddress.Parse(address);
-            k.Listen(ip, port, listen => listen.Protocols = HttpProtocols.Http1AndHttp2);
+            // Cleartext listeners: Kestrel cannot offer HTTP/1.1 and prior-knowledge h2c on one port, and
+            // every LLM SDK speaks HTTP/1.1, so forwards are HTTP/1.1 (upstreams still get HTTP/2 over TLS).
+            k.Listen(ip, port, listen => listen.Protocols = HttpProtocols.Http1);
             k.Limits.MaxRequestBodySize = maxBody;
             k.Limits.KeepAliveTimeout = TimeSpan.FromMilliseconds(timeouts.Idle);
             k.Limits.RequestHeadersTimeout = TimeSpan.FromMilliseconds(timeouts.Read);
