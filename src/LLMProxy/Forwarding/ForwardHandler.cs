@@ -8,7 +8,6 @@ using LLMProxy.Runtime;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.Features;
 using Microsoft.Extensions.Logging;
-using Prometheus;
 using Yarp.ReverseProxy.Forwarder;
 
 namespace LLMProxy.Forwarding;
@@ -25,23 +24,17 @@ internal sealed class ForwardHandler
 
     private readonly ForwardRuntime _forward;
     private readonly IHttpForwarder _forwarder;
-    private readonly ProxyMetrics _metrics;
     private readonly TimeProvider _time;
     private readonly ILogger _logger;
-    private readonly Gauge.Child _active;
-    private readonly Histogram.Child _requestSize;
-    private readonly Histogram.Child _responseSize;
+    private readonly ForwardMetrics _forwardMetrics;
 
     public ForwardHandler(ForwardRuntime forward, IHttpForwarder forwarder, ProxyMetrics metrics, TimeProvider time, ILogger logger)
     {
         _forward = forward;
         _forwarder = forwarder;
-        _metrics = metrics;
         _time = time;
         _logger = logger;
-        _active = metrics.ActiveConnections.WithLabels(forward.Name);
-        _requestSize = metrics.HttpRequestSize.WithLabels(forward.Name);
-        _responseSize = metrics.HttpResponseSize.WithLabels(forward.Name);
+        _forwardMetrics = new ForwardMetrics(metrics, forward.Name);
     }
 
     public async Task HandleAsync(HttpContext context)
@@ -52,7 +45,7 @@ internal sealed class ForwardHandler
         var counting = new CountingStream(context.Response.Body);
         context.Response.Body = counting;
         var outcome = new Outcome();
-        _active.Inc();
+        _forwardMetrics.Active.Inc();
         try
         {
             await ProcessAsync(context, requestId, outcome).ConfigureAwait(false);
@@ -77,7 +70,7 @@ internal sealed class ForwardHandler
         }
         finally
         {
-            _active.Dec();
+            _forwardMetrics.Active.Dec();
             Account(context, started, requestId, outcome, counting.Written);
         }
     }
@@ -92,7 +85,7 @@ internal sealed class ForwardHandler
 
         if (_forward.Limiter is { } limiter && !limiter.TryAcquire(client, out var limitedFor))
         {
-            _metrics.RateLimitRejections.WithLabels(_forward.Name, "client").Inc();
+            _forwardMetrics.ClientRejections.Inc();
             outcome.Kind = "rate_limited";
             await ProxyErrors.WriteAsync(context, StatusCodes.Status429TooManyRequests, ProxyErrors.RateLimited, limitedFor, requestId).ConfigureAwait(false);
             return;
@@ -170,13 +163,14 @@ internal sealed class ForwardHandler
             state.MayRetry = state.Attempts < maxAttempts;
             outcome.Upstream = upstream.Name;
             outcome.Attempts = state.Attempts;
-            _metrics.BalancerSelections.WithLabels(group.Name, upstream.Name, group.StrategyLabel).Inc();
+            var member = group.MemberMetrics[index];
+            member.Selections.Inc();
             if (replay is not null)
             {
                 context.Request.Body = new MemoryStream(replay, 0, replayLength, writable: false);
             }
 
-            var inflight = _metrics.UpstreamInFlight.WithLabels(upstream.Name);
+            var inflight = member.InFlight;
             inflight.Inc();
             ForwarderError error;
             try
@@ -191,15 +185,15 @@ internal sealed class ForwardHandler
             var status = state.UpstreamStatus;
             if (status != 0)
             {
-                _metrics.UpstreamTimeToFirstByte.WithLabels(group.Name, upstream.Name).Observe(state.TimeToFirstByteSeconds);
+                member.TimeToFirstByte.Observe(state.TimeToFirstByteSeconds);
             }
-            _metrics.UpstreamRequests.WithLabels(group.Name, upstream.Name, ProxyMetrics.StatusLabel(status)).Inc();
+            member.Requests(status).Inc();
 
             if (status == StatusCodes.Status429TooManyRequests)
             {
                 var park = RetryAfter.CoolDownFor(state.RetryAfterHint);
                 upstream.CoolDown.Park(park);
-                _metrics.CoolDowns.WithLabels(upstream.Name).Inc();
+                member.CoolDowns.Inc();
                 Log.CoolingDown(_logger, upstream.Name, (long)park.TotalMilliseconds);
             }
 
@@ -210,13 +204,14 @@ internal sealed class ForwardHandler
                 upstream.Complete(status == StatusCodes.Status429TooManyRequests ? null : failed);
                 if (failed || status == StatusCodes.Status429TooManyRequests)
                 {
-                    var kind = failed ? "status_5xx" : "status_429";
-                    _metrics.UpstreamErrors.WithLabels(group.Name, upstream.Name, kind).Inc();
-                    Log.AttemptFailed(_logger, group.Name, upstream.Name, kind, status, requestId);
+                    var kind = failed ? AttemptError.Status5xx : AttemptError.Status429;
+                    member.Errors(kind).Inc();
+                    Log.AttemptFailed(_logger, group.Name, upstream.Name, MemberMetrics.Label(kind), status, requestId);
                 }
                 if (state.Suppressed)
                 {
-                    _metrics.Retries.WithLabels(group.Name, failed ? "status_5xx" : "status_" + ProxyMetrics.StatusLabel(status)).Inc();
+                    group.Metrics.Retries(failed ? AttemptError.Status5xx
+                        : status == StatusCodes.Status429TooManyRequests ? AttemptError.Status429 : AttemptError.StatusOther).Inc();
                     context.Response.Clear();
                     await BackoffAsync(group, context.RequestAborted).ConfigureAwait(false);
                     continue;
@@ -244,8 +239,8 @@ internal sealed class ForwardHandler
 
             upstream.Complete(true);
             var errorKind = ErrorKind(error, context);
-            _metrics.UpstreamErrors.WithLabels(group.Name, upstream.Name, errorKind).Inc();
-            Log.AttemptFailed(_logger, group.Name, upstream.Name, errorKind, status, requestId);
+            member.Errors(errorKind).Inc();
+            Log.AttemptFailed(_logger, group.Name, upstream.Name, MemberMetrics.Label(errorKind), status, requestId);
 
             if (context.Response.HasStarted)
             {
@@ -257,7 +252,7 @@ internal sealed class ForwardHandler
             lastTransportStatus = httpStatus;
             if (state.MayRetry && group.HasAlternative(state.Tried))
             {
-                _metrics.Retries.WithLabels(group.Name, errorKind).Inc();
+                group.Metrics.Retries(errorKind).Inc();
                 context.Response.Clear();
                 await BackoffAsync(group, context.RequestAborted).ConfigureAwait(false);
                 continue;
@@ -277,7 +272,7 @@ internal sealed class ForwardHandler
         var retryAfter = (group.EarliestRecovery(_time) ?? now) - now;
         if (reason == Unavailability.RateLimited)
         {
-            _metrics.RateLimitRejections.WithLabels(_forward.Name, "upstream").Inc();
+            _forwardMetrics.UpstreamRejections.Inc();
             outcome.Kind = ProxyErrors.UpstreamRateLimited;
             await ProxyErrors.WriteAsync(context, StatusCodes.Status429TooManyRequests, ProxyErrors.UpstreamRateLimited, retryAfter, requestId).ConfigureAwait(false);
             return;
@@ -314,16 +309,16 @@ internal sealed class ForwardHandler
         }
     }
 
-    private static string ErrorKind(ForwarderError error, HttpContext context)
+    private static AttemptError ErrorKind(ForwarderError error, HttpContext context)
     {
         var exception = context.GetForwarderErrorFeature()?.Exception;
         return error switch
         {
-            ForwarderError.RequestTimedOut => "timeout",
-            ForwarderError.ResponseBodyDestination => "stream",
-            _ when IsTimeout(exception) => "timeout",
-            _ when FindSocketError(exception) is SocketErrorKind.Refused => "connect",
-            _ => "reset",
+            ForwarderError.RequestTimedOut => AttemptError.Timeout,
+            ForwarderError.ResponseBodyDestination => AttemptError.Stream,
+            _ when IsTimeout(exception) => AttemptError.Timeout,
+            _ when FindSocketError(exception) is SocketErrorKind.Refused => AttemptError.Connect,
+            _ => AttemptError.Reset,
         };
     }
 
@@ -397,12 +392,9 @@ internal sealed class ForwardHandler
     {
         var elapsed = Stopwatch.GetElapsedTime(started);
         var status = outcome.Kind == "client_aborted" ? 499 : context.Response.StatusCode;
-        var method = ProxyMetrics.MethodLabel(context.Request.Method);
-        var statusLabel = ProxyMetrics.StatusLabel(status);
-        _metrics.HttpRequests.WithLabels(_forward.Name, method, statusLabel).Inc();
-        _metrics.HttpRequestDuration.WithLabels(_forward.Name, method, statusLabel).Observe(elapsed.TotalSeconds);
-        _requestSize.Observe(outcome.RequestBytes);
-        _responseSize.Observe(bytesWritten);
+        _forwardMetrics.RecordRequest(context.Request.Method, status, elapsed.TotalSeconds);
+        _forwardMetrics.RequestSize.Observe(outcome.RequestBytes);
+        _forwardMetrics.ResponseSize.Observe(bytesWritten);
         if (_logger.IsEnabled(LogLevel.Information))
         {
             // The path only: a query string may carry a key.

@@ -93,11 +93,4 @@ internal sealed class ProxyMetrics
 
     /// <summary>Cached status label (no allocation per request).</summary>
     public static string StatusLabel(int status) => (uint)status < (uint)StatusStrings.Length ? StatusStrings[status] : "other";
-
-    /// <summary>Bounded method label: the standard methods, everything else is OTHER.</summary>
-    public static string MethodLabel(string method) => method switch
-    {
-        "GET" or "POST" or "PUT" or "DELETE" or "PATCH" or "HEAD" or "OPTIONS" => method,
-        _ => "OTHER",
-    };
 }

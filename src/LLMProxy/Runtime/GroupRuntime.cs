@@ -2,6 +2,7 @@ using System.Net;
 using System.Net.Sockets;
 using LLMProxy.Configuration;
 using LLMProxy.LoadBalancing;
+using LLMProxy.Observability;
 using Yarp.ReverseProxy.Forwarder;
 
 namespace LLMProxy.Runtime;
@@ -14,7 +15,7 @@ internal sealed class GroupRuntime : IDisposable
 {
     private readonly bool[] _retryStatus = new bool[600];
 
-    public GroupRuntime(UpstreamGroupConfig config, IReadOnlyDictionary<string, UpstreamRuntime> upstreams)
+    public GroupRuntime(UpstreamGroupConfig config, IReadOnlyDictionary<string, UpstreamRuntime> upstreams, ProxyMetrics metrics)
     {
         Config = config;
         Name = config.Name;
@@ -28,6 +29,8 @@ internal sealed class GroupRuntime : IDisposable
             _ => "roundrobin",
         };
         Balancer = LoadBalancerFactory.Create(Strategy, [.. config.Upstreams.Select(m => new BalancerMember(m.Name, m.Weight))]);
+        Metrics = new GroupMetrics(metrics, Name);
+        MemberMetrics = [.. Members.Select(m => new MemberMetrics(metrics, Name, m.Name, StrategyLabel))];
         MaxAttempts = Math.Max(1, Math.Min(config.Retry.Attempts, Members.Length));
         foreach (var code in config.Retry.StatusCodes)
         {
@@ -55,6 +58,9 @@ internal sealed class GroupRuntime : IDisposable
     public BalanceStrategy Strategy { get; }
     public string StrategyLabel { get; }
     public ILoadBalancer Balancer { get; }
+    public GroupMetrics Metrics { get; }
+    /// <summary>Pre-bound metrics per member, same order as <see cref="Members"/>.</summary>
+    public MemberMetrics[] MemberMetrics { get; }
     public int MaxAttempts { get; }
     public TimeSpan Backoff { get; }
     public string Agent { get; }

@@ -14,7 +14,7 @@ internal sealed class ProxyRuntime : IDisposable
         Metrics = metrics;
         Time = time;
         Upstreams = config.Upstreams.ToDictionary(u => u.Name, u => new UpstreamRuntime(u, time), StringComparer.Ordinal);
-        Groups = config.UpstreamGroups.ToDictionary(g => g.Name, g => new GroupRuntime(g, Upstreams), StringComparer.Ordinal);
+        Groups = config.UpstreamGroups.ToDictionary(g => g.Name, g => new GroupRuntime(g, Upstreams, metrics), StringComparer.Ordinal);
         Forwards = [.. config.HttpServer.Forwards.Select(f => new ForwardRuntime(f, Groups[f.DefaultGroup], time))];
 
         foreach (var upstream in Upstreams.Values)
