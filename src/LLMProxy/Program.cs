@@ -1,1 +1,9 @@
-return await LLMProxy.Cli.RootCommandFactory.InvokeAsync(args);
+LLMProxy.Cli.BufferedConsole.Install();
+try
+{
+    return await LLMProxy.Cli.RootCommandFactory.InvokeAsync(args);
+}
+finally
+{
+    LLMProxy.Cli.BufferedConsole.Uninstall();
+}
