@@ -1,9 +1,13 @@
 namespace LLMProxy.Forwarding;
 
-/// <summary>Pass-through response body stream that counts bytes for the access log and size metric.</summary>
+/// <summary>Pass-through response body stream that counts bytes for the access log and size metric,
+/// and optionally reads token usage.</summary>
 internal sealed class CountingStream(Stream inner) : Stream
 {
     public long Written { get; private set; }
+
+    /// <summary>Set when the response is JSON or SSE from an LLM API: token usage is read as it passes.</summary>
+    public UsageScanner? Usage { get; set; }
 
     public override bool CanRead => false;
     public override bool CanSeek => false;
@@ -20,18 +24,21 @@ internal sealed class CountingStream(Stream inner) : Stream
     public override void Write(byte[] buffer, int offset, int count)
     {
         Written += count;
+        Usage?.Scan(buffer.AsSpan(offset, count));
         inner.Write(buffer, offset, count);
     }
 
     public override Task WriteAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken)
     {
         Written += count;
+        Usage?.Scan(buffer.AsSpan(offset, count));
         return inner.WriteAsync(buffer, offset, count, cancellationToken);
     }
 
     public override ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default)
     {
         Written += buffer.Length;
+        Usage?.Scan(buffer.Span);
         return inner.WriteAsync(buffer, cancellationToken);
     }
 }

@@ -48,7 +48,7 @@ internal sealed class ForwardHandler
         _forwardMetrics.Active.Inc();
         try
         {
-            await ProcessAsync(context, requestId, outcome).ConfigureAwait(false);
+            await ProcessAsync(context, requestId, counting, outcome).ConfigureAwait(false);
         }
         catch (Exception ex) when (ex is OperationCanceledException && context.RequestAborted.IsCancellationRequested)
         {
@@ -75,7 +75,7 @@ internal sealed class ForwardHandler
         }
     }
 
-    private async Task ProcessAsync(HttpContext context, string requestId, Outcome outcome)
+    private async Task ProcessAsync(HttpContext context, string requestId, CountingStream body, Outcome outcome)
     {
         var request = context.Request;
         var peer = context.Connection.RemoteIpAddress ?? IPAddress.Loopback;
@@ -100,7 +100,7 @@ internal sealed class ForwardHandler
         }
 
         var group = _forward.DefaultGroup;
-        var state = new RequestState { Group = group, RequestId = requestId, PeerIp = peer.ToString(), Time = _time };
+        var state = new RequestState { Group = group, RequestId = requestId, PeerIp = peer.ToString(), Time = _time, Body = body };
         var clientHash = group.Strategy == Configuration.BalanceStrategy.IpHash ? ClientHash.Of(client) : 0UL;
 
         // A body is replayable when there is none, or when it is small enough to keep in memory.
@@ -217,6 +217,11 @@ internal sealed class ForwardHandler
                     continue;
                 }
                 outcome.Kind = status >= 500 ? "upstream_error" : status == 429 ? "upstream_429" : "ok";
+                if (state.Body.Usage is { Found: true } usage)
+                {
+                    member.PromptTokens.Inc(usage.PromptTokens);
+                    member.CompletionTokens.Inc(usage.CompletionTokens);
+                }
                 return;
             }
 

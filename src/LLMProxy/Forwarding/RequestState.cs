@@ -19,6 +19,8 @@ internal sealed class RequestState : HttpTransformer
     public required string RequestId { get; init; }
     public required string PeerIp { get; init; }
     public required TimeProvider Time { get; init; }
+    /// <summary>The client's response body, wrapped for byte counting and usage reading.</summary>
+    public required CountingStream Body { get; init; }
 
     /// <summary>Upstream of the current attempt.</summary>
     public UpstreamRuntime? Upstream { get; private set; }
@@ -98,6 +100,10 @@ internal sealed class RequestState : HttpTransformer
             ApplyHeaderOp(proxyRequest, ops[i]);
         }
     }
+
+    private static bool IsLlmPayload(string? mediaType) =>
+        string.Equals(mediaType, "application/json", StringComparison.OrdinalIgnoreCase)
+        || string.Equals(mediaType, "text/event-stream", StringComparison.OrdinalIgnoreCase);
 
     private static void RemoveConnectionNamed(Microsoft.Extensions.Primitives.StringValues connection,
         System.Net.Http.Headers.HttpRequestHeaders headers, System.Net.Http.Headers.HttpContentHeaders? content)
@@ -187,6 +193,10 @@ internal sealed class RequestState : HttpTransformer
             httpContext.Response.Headers.Remove(named);
         }
         httpContext.Response.Headers[ForwardingHeaders.RequestId] = RequestId;
+        if (copy && IsLlmPayload(proxyResponse.Content.Headers.ContentType?.MediaType))
+        {
+            Body.Usage = new UsageScanner();
+        }
         return copy;
     }
 }

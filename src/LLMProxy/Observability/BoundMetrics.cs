@@ -74,6 +74,8 @@ internal sealed class MemberMetrics
         InFlight = metrics.UpstreamInFlight.WithLabels(upstream);
         TimeToFirstByte = metrics.UpstreamTimeToFirstByte.WithLabels(group, upstream);
         CoolDowns = metrics.CoolDowns.WithLabels(upstream);
+        PromptTokens = metrics.Tokens.WithLabels(upstream, "prompt");
+        CompletionTokens = metrics.Tokens.WithLabels(upstream, "completion");
         _requests = new(600, status => metrics.UpstreamRequests.WithLabels(group, upstream, ProxyMetrics.StatusLabel(status)));
         _errors = new(ErrorLabels.Length, kind => metrics.UpstreamErrors.WithLabels(group, upstream, ErrorLabels[kind]));
     }
@@ -82,6 +84,8 @@ internal sealed class MemberMetrics
     public Gauge.Child InFlight { get; }
     public Histogram.Child TimeToFirstByte { get; }
     public Counter.Child CoolDowns { get; }
+    public Counter.Child PromptTokens { get; }
+    public Counter.Child CompletionTokens { get; }
 
     public Counter.Child Requests(int status) => _requests[(uint)status < 600 ? status : 0];
     public Counter.Child Errors(AttemptError kind) => _errors[(int)kind];
