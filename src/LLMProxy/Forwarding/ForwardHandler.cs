@@ -320,6 +320,9 @@ internal sealed class ForwardHandler
         return error switch
         {
             ForwarderError.RequestTimedOut => AttemptError.Timeout,
+            // YARP reports an upstream that went idle mid-body (activity timeout) as a destination error whose
+            // exception is a cancellation; the client's own cancellation is ResponseBodyCanceled instead.
+            ForwarderError.ResponseBodyDestination when exception is OperationCanceledException => AttemptError.Timeout,
             ForwarderError.ResponseBodyDestination => AttemptError.Stream,
             _ when IsTimeout(exception) => AttemptError.Timeout,
             _ when FindSocketError(exception) is SocketErrorKind.Refused => AttemptError.Connect,
