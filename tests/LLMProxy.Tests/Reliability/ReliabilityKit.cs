@@ -150,7 +150,12 @@ internal sealed class EnvProxy : IAsyncDisposable
         var result = ConfigLoader.LoadYaml(yaml, name => env.TryGetValue(name, out var v) ? v : null);
         Assert.True(result.Success, "config errors: " + string.Join("; ", result.Errors));
         var logs = new CapturingLoggerProvider();
-        var loggerFactory = LoggerFactory.Create(b => b.SetMinimumLevel(LogLevel.Trace).AddProvider(logs));
+        // The proxy's own categories at every level it can emit (Debug in development mode); framework categories
+        // filtered exactly as Cli/LoggingSetup does, because that is what the binary can ever print: Kestrel's and
+        // YARP's Information lines name full URLs, query strings included.
+        var loggerFactory = LoggerFactory.Create(b => b.SetMinimumLevel(LogLevel.Trace)
+            .AddFilter("Microsoft", LogLevel.Warning).AddFilter("System", LogLevel.Warning).AddFilter("Yarp", LogLevel.Warning)
+            .AddProvider(logs));
         var host = await ProxyHost.StartAsync(result.Config!, loggerFactory,
             new ProxyHostOptions { EphemeralPorts = true, ProcessMetrics = false });
         return new EnvProxy(host, loggerFactory, logs);

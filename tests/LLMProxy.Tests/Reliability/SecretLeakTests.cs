@@ -1,0 +1,167 @@
+using System.Net;
+using System.Net.Http.Headers;
+using System.Text;
+using LLMProxy.Tests.Infrastructure;
+using static LLMProxy.Tests.Reliability.ReliabilityKit;
+
+namespace LLMProxy.Tests.Reliability;
+
+/// <summary>Secrets set through <c>${ENV}</c> never leave the proxy except towards the upstream they belong to.</summary>
+public class SecretLeakTests
+{
+    private const string BearerToken = "sk-rel-bearer-7c1d5e9a3b2f4a60";
+    private const string BasicPassword = "basic-pass-4e8a1c7b9d0f2e35";
+    private const string AdminToken = "admin-tok-91b3d5f7a2c4e6b8";
+    private const string ClientKey = "client-key-3f6a9c2e5b8d1e47";
+    private const string QueryKey = "query-key-8d2b6f0a4c9e1b73";
+
+    private static string Config(string bearerUrl, string basicUrl, string hangUrl) => $$"""
+        httpServer:
+          forwards:
+            - name: bearer
+              port: 3101
+              address: "127.0.0.1"
+              defaultGroup: bearer
+            - name: basic
+              port: 3102
+              address: "127.0.0.1"
+              defaultGroup: basic
+            - name: hang
+              port: 3103
+              address: "127.0.0.1"
+              defaultGroup: hang
+          admin:
+            port: 9101
+            address: "127.0.0.1"
+            token: "${ADMIN_TOKEN}"
+        upstreams:
+          - name: with-bearer
+            url: "{{bearerUrl}}"
+            auth:
+              type: bearer
+              token: "${OPENAI_KEY}"
+          - name: with-basic
+            url: "{{basicUrl}}"
+            auth:
+              type: basic
+              username: "svc"
+              password: "${BASIC_PASSWORD}"
+            breaker:
+              threshold: 0.5
+              minRequests: 2
+          - name: hanging
+            url: "{{hangUrl}}"
+            auth:
+              type: bearer
+              token: "${OPENAI_KEY}"
+        upstreamGroups:
+          - name: bearer
+            upstreams:
+              - name: with-bearer
+          - name: basic
+            upstreams:
+              - name: with-basic
+          - name: hang
+            upstreams:
+              - name: hanging
+            httpClient:
+              timeout:
+                request: 300
+        """;
+
+    private static readonly Dictionary<string, string> Env = new()
+    {
+        ["OPENAI_KEY"] = BearerToken,
+        ["BASIC_PASSWORD"] = BasicPassword,
+        ["ADMIN_TOKEN"] = AdminToken,
+    };
+
+    /// <summary>Every form a secret could leak in: whole, its distinctive middle, the Basic credential, base64.</summary>
+    private static IEnumerable<string> Forms()
+    {
+        foreach (var s in new[] { BearerToken, BasicPassword, AdminToken, ClientKey, QueryKey })
+        {
+            yield return s;
+            yield return s.Substring(4, s.Length - 8);
+        }
+        yield return Convert.ToBase64String(Encoding.UTF8.GetBytes("svc:" + BasicPassword));
+    }
+
+    private static void AssertClean(string where, string text)
+    {
+        foreach (var form in Forms())
+        {
+            Assert.False(text.Contains(form, StringComparison.Ordinal), $"{where} contains secret material '{form}':\n{text}");
+        }
+    }
+
+    [Fact]
+    public async Task EnvSecrets_AfterTrafficWithFailures_AbsentFromLogsMetricsHealthAndErrorBodies()
+    {
+        var calls = 0;
+        await using var bearerUpstream = await ScriptedUpstream.StartAsync(ctx =>
+            ScriptedUpstream.Json("with-bearer", Interlocked.Increment(ref calls) <= 2 ? 500 : 200)(ctx));
+        await using var refusing = FaultyUpstream.Start(FaultMode.Refuse);
+        await using var hanging = FaultyUpstream.Start(FaultMode.HangBeforeHeaders);
+        await using var proxy = await EnvProxy.StartAsync(Config(bearerUpstream.Url, refusing.Url, hanging.Url), Env);
+
+        var seen = new StringBuilder();
+        async Task Record(string what, HttpResponseMessage r)
+        {
+            seen.Append(what).Append(' ').Append((int)r.StatusCode).Append('\n').Append(r.Headers).Append(r.Content.Headers)
+                .Append(await r.Content.ReadAsStringAsync()).Append('\n');
+        }
+
+        foreach (var (forward, times) in new[] { ("bearer", 4), ("basic", 3), ("hang", 1) })
+        {
+            using var client = Client(proxy.ForwardUrl(forward));
+            for (var i = 0; i < times; i++)
+            {
+                using var request = Chat(path: "/v1/chat/completions?api_key=" + QueryKey);
+                request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", ClientKey);
+                using var r = await client.SendAsync(request);
+                await Record(forward, r);
+            }
+        }
+        // The traffic really failed in the ways it was meant to, and the expanded token really reached its upstream.
+        var answers = seen.ToString();
+        Assert.Contains("bearer 500", answers);
+        Assert.Contains("bearer 200", answers);
+        Assert.Contains("basic 502", answers);
+        Assert.Contains("basic 503", answers);
+        Assert.Contains("hang 504", answers);
+        Assert.All(bearerUpstream.Received, r => Assert.Equal("Bearer " + BearerToken, r.Header("Authorization")));
+
+        using (var anonymous = await proxy.Admin.GetAsync("/health"))
+        {
+            Assert.Equal(HttpStatusCode.Unauthorized, anonymous.StatusCode);
+            await Record("health-anonymous", anonymous);
+        }
+        using (var wrong = new HttpRequestMessage(HttpMethod.Get, "/health"))
+        {
+            wrong.Headers.Authorization = new AuthenticationHeaderValue("Bearer", AdminToken[..^1]);
+            using var r = await proxy.Admin.SendAsync(wrong);
+            Assert.Equal(HttpStatusCode.Unauthorized, r.StatusCode);
+            await Record("health-wrong", r);
+        }
+        using (var right = new HttpRequestMessage(HttpMethod.Get, "/health"))
+        {
+            right.Headers.Authorization = new AuthenticationHeaderValue("Bearer", AdminToken);
+            using var r = await proxy.Admin.SendAsync(right);
+            Assert.Contains("with-bearer", await r.Content.ReadAsStringAsync());
+            await Record("health", r);
+        }
+        foreach (var (label, path) in new[] { ("metrics", "/metrics"), ("ping", "/ping"), ("unknown", "/nope"), ("health-query", "/health?token=" + AdminToken) })
+        {
+            using var r = await proxy.Admin.GetAsync(path);
+            await Record(label, r);
+        }
+
+        var logs = proxy.Logs.AllText;
+        Assert.Contains("upstream attempt failed", logs);
+        Assert.Contains("circuit breaker", logs);
+        AssertClean("responses", seen.ToString());
+        AssertClean("logs", logs);
+        AssertClean("metrics", await proxy.Admin.GetStringAsync("/metrics"));
+    }
+}
