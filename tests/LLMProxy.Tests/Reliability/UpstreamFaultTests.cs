@@ -12,8 +12,9 @@ namespace LLMProxy.Tests.Reliability;
 /// </summary>
 public class UpstreamFaultTests
 {
-    /// <summary>httpClient.timeout.request of every group: the bound on hangs and stalls.</summary>
-    private const int RequestTimeoutMs = 700;
+    /// <summary>httpClient.timeout.request of every group: the bound on hangs and stalls. Short, but not so short
+    /// that a healthy first request on a busy 2-core machine trips it.</summary>
+    private const int RequestTimeoutMs = 1500;
     /// <summary>What a hang may cost beyond the configured timeout on a busy 2-core machine.</summary>
     private static readonly TimeSpan Margin = TimeSpan.FromSeconds(4);
 
@@ -81,6 +82,12 @@ public class UpstreamFaultTests
             var faulty = FaultyUpstream.Start(mode);
             var healthy = await ScriptedUpstream.StartAsync(ScriptedUpstream.Json("healthy"));
             var proxy = await TestProxy.StartAsync(Config(faulty.Url, healthy.Url, cooldownMs));
+            // Warm the pipeline (JIT, first connection) on the unrelated forward, so no timing below pays for it.
+            using (var warm = Client(proxy.ForwardUrl("other")))
+            using (var r = await warm.SendAsync(Chat()))
+            {
+                Assert.Equal(HttpStatusCode.OK, r.StatusCode);
+            }
             return new Rig
             {
                 Faulty = faulty,
@@ -158,6 +165,14 @@ public class UpstreamFaultTests
         using (var open = await rig.Solo.SendAsync(Chat()))
         {
             await AssertErrorAsync(open, HttpStatusCode.ServiceUnavailable, "no_available_upstream");
+            Assert.NotNull(open.Headers.RetryAfter);
+        }
+        using (var health = await rig.Proxy.Admin.GetAsync("/health"))
+        {
+            // The solo group has nothing left: /health says so, naming the open breaker.
+            Assert.Equal(HttpStatusCode.ServiceUnavailable, health.StatusCode);
+            Assert.Contains("\"name\":\"faulty\",\"host\":", await health.Content.ReadAsStringAsync());
+            Assert.Contains("\"breaker\":\"open\"", await health.Content.ReadAsStringAsync());
         }
 
         await rig.AssertStillServingAsync();
