@@ -129,7 +129,7 @@ public class ClientInputTests
             // A declared length over the limit is refused before any upstream is chosen.
             Assert.Equal(0, upstream.Server.Count);
         }
-        Assert.Contains("status=\"413\"", Lines(await proxy.Admin.GetStringAsync("/metrics"), "llmproxy_http_requests_total"));
+        await AssertSampleAsync(proxy.Admin, "llmproxy_http_requests_total{forward=\"fwd\",method=\"POST\",status=\"413\"}", 1);
         await AssertServesAsync(proxy);
         await AssertIdleAsync(proxy.Admin);
     }

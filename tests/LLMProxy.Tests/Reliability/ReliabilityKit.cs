@@ -40,7 +40,36 @@ internal static class ReliabilityKit
         return total;
     }
 
-    /// <summary>Every series of a family with a non-zero value, for failure messages.</summary>
+    /// <summary>Asserts one series' value; on failure shows every series of its family.</summary>
+    public static void AssertSample(string metrics, string series, double expected)
+    {
+        var actual = Sample(metrics, series);
+        Assert.True(actual == expected, $"{series}: expected {expected}, got {actual}\n{Lines(metrics, series[..series.IndexOf('{', StringComparison.Ordinal)])}");
+    }
+
+    /// <summary>
+    /// Waits until one series reaches its expected value. The client can see a response end before the proxy has
+    /// accounted for it (the body is on the wire before the handler returns), so a scrape right after a response
+    /// may be a moment early; a count that overshoots never matches and fails.
+    /// </summary>
+    public static async Task AssertSampleAsync(HttpClient admin, string series, double expected)
+    {
+        var metrics = "";
+        var clock = Stopwatch.StartNew();
+        do
+        {
+            metrics = await admin.GetStringAsync("/metrics");
+            if (Sample(metrics, series) == expected)
+            {
+                return;
+            }
+            await Task.Delay(25);
+        }
+        while (clock.Elapsed < TimeSpan.FromSeconds(5));
+        AssertSample(metrics, series, expected);
+    }
+
+    /// <summary>Every series of a family, for failure messages.</summary>
     public static string Lines(string metrics, string family) =>
         string.Join('\n', metrics.Split('\n').Where(l => l.StartsWith(family, StringComparison.Ordinal)));
 

@@ -99,8 +99,6 @@ public class UpstreamFaultTests
             };
         }
 
-        public Task<string> MetricsAsync() => Proxy.Admin.GetStringAsync("/metrics");
-
         /// <summary>The proxy still serves: the unrelated forward and the mixed group both answer 200.</summary>
         public async Task AssertStillServingAsync()
         {
@@ -156,12 +154,11 @@ public class UpstreamFaultTests
         }
 
         // Three failures of three attempts: the shared breaker is open, the solo group has nothing left.
-        var metrics = await rig.MetricsAsync();
-        Assert.Equal(1, Sample(metrics, $"llmproxy_upstream_errors_total{{group=\"pair\",upstream=\"faulty\",error=\"{errorKind}\"}}"));
-        Assert.Equal(2, Sample(metrics, $"llmproxy_upstream_errors_total{{group=\"solo\",upstream=\"faulty\",error=\"{errorKind}\"}}"));
-        Assert.Equal(2, Sample(metrics, "llmproxy_circuit_breaker_state{upstream=\"faulty\"}"));
-        Assert.Equal(1, Sample(metrics, "llmproxy_retries_total{group=\"pair\",reason=\"" + errorKind + "\"}"));
-        Assert.Equal(2, Sample(metrics, $"llmproxy_http_requests_total{{forward=\"solo\",method=\"POST\",status=\"{(int)aloneStatus}\"}}"));
+        await AssertSampleAsync(rig.Proxy.Admin, $"llmproxy_upstream_errors_total{{group=\"pair\",upstream=\"faulty\",error=\"{errorKind}\"}}", 1);
+        await AssertSampleAsync(rig.Proxy.Admin, $"llmproxy_upstream_errors_total{{group=\"solo\",upstream=\"faulty\",error=\"{errorKind}\"}}", 2);
+        await AssertSampleAsync(rig.Proxy.Admin, "llmproxy_circuit_breaker_state{upstream=\"faulty\"}", 2);
+        await AssertSampleAsync(rig.Proxy.Admin, "llmproxy_retries_total{group=\"pair\",reason=\"" + errorKind + "\"}", 1);
+        await AssertSampleAsync(rig.Proxy.Admin, $"llmproxy_http_requests_total{{forward=\"solo\",method=\"POST\",status=\"{(int)aloneStatus}\"}}", 2);
         using (var open = await rig.Solo.SendAsync(Chat()))
         {
             await AssertErrorAsync(open, HttpStatusCode.ServiceUnavailable, "no_available_upstream");
@@ -205,10 +202,10 @@ public class UpstreamFaultTests
             Assert.InRange(clock.Elapsed, TimeSpan.Zero, TimeSpan.FromMilliseconds(RequestTimeoutMs) + Margin);
         }
 
-        var metrics = await rig.MetricsAsync();
-        Assert.Equal(3, Sample(metrics, $"llmproxy_upstream_errors_total{{group=\"solo\",upstream=\"faulty\",error=\"{errorKind}\"}}"));
-        Assert.Equal(2, Sample(metrics, "llmproxy_circuit_breaker_state{upstream=\"faulty\"}"));
-        Assert.Equal(3, AccessLines(rig.Proxy.Logs).Count(l => l.Contains("outcome=upstream_broken_stream")));
+        await AssertSampleAsync(rig.Proxy.Admin, $"llmproxy_upstream_errors_total{{group=\"solo\",upstream=\"faulty\",error=\"{errorKind}\"}}", 3);
+        await AssertSampleAsync(rig.Proxy.Admin, "llmproxy_circuit_breaker_state{upstream=\"faulty\"}", 2);
+        await WaitUntilAsync(() => Task.FromResult(AccessLines(rig.Proxy.Logs).Count(l => l.Contains("outcome=upstream_broken_stream")) == 3),
+            TimeSpan.FromSeconds(5), () => Task.FromResult(string.Join("\n", AccessLines(rig.Proxy.Logs))));
         await rig.AssertStillServingAsync();
         if (fault == FaultMode.StallMidStream)
         {
@@ -239,10 +236,9 @@ public class UpstreamFaultTests
             Assert.Equal("healthy", r.UpstreamName());
         }
 
-        var metrics = await rig.MetricsAsync();
-        Assert.Equal(1, Sample(metrics, "llmproxy_upstream_errors_total{group=\"pair\",upstream=\"faulty\",error=\"status_5xx\"}"));
-        Assert.Equal(2, Sample(metrics, "llmproxy_upstream_errors_total{group=\"solo\",upstream=\"faulty\",error=\"status_5xx\"}"));
-        Assert.Equal(2, Sample(metrics, "llmproxy_circuit_breaker_state{upstream=\"faulty\"}"));
+        await AssertSampleAsync(rig.Proxy.Admin, "llmproxy_upstream_errors_total{group=\"pair\",upstream=\"faulty\",error=\"status_5xx\"}", 1);
+        await AssertSampleAsync(rig.Proxy.Admin, "llmproxy_upstream_errors_total{group=\"solo\",upstream=\"faulty\",error=\"status_5xx\"}", 2);
+        await AssertSampleAsync(rig.Proxy.Admin, "llmproxy_circuit_breaker_state{upstream=\"faulty\"}", 2);
         await rig.AssertStillServingAsync();
     }
 
@@ -271,10 +267,9 @@ public class UpstreamFaultTests
         }
         Assert.Equal(1, rig.Faulty.Requests);
 
-        var metrics = await rig.MetricsAsync();
-        Assert.Equal(1, Sample(metrics, "llmproxy_upstream_errors_total{group=\"solo\",upstream=\"faulty\",error=\"status_429\"}"));
-        Assert.Equal(1, Sample(metrics, "llmproxy_upstream_cooldowns_total{upstream=\"faulty\"}"));
-        Assert.Equal(0, Sample(metrics, "llmproxy_circuit_breaker_state{upstream=\"faulty\"}"));
+        await AssertSampleAsync(rig.Proxy.Admin, "llmproxy_upstream_errors_total{group=\"solo\",upstream=\"faulty\",error=\"status_429\"}", 1);
+        await AssertSampleAsync(rig.Proxy.Admin, "llmproxy_upstream_cooldowns_total{upstream=\"faulty\"}", 1);
+        await AssertSampleAsync(rig.Proxy.Admin, "llmproxy_circuit_breaker_state{upstream=\"faulty\"}", 0);
         await rig.AssertStillServingAsync();
 
         // Retry-After: 1 has passed: the account is back.
@@ -296,7 +291,7 @@ public class UpstreamFaultTests
             using var r = await rig.Solo.SendAsync(Chat());
             await AssertErrorAsync(r, HttpStatusCode.BadGateway, "upstream_unavailable");
         }
-        Assert.Equal(2, Sample(await rig.MetricsAsync(), "llmproxy_circuit_breaker_state{upstream=\"faulty\"}"));
+        await AssertSampleAsync(rig.Proxy.Admin, "llmproxy_circuit_breaker_state{upstream=\"faulty\"}", 2);
 
         rig.Faulty.SetMode(FaultMode.Ok);
         await WaitUntilAsync(async () =>
@@ -305,10 +300,9 @@ public class UpstreamFaultTests
             return r.StatusCode == HttpStatusCode.OK && r.UpstreamName() == "faulty";
         }, TimeSpan.FromSeconds(10));
 
-        var metrics = await rig.MetricsAsync();
-        Assert.Equal(0, Sample(metrics, "llmproxy_circuit_breaker_state{upstream=\"faulty\"}"));
-        Assert.Equal(1, Sample(metrics, "llmproxy_circuit_breaker_state_changes_total{upstream=\"faulty\",from=\"closed\",to=\"open\"}"));
-        Assert.Equal(1, Sample(metrics, "llmproxy_circuit_breaker_state_changes_total{upstream=\"faulty\",from=\"half_open\",to=\"closed\"}"));
+        await AssertSampleAsync(rig.Proxy.Admin, "llmproxy_circuit_breaker_state{upstream=\"faulty\"}", 0);
+        await AssertSampleAsync(rig.Proxy.Admin, "llmproxy_circuit_breaker_state_changes_total{upstream=\"faulty\",from=\"closed\",to=\"open\"}", 1);
+        await AssertSampleAsync(rig.Proxy.Admin, "llmproxy_circuit_breaker_state_changes_total{upstream=\"faulty\",from=\"half_open\",to=\"closed\"}", 1);
         // Back in rotation for the mixed group too.
         var seen = new HashSet<string>();
         for (var i = 0; i < 4; i++)
