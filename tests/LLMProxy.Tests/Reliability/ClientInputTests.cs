@@ -246,7 +246,7 @@ public class ClientInputTests
     [InlineData("TLS hello on plain port", "\u0016\u0003\u0001\u0002\u0000\u0001\u0000\u0001\u00fc\u0003\u0003\r\n\r\n", 400)]
     [InlineData("unknown HTTP version", "GET / HTTP/7.1\r\nHost: x\r\n\r\n", 505)]
     [InlineData("chunk size not hex", "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n", 400)]
-    public async Task MalformedHttp_400OrClosed_UpstreamUntouched_ProxyKeepsServing(string what, string request, int status)
+    public async Task MalformedHttp_RejectedByKestrel_UpstreamUntouched_ProxyKeepsServing(string what, string request, int status)
     {
         await using var upstream = await ScriptedUpstream.StartAsync(ScriptedUpstream.Json("u1"));
         await using var proxy = await TestProxy.StartAsync(TestProxy.Config(One(upstream.Url), "- name: u1", forwardExtra: Forward()));
