@@ -229,7 +229,7 @@ internal sealed class ForwardHandler
             if (clientSide)
             {
                 upstream.Complete(null);
-                if (code == ProxyErrors.RequestTooLarge || code == ProxyErrors.BadRequest)
+                if (httpStatus != 499)
                 {
                     outcome.Kind = code;
                     if (!context.Response.HasStarted)
@@ -300,9 +300,8 @@ internal sealed class ForwardHandler
             case ForwarderError.RequestBodyClient:
                 if (FindBadRequest(exception) is { } bad)
                 {
-                    return bad.StatusCode == StatusCodes.Status413PayloadTooLarge
-                        ? (ProxyErrors.RequestTooLarge, 413, true)
-                        : (ProxyErrors.BadRequest, 400, true);
+                    var (badCode, badStatus) = ClientError(bad);
+                    return (badCode, badStatus, true);
                 }
                 return (ProxyErrors.UpstreamUnavailable, 499, true);
             case ForwarderError.RequestTimedOut:
@@ -326,8 +325,22 @@ internal sealed class ForwardHandler
             ForwarderError.ResponseBodyDestination => AttemptError.Stream,
             _ when IsTimeout(exception) => AttemptError.Timeout,
             _ when FindSocketError(exception) is SocketErrorKind.Refused => AttemptError.Connect,
+            _ when IsProtocolError(exception) => AttemptError.Protocol,
             _ => AttemptError.Reset,
         };
+    }
+
+    /// <summary>The upstream answered something that is not valid HTTP.</summary>
+    private static bool IsProtocolError(Exception? exception)
+    {
+        for (var e = exception; e is not null; e = e.InnerException)
+        {
+            if (e is HttpRequestException { HttpRequestError: HttpRequestError.InvalidResponse })
+            {
+                return true;
+            }
+        }
+        return false;
     }
 
     private enum SocketErrorKind { None, Refused, Other }
@@ -356,6 +369,14 @@ internal sealed class ForwardHandler
         return false;
     }
 
+    /// <summary>A request body Kestrel refused: too large (413), too slow (408), or malformed (400).</summary>
+    private static (string Code, int Status) ClientError(BadHttpRequestException bad) => bad.StatusCode switch
+    {
+        StatusCodes.Status413PayloadTooLarge => (ProxyErrors.RequestTooLarge, StatusCodes.Status413PayloadTooLarge),
+        StatusCodes.Status408RequestTimeout => (ProxyErrors.RequestTimeout, StatusCodes.Status408RequestTimeout),
+        _ => (ProxyErrors.BadRequest, StatusCodes.Status400BadRequest),
+    };
+
     private static BadHttpRequestException? FindBadRequest(Exception? exception)
     {
         for (var e = exception; e is not null; e = e.InnerException)
@@ -381,10 +402,11 @@ internal sealed class ForwardHandler
         }
         catch (BadHttpRequestException bad)
         {
-            outcome.Kind = bad.StatusCode == StatusCodes.Status413PayloadTooLarge ? ProxyErrors.RequestTooLarge : ProxyErrors.BadRequest;
+            var (code, status) = ClientError(bad);
+            outcome.Kind = code;
             if (!context.Response.HasStarted)
             {
-                await ProxyErrors.WriteAsync(context, bad.StatusCode == 413 ? 413 : 400, outcome.Kind, requestId: requestId).ConfigureAwait(false);
+                await ProxyErrors.WriteAsync(context, status, code, requestId: requestId).ConfigureAwait(false);
             }
             return false;
         }

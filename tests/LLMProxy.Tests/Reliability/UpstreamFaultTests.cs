@@ -128,7 +128,7 @@ public class UpstreamFaultTests
     [Theory]
     [InlineData(FaultMode.Refuse, HttpStatusCode.BadGateway, "upstream_unavailable", "connect")]
     [InlineData(FaultMode.Reset, HttpStatusCode.BadGateway, "upstream_unavailable", "reset")]
-    [InlineData(FaultMode.Garbage, HttpStatusCode.BadGateway, "upstream_unavailable", "reset")]
+    [InlineData(FaultMode.Garbage, HttpStatusCode.BadGateway, "upstream_unavailable", "protocol")]
     [InlineData(FaultMode.HangBeforeHeaders, HttpStatusCode.GatewayTimeout, "upstream_timeout", "timeout")]
     public async Task TransportFault_FailsOverWithPeer_ErrorJsonAlone_BreakerOpens(FaultMode fault, HttpStatusCode aloneStatus, string code, string errorKind)
     {
