@@ -1,9 +1,1 @@
-LLMProxy.Cli.BufferedConsole.Install();
-try
-{
-    return await LLMProxy.Cli.RootCommandFactory.InvokeAsync(args);
-}
-finally
-{
-    LLMProxy.Cli.BufferedConsole.Uninstall();
-}
+return await LLMProxy.Cli.RootCommandFactory.InvokeAsync(args);

@@ -1,13 +1,14 @@
+using LLMProxy.Observability;
 using Microsoft.Extensions.Logging;
-using Microsoft.Extensions.Logging.Console;
 
 namespace LLMProxy.Cli;
 
 internal static class LoggingSetup
 {
     /// <summary>
-    /// Console logging: one line per entry (one JSON object per line with --json). Release mode logs
-    /// Information and up; development mode adds the proxy's Debug detail. Framework chatter stays at Warning.
+    /// Console logging: one line per entry (one JSON object per line with --json), written in batches off
+    /// the request path. Release mode logs Information and up; development mode adds the proxy's Debug
+    /// detail. Framework chatter stays at Warning.
     /// </summary>
     public static ILoggerFactory Create(bool json, bool release) => LoggerFactory.Create(b =>
     {
@@ -18,26 +19,6 @@ internal static class LoggingSetup
         // Hosting opens a log scope per request whenever any level is enabled for it; we log our own
         // access line, so it gets none (saves an allocation per request).
         b.AddFilter("Microsoft.AspNetCore.Hosting.Diagnostics", LogLevel.None);
-        if (json)
-        {
-            b.AddJsonConsole(o =>
-            {
-                o.IncludeScopes = false;
-                o.UseUtcTimestamp = true;
-                o.TimestampFormat = "yyyy-MM-ddTHH:mm:ss.fffZ";
-                o.JsonWriterOptions = new System.Text.Json.JsonWriterOptions { Indented = false };
-            });
-        }
-        else
-        {
-            b.AddSimpleConsole(o =>
-            {
-                o.SingleLine = true;
-                o.IncludeScopes = false;
-                o.UseUtcTimestamp = true;
-                o.TimestampFormat = "yyyy-MM-ddTHH:mm:ss.fffZ ";
-                o.ColorBehavior = LoggerColorBehavior.Disabled;
-            });
-        }
+        b.AddProvider(new BatchingConsoleLoggerProvider(Console.Out, json));
     });
 }

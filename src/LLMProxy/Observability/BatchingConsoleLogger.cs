@@ -1,0 +1,181 @@
+using System.Buffers;
+using System.Collections.Concurrent;
+using System.Text;
+using System.Text.Json;
+using Microsoft.Extensions.Logging;
+
+namespace LLMProxy.Observability;
+
+/// <summary>
+/// Console logging that never makes a request wait or wake a thread: the calling thread formats its line
+/// and adds it to a lock-free queue; one background loop writes whatever has queued every 50 ms in a
+/// single write. (Microsoft's console logger signals its writer thread per message and writes line by
+/// line, which on a busy proxy costs a context switch and a syscall per request.) Lines past
+/// <c>maxQueued</c> are dropped and counted rather than growing memory without bound.
+/// </summary>
+internal sealed class BatchingConsoleLoggerProvider : ILoggerProvider
+{
+    private static readonly TimeSpan DefaultInterval = TimeSpan.FromMilliseconds(50);
+
+    private readonly ConcurrentQueue<string> _queue = new();
+    private readonly TextWriter _output;
+    private readonly bool _json;
+    private readonly CancellationTokenSource _stop = new();
+    private readonly Task _writer;
+    private int _queued;
+    private long _dropped;
+
+    private readonly int _maxQueued;
+    private readonly TimeSpan _interval;
+
+    public BatchingConsoleLoggerProvider(TextWriter output, bool json, int maxQueued = 200_000, TimeSpan? interval = null)
+    {
+        _output = output;
+        _json = json;
+        _maxQueued = maxQueued;
+        _interval = interval ?? DefaultInterval;
+        _writer = Task.Run(WriteLoopAsync);
+    }
+
+    public ILogger CreateLogger(string categoryName) => new BatchingLogger(this, categoryName);
+
+    private void Enqueue(string line)
+    {
+        if (Interlocked.Increment(ref _queued) > _maxQueued)
+        {
+            Interlocked.Decrement(ref _queued);
+            Interlocked.Increment(ref _dropped);
+            return;
+        }
+        _queue.Enqueue(line);
+    }
+
+    private async Task WriteLoopAsync()
+    {
+        using var timer = new PeriodicTimer(_interval);
+        try
+        {
+            while (await timer.WaitForNextTickAsync(_stop.Token).ConfigureAwait(false))
+            {
+                Drain();
+            }
+        }
+        catch (OperationCanceledException)
+        {
+        }
+        Drain();
+    }
+
+    private void Drain()
+    {
+        if (_queue.IsEmpty && Interlocked.Read(ref _dropped) == 0)
+        {
+            return;
+        }
+        var batch = new StringBuilder(16 * 1024);
+        while (_queue.TryDequeue(out var line))
+        {
+            Interlocked.Decrement(ref _queued);
+            batch.Append(line);
+        }
+        var dropped = Interlocked.Exchange(ref _dropped, 0);
+        if (dropped > 0)
+        {
+            batch.Append(Format(DateTimeOffset.UtcNow, LogLevel.Warning, "LLMProxy", new EventId(11, "LogLinesDropped"),
+                $"log output could not keep up: {dropped} line(s) dropped", null, null));
+        }
+        try
+        {
+            _output.Write(batch.ToString());
+            _output.Flush();
+        }
+        catch (IOException)
+        {
+            // stdout went away (closed pipe): keep serving; there is nowhere left to log to.
+        }
+    }
+
+    private string Format(DateTimeOffset time, LogLevel level, string category, EventId id, string message, Exception? exception,
+        IReadOnlyList<KeyValuePair<string, object?>>? state)
+    {
+        if (!_json)
+        {
+            var text = $"{time:yyyy-MM-ddTHH:mm:ss.fffZ} {LevelName(level)}: {category}[{id.Id}] {message}";
+            return exception is null ? text + "\n" : $"{text}\n{exception}\n";
+        }
+        var buffer = new ArrayBufferWriter<byte>(256);
+        using (var json = new Utf8JsonWriter(buffer))
+        {
+            json.WriteStartObject();
+            json.WriteString("Timestamp", time.ToString("yyyy-MM-ddTHH:mm:ss.fffZ", System.Globalization.CultureInfo.InvariantCulture));
+            json.WriteNumber("EventId", id.Id);
+            json.WriteString("LogLevel", level.ToString());
+            json.WriteString("Category", category);
+            json.WriteString("Message", message);
+            if (exception is not null)
+            {
+                json.WriteString("Exception", exception.ToString());
+            }
+            if (state is { Count: > 1 })
+            {
+                json.WriteStartObject("State");
+                foreach (var (key, value) in state)
+                {
+                    if (key == "{OriginalFormat}")
+                    {
+                        continue;
+                    }
+                    switch (value)
+                    {
+                        case null: json.WriteNull(key); break;
+                        case int i: json.WriteNumber(key, i); break;
+                        case long l: json.WriteNumber(key, l); break;
+                        case double d: json.WriteNumber(key, d); break;
+                        case bool b: json.WriteBoolean(key, b); break;
+                        default: json.WriteString(key, Convert.ToString(value, System.Globalization.CultureInfo.InvariantCulture)); break;
+                    }
+                }
+                json.WriteEndObject();
+            }
+            json.WriteEndObject();
+        }
+        return Encoding.UTF8.GetString(buffer.WrittenSpan) + "\n";
+    }
+
+    private static string LevelName(LogLevel level) => level switch
+    {
+        LogLevel.Trace => "trce",
+        LogLevel.Debug => "dbug",
+        LogLevel.Information => "info",
+        LogLevel.Warning => "warn",
+        LogLevel.Error => "fail",
+        LogLevel.Critical => "crit",
+        _ => "none",
+    };
+
+    public void Dispose()
+    {
+        _stop.Cancel();
+        _writer.Wait(TimeSpan.FromSeconds(5));
+        _stop.Dispose();
+    }
+
+    private sealed class BatchingLogger(BatchingConsoleLoggerProvider owner, string category) : ILogger
+    {
+        public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
+
+        // Levels are filtered by the LoggerFactory's rules before a message reaches us.
+        public bool IsEnabled(LogLevel logLevel) => logLevel != LogLevel.None;
+
+        public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
+        {
+            if (!IsEnabled(logLevel))
+            {
+                return;
+            }
+            var message = formatter(state, exception);
+            owner.Enqueue(owner.Format(DateTimeOffset.UtcNow, logLevel, category, eventId, message, exception,
+                owner._json ? state as IReadOnlyList<KeyValuePair<string, object?>> : null));
+        }
+    }
+}
