@@ -33,6 +33,7 @@ def load(path, clk_tck):
                 "cpu": (int(proxy_ticks) / clk_tck * 1e6 / req) if req and target != "direct" else None,
                 "up_cpu": (int(up_ticks) / clk_tck * 1e6 / req) if req else None,
                 "other": int(other),
+                "gc": (int(kv.get("gc0", 0)), int(kv.get("gc1", 0)), int(kv.get("gc2", 0))),
             }
             run["error_total"] = sum(run["errors"].values())
             runs.append(run)
@@ -159,6 +160,17 @@ def main():
         print(f"| {key} | {'–' if added[key] is None else signed3(added[key])} | {per_s} |")
     print()
 
+    gc_lines = []
+    for phase in (hi, "c1"):
+        rs = select(runs, phase, "llmproxy")
+        req = sum(r["requests"] for r in rs)
+        if req:
+            g = [sum(r["gc"][i] for r in rs) for i in range(3)]
+            gc_lines.append(f"{phase}: gen0 {g[0] * 1000 / req:.2f}, gen1 {g[1] * 1000 / req:.3f}, gen2 {g[2] * 1000 / req:.3f}")
+    if gc_lines:
+        print("LLMProxy garbage collections per 1,000 requests (from its /metrics): " + "; ".join(gc_lines) + ".")
+        print()
+
     llm_errors = sum(r["error_total"] for r in runs if r["target"] == "llmproxy")
     print("### Against the issue's targets")
     print()
@@ -184,12 +196,13 @@ def main():
         print()
     print("### Every run")
     print()
-    print("| phase | target | round | requests | req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | proxy CPU µs/req | errors | other load |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|")
+    print("| phase | target | round | requests | req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | proxy CPU µs/req | LLMProxy GCs gen0/1/2 | errors | other load |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|")
     for r in sorted(runs, key=lambda r: (r["phase"] != hi, r["round"])):
         cpu = "–" if r["cpu"] is None else f"{r['cpu']:.1f}"
         print(f"| {r['phase']} | {NAMES[r['target']]} | {r['round']} | {r['requests']:,} | {r['rps']:,.0f} | "
               f"{r['p50']:.3f} | {r['p90']:.3f} | {r['p99']:.3f} | {r['p999']:.3f} | {r['max']:.3f} | {cpu} | "
+              f"{'/'.join(str(g) for g in r['gc']) if r['target'] == 'llmproxy' else '–'} | "
               f"{errors_cell([r])} | {r['other']} % |")
 
 

@@ -153,7 +153,7 @@ log "preflight ok: direct, nginx proxy and LLMProxy all answer the mock's chat.c
 # run_wrk PHASE TARGET ROUND CONNS THREADS SECONDS : one wrk run, one line in results.tsv.
 run_wrk() {
     local phase="$1" target="$2" round="$3" conns="$4" threads="$5" secs="$6"
-    local out pids c0 c1 u0 u1 line other attempt=0 dest
+    local out pids c0 c1 u0 u1 g0 g1 gcs line other attempt=0 dest
     read -r -a pids <<<"$(target_pids "$target")"
     while true; do
         attempt=$((attempt + 1))
@@ -161,16 +161,21 @@ run_wrk() {
         c0=0; c1=0
         if ((${#pids[@]})); then c0="$(cpu_ticks "${pids[@]}")"; fi
         u0="$(cpu_ticks "$MOCK_PID")"
+        g0="$(gc_counts)"
         load_begin
         wrk -t"$threads" -c"$conns" -d"${secs}s" --timeout 5s --latency -s "$BENCH_DIR/post.lua" "$(target_url "$target")" >"$out" 2>&1 \
             || { cat "$out" >&2; die "wrk failed for $target"; }
         other="$(load_end)"
+        g1="$(gc_counts)"
         if ((${#pids[@]})); then c1="$(cpu_ticks "${pids[@]}")"; fi
         u1="$(cpu_ticks "$MOCK_PID")"
         for pid in "$MOCK_PID" "$NGINX_PID" "$LLM_PID"; do
             kill -0 "$pid" 2>/dev/null || die "pid $pid died during the $target run (see logs under $RUN_DIR)"
         done
         line="$(grep '^BENCH ' "$out")" || { cat "$out" >&2; die "no summary line from wrk for $target"; }
+        # LLMProxy's garbage collections during the run (from its /metrics), whatever the target.
+        read -r -a gcs <<<"$g0 $g1"
+        line="$line gc0=$((gcs[3] - gcs[0])) gc1=$((gcs[4] - gcs[1])) gc2=$((gcs[5] - gcs[2]))"
         awk -v t="$target" -v ph="$phase" -v r="$round" -v o="$other" '{
             for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
             err = v["connect"] + v["read"] + v["write"] + v["status"] + v["timeout"]
@@ -188,6 +193,13 @@ run_wrk() {
         RETRY_LEFT=$((RETRY_LEFT - secs))
         log "  other load ${other}% > ${MAX_OTHER}%: repeating this run (retry budget left ${RETRY_LEFT}s)"
     done
+}
+
+# LLMProxy's GC counts "gen0 gen1 gen2" from its Prometheus endpoint.
+gc_counts() {
+    curl -s --max-time 2 "http://127.0.0.1:$LLM_ADMIN_PORT/metrics" \
+        | awk '/^dotnet_collection_count_total\{generation="[012]"\}/ { split($1, a, "\""); n[a[2]] = $2 }
+               END { printf "%d %d %d\n", n["0"], n["1"], n["2"] }'
 }
 
 # Order rotates every round so no target always runs first (or right after the hungriest one).

@@ -136,12 +136,22 @@ timeout 120 "$PY" "$BENCH_DIR/sse_bench.py" lag --direct "$RELAY_PORT" --proxy "
 LAG_OTHER="$(load_end)"
 alive_check
 
+# What the runtime says about itself (LLMProxy's /metrics): managed heap, threads, GC counts.
+runtime_line() {
+    curl -s --max-time 2 "http://127.0.0.1:$ADMIN_PORT/metrics" | awk '
+        /^dotnet_total_memory_bytes / { heap = $2 }
+        /^process_num_threads / { threads = $2 }
+        /^dotnet_collection_count_total\{generation="[012]"\}/ { split($1, a, "\""); gc[a[2]] = $2 }
+        END { printf "managed heap %.1f MB, %d threads, GCs so far gen0/1/2 %d/%d/%d", heap / 1048576, threads, gc["0"], gc["1"], gc["2"] }'
+}
+RUNTIME_BEFORE_MEM="$(runtime_line)"
 log "memory: $MEM_STREAMS concurrent streams (20 chunks every 500 ms) through LLMProxy"
 load_begin
 timeout 120 "$PY" "$BENCH_DIR/sse_bench.py" mem --proxy "$MEM_PORT" --pid "$LLM_PID" --streams "$MEM_STREAMS" \
     --chunks 20 --interval-ms 500 --ramp-ms 1000 --json "$STREAM_DIR/mem.json" \
     >"$STREAM_DIR/mem.md" || { cat "$STREAM_DIR/mem.md" >&2; die "memory measurement failed"; }
 MEM_OTHER="$(load_end)"
+RUNTIME_AFTER_MEM="$(runtime_line)"
 alive_check
 
 log "1 MiB response through LLMProxy (1 fast, then $BIG_CONCURRENCY slow readers at once)"
@@ -170,6 +180,8 @@ REPORT="$STREAM_DIR/report.md"
     cat "$STREAM_DIR/mem.md"
     echo
     echo "Other load during the memory measurement: ${MEM_OTHER}%"
+    echo
+    echo "LLMProxy runtime (from its /metrics) just before: $RUNTIME_BEFORE_MEM; 10 s after: $RUNTIME_AFTER_MEM."
     echo
     echo "### 1 MiB response streamed through"
     echo
