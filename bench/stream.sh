@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Streaming benchmark: per-chunk SSE lag through LLMProxy, proxy memory (RSS) with 1,000 open streams,
 # and a 1 MiB response streamed through. About 1 minute. Everything it writes goes under bench/out/stream/.
-# Environment (optional): BENCH_PORT_BASE=18080 BENCH_SKIP_BUILD=0 BENCH_LAG_STREAMS=50 BENCH_LAG_ROUNDS=3
+# Environment (optional): BENCH_PORT_BASE=18080 BENCH_SKIP_BUILD=0 BENCH_LAG_STREAMS=50 BENCH_LAG_ROUNDS=3 BENCH_LAG_WARMUP=2
 #   BENCH_MEM_STREAMS=1000 BENCH_BIG_CONCURRENCY=20
 set -euo pipefail
 
@@ -11,6 +11,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 BASE="${BENCH_PORT_BASE:-18080}"
 LAG_STREAMS="${BENCH_LAG_STREAMS:-50}"
 LAG_ROUNDS="${BENCH_LAG_ROUNDS:-3}"
+LAG_WARMUP="${BENCH_LAG_WARMUP:-2}"
 MEM_STREAMS="${BENCH_MEM_STREAMS:-1000}"
 BIG_CONCURRENCY="${BENCH_BIG_CONCURRENCY:-20}"
 BIG_SIZE=$((1024 * 1024))
@@ -128,10 +129,10 @@ alive_check() {
     done
 }
 
-log "SSE lag: $LAG_STREAMS streams through LLMProxy + $LAG_STREAMS direct, $LAG_ROUNDS rounds (+1 warm-up)"
+log "SSE lag: $LAG_STREAMS streams through LLMProxy + $LAG_STREAMS direct, $LAG_ROUNDS rounds (+$LAG_WARMUP warm-up)"
 load_begin
 timeout 120 "$PY" "$BENCH_DIR/sse_bench.py" lag --direct "$RELAY_PORT" --proxy "$LAG_PORT" --events "$EVENTS" \
-    --streams "$LAG_STREAMS" --rounds "$LAG_ROUNDS" --chunks 20 --interval-ms 50 --json "$STREAM_DIR/lag.json" \
+    --streams "$LAG_STREAMS" --rounds "$LAG_ROUNDS" --warmup-rounds "$LAG_WARMUP" --chunks 20 --interval-ms 50 --json "$STREAM_DIR/lag.json" \
     >"$STREAM_DIR/lag.md" || { cat "$STREAM_DIR/lag.md" >&2; die "SSE lag measurement failed"; }
 LAG_OTHER="$(load_end)"
 alive_check
