@@ -74,21 +74,7 @@ internal static class RootCommandFactory
         var interval = new Option<int>("--chunk-interval-ms") { Description = "Gap between SSE chunks.", DefaultValueFactory = _ => 20 };
         var name = new Option<string>("--name") { Description = "Name echoed in X-Mock-Name.", DefaultValueFactory = _ => "mock" };
         var mock = new Command("mock", "Run the built-in OpenAI-compatible mock upstream.") { port, address, latency, status, failRate, chunks, interval, name };
-        mock.Validators.Add(r =>
-        {
-            if (r.GetValue(failRate) is < 0 or > 1)
-            {
-                r.AddError("--fail-rate must be between 0 and 1");
-            }
-            if (r.GetValue(port) is < 0 or > 65535)
-            {
-                r.AddError("--port must be between 0 and 65535");
-            }
-            if (r.GetValue(status) is < 100 or > 599)
-            {
-                r.AddError("--status must be between 100 and 599");
-            }
-        });
+        // Ranges are checked by MockOptions.Validate in the handler (exit 2), where defaults are applied.
         mock.SetAction((parse, _) => MockCommand.RunAsync(new MockOptions
         {
             Port = parse.GetValue(port),

@@ -298,7 +298,7 @@ internal sealed class ForwardHandler
             case ForwarderError.ResponseBodyClient:
                 return (ProxyErrors.UpstreamUnavailable, 499, true);
             case ForwarderError.RequestBodyClient:
-                if (FindBadRequest(exception) is { } bad)
+                if (FindBadRequest(exception) is { } bad && !ClientLeft(context, bad))
                 {
                     var (badCode, badStatus) = ClientError(bad);
                     return (badCode, badStatus, true);
@@ -377,6 +377,14 @@ internal sealed class ForwardHandler
         _ => (ProxyErrors.BadRequest, StatusCodes.Status400BadRequest),
     };
 
+    /// <summary>
+    /// A body cut short because the client closed the connection is a client that left (499), not a bad
+    /// request. Kestrel reports it as a 400 "unexpected end of request content" before RequestAborted fires.
+    /// </summary>
+    private static bool ClientLeft(HttpContext context, BadHttpRequestException bad) =>
+        context.RequestAborted.IsCancellationRequested
+        || bad.StatusCode == StatusCodes.Status400BadRequest && bad.Message.Contains("Unexpected end of request content", StringComparison.Ordinal);
+
     private static BadHttpRequestException? FindBadRequest(Exception? exception)
     {
         for (var e = exception; e is not null; e = e.InnerException)
@@ -399,6 +407,11 @@ internal sealed class ForwardHandler
                 return true;
             }
             outcome.Kind = ProxyErrors.BadRequest;
+        }
+        catch (BadHttpRequestException bad) when (ClientLeft(context, bad))
+        {
+            outcome.Kind = "client_aborted";
+            return false;
         }
         catch (BadHttpRequestException bad)
         {

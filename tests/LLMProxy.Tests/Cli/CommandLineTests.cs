@@ -133,4 +133,18 @@ public class CommandLineTests
         Assert.Contains($"127.0.0.1:{port}", stderr);
         Assert.DoesNotContain("   at ", stderr);
     }
+
+    [Fact]
+    public async Task Mock_DefaultOptions_ServesUntilSigterm_ExitsZero()
+    {
+        await using var process = ProxyProcess.Start("mock", "--port", "0");
+        await process.WaitForOutputAsync("ready: mock upstream listening on ");
+        var url = process.Stdout.Split(' ').First(w => w.StartsWith("http://", StringComparison.Ordinal));
+        using var client = new HttpClient();
+        var models = await client.GetStringAsync(new Uri(new Uri(url), "/v1/models"));
+        Assert.Contains("\"object\":\"list\"", models);
+
+        process.Signal(ProxyProcess.SIGTERM);
+        Assert.Equal(0, await process.WaitForExitAsync(TimeSpan.FromSeconds(30)));
+    }
 }
