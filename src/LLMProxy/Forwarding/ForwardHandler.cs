@@ -28,8 +28,12 @@ internal sealed class ForwardHandler
     private readonly ILogger _logger;
     private readonly ForwardMetrics _forwardMetrics;
 
-    public ForwardHandler(ForwardRuntime forward, IHttpForwarder forwarder, ProxyMetrics metrics, TimeProvider time, ILogger logger)
+    private readonly ProxyRuntime _runtime;
+
+    public ForwardHandler(ProxyRuntime runtime, ForwardRuntime forward, IHttpForwarder forwarder, TimeProvider time, ILogger logger)
     {
+        _runtime = runtime;
+        var metrics = runtime.Metrics;
         _forward = forward;
         _forwarder = forwarder;
         _time = time;
@@ -46,6 +50,7 @@ internal sealed class ForwardHandler
         context.Response.Body = counting;
         var outcome = new Outcome();
         _forwardMetrics.Active.Inc();
+        _runtime.RequestStarted();
         try
         {
             await ProcessAsync(context, requestId, counting, outcome).ConfigureAwait(false);
@@ -71,6 +76,7 @@ internal sealed class ForwardHandler
         finally
         {
             _forwardMetrics.Active.Dec();
+            _runtime.RequestEnded();
             Account(context, started, requestId, outcome, counting.Written);
         }
     }

@@ -39,8 +39,12 @@ internal sealed class ProxyHost : IAsyncDisposable
     private readonly List<WebApplication> _apps;
     private readonly ILogger _logger;
 
-    private ProxyHost(ProxyRuntime runtime, List<WebApplication> apps, Dictionary<string, int> forwardPorts, int adminPort, ILogger logger)
+    private readonly IdleMemoryTrimmer _trimmer;
+
+    private ProxyHost(ProxyRuntime runtime, List<WebApplication> apps, Dictionary<string, int> forwardPorts, int adminPort, ILogger logger,
+        IdleMemoryTrimmer trimmer)
     {
+        _trimmer = trimmer;
         Runtime = runtime;
         _apps = apps;
         ForwardPorts = forwardPorts;
@@ -71,7 +75,7 @@ internal sealed class ProxyHost : IAsyncDisposable
             {
                 var c = forward.Config;
                 var app = BuildApp(loggerFactory, c.Address, options.EphemeralPorts ? 0 : c.Port, c.Timeout, c.MaxRequestBodySize, config.HttpServer.ShutdownTimeout);
-                var handler = new ForwardHandler(forward, app.Services.GetRequiredService<IHttpForwarder>(), metrics, options.Time,
+                var handler = new ForwardHandler(runtime, forward, app.Services.GetRequiredService<IHttpForwarder>(), options.Time,
                     loggerFactory.CreateLogger("LLMProxy.Access"));
                 app.Run(handler.HandleAsync);
                 var port = await StartAppAsync(app, c.Address, c.Port, cancellationToken).ConfigureAwait(false);
@@ -98,7 +102,8 @@ internal sealed class ProxyHost : IAsyncDisposable
             runtime.Dispose();
             throw;
         }
-        return new ProxyHost(runtime, apps, forwardPorts, adminPort, logger);
+        var trimmer = new IdleMemoryTrimmer(() => runtime.ActiveRequests, options.Time);
+        return new ProxyHost(runtime, apps, forwardPorts, adminPort, logger, trimmer);
     }
 
     private static string FormatEndpoint(string address, int port) =>
@@ -162,6 +167,7 @@ internal sealed class ProxyHost : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
+        _trimmer.Dispose();
         foreach (var app in _apps)
         {
             await app.DisposeAsync().ConfigureAwait(false);

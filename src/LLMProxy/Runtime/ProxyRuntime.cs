@@ -42,6 +42,15 @@ internal sealed class ProxyRuntime : IDisposable
     public IReadOnlyDictionary<string, GroupRuntime> Groups { get; }
     public ForwardRuntime[] Forwards { get; }
 
+    private int _activeRequests;
+
+    /// <summary>Requests in progress on every forward (the idle check of the memory trimmer).</summary>
+    public int ActiveRequests => Volatile.Read(ref _activeRequests);
+
+    public void RequestStarted() => Interlocked.Increment(ref _activeRequests);
+
+    public void RequestEnded() => Interlocked.Decrement(ref _activeRequests);
+
     public static string StateLabel(CircuitState state) => state switch
     {
         CircuitState.Open => "open",
