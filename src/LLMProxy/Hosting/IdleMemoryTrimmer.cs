@@ -5,8 +5,10 @@ namespace LLMProxy.Hosting;
 /// <summary>
 /// Gives memory back after a burst. Server GC sizes its heaps for the load it saw and an idle process
 /// allocates nothing that would trigger a collection, so after (say) 1,000 streams the heap stays large.
-/// When no request was in flight at two checks in a row and enough was allocated since the last trim,
-/// this runs one aggressive, compacting full collection, which also decommits the freed memory.
+/// When no request started during a whole check interval and none is in flight, and enough was allocated
+/// since the last trim, this runs one aggressive, compacting full collection, which also decommits the
+/// freed memory. (Sampling only "in flight == 0" is not enough: a lightly loaded proxy is often between
+/// requests at the sampling instant, and a blocking full GC then would hit live traffic.)
 /// </summary>
 internal sealed class IdleMemoryTrimmer : IDisposable
 {
@@ -14,17 +16,19 @@ internal sealed class IdleMemoryTrimmer : IDisposable
     public const long DefaultThreshold = 32L * 1024 * 1024;
 
     private readonly Func<int> _activeRequests;
+    private readonly Func<long> _startedRequests;
     private readonly Func<long> _allocatedBytes;
     private readonly Action _collect;
     private readonly long _threshold;
     private readonly ITimer _timer;
     private long _allocatedAtLastTrim;
-    private bool _idleAtLastCheck;
+    private long _startedAtLastCheck = -1;
 
-    public IdleMemoryTrimmer(Func<int> activeRequests, TimeProvider time, TimeSpan? interval = null, long threshold = DefaultThreshold,
-        Func<long>? allocatedBytes = null, Action? collect = null)
+    public IdleMemoryTrimmer(Func<int> activeRequests, Func<long> startedRequests, TimeProvider time, TimeSpan? interval = null,
+        long threshold = DefaultThreshold, Func<long>? allocatedBytes = null, Action? collect = null)
     {
         _activeRequests = activeRequests;
+        _startedRequests = startedRequests;
         _allocatedBytes = allocatedBytes ?? (static () => GC.GetTotalAllocatedBytes(precise: false));
         _collect = collect ?? Collect;
         _threshold = threshold;
@@ -38,14 +42,15 @@ internal sealed class IdleMemoryTrimmer : IDisposable
 
     private void Check()
     {
-        var idle = _activeRequests() == 0;
-        if (idle && _idleAtLastCheck && _allocatedBytes() - _allocatedAtLastTrim >= _threshold)
+        var started = _startedRequests();
+        var idle = started == _startedAtLastCheck && _activeRequests() == 0;
+        _startedAtLastCheck = started;
+        if (idle && _allocatedBytes() - _allocatedAtLastTrim >= _threshold)
         {
             _collect();
             _allocatedAtLastTrim = _allocatedBytes();
             Trims++;
         }
-        _idleAtLastCheck = idle;
     }
 
     private static void Collect()

@@ -102,7 +102,7 @@ internal sealed class ProxyHost : IAsyncDisposable
             runtime.Dispose();
             throw;
         }
-        var trimmer = new IdleMemoryTrimmer(() => runtime.ActiveRequests, options.Time);
+        var trimmer = new IdleMemoryTrimmer(() => runtime.ActiveRequests, () => runtime.StartedRequests, options.Time);
         return new ProxyHost(runtime, apps, forwardPorts, adminPort, logger, trimmer);
     }
 

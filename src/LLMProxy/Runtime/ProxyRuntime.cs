@@ -43,11 +43,19 @@ internal sealed class ProxyRuntime : IDisposable
     public ForwardRuntime[] Forwards { get; }
 
     private int _activeRequests;
+    private long _startedRequests;
 
     /// <summary>Requests in progress on every forward (the idle check of the memory trimmer).</summary>
     public int ActiveRequests => Volatile.Read(ref _activeRequests);
 
-    public void RequestStarted() => Interlocked.Increment(ref _activeRequests);
+    /// <summary>Requests started since the process began.</summary>
+    public long StartedRequests => Interlocked.Read(ref _startedRequests);
+
+    public void RequestStarted()
+    {
+        Interlocked.Increment(ref _activeRequests);
+        Interlocked.Increment(ref _startedRequests);
+    }
 
     public void RequestEnded() => Interlocked.Decrement(ref _activeRequests);
 
