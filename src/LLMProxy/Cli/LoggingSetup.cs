@@ -19,6 +19,8 @@ internal static class LoggingSetup
         // Hosting opens a log scope per request whenever any level is enabled for it; we log our own
         // access line, so it gets none (saves an allocation per request).
         b.AddFilter("Microsoft.AspNetCore.Hosting.Diagnostics", LogLevel.None);
-        b.AddProvider(new BatchingConsoleLoggerProvider(Console.Out, json));
+        // Our own buffered writer on stdout (Console.Out flushes on every write).
+        var stdout = new StreamWriter(Console.OpenStandardOutput(), new System.Text.UTF8Encoding(false), 32 * 1024) { AutoFlush = false };
+        b.AddProvider(new BatchingConsoleLoggerProvider(stdout, json));
     });
 }

@@ -74,7 +74,8 @@ internal sealed class ProxyHost : IAsyncDisposable
             foreach (var forward in runtime.Forwards)
             {
                 var c = forward.Config;
-                var app = BuildApp(loggerFactory, c.Address, options.EphemeralPorts ? 0 : c.Port, c.Timeout, c.MaxRequestBodySize, config.HttpServer.ShutdownTimeout);
+                var app = BuildApp(loggerFactory, c.Address, options.EphemeralPorts ? 0 : c.Port, c.Timeout, c.MaxRequestBodySize,
+                    config.HttpServer.ShutdownTimeout, inlineScheduling: true);
                 var handler = new ForwardHandler(runtime, forward, app.Services.GetRequiredService<IHttpForwarder>(), options.Time,
                     loggerFactory.CreateLogger("LLMProxy.Access"));
                 app.Run(handler.HandleAsync);
@@ -85,7 +86,8 @@ internal sealed class ProxyHost : IAsyncDisposable
             }
 
             var a = config.HttpServer.Admin;
-            var admin = BuildApp(loggerFactory, a.Address, options.EphemeralPorts ? 0 : a.Port, a.Timeout, 1024 * 1024, config.HttpServer.ShutdownTimeout);
+            var admin = BuildApp(loggerFactory, a.Address, options.EphemeralPorts ? 0 : a.Port, a.Timeout, 1024 * 1024,
+                config.HttpServer.ShutdownTimeout, inlineScheduling: false);
             var endpoints = new AdminEndpoints(runtime);
             admin.Run(endpoints.HandleAsync);
             adminPort = await StartAppAsync(admin, a.Address, a.Port, cancellationToken).ConfigureAwait(false);
@@ -112,7 +114,7 @@ internal sealed class ProxyHost : IAsyncDisposable
             : $"{address}:{port}";
 
     private static WebApplication BuildApp(ILoggerFactory loggerFactory, string address, int port, ServerTimeoutConfig timeouts,
-        long maxBody, int shutdownTimeoutMs)
+        long maxBody, int shutdownTimeoutMs, bool inlineScheduling)
     {
         var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions());
         builder.Services.AddSingleton(loggerFactory);
@@ -121,6 +123,13 @@ internal sealed class ProxyHost : IAsyncDisposable
         builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromMilliseconds(shutdownTimeoutMs));
         builder.Services.AddHttpForwarder();
         builder.WebHost.UseKestrelCore();
+        if (inlineScheduling)
+        {
+            // Forward connections run the (fully asynchronous) proxy pipeline on the socket's I/O thread rather
+            // than hopping to the thread pool per read: ~15 % less CPU per request (bench/RESULTS.md). Admin
+            // keeps the default, so a slow /metrics scrape never sits on an I/O thread.
+            builder.WebHost.UseSockets(o => o.UnsafePreferInlineScheduling = true);
+        }
         builder.WebHost.ConfigureKestrel(k =>
         {
             k.AddServerHeader = false;

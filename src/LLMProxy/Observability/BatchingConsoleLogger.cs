@@ -72,21 +72,21 @@ internal sealed class BatchingConsoleLoggerProvider : ILoggerProvider
         {
             return;
         }
-        var batch = new StringBuilder(16 * 1024);
-        while (_queue.TryDequeue(out var line))
-        {
-            Interlocked.Decrement(ref _queued);
-            batch.Append(line);
-        }
-        var dropped = Interlocked.Exchange(ref _dropped, 0);
-        if (dropped > 0)
-        {
-            batch.Append(Format(DateTimeOffset.UtcNow, LogLevel.Warning, "LLMProxy", new EventId(11, "LogLinesDropped"),
-                $"log output could not keep up: {dropped} line(s) dropped", null, null));
-        }
         try
         {
-            _output.Write(batch.ToString());
+            // Lines go into the writer's buffer; the flush at the end sends the batch in as few writes as
+            // the buffer allows (no giant batch string: that would land on the large object heap).
+            while (_queue.TryDequeue(out var line))
+            {
+                Interlocked.Decrement(ref _queued);
+                _output.Write(line);
+            }
+            var dropped = Interlocked.Exchange(ref _dropped, 0);
+            if (dropped > 0)
+            {
+                _output.Write(Format(DateTimeOffset.UtcNow, LogLevel.Warning, "LLMProxy", new EventId(11, "LogLinesDropped"),
+                    $"log output could not keep up: {dropped} line(s) dropped", null, null));
+            }
             _output.Flush();
         }
         catch (IOException)
