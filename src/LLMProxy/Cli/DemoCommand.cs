@@ -29,11 +29,12 @@ internal static class DemoCommand
                 }
                 return ExitCodes.ConfigOrStartup;
             }
-            using var loggerFactory = LoggingSetup.Create(json, release: true);
+            using var loggerFactory = LoggingSetup.Create(json, release: true, out var logOutput);
             return await ServeCommand.RunHostAsync(result.Config!, loggerFactory, new ProxyHostOptions(), TimeSpan.FromSeconds(5), stderr,
                 host =>
                 {
                     var p = host.ForwardPorts["demo"];
+                    logOutput.Flush(); // the ready lines first, then how to try it
                     stdout.WriteLine();
                     stdout.WriteLine("LLMProxy demo is running: 3 mock accounts (one fails 30% of requests) behind one endpoint.");
                     stdout.WriteLine("Try:");

@@ -10,17 +10,25 @@ internal static class LoggingSetup
     /// the request path. Release mode logs Information and up; development mode adds the proxy's Debug
     /// detail. Framework chatter stays at Warning.
     /// </summary>
-    public static ILoggerFactory Create(bool json, bool release) => LoggerFactory.Create(b =>
+    public static ILoggerFactory Create(bool json, bool release) => Create(json, release, out _);
+
+    /// <inheritdoc cref="Create(bool, bool)"/>
+    public static ILoggerFactory Create(bool json, bool release, out BatchingConsoleLoggerProvider output)
     {
-        b.SetMinimumLevel(release ? LogLevel.Information : LogLevel.Debug);
-        b.AddFilter("Microsoft", LogLevel.Warning);
-        b.AddFilter("System", LogLevel.Warning);
-        b.AddFilter("Yarp", LogLevel.Warning);
-        // Hosting opens a log scope per request whenever any level is enabled for it; we log our own
-        // access line, so it gets none (saves an allocation per request).
-        b.AddFilter("Microsoft.AspNetCore.Hosting.Diagnostics", LogLevel.None);
         // Our own buffered writer on stdout (Console.Out flushes on every write).
         var stdout = new StreamWriter(Console.OpenStandardOutput(), new System.Text.UTF8Encoding(false), 32 * 1024) { AutoFlush = false };
-        b.AddProvider(new BatchingConsoleLoggerProvider(stdout, json));
-    });
+        var provider = new BatchingConsoleLoggerProvider(stdout, json);
+        output = provider;
+        return LoggerFactory.Create(b =>
+        {
+            b.SetMinimumLevel(release ? LogLevel.Information : LogLevel.Debug);
+            b.AddFilter("Microsoft", LogLevel.Warning);
+            b.AddFilter("System", LogLevel.Warning);
+            b.AddFilter("Yarp", LogLevel.Warning);
+            // Hosting opens a log scope per request whenever any level is enabled for it; we log our own
+            // access line, so it gets none (saves an allocation per request).
+            b.AddFilter("Microsoft.AspNetCore.Hosting.Diagnostics", LogLevel.None);
+            b.AddProvider(provider);
+        });
+    }
 }

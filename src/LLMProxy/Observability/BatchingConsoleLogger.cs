@@ -66,7 +66,20 @@ internal sealed class BatchingConsoleLoggerProvider : ILoggerProvider
         Drain();
     }
 
+    private readonly Lock _drainLock = new();
+
+    /// <summary>Writes everything queued so far, now (e.g. before printing text that must follow the log lines).</summary>
+    public void Flush() => Drain();
+
     private void Drain()
+    {
+        lock (_drainLock)
+        {
+            DrainLocked();
+        }
+    }
+
+    private void DrainLocked()
     {
         if (_queue.IsEmpty && Interlocked.Read(ref _dropped) == 0)
         {
