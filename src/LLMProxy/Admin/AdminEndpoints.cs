@@ -10,18 +10,19 @@ using Prometheus;
 namespace LLMProxy.Admin;
 
 /// <summary>
-/// The admin listener: <c>/ping</c>, <c>/metrics</c> (always open) and <c>/health</c> (behind
-/// <c>admin.token</c> when set). Nothing else is reachable: no debug or profiling endpoints.
+/// The admin listener: <c>/ping</c>, <c>/metrics</c> (always open), <c>/health</c> and
+/// <c>POST /api/v1/reload</c> (behind <c>admin.token</c> when set). Nothing else is reachable: no debug or
+/// profiling endpoints.
 /// </summary>
-internal sealed class AdminEndpoints(ProxyRuntime runtime)
+internal sealed class AdminEndpoints(RuntimeHolder holder, Hosting.ConfigReloader reloader)
 {
     private static readonly byte[] Pong = "success"u8.ToArray();
-    private readonly byte[]? _token = runtime.Config.HttpServer.Admin.Token is { Length: > 0 } t ? Encoding.UTF8.GetBytes(t) : null;
 
     public async Task HandleAsync(HttpContext context)
     {
         var path = context.Request.Path.Value;
         var isRead = HttpMethods.IsGet(context.Request.Method) || HttpMethods.IsHead(context.Request.Method);
+        var runtime = holder.Current;
         switch (path)
         {
             case "/ping" when isRead:
@@ -34,12 +35,20 @@ internal sealed class AdminEndpoints(ProxyRuntime runtime)
                 await runtime.Metrics.Registry.CollectAndExportAsTextAsync(context.Response.Body, context.RequestAborted);
                 return;
             case "/health" when isRead:
-                if (!Authorized(context))
+                if (!Authorized(context, runtime))
                 {
                     await ProxyErrors.WriteAsync(context, StatusCodes.Status401Unauthorized, ProxyErrors.Unauthorized);
                     return;
                 }
-                await WriteHealthAsync(context);
+                await WriteHealthAsync(context, runtime);
+                return;
+            case "/api/v1/reload" when HttpMethods.IsPost(context.Request.Method) && reloader.Available:
+                if (!Authorized(context, runtime))
+                {
+                    await ProxyErrors.WriteAsync(context, StatusCodes.Status401Unauthorized, ProxyErrors.Unauthorized);
+                    return;
+                }
+                await WriteReloadAsync(context);
                 return;
             default:
                 context.Response.StatusCode = StatusCodes.Status404NotFound;
@@ -47,9 +56,9 @@ internal sealed class AdminEndpoints(ProxyRuntime runtime)
         }
     }
 
-    private bool Authorized(HttpContext context)
+    private static bool Authorized(HttpContext context, ProxyRuntime runtime)
     {
-        if (_token is null)
+        if (runtime.Config.HttpServer.Admin.Token is not { Length: > 0 } token)
         {
             return true;
         }
@@ -60,25 +69,54 @@ internal sealed class AdminEndpoints(ProxyRuntime runtime)
             return false;
         }
         var given = Encoding.UTF8.GetBytes(header[prefix.Length..].Trim());
-        return CryptographicOperations.FixedTimeEquals(given, _token);
+        return CryptographicOperations.FixedTimeEquals(given, Encoding.UTF8.GetBytes(token));
     }
 
-    private async Task WriteHealthAsync(HttpContext context)
+    private async Task WriteReloadAsync(HttpContext context)
     {
-        var healthy = true;
+        // Reading and validating the file is blocking work; keep it off the admin connection's thread.
+        var outcome = await Task.Run(reloader.Reload, context.RequestAborted);
+        await WriteJsonAsync(context, outcome.Applied ? StatusCodes.Status200OK : StatusCodes.Status400BadRequest, json =>
+        {
+            json.WriteBoolean("reloaded", outcome.Applied);
+            json.WriteStartArray("errors");
+            foreach (var error in outcome.Errors)
+            {
+                json.WriteStringValue(error);
+            }
+            json.WriteEndArray();
+        });
+    }
+
+    /// <summary>One JSON object as the whole response, with its Content-Length.</summary>
+    private static async Task WriteJsonAsync(HttpContext context, int status, Action<Utf8JsonWriter> writeProperties)
+    {
         using var buffer = new MemoryStream();
         using (var json = new Utf8JsonWriter(buffer))
         {
             json.WriteStartObject();
+            writeProperties(json);
+            json.WriteEndObject();
+        }
+        context.Response.StatusCode = status;
+        context.Response.ContentType = "application/json";
+        context.Response.ContentLength = buffer.Length;
+        buffer.Position = 0;
+        await buffer.CopyToAsync(context.Response.Body, context.RequestAborted);
+    }
+
+    private static Task WriteHealthAsync(HttpContext context, ProxyRuntime runtime)
+    {
+        var healthy = runtime.Groups.Values.All(g => g.HasAlternative(0));
+        return WriteJsonAsync(context, healthy ? StatusCodes.Status200OK : StatusCodes.Status503ServiceUnavailable, json =>
+        {
             json.WriteStartArray("groups");
             foreach (var group in runtime.Groups.Values)
             {
-                var available = group.HasAlternative(0);
-                healthy &= available;
                 json.WriteStartObject();
                 json.WriteString("name", group.Name);
                 json.WriteString("strategy", group.StrategyLabel);
-                json.WriteBoolean("available", available);
+                json.WriteBoolean("available", group.HasAlternative(0));
                 json.WriteStartArray("upstreams");
                 foreach (var u in group.Members)
                 {
@@ -89,13 +127,7 @@ internal sealed class AdminEndpoints(ProxyRuntime runtime)
             }
             json.WriteEndArray();
             json.WriteString("status", healthy ? "ok" : "unavailable");
-            json.WriteEndObject();
-        }
-        context.Response.StatusCode = healthy ? StatusCodes.Status200OK : StatusCodes.Status503ServiceUnavailable;
-        context.Response.ContentType = "application/json";
-        context.Response.ContentLength = buffer.Length;
-        buffer.Position = 0;
-        await buffer.CopyToAsync(context.Response.Body, context.RequestAborted);
+        });
     }
 
     private static void WriteUpstream(Utf8JsonWriter json, UpstreamRuntime u)

@@ -1,4 +1,5 @@
 using LLMProxy.Configuration;
+using System.Runtime.InteropServices;
 using LLMProxy.Hosting;
 
 namespace LLMProxy.Cli;
@@ -32,7 +33,8 @@ internal static class ServeCommand
         }
         var drain = TimeSpan.FromMilliseconds(shutdownTimeoutMs ?? config.HttpServer.ShutdownTimeout);
         using var loggerFactory = LoggingSetup.Create(json, release);
-        return await RunHostAsync(config, loggerFactory, new ProxyHostOptions(), drain, stderr, onStarted: null).ConfigureAwait(false);
+        var options = new ProxyHostOptions { ReloadSource = () => ConfigLoader.LoadFile(configPath) };
+        return await RunHostAsync(config, loggerFactory, options, drain, stderr, onStarted: null).ConfigureAwait(false);
     }
 
     /// <summary>Starts the proxy, waits for a shutdown signal, drains. Shared by serve and demo.</summary>
@@ -52,6 +54,12 @@ internal static class ServeCommand
         }
         await using (host.ConfigureAwait(false))
         {
+            // SIGHUP reloads the config file (the outcome is logged); the process keeps running either way.
+            using var hangup = PosixSignalRegistration.Create(PosixSignal.SIGHUP, context =>
+            {
+                context.Cancel = true;
+                _ = Task.Run(host.Reload);
+            });
             onStarted?.Invoke(host);
             await signal.Task.ConfigureAwait(false);
             await host.StopAsync(drain).ConfigureAwait(false);

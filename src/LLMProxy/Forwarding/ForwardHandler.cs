@@ -22,19 +22,23 @@ internal sealed class ForwardHandler
     /// <summary>Request bodies up to this size are kept so a failed attempt can be replayed elsewhere.</summary>
     public const int ReplayLimit = 4 * 1024 * 1024;
 
-    private readonly ForwardRuntime _forward;
+    private readonly RuntimeHolder _holder;
+    private readonly int _forwardIndex;
+    private readonly string _forwardName;
     private readonly IHttpForwarder _forwarder;
     private readonly TimeProvider _time;
     private readonly ILogger _logger;
     private readonly ForwardMetrics _forwardMetrics;
 
-    private readonly ProxyRuntime _runtime;
-
-    public ForwardHandler(ProxyRuntime runtime, ForwardRuntime forward, IHttpForwarder forwarder, TimeProvider time, ILogger logger)
+    /// <param name="forwardIndex">This forward's position in every runtime's <see cref="ProxyRuntime.Forwards"/>
+    /// (a reload never changes the set of listeners).</param>
+    public ForwardHandler(RuntimeHolder holder, int forwardIndex, IHttpForwarder forwarder, TimeProvider time, ILogger logger)
     {
-        _runtime = runtime;
-        var metrics = runtime.Metrics;
-        _forward = forward;
+        _holder = holder;
+        _forwardIndex = forwardIndex;
+        var metrics = holder.Current.Metrics;
+        var forward = holder.Current.Forwards[forwardIndex];
+        _forwardName = forward.Name;
         _forwarder = forwarder;
         _time = time;
         _logger = logger;
@@ -49,11 +53,12 @@ internal sealed class ForwardHandler
         var counting = new CountingStream(context.Response.Body);
         context.Response.Body = counting;
         var outcome = new Outcome();
+        var runtime = _holder.Current;
         _forwardMetrics.Active.Inc();
-        _runtime.RequestStarted();
+        runtime.RequestStarted();
         try
         {
-            await ProcessAsync(context, requestId, counting, outcome).ConfigureAwait(false);
+            await ProcessAsync(context, runtime.Forwards[_forwardIndex], requestId, counting, outcome).ConfigureAwait(false);
         }
         catch (Exception ex) when (ex is OperationCanceledException && context.RequestAborted.IsCancellationRequested)
         {
@@ -76,20 +81,20 @@ internal sealed class ForwardHandler
         finally
         {
             _forwardMetrics.Active.Dec();
-            _runtime.RequestEnded();
+            runtime.RequestEnded();
             Account(context, started, requestId, outcome, counting.Written);
         }
     }
 
-    private async Task ProcessAsync(HttpContext context, string requestId, CountingStream body, Outcome outcome)
+    private async Task ProcessAsync(HttpContext context, ForwardRuntime forward, string requestId, CountingStream body, Outcome outcome)
     {
         var request = context.Request;
         var peer = context.Connection.RemoteIpAddress ?? IPAddress.Loopback;
-        var client = _forward.IpResolver is { } resolver
+        var client = forward.IpResolver is { } resolver
             ? resolver.Resolve(peer, request.Headers[ForwardingHeaders.ForwardedFor].ToString())
             : peer;
 
-        if (_forward.Limiter is { } limiter && !limiter.TryAcquire(client, out var limitedFor))
+        if (forward.Limiter is { } limiter && !limiter.TryAcquire(client, out var limitedFor))
         {
             _forwardMetrics.ClientRejections.Inc();
             outcome.Kind = "rate_limited";
@@ -98,14 +103,14 @@ internal sealed class ForwardHandler
         }
 
         var declaredLength = request.ContentLength;
-        if (declaredLength > _forward.Config.MaxRequestBodySize)
+        if (declaredLength > forward.Config.MaxRequestBodySize)
         {
             outcome.Kind = "request_too_large";
             await ProxyErrors.WriteAsync(context, StatusCodes.Status413PayloadTooLarge, ProxyErrors.RequestTooLarge, requestId: requestId).ConfigureAwait(false);
             return;
         }
 
-        var group = _forward.DefaultGroup;
+        var group = forward.DefaultGroup;
         var state = new RequestState { Group = group, RequestId = requestId, PeerIp = peer.ToString(), Time = _time, Body = body };
         var clientHash = group.Strategy == Configuration.BalanceStrategy.IpHash ? ClientHash.Of(client) : 0UL;
 
@@ -447,7 +452,7 @@ internal sealed class ForwardHandler
         if (_logger.IsEnabled(LogLevel.Information))
         {
             // The path only: a query string may carry a key.
-            Log.Access(_logger, context.Request.Method, context.Request.Path.Value ?? "/", status, _forward.Name,
+            Log.Access(_logger, context.Request.Method, context.Request.Path.Value ?? "/", status, _forwardName,
                 outcome.Upstream ?? "-", outcome.Attempts, elapsed.TotalMilliseconds, bytesWritten, outcome.Kind, requestId);
         }
     }

@@ -25,6 +25,8 @@ internal sealed record ProxyHostOptions
     public TimeProvider Time { get; init; } = TimeProvider.System;
     /// <summary>Register process/runtime collectors on the metrics registry.</summary>
     public bool ProcessMetrics { get; init; } = true;
+    /// <summary>Where SIGHUP / <c>POST /api/v1/reload</c> read the config from; null = reload unavailable.</summary>
+    public Func<ConfigLoadResult>? ReloadSource { get; init; }
 }
 
 /// <summary>A listener could not be bound (exit code 1).</summary>
@@ -41,18 +43,26 @@ internal sealed class ProxyHost : IAsyncDisposable
 
     private readonly IdleMemoryTrimmer _trimmer;
 
-    private ProxyHost(ProxyRuntime runtime, List<WebApplication> apps, Dictionary<string, int> forwardPorts, int adminPort, ILogger logger,
-        IdleMemoryTrimmer trimmer)
+    private readonly RuntimeHolder _holder;
+    private readonly ConfigReloader _reloader;
+
+    private ProxyHost(RuntimeHolder holder, ConfigReloader reloader, List<WebApplication> apps, Dictionary<string, int> forwardPorts,
+        int adminPort, ILogger logger, IdleMemoryTrimmer trimmer)
     {
         _trimmer = trimmer;
-        Runtime = runtime;
+        _holder = holder;
+        _reloader = reloader;
         _apps = apps;
         ForwardPorts = forwardPorts;
         AdminPort = adminPort;
         _logger = logger;
     }
 
-    public ProxyRuntime Runtime { get; }
+    /// <summary>The configuration in force now (it changes on reload).</summary>
+    public ProxyRuntime Runtime => _holder.Current;
+
+    /// <summary>Loads the config again from <see cref="ProxyHostOptions.ReloadSource"/> and swaps it in if valid.</summary>
+    public ReloadOutcome Reload() => _reloader.Reload();
     /// <summary>Actual bound port per forward name.</summary>
     public IReadOnlyDictionary<string, int> ForwardPorts { get; }
     public int AdminPort { get; }
@@ -64,6 +74,8 @@ internal sealed class ProxyHost : IAsyncDisposable
         var logger = loggerFactory.CreateLogger("LLMProxy");
         var metrics = new ProxyMetrics(options.ProcessMetrics);
         var runtime = new ProxyRuntime(config, metrics, options.Time, logger);
+        var holder = new RuntimeHolder(runtime);
+        var reloader = new ConfigReloader(holder, options.ReloadSource, logger);
         Log.Starting(logger, Cli.VersionInfo.Version, config.HttpServer.Forwards.Count, config.UpstreamGroups.Count, config.Upstreams.Count);
 
         var apps = new List<WebApplication>();
@@ -71,12 +83,13 @@ internal sealed class ProxyHost : IAsyncDisposable
         var adminPort = 0;
         try
         {
-            foreach (var forward in runtime.Forwards)
+            for (var index = 0; index < runtime.Forwards.Length; index++)
             {
+                var forward = runtime.Forwards[index];
                 var c = forward.Config;
                 var app = BuildApp(loggerFactory, c.Address, options.EphemeralPorts ? 0 : c.Port, c.Timeout, c.MaxRequestBodySize,
                     config.HttpServer.ShutdownTimeout, inlineScheduling: true);
-                var handler = new ForwardHandler(runtime, forward, app.Services.GetRequiredService<IHttpForwarder>(), options.Time,
+                var handler = new ForwardHandler(holder, index, app.Services.GetRequiredService<IHttpForwarder>(), options.Time,
                     loggerFactory.CreateLogger("LLMProxy.Access"));
                 app.Run(handler.HandleAsync);
                 var port = await StartAppAsync(app, c.Address, c.Port, cancellationToken).ConfigureAwait(false);
@@ -88,7 +101,7 @@ internal sealed class ProxyHost : IAsyncDisposable
             var a = config.HttpServer.Admin;
             var admin = BuildApp(loggerFactory, a.Address, options.EphemeralPorts ? 0 : a.Port, a.Timeout, 1024 * 1024,
                 config.HttpServer.ShutdownTimeout, inlineScheduling: false);
-            var endpoints = new AdminEndpoints(runtime);
+            var endpoints = new AdminEndpoints(holder, reloader);
             admin.Run(endpoints.HandleAsync);
             adminPort = await StartAppAsync(admin, a.Address, a.Port, cancellationToken).ConfigureAwait(false);
             apps.Add(admin);
@@ -104,8 +117,8 @@ internal sealed class ProxyHost : IAsyncDisposable
             runtime.Dispose();
             throw;
         }
-        var trimmer = new IdleMemoryTrimmer(() => runtime.ActiveRequests, () => runtime.StartedRequests, options.Time);
-        return new ProxyHost(runtime, apps, forwardPorts, adminPort, logger, trimmer);
+        var trimmer = new IdleMemoryTrimmer(() => holder.Current.ActiveRequests, () => holder.Current.StartedRequests, options.Time);
+        return new ProxyHost(holder, reloader, apps, forwardPorts, adminPort, logger, trimmer);
     }
 
     private static string FormatEndpoint(string address, int port) =>

@@ -44,4 +44,12 @@ internal static partial class Log
     [LoggerMessage(EventId = 10, EventName = "Starting", Level = LogLevel.Information,
         Message = "llmproxy {Version} starting: {Forwards} forward(s), {Groups} group(s), {Upstreams} upstream(s)")]
     public static partial void Starting(ILogger logger, string version, int forwards, int groups, int upstreams);
+
+    [LoggerMessage(EventId = 12, EventName = "Reloaded", Level = LogLevel.Information,
+        Message = "configuration reloaded: {Upstreams} upstream(s), {Groups} group(s)")]
+    public static partial void Reloaded(ILogger logger, int upstreams, int groups);
+
+    [LoggerMessage(EventId = 13, EventName = "ReloadRejected", Level = LogLevel.Error,
+        Message = "configuration not reloaded, still running the previous one: {Reason}")]
+    public static partial void ReloadRejected(ILogger logger, string reason);
 }

@@ -8,16 +8,29 @@ namespace LLMProxy.Runtime;
 /// <summary>The compiled configuration the hot path reads: built once, never parsed per request.</summary>
 internal sealed class ProxyRuntime : IDisposable
 {
-    public ProxyRuntime(ProxyConfig config, ProxyMetrics metrics, TimeProvider time, ILogger logger)
+    /// <param name="previous">On reload, the runtime being replaced: an upstream whose config did not change keeps
+    /// its live state (breaker, 429 cool-down, token bucket) by being carried over as is.</param>
+    public ProxyRuntime(ProxyConfig config, ProxyMetrics metrics, TimeProvider time, ILogger logger, ProxyRuntime? previous = null)
     {
         Config = config;
         Metrics = metrics;
         Time = time;
-        Upstreams = config.Upstreams.ToDictionary(u => u.Name, u => new UpstreamRuntime(u, time), StringComparer.Ordinal);
+        var created = new List<UpstreamRuntime>();
+        Upstreams = config.Upstreams.ToDictionary(u => u.Name, u =>
+        {
+            if (previous is not null && previous.Upstreams.TryGetValue(u.Name, out var kept) && SameConfig(kept.Config, u))
+            {
+                return kept;
+            }
+            var fresh = new UpstreamRuntime(u, time);
+            created.Add(fresh);
+            return fresh;
+        }, StringComparer.Ordinal);
         Groups = config.UpstreamGroups.ToDictionary(g => g.Name, g => new GroupRuntime(g, Upstreams, metrics), StringComparer.Ordinal);
         Forwards = [.. config.HttpServer.Forwards.Select(f => new ForwardRuntime(f, Groups[f.DefaultGroup], time))];
 
-        foreach (var upstream in Upstreams.Values)
+        // Carried-over upstreams are already wired to the metrics; only new breakers are.
+        foreach (var upstream in created)
         {
             if (upstream.Breaker is not { } breaker)
             {
@@ -58,6 +71,10 @@ internal sealed class ProxyRuntime : IDisposable
     }
 
     public void RequestEnded() => Interlocked.Decrement(ref _activeRequests);
+
+    /// <summary>Config records hold lists (compared by reference), so equality is by content.</summary>
+    private static bool SameConfig(UpstreamConfig a, UpstreamConfig b) =>
+        System.Text.Json.JsonSerializer.Serialize(a) == System.Text.Json.JsonSerializer.Serialize(b);
 
     public static string StateLabel(CircuitState state) => state switch
     {

@@ -113,4 +113,33 @@ public class LifecycleTests
         Assert.DoesNotContain("client-secret-123", process.Stdout);
         Assert.DoesNotContain("query-secret", process.Stdout);
     }
+
+    [Fact]
+    public async Task Sighup_ReloadsConfigFile_WithoutRestart()
+    {
+        await using var first = await ScriptedUpstream.StartAsync(ScriptedUpstream.Json("first"));
+        await using var second = await ScriptedUpstream.StartAsync(ScriptedUpstream.Json("second"));
+        var port = StreamingAndErrorTests.FreePort();
+        var admin = StreamingAndErrorTests.FreePort();
+        var path = Path.Combine(Path.GetTempPath(), $"llmproxy-hup-{Guid.NewGuid():N}.yaml");
+        await File.WriteAllTextAsync(path, CommandLineTests.MinimalConfig(port, admin, first.Url));
+        await using var process = ProxyProcess.Start("-c", path, "--release");
+        await process.WaitForOutputAsync("ready:", count: 2);
+        using var client = new HttpClient();
+        using (var before = await client.GetAsync($"http://127.0.0.1:{port}/"))
+        {
+            Assert.Equal("first", before.UpstreamName());
+        }
+
+        await File.WriteAllTextAsync(path, CommandLineTests.MinimalConfig(port, admin, second.Url));
+        process.Signal(ProxyProcess.SIGHUP);
+        await process.WaitForOutputAsync("configuration reloaded");
+
+        using (var after = await client.GetAsync($"http://127.0.0.1:{port}/"))
+        {
+            Assert.Equal("second", after.UpstreamName());
+        }
+        process.Signal(ProxyProcess.SIGTERM);
+        Assert.Equal(0, await process.WaitForExitAsync(TimeSpan.FromSeconds(30)));
+    }
 }

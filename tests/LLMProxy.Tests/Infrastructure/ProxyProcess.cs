@@ -84,6 +84,7 @@ public sealed partial class ProxyProcess : IAsyncDisposable
         }
     }
 
+    public const int SIGHUP = 1;
     public const int SIGINT = 2;
     public const int SIGTERM = 15;
 

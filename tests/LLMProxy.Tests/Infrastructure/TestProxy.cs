@@ -31,14 +31,21 @@ public sealed class TestProxy : IAsyncDisposable
     public string ForwardUrl(string? forward = null) =>
         $"http://127.0.0.1:{(forward is null ? _host.ForwardPorts.Values.First() : _host.ForwardPorts[forward])}";
 
-    public static async Task<TestProxy> StartAsync(string yaml, TimeProvider? time = null)
+    /// <param name="reloadYaml">What a reload reads (SIGHUP / POST /api/v1/reload); null = reload unavailable.</param>
+    public static async Task<TestProxy> StartAsync(string yaml, TimeProvider? time = null, Func<string>? reloadYaml = null)
     {
         var result = ConfigLoader.LoadYaml(yaml);
         Assert.True(result.Success, "config errors: " + string.Join("; ", result.Errors));
         var logs = new CapturingLoggerProvider();
         var loggerFactory = LoggerFactory.Create(b => b.SetMinimumLevel(LogLevel.Debug).AddProvider(logs));
         var host = await ProxyHost.StartAsync(result.Config!, loggerFactory,
-            new ProxyHostOptions { EphemeralPorts = true, Time = time ?? TimeProvider.System, ProcessMetrics = false });
+            new ProxyHostOptions
+            {
+                EphemeralPorts = true,
+                Time = time ?? TimeProvider.System,
+                ProcessMetrics = false,
+                ReloadSource = reloadYaml is null ? null : () => ConfigLoader.LoadYaml(reloadYaml()),
+            });
         return new TestProxy(host, loggerFactory, logs);
     }
 

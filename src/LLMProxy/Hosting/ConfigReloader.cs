@@ -1,0 +1,94 @@
+using LLMProxy.Configuration;
+using LLMProxy.Observability;
+using LLMProxy.Runtime;
+using Microsoft.Extensions.Logging;
+
+namespace LLMProxy.Hosting;
+
+/// <summary>What a reload did: applied, or why not (every error, one per line).</summary>
+internal sealed record ReloadOutcome(bool Applied, IReadOnlyList<string> Errors);
+
+/// <summary>
+/// SIGHUP / <c>POST /api/v1/reload</c>: load and validate the file; if valid, swap the compiled runtime in
+/// atomically. Requests in flight finish on the snapshot they started with; upstreams whose config did not
+/// change keep their breaker, cool-down and token bucket. An invalid file, or one that changes a listener
+/// (which needs a restart), changes nothing and every reason is logged.
+/// </summary>
+internal sealed class ConfigReloader(RuntimeHolder holder, Func<ConfigLoadResult>? source, ILogger logger)
+{
+    private static readonly TimeSpan RetireCheck = TimeSpan.FromSeconds(1);
+    private readonly Lock _lock = new();
+
+    /// <summary>False when the proxy was not started from a file (then the admin API has no reload route).</summary>
+    public bool Available => source is not null;
+
+    public ReloadOutcome Reload()
+    {
+        if (source is null)
+        {
+            return Reject(["reload is not available: this proxy was not started from a config file"]);
+        }
+        var result = source();
+        lock (_lock)
+        {
+            if (!result.Success)
+            {
+                return Reject([.. result.Errors.Select(e => e.ToString())]);
+            }
+            var current = holder.Current;
+            var listenerChanges = ListenerChanges(current.Config.HttpServer, result.Config!.HttpServer);
+            if (listenerChanges.Count > 0)
+            {
+                return Reject(listenerChanges);
+            }
+            var next = new ProxyRuntime(result.Config!, current.Metrics, current.Time, logger, previous: current);
+            Retire(holder.Swap(next));
+            Log.Reloaded(logger, next.Config.Upstreams.Count, next.Config.UpstreamGroups.Count);
+            return new ReloadOutcome(true, []);
+        }
+    }
+
+    private ReloadOutcome Reject(IReadOnlyList<string> errors)
+    {
+        foreach (var error in errors)
+        {
+            Log.ReloadRejected(logger, error);
+        }
+        return new ReloadOutcome(false, errors);
+    }
+
+    /// <summary>The replaced runtime's connection pools and limiters are disposed once its last request ended.</summary>
+    private static void Retire(ProxyRuntime old) => _ = Task.Run(async () =>
+    {
+        do
+        {
+            await Task.Delay(RetireCheck, old.Time).ConfigureAwait(false);
+        }
+        while (old.ActiveRequests > 0);
+        old.Dispose();
+    });
+
+    /// <summary>Listener settings are bound into Kestrel at start; changing them needs a restart.</summary>
+    private static List<string> ListenerChanges(HttpServerConfig now, HttpServerConfig next)
+    {
+        var changes = new List<string>();
+        if (now.Forwards.Count != next.Forwards.Count)
+        {
+            changes.Add($"httpServer.forwards: the number of forwards changed ({now.Forwards.Count} -> {next.Forwards.Count}); restart to apply");
+            return changes;
+        }
+        for (var i = 0; i < now.Forwards.Count; i++)
+        {
+            var (a, b) = (now.Forwards[i], next.Forwards[i]);
+            if (a.Name != b.Name || a.Port != b.Port || a.Address != b.Address || a.Timeout != b.Timeout || a.MaxRequestBodySize != b.MaxRequestBodySize)
+            {
+                changes.Add($"httpServer.forwards[{i}]: name, address, port, timeout or maxRequestBodySize changed; restart to apply");
+            }
+        }
+        if (now.Admin.Port != next.Admin.Port || now.Admin.Address != next.Admin.Address || now.Admin.Timeout != next.Admin.Timeout)
+        {
+            changes.Add("httpServer.admin: address, port or timeout changed; restart to apply");
+        }
+        return changes;
+    }
+}

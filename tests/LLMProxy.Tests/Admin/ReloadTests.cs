@@ -1,0 +1,135 @@
+using System.Net;
+using System.Net.Http.Headers;
+using System.Text.Json;
+using LLMProxy.Tests.Forwarding;
+using LLMProxy.Tests.Infrastructure;
+
+namespace LLMProxy.Tests.Admin;
+
+public class ReloadTests
+{
+    private static string Breaker => "breaker:\n  threshold: 0.5\n  minRequests: 2\n  cooldown: 60000";
+
+    [Fact]
+    public async Task Reload_AddsUpstream_KeepsBreakerStateOfUnchangedUpstream()
+    {
+        await using var ups = await Upstreams.StartAsync(("bad", ScriptedUpstream.Json("bad", 500)), ("good", ScriptedUpstream.Json("good")),
+            ("added", ScriptedUpstream.Json("added")));
+        string Yaml(string members, string upstreams) => TestProxy.Config(upstreams, members);
+        var bad = $"- name: bad\n  url: \"{ups["bad"].Url}\"\n  " + Breaker.Replace("\n", "\n  ");
+        var good = $"- name: good\n  url: \"{ups["good"].Url}\"";
+        var added = $"- name: added\n  url: \"{ups["added"].Url}\"";
+        var current = Yaml("- name: bad\n- name: good", bad + "\n" + good);
+        await using var proxy = await TestProxy.StartAsync(current, reloadYaml: () => current);
+
+        for (var i = 0; i < 4; i++)
+        {
+            using var _ = await proxy.Client.GetAsync("/");
+        }
+        Assert.Contains("llmproxy_circuit_breaker_state{upstream=\"bad\"} 2", await proxy.Admin.GetStringAsync("/metrics"));
+
+        current = Yaml("- name: bad\n- name: good\n- name: added", bad + "\n" + good + "\n" + added);
+        using var reload = await proxy.Admin.PostAsync("/api/v1/reload", null);
+        Assert.Equal(HttpStatusCode.OK, reload.StatusCode);
+        Assert.Contains("\"reloaded\":true", await reload.Content.ReadAsStringAsync());
+
+        var seen = new HashSet<string>();
+        for (var i = 0; i < 6; i++)
+        {
+            using var r = await proxy.Client.GetAsync("/");
+            Assert.Equal(HttpStatusCode.OK, r.StatusCode);
+            seen.Add(r.UpstreamName());
+        }
+        Assert.Contains("added", seen);
+        // "bad" is unchanged, so its open breaker came along: it got no traffic after the reload.
+        Assert.DoesNotContain("bad", seen);
+        using var health = JsonDocument.Parse(await proxy.Admin.GetStringAsync("/health"));
+        var states = health.RootElement.GetProperty("groups")[0].GetProperty("upstreams").EnumerateArray()
+            .ToDictionary(u => u.GetProperty("name").GetString()!, u => u.GetProperty("breaker").GetString());
+        Assert.Equal("open", states["bad"]);
+        Assert.Contains(proxy.Logs.Entries, e => e.Message.StartsWith("configuration reloaded", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task Reload_InvalidConfig_Rejected_OldConfigKeepsServing()
+    {
+        await using var up = await ScriptedUpstream.StartAsync(ScriptedUpstream.Json("u1"));
+        var current = TestProxy.Config($"- name: u1\n  url: \"{up.Url}\"", "- name: u1");
+        await using var proxy = await TestProxy.StartAsync(current, reloadYaml: () => current);
+
+        current = TestProxy.Config($"- name: u1\n  url: \"{up.Url}\"\n  rateLimit: 1", "- name: u1").Replace("defaultGroup: g", "defaultGroup: missing");
+        using var reload = await proxy.Admin.PostAsync("/api/v1/reload", null);
+
+        Assert.Equal(HttpStatusCode.BadRequest, reload.StatusCode);
+        using var body = JsonDocument.Parse(await reload.Content.ReadAsStringAsync());
+        Assert.False(body.RootElement.GetProperty("reloaded").GetBoolean());
+        var errors = body.RootElement.GetProperty("errors").EnumerateArray().Select(e => e.GetString()!).ToList();
+        Assert.Contains(errors, e => e.Contains("defaultGroup", StringComparison.Ordinal));
+        Assert.Contains(errors, e => e.Contains("rateLimit", StringComparison.Ordinal));
+        Assert.Contains(proxy.Logs.Entries, e => e.Message.Contains("not reloaded", StringComparison.Ordinal));
+        using var r = await proxy.Client.GetAsync("/");
+        Assert.Equal(HttpStatusCode.OK, r.StatusCode);
+    }
+
+    [Fact]
+    public async Task Reload_ListenerChange_RejectedAsNeedingRestart()
+    {
+        await using var up = await ScriptedUpstream.StartAsync(ScriptedUpstream.Json("u1"));
+        var current = TestProxy.Config($"- name: u1\n  url: \"{up.Url}\"", "- name: u1");
+        await using var proxy = await TestProxy.StartAsync(current, reloadYaml: () => current);
+
+        current = current.Replace("port: 3000", "port: 3001");
+        using var reload = await proxy.Admin.PostAsync("/api/v1/reload", null);
+
+        Assert.Equal(HttpStatusCode.BadRequest, reload.StatusCode);
+        Assert.Contains("restart", await reload.Content.ReadAsStringAsync());
+    }
+
+    [Fact]
+    public async Task Reload_RequiresAdminTokenWhenSet()
+    {
+        await using var up = await ScriptedUpstream.StartAsync(ScriptedUpstream.Json("u1"));
+        var current = TestProxy.Config($"- name: u1\n  url: \"{up.Url}\"", "- name: u1", adminExtra: "token: \"reload-token\"");
+        await using var proxy = await TestProxy.StartAsync(current, reloadYaml: () => current);
+
+        using var anonymous = await proxy.Admin.PostAsync("/api/v1/reload", null);
+        await StreamingAndErrorTests.AssertErrorBody(anonymous, HttpStatusCode.Unauthorized, "unauthorized");
+        using var request = new HttpRequestMessage(HttpMethod.Post, "/api/v1/reload");
+        request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", "reload-token");
+        using var ok = await proxy.Admin.SendAsync(request);
+        Assert.Equal(HttpStatusCode.OK, ok.StatusCode);
+    }
+
+    [Fact]
+    public async Task Reload_StreamInFlight_FinishesOnItsSnapshot()
+    {
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var up = await ScriptedUpstream.StartAsync(async ctx =>
+        {
+            ctx.Response.ContentType = "text/event-stream";
+            await Microsoft.AspNetCore.Http.HttpResponseWritingExtensions.WriteAsync(ctx.Response, "data: 1\n\n");
+            await ctx.Response.Body.FlushAsync();
+            await release.Task.WaitAsync(TimeSpan.FromSeconds(20));
+            await Microsoft.AspNetCore.Http.HttpResponseWritingExtensions.WriteAsync(ctx.Response, "data: [DONE]\n\n");
+        });
+        await using var other = await ScriptedUpstream.StartAsync(ScriptedUpstream.Json("other"));
+        var current = TestProxy.Config($"- name: u1\n  url: \"{up.Url}\"", "- name: u1");
+        await using var proxy = await TestProxy.StartAsync(current, reloadYaml: () => current);
+
+        using var stream = await proxy.Client.SendAsync(new HttpRequestMessage(HttpMethod.Get, "/stream"), HttpCompletionOption.ResponseHeadersRead);
+        using var reader = new StreamReader(await stream.Content.ReadAsStreamAsync());
+        Assert.Equal("data: 1", await reader.ReadLineAsync());
+
+        current = TestProxy.Config($"- name: u2\n  url: \"{other.Url}\"", "- name: u2");
+        using (var reload = await proxy.Admin.PostAsync("/api/v1/reload", null))
+        {
+            Assert.Equal(HttpStatusCode.OK, reload.StatusCode);
+        }
+        using (var after = await proxy.Client.GetAsync("/"))
+        {
+            Assert.Equal("other", after.UpstreamName());
+        }
+        release.SetResult();
+        Assert.Contains("data: [DONE]", await reader.ReadToEndAsync());
+    }
+}
