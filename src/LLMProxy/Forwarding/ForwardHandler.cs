@@ -236,25 +236,16 @@ internal sealed class ForwardHandler
                 return;
             }
 
-            var (code, httpStatus, clientSide) = Classify(context, error);
-            if (clientSide)
+            var failure = FailureClassifier.Classify(context, error);
+            if (failure.ClientSide)
             {
                 upstream.Complete(null);
-                if (httpStatus != 499)
-                {
-                    outcome.Kind = code;
-                    if (!context.Response.HasStarted)
-                    {
-                        await ProxyErrors.WriteAsync(context, httpStatus, code, requestId: requestId).ConfigureAwait(false);
-                    }
-                    return;
-                }
-                outcome.Kind = "client_aborted";
+                await AnswerClientFailureAsync(context, failure, outcome, requestId).ConfigureAwait(false);
                 return;
             }
 
             upstream.Complete(true);
-            var errorKind = ErrorKind(error, context);
+            var errorKind = failure.Kind;
             member.Errors(errorKind).Inc();
             Log.AttemptFailed(_logger, group.Name, upstream.Name, MemberMetrics.Label(errorKind), status, requestId);
 
@@ -264,8 +255,8 @@ internal sealed class ForwardHandler
                 outcome.Kind = "upstream_broken_stream";
                 return;
             }
-            lastTransportCode = code;
-            lastTransportStatus = httpStatus;
+            lastTransportCode = failure.Code;
+            lastTransportStatus = failure.Status;
             if (state.MayRetry && group.HasAlternative(state.Tried))
             {
                 group.Metrics.Retries(errorKind).Inc();
@@ -273,8 +264,8 @@ internal sealed class ForwardHandler
                 await BackoffAsync(group, context.RequestAborted).ConfigureAwait(false);
                 continue;
             }
-            outcome.Kind = code;
-            await ProxyErrors.WriteAsync(context, httpStatus, code, requestId: requestId).ConfigureAwait(false);
+            outcome.Kind = failure.Code;
+            await ProxyErrors.WriteAsync(context, failure.Status, failure.Code, requestId: requestId).ConfigureAwait(false);
             return;
         }
     }
@@ -297,117 +288,22 @@ internal sealed class ForwardHandler
         await ProxyErrors.WriteAsync(context, StatusCodes.Status503ServiceUnavailable, ProxyErrors.NoAvailableUpstream, retryAfter, requestId).ConfigureAwait(false);
     }
 
-    /// <summary>Maps a YARP error to our error code, status and whether the client caused it.</summary>
-    private static (string Code, int Status, bool ClientSide) Classify(HttpContext context, ForwarderError error)
+    /// <summary>A client-side failure: answer its status unless the client left (nothing to write to).</summary>
+    private static async Task AnswerClientFailureAsync(HttpContext context, AttemptFailure failure, Outcome outcome, string requestId)
     {
-        var exception = context.GetForwarderErrorFeature()?.Exception;
-        switch (error)
+        if (failure.Status == AttemptFailure.ClientClosedRequest)
         {
-            case ForwarderError.RequestCanceled:
-            case ForwarderError.RequestBodyCanceled:
-            case ForwarderError.ResponseBodyCanceled:
-            case ForwarderError.ResponseBodyClient:
-                return (ProxyErrors.UpstreamUnavailable, 499, true);
-            case ForwarderError.RequestBodyClient:
-                if (FindBadRequest(exception) is { } bad && !ClientLeft(context, bad))
-                {
-                    var (badCode, badStatus) = ClientError(bad);
-                    return (badCode, badStatus, true);
-                }
-                return (ProxyErrors.UpstreamUnavailable, 499, true);
-            case ForwarderError.RequestTimedOut:
-                return (ProxyErrors.UpstreamTimeout, StatusCodes.Status504GatewayTimeout, false);
-            default:
-                return IsTimeout(exception)
-                    ? (ProxyErrors.UpstreamTimeout, StatusCodes.Status504GatewayTimeout, false)
-                    : (ProxyErrors.UpstreamUnavailable, StatusCodes.Status502BadGateway, false);
+            outcome.Kind = "client_aborted";
+            return;
+        }
+        outcome.Kind = failure.Code;
+        if (!context.Response.HasStarted)
+        {
+            await ProxyErrors.WriteAsync(context, failure.Status, failure.Code, requestId: requestId).ConfigureAwait(false);
         }
     }
 
-    private static AttemptError ErrorKind(ForwarderError error, HttpContext context)
-    {
-        var exception = context.GetForwarderErrorFeature()?.Exception;
-        return error switch
-        {
-            ForwarderError.RequestTimedOut => AttemptError.Timeout,
-            // YARP reports an upstream that went idle mid-body (activity timeout) as a destination error whose
-            // exception is a cancellation; the client's own cancellation is ResponseBodyCanceled instead.
-            ForwarderError.ResponseBodyDestination when exception is OperationCanceledException => AttemptError.Timeout,
-            ForwarderError.ResponseBodyDestination => AttemptError.Stream,
-            _ when IsTimeout(exception) => AttemptError.Timeout,
-            _ when FindSocketError(exception) is SocketErrorKind.Refused => AttemptError.Connect,
-            _ when IsProtocolError(exception) => AttemptError.Protocol,
-            _ => AttemptError.Reset,
-        };
-    }
-
-    /// <summary>The upstream answered something that is not valid HTTP.</summary>
-    private static bool IsProtocolError(Exception? exception)
-    {
-        for (var e = exception; e is not null; e = e.InnerException)
-        {
-            if (e is HttpRequestException { HttpRequestError: HttpRequestError.InvalidResponse })
-            {
-                return true;
-            }
-        }
-        return false;
-    }
-
-    private enum SocketErrorKind { None, Refused, Other }
-
-    private static SocketErrorKind FindSocketError(Exception? exception)
-    {
-        for (var e = exception; e is not null; e = e.InnerException)
-        {
-            if (e is System.Net.Sockets.SocketException se)
-            {
-                return se.SocketErrorCode == System.Net.Sockets.SocketError.ConnectionRefused ? SocketErrorKind.Refused : SocketErrorKind.Other;
-            }
-        }
-        return SocketErrorKind.None;
-    }
-
-    private static bool IsTimeout(Exception? exception)
-    {
-        for (var e = exception; e is not null; e = e.InnerException)
-        {
-            if (e is TimeoutException)
-            {
-                return true;
-            }
-        }
-        return false;
-    }
-
-    /// <summary>A request body Kestrel refused: too large (413), too slow (408), or malformed (400).</summary>
-    private static (string Code, int Status) ClientError(BadHttpRequestException bad) => bad.StatusCode switch
-    {
-        StatusCodes.Status413PayloadTooLarge => (ProxyErrors.RequestTooLarge, StatusCodes.Status413PayloadTooLarge),
-        StatusCodes.Status408RequestTimeout => (ProxyErrors.RequestTimeout, StatusCodes.Status408RequestTimeout),
-        _ => (ProxyErrors.BadRequest, StatusCodes.Status400BadRequest),
-    };
-
-    /// <summary>
-    /// A body cut short because the client closed the connection is a client that left (499), not a bad
-    /// request. Kestrel reports it as a 400 "unexpected end of request content" before RequestAborted fires.
-    /// </summary>
-    private static bool ClientLeft(HttpContext context, BadHttpRequestException bad) =>
-        context.RequestAborted.IsCancellationRequested
-        || bad.StatusCode == StatusCodes.Status400BadRequest && bad.Message.Contains("Unexpected end of request content", StringComparison.Ordinal);
-
-    private static BadHttpRequestException? FindBadRequest(Exception? exception)
-    {
-        for (var e = exception; e is not null; e = e.InnerException)
-        {
-            if (e is BadHttpRequestException bad)
-            {
-                return bad;
-            }
-        }
-        return null;
-    }
-
+    /// <summary>Reads a replayable body into <paramref name="buffer"/>; false when the request already has its answer.</summary>
     private async Task<bool> ReadBodyAsync(HttpContext context, byte[] buffer, int length, Outcome outcome, string requestId)
     {
         try
@@ -417,21 +313,12 @@ internal sealed class ForwardHandler
             {
                 return true;
             }
-            outcome.Kind = ProxyErrors.BadRequest;
-        }
-        catch (BadHttpRequestException bad) when (ClientLeft(context, bad))
-        {
+            // The body ended before its Content-Length: the client went away mid-upload.
             outcome.Kind = "client_aborted";
-            return false;
         }
         catch (BadHttpRequestException bad)
         {
-            var (code, status) = ClientError(bad);
-            outcome.Kind = code;
-            if (!context.Response.HasStarted)
-            {
-                await ProxyErrors.WriteAsync(context, status, code, requestId: requestId).ConfigureAwait(false);
-            }
+            await AnswerClientFailureAsync(context, FailureClassifier.ForBadBody(context, bad), outcome, requestId).ConfigureAwait(false);
             return false;
         }
         catch (Exception ex) when (ex is OperationCanceledException or IOException)

@@ -1,0 +1,79 @@
+using LLMProxy.Observability;
+using Microsoft.AspNetCore.Http;
+using Yarp.ReverseProxy.Forwarder;
+
+namespace LLMProxy.Forwarding;
+
+/// <summary>
+/// What a failed forwarding attempt means. Client-side failures carry the status we answer (499 = the
+/// client left, nothing to write); upstream failures carry their metric kind, from which the answer
+/// follows: a timeout is 504 <c>upstream_timeout</c>, anything else 502 <c>upstream_unavailable</c>.
+/// </summary>
+internal readonly record struct AttemptFailure(bool ClientSide, AttemptError Kind, string Code, int Status)
+{
+    public const int ClientClosedRequest = 499;
+
+    public static AttemptFailure Client(string code, int status) => new(true, default, code, status);
+
+    public static AttemptFailure Upstream(AttemptError kind) => kind == AttemptError.Timeout
+        ? new(false, kind, ProxyErrors.UpstreamTimeout, StatusCodes.Status504GatewayTimeout)
+        : new(false, kind, ProxyErrors.UpstreamUnavailable, StatusCodes.Status502BadGateway);
+}
+
+/// <summary>Maps YARP's <see cref="ForwarderError"/> and Kestrel's body errors to <see cref="AttemptFailure"/>.</summary>
+internal static class FailureClassifier
+{
+    private static readonly AttemptFailure ClientGone = AttemptFailure.Client(ProxyErrors.UpstreamUnavailable, AttemptFailure.ClientClosedRequest);
+
+    public static AttemptFailure Classify(HttpContext context, ForwarderError error)
+    {
+        var exception = context.GetForwarderErrorFeature()?.Exception;
+        return error switch
+        {
+            ForwarderError.RequestCanceled or ForwarderError.RequestBodyCanceled
+                or ForwarderError.ResponseBodyCanceled or ForwarderError.ResponseBodyClient => ClientGone,
+            ForwarderError.RequestBodyClient => Find<BadHttpRequestException>(exception) is { } bad ? ForBadBody(context, bad) : ClientGone,
+            ForwarderError.RequestTimedOut => AttemptFailure.Upstream(AttemptError.Timeout),
+            // YARP reports an upstream that went idle mid-body (activity timeout) as a destination error whose
+            // exception is a cancellation; the client's own cancellation is ResponseBodyCanceled instead.
+            ForwarderError.ResponseBodyDestination => AttemptFailure.Upstream(exception is OperationCanceledException ? AttemptError.Timeout : AttemptError.Stream),
+            _ when Find<TimeoutException>(exception) is not null => AttemptFailure.Upstream(AttemptError.Timeout),
+            _ when Find<System.Net.Sockets.SocketException>(exception) is { SocketErrorCode: System.Net.Sockets.SocketError.ConnectionRefused }
+                => AttemptFailure.Upstream(AttemptError.Connect),
+            _ when Find<HttpRequestException>(exception) is { HttpRequestError: HttpRequestError.InvalidResponse } => AttemptFailure.Upstream(AttemptError.Protocol),
+            _ => AttemptFailure.Upstream(AttemptError.Reset),
+        };
+    }
+
+    /// <summary>
+    /// A request body Kestrel refused: too large (413), too slow (408), malformed (400) — or cut short because
+    /// the client closed the connection, which is a client that left (499), not a bad request: Kestrel reports
+    /// that as a 400 "unexpected end of request content" before RequestAborted fires.
+    /// </summary>
+    public static AttemptFailure ForBadBody(HttpContext context, BadHttpRequestException bad)
+    {
+        if (context.RequestAborted.IsCancellationRequested
+            || bad.StatusCode == StatusCodes.Status400BadRequest && bad.Message.Contains("Unexpected end of request content", StringComparison.Ordinal))
+        {
+            return ClientGone;
+        }
+        return bad.StatusCode switch
+        {
+            StatusCodes.Status413PayloadTooLarge => AttemptFailure.Client(ProxyErrors.RequestTooLarge, StatusCodes.Status413PayloadTooLarge),
+            StatusCodes.Status408RequestTimeout => AttemptFailure.Client(ProxyErrors.RequestTimeout, StatusCodes.Status408RequestTimeout),
+            _ => AttemptFailure.Client(ProxyErrors.BadRequest, StatusCodes.Status400BadRequest),
+        };
+    }
+
+    private static T? Find<T>(Exception? exception) where T : Exception
+    {
+        for (var e = exception; e is not null; e = e.InnerException)
+        {
+            if (e is T match)
+            {
+                return match;
+            }
+        }
+        return null;
+    }
+}
