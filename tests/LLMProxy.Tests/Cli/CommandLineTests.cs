@@ -14,29 +14,6 @@ public class CommandLineTests
         return path;
     }
 
-    internal static string MinimalConfig(int port, int adminPort, string upstreamUrl, string extraServer = "") => $"""
-        httpServer:
-          forwards:
-            - name: main
-              port: {port}
-              address: "127.0.0.1"
-              defaultGroup: g
-          admin:
-            port: {adminPort}
-            address: "127.0.0.1"
-        {extraServer}
-        upstreams:
-          - name: u1
-            url: "{upstreamUrl}"
-            auth:
-              type: bearer
-              token: "sk-cli-test-secret-4242"
-        upstreamGroups:
-          - name: g
-            upstreams:
-              - name: u1
-        """;
-
     [Theory]
     [InlineData("--version")]
     [InlineData("-v")]
@@ -112,7 +89,7 @@ public class CommandLineTests
     [Fact]
     public async Task TestFlag_ValidConfig_PrintsSummaryWithoutSecrets_ExitsZero()
     {
-        var path = WriteConfig(MinimalConfig(StreamingAndErrorTests.FreePort(), StreamingAndErrorTests.FreePort(), "http://127.0.0.1:1"));
+        var path = WriteConfig(ProcessConfig.Minimal(StreamingAndErrorTests.FreePort(), StreamingAndErrorTests.FreePort(), "http://127.0.0.1:1"));
         var (code, stdout, _) = await ProxyProcess.RunAsync("-t", "-c", path);
         Assert.Equal(0, code);
         Assert.Contains("valid", stdout);
@@ -125,7 +102,7 @@ public class CommandLineTests
         using var occupied = new TcpListener(IPAddress.Loopback, 0);
         occupied.Start();
         var port = ((IPEndPoint)occupied.LocalEndpoint).Port;
-        var path = WriteConfig(MinimalConfig(port, StreamingAndErrorTests.FreePort(), "http://127.0.0.1:1"));
+        var path = WriteConfig(ProcessConfig.Minimal(port, StreamingAndErrorTests.FreePort(), "http://127.0.0.1:1"));
 
         var (code, _, stderr) = await ProxyProcess.RunAsync("-r", "-c", path);
 

@@ -13,7 +13,7 @@ public class LifecycleTests
         var port = StreamingAndErrorTests.FreePort();
         var admin = StreamingAndErrorTests.FreePort();
         var path = Path.Combine(Path.GetTempPath(), $"llmproxy-life-{Guid.NewGuid():N}.yaml");
-        await File.WriteAllTextAsync(path, CommandLineTests.MinimalConfig(port, admin, upstreamUrl, extraServer));
+        await File.WriteAllTextAsync(path, ProcessConfig.Minimal(port, admin, upstreamUrl, extraServer));
         var process = ProxyProcess.Start(["-c", path, .. extraArgs]);
         await process.WaitForOutputAsync("ready:", count: 2);
         return (process, port, admin);
@@ -122,7 +122,7 @@ public class LifecycleTests
         var port = StreamingAndErrorTests.FreePort();
         var admin = StreamingAndErrorTests.FreePort();
         var path = Path.Combine(Path.GetTempPath(), $"llmproxy-hup-{Guid.NewGuid():N}.yaml");
-        await File.WriteAllTextAsync(path, CommandLineTests.MinimalConfig(port, admin, first.Url));
+        await File.WriteAllTextAsync(path, ProcessConfig.Minimal(port, admin, first.Url));
         await using var process = ProxyProcess.Start("-c", path, "--release");
         await process.WaitForOutputAsync("ready:", count: 2);
         using var client = new HttpClient();
@@ -131,7 +131,7 @@ public class LifecycleTests
             Assert.Equal("first", before.UpstreamName());
         }
 
-        await File.WriteAllTextAsync(path, CommandLineTests.MinimalConfig(port, admin, second.Url));
+        await File.WriteAllTextAsync(path, ProcessConfig.Minimal(port, admin, second.Url));
         process.Signal(ProxyProcess.SIGHUP);
         await process.WaitForOutputAsync("configuration reloaded");
 

@@ -17,28 +17,6 @@ public class ShutdownUnderLoadTests
     private const int ShortChunks = 15;
     private const int LongChunks = 300;
 
-    private static string Config(int port, int admin, string upstreamUrl) => $"""
-        httpServer:
-          forwards:
-            - name: main
-              port: {port}
-              address: "127.0.0.1"
-              defaultGroup: g
-          admin:
-            port: {admin}
-            address: "127.0.0.1"
-        upstreams:
-          - name: u1
-            url: "{upstreamUrl}"
-        upstreamGroups:
-          - name: g
-            upstreams:
-              - name: u1
-            httpClient:
-              connect:
-                maxPerHost: 200
-        """;
-
     [Fact]
     public async Task Sigterm_With50LiveStreams_FinishersIntact_OthersAborted_ExitZeroInTime()
     {
@@ -69,7 +47,7 @@ public class ShutdownUnderLoadTests
         var port = StreamingAndErrorTests.FreePort();
         var admin = StreamingAndErrorTests.FreePort();
         var path = Path.Combine(Path.GetTempPath(), $"llmproxy-shutdown-{Guid.NewGuid():N}.yaml");
-        await File.WriteAllTextAsync(path, Config(port, admin, upstream.Url));
+        await File.WriteAllTextAsync(path, ProcessConfig.Minimal(port, admin, upstream.Url, groupExtra: "    httpClient:\n      connect:\n        maxPerHost: 200"));
         await using var process = ProxyProcess.Start("-c", path, "--shutdown-timeout", ShutdownTimeoutMs.ToString(System.Globalization.CultureInfo.InvariantCulture));
         await process.WaitForOutputAsync("ready:", count: 2);
         using var client = new HttpClient { Timeout = Timeout.InfiniteTimeSpan };
