@@ -63,6 +63,17 @@ internal sealed class TokenBucketLimiter : RateLimiter
         }
     }
 
+    /// <summary>How long until one token is available (zero when one is available now); takes nothing.</summary>
+    public TimeSpan TimeUntilToken
+    {
+        get
+        {
+            long now = _time.GetTimestamp();
+            long ahead = Math.Max(Volatile.Read(ref _tat), now) + _interval - now;
+            return ahead > _depth ? ToTimeSpan(ahead - _depth) : TimeSpan.Zero;
+        }
+    }
+
     /// <summary>Whole tokens available now.</summary>
     public int AvailableTokens
     {

@@ -45,7 +45,7 @@ internal sealed class UpstreamRuntime
         HeaderOps = [.. config.Headers];
         Breaker = config.Breaker is { } b ? new CircuitBreaker(b, time) : null;
         CoolDown = new CoolDown(time);
-        Limiter = config.Ratelimit is { } r ? new TokenBucketLimiter(r.PerSecond, r.EffectiveBurst, time) : null;
+        Limiter = config.Ratelimit is { } r ? TokenBucketLimiter.For(r, time) : null;
     }
 
     public string Name { get; }
@@ -92,10 +92,9 @@ internal sealed class UpstreamRuntime
         {
             at = c;
         }
-        if (Limiter is { HasToken: false } && Config.Ratelimit is { } limit)
+        if (Limiter is { HasToken: false } limiter)
         {
-            // A bucket refills one token every 1/perSecond seconds.
-            var t = time.GetUtcNow() + TimeSpan.FromSeconds(1.0 / limit.PerSecond);
+            var t = time.GetUtcNow() + limiter.TimeUntilToken;
             if (at is null || t > at)
             {
                 at = t;

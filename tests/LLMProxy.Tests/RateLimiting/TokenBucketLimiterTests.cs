@@ -246,4 +246,20 @@ public class TokenBucketLimiterTests
     [InlineData(1, 0)]
     public void Ctor_InvalidArguments_Throw(double rate, int burst) =>
         Assert.Throws<ArgumentOutOfRangeException>(() => new TokenBucketLimiter(rate, burst, _time));
+
+    [Fact]
+    public void TimeUntilToken_EmptyBucket_IsTheRefillWait_AndTakesNothing()
+    {
+        var bucket = new TokenBucketLimiter(tokensPerSecond: 4, burst: 1, _time);
+        Assert.Equal(TimeSpan.Zero, bucket.TimeUntilToken);
+        Assert.True(bucket.TryTake(out _));
+
+        Assert.Equal(TimeSpan.FromMilliseconds(250), bucket.TimeUntilToken);
+        Assert.Equal(TimeSpan.FromMilliseconds(250), bucket.TimeUntilToken); // asking twice takes nothing
+        _time.Advance(TimeSpan.FromMilliseconds(100));
+        Assert.Equal(TimeSpan.FromMilliseconds(150), bucket.TimeUntilToken);
+        _time.Advance(TimeSpan.FromMilliseconds(150));
+        Assert.Equal(TimeSpan.Zero, bucket.TimeUntilToken);
+        Assert.True(bucket.TryTake(out _));
+    }
 }
