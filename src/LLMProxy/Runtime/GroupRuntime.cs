@@ -111,12 +111,16 @@ internal sealed class GroupRuntime : IDisposable
                 reason = Unavailability.None;
                 return Members[index];
             }
-            // Lost a race for the last trial slot or token: exclude it and choose again.
+            // Lost a race for the last trial slot or token: exclude it (keeping why) and choose again.
             if (index < 64)
             {
                 excluded |= 1UL << index;
             }
-            reason = Members[index].Check() is var w && w > reason ? w : reason;
+            var lost = Members[index].Check();
+            if (lost > reason)
+            {
+                reason = lost;
+            }
         }
         index = -1;
         if (reason == Unavailability.None)
