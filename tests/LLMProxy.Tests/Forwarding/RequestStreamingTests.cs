@@ -1,0 +1,56 @@
+using System.Net;
+using LLMProxy.Tests.Infrastructure;
+using Microsoft.AspNetCore.Http;
+
+namespace LLMProxy.Tests.Forwarding;
+
+public class RequestStreamingTests
+{
+    // Larger than any copy or socket buffer on the way, so it cannot sit in one.
+    private const int FirstPartSize = 512 * 1024;
+
+    /// <summary>A request body the client writes in two parts, the second only when told to.</summary>
+    private sealed class TwoPartContent(TaskCompletionSource secondPart) : HttpContent
+    {
+        protected override async Task SerializeToStreamAsync(Stream stream, TransportContext? context)
+        {
+            await stream.WriteAsync(new byte[FirstPartSize]);
+            await stream.FlushAsync();
+            await secondPart.Task.WaitAsync(TimeSpan.FromSeconds(20));
+            await stream.WriteAsync("second-part"u8.ToArray());
+        }
+
+        protected override bool TryComputeLength(out long length)
+        {
+            length = -1;
+            return false;
+        }
+    }
+
+    [Fact]
+    public async Task RequestBody_Chunked_StreamsToUpstreamBeforeTheClientFinishes()
+    {
+        var firstSeen = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var upstream = await ScriptedUpstream.StartAsync(async ctx =>
+        {
+            var buffer = new byte[FirstPartSize];
+            await ctx.Request.Body.ReadExactlyAsync(buffer);
+            firstSeen.SetResult();
+            using var rest = new MemoryStream();
+            await ctx.Request.Body.CopyToAsync(rest);
+            await ctx.Response.WriteAsync("got:" + System.Text.Encoding.ASCII.GetString(rest.ToArray()));
+        }, recordBody: false);
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config($"- name: u1\n  url: \"{upstream.Url}\"", "- name: u1"));
+
+        var secondPart = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var call = proxy.Client.PostAsync("/v1/upload", new TwoPartContent(secondPart));
+        // The upstream reads the whole first part while the client still holds back the second: the body is
+        // passed on as it arrives, not collected first. (Small writes may wait in a send buffer; large ones cannot.)
+        await firstSeen.Task.WaitAsync(TimeSpan.FromSeconds(10));
+        secondPart.SetResult();
+
+        using var response = await call;
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal("got:second-part", await response.Content.ReadAsStringAsync());
+    }
+}
