@@ -25,6 +25,15 @@ internal static class FailureClassifier
 {
     private static readonly AttemptFailure ClientGone = AttemptFailure.Client(ProxyErrors.UpstreamUnavailable, AttemptFailure.ClientClosedRequest);
 
+    /// <summary>A request the proxy could not build or send as received: the client's fault, no upstream verdict.</summary>
+    public static readonly AttemptFailure Unsendable = AttemptFailure.Client(ProxyErrors.BadRequest, StatusCodes.Status400BadRequest);
+
+    /// <summary>
+    /// Total: an attempt is an upstream failure only on evidence that the upstream (or the path to it) failed — a
+    /// transport error, a timeout, a response that cannot be proxied. Anything else, in particular an exception
+    /// while the request was built or before it was written, is <see cref="Unsendable"/>: a client must never be
+    /// able to open a breaker with a request the proxy cannot send.
+    /// </summary>
     public static AttemptFailure Classify(HttpContext context, ForwarderError error)
     {
         var exception = context.GetForwarderErrorFeature()?.Exception;
@@ -33,16 +42,34 @@ internal static class FailureClassifier
             ForwarderError.RequestCanceled or ForwarderError.RequestBodyCanceled
                 or ForwarderError.ResponseBodyCanceled or ForwarderError.ResponseBodyClient => ClientGone,
             ForwarderError.RequestBodyClient => Find<BadHttpRequestException>(exception) is { } bad ? ForBadBody(context, bad) : ClientGone,
+            ForwarderError.RequestCreation => Unsendable,
             ForwarderError.RequestTimedOut => AttemptFailure.Upstream(AttemptError.Timeout),
             // YARP reports an upstream that went idle mid-body (activity timeout) as a destination error whose
             // exception is a cancellation; the client's own cancellation is ResponseBodyCanceled instead.
             ForwarderError.ResponseBodyDestination => AttemptFailure.Upstream(exception is OperationCanceledException ? AttemptError.Timeout : AttemptError.Stream),
+            // Response headers that cannot be passed on (e.g. values Kestrel refuses): the upstream's answer is bad.
+            ForwarderError.ResponseHeaders => AttemptFailure.Upstream(AttemptError.Protocol),
             _ when Find<TimeoutException>(exception) is not null => AttemptFailure.Upstream(AttemptError.Timeout),
             _ when Find<System.Net.Sockets.SocketException>(exception) is { SocketErrorCode: System.Net.Sockets.SocketError.ConnectionRefused }
                 => AttemptFailure.Upstream(AttemptError.Connect),
             _ when Find<HttpRequestException>(exception) is { HttpRequestError: HttpRequestError.InvalidResponse } => AttemptFailure.Upstream(AttemptError.Protocol),
-            _ => AttemptFailure.Upstream(AttemptError.Reset),
+            _ when IsTransport(exception) => AttemptFailure.Upstream(AttemptError.Reset),
+            _ => Unsendable,
         };
+    }
+
+    /// <summary>Evidence of a failed connection or exchange with the upstream (or the outbound proxy on its way).</summary>
+    private static bool IsTransport(Exception? exception)
+    {
+        for (var e = exception; e is not null; e = e.InnerException)
+        {
+            if (e is HttpRequestException { HttpRequestError: not HttpRequestError.Unknown }
+                or System.Net.Sockets.SocketException or IOException or System.Security.Authentication.AuthenticationException)
+            {
+                return true;
+            }
+        }
+        return false;
     }
 
     /// <summary>

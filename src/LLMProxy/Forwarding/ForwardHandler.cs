@@ -102,6 +102,14 @@ internal sealed class ForwardHandler
             return;
         }
 
+        var screen = RequestScreen.Check(context);
+        if (screen.Refused)
+        {
+            outcome.Kind = screen.Code;
+            await ProxyErrors.WriteAsync(context, screen.Status, screen.Code, requestId: requestId).ConfigureAwait(false);
+            return;
+        }
+
         var declaredLength = request.ContentLength;
         if (declaredLength > forward.Config.MaxRequestBodySize)
         {
@@ -208,7 +216,7 @@ internal sealed class ForwardHandler
                 Log.CoolingDown(_logger, upstream.Name, (long)park.TotalMilliseconds);
             }
 
-            if (error == ForwarderError.None)
+            if (error == ForwarderError.None && !state.ProtocolViolation)
             {
                 // A response was received; 5xx counts against the breaker, 429 is an account signal only.
                 var failed = status >= 500;
@@ -236,10 +244,15 @@ internal sealed class ForwardHandler
                 return;
             }
 
-            var failure = FailureClassifier.Classify(context, error);
+            var failure = state.ProtocolViolation ? AttemptFailure.Upstream(AttemptError.Protocol) : FailureClassifier.Classify(context, error);
             if (failure.ClientSide)
             {
                 upstream.Complete(null);
+                if (failure == FailureClassifier.Unsendable)
+                {
+                    var cause = context.GetForwarderErrorFeature()?.Exception;
+                    Log.Unsendable(_logger, upstream.Name, cause?.GetType().Name ?? error.ToString(), requestId);
+                }
                 await AnswerClientFailureAsync(context, failure, outcome, requestId).ConfigureAwait(false);
                 return;
             }

@@ -13,6 +13,7 @@ internal static class ProxyErrors
     public const string UpstreamTimeout = "upstream_timeout";
     public const string RequestTooLarge = "request_too_large";
     public const string BadRequest = "bad_request";
+    public const string MethodNotAllowed = "method_not_allowed";
     public const string RequestTimeout = "request_timeout";
     public const string Unauthorized = "unauthorized";
     public const string Internal = "internal_error";
@@ -28,7 +29,8 @@ internal static class ProxyErrors
     private static readonly byte[] UnavailableBody = Body(UpstreamUnavailable, "The upstream could not be reached or broke the connection.");
     private static readonly byte[] TimeoutBody = Body(UpstreamTimeout, "The upstream did not answer in time.");
     private static readonly byte[] TooLargeBody = Body(RequestTooLarge, "The request body is larger than this forward accepts.");
-    private static readonly byte[] BadRequestBody = Body(BadRequest, "The request could not be read.");
+    private static readonly byte[] BadRequestBody = Body(BadRequest, "The request could not be read or cannot be forwarded as sent (e.g. a header value with non-ASCII or control characters).");
+    private static readonly byte[] MethodNotAllowedBody = Body(MethodNotAllowed, "This method is not forwarded (CONNECT and TRACE never are).");
     private static readonly byte[] RequestTimeoutBody = Body(RequestTimeout, "The request body arrived too slowly.");
     private static readonly byte[] UnauthorizedBody = Body(Unauthorized, "A valid admin token is required.");
     private static readonly byte[] InternalBody = Body(Internal, "The proxy failed to handle the request.");
@@ -42,6 +44,7 @@ internal static class ProxyErrors
         UpstreamTimeout => TimeoutBody,
         RequestTooLarge => TooLargeBody,
         BadRequest => BadRequestBody,
+        MethodNotAllowed => MethodNotAllowedBody,
         RequestTimeout => RequestTimeoutBody,
         Unauthorized => UnauthorizedBody,
         _ => InternalBody,

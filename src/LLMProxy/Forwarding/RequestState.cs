@@ -35,6 +35,8 @@ internal sealed class RequestState : HttpTransformer
     // Outcome of the current attempt, filled by TransformResponseAsync.
     public int UpstreamStatus { get; private set; }
     public bool Suppressed { get; private set; }
+    /// <summary>The upstream answered something the proxy must not pass on (101 to a request that asked no upgrade).</summary>
+    public bool ProtocolViolation { get; private set; }
     public TimeSpan? RetryAfterHint { get; private set; }
     public long AttemptStarted { get; private set; }
     public double TimeToFirstByteSeconds { get; private set; }
@@ -50,6 +52,7 @@ internal sealed class RequestState : HttpTransformer
         Attempts++;
         UpstreamStatus = 0;
         Suppressed = false;
+        ProtocolViolation = false;
         RetryAfterHint = null;
         TimeToFirstByteSeconds = 0;
         AttemptStarted = Stopwatch.GetTimestamp();
@@ -65,8 +68,10 @@ internal sealed class RequestState : HttpTransformer
         var headers = proxyRequest.Headers;
 
         proxyRequest.RequestUri = BuildUri(upstream, request);
-        // Headers the client named in Connection are hop-by-hop too (RFC 9110 §7.6.1).
-        RemoveConnectionNamed(request.Headers.Connection, headers, proxyRequest.Content?.Headers);
+        // Hop-by-hop headers YARP copies (it leaves out Connection, Upgrade, TE and the like, not Trailer), and the
+        // headers the client named in Connection (RFC 9110 §7.6.1).
+        HeaderEdits.Remove(proxyRequest, "Trailer");
+        RemoveConnectionNamed(request.Headers.Connection, proxyRequest);
         // The upstream's own Host, taken from the request URI.
         headers.Host = null;
 
@@ -86,12 +91,10 @@ internal sealed class RequestState : HttpTransformer
 
         if (upstream.Authorization is { } auth)
         {
-            headers.Remove("Authorization");
-            headers.TryAddWithoutValidation("Authorization", auth);
+            HeaderEdits.Set(proxyRequest, "Authorization", auth);
         }
-        if (request.Headers.UserAgent.Count == 0)
+        if (!HeaderEdits.Has(proxyRequest, "User-Agent"))
         {
-            headers.Remove("User-Agent");
             headers.TryAddWithoutValidation("User-Agent", Group.Agent);
         }
         var ops = upstream.HeaderOps;
@@ -105,8 +108,7 @@ internal sealed class RequestState : HttpTransformer
         string.Equals(mediaType, "application/json", StringComparison.OrdinalIgnoreCase)
         || string.Equals(mediaType, "text/event-stream", StringComparison.OrdinalIgnoreCase);
 
-    private static void RemoveConnectionNamed(Microsoft.Extensions.Primitives.StringValues connection,
-        System.Net.Http.Headers.HttpRequestHeaders headers, System.Net.Http.Headers.HttpContentHeaders? content)
+    private static void RemoveConnectionNamed(Microsoft.Extensions.Primitives.StringValues connection, HttpRequestMessage message)
     {
         for (var i = 0; i < connection.Count; i++)
         {
@@ -115,9 +117,7 @@ internal sealed class RequestState : HttpTransformer
                 var name = connection[i].AsSpan()[range].Trim();
                 if (name.Length > 0 && !name.Equals("close", StringComparison.OrdinalIgnoreCase) && !name.Equals("keep-alive", StringComparison.OrdinalIgnoreCase))
                 {
-                    var key = name.ToString();
-                    headers.Remove(key);
-                    content?.Remove(key);
+                    HeaderEdits.Remove(message, name.ToString());
                 }
             }
         }
@@ -136,34 +136,17 @@ internal sealed class RequestState : HttpTransformer
 
     private static void ApplyHeaderOp(HttpRequestMessage message, HeaderOpConfig op)
     {
-        var headers = message.Headers;
-        var content = message.Content?.Headers;
         switch (op.Op)
         {
-            case HeaderOp.Insert:
-                if (!headers.Contains(op.Key) && content?.Contains(op.Key) != true)
-                {
-                    Add(message, op.Key, op.Value!);
-                }
+            case HeaderOp.Insert when !HeaderEdits.Has(message, op.Key):
+                HeaderEdits.Add(message, op.Key, op.Value!);
                 break;
             case HeaderOp.Replace:
-                headers.Remove(op.Key);
-                content?.Remove(op.Key);
-                Add(message, op.Key, op.Value!);
+                HeaderEdits.Set(message, op.Key, op.Value!);
                 break;
             case HeaderOp.Remove:
-                headers.Remove(op.Key);
-                content?.Remove(op.Key);
+                HeaderEdits.Remove(message, op.Key);
                 break;
-        }
-    }
-
-    private static void Add(HttpRequestMessage message, string key, string value)
-    {
-        // Content headers (Content-Type, ...) live on the content; the request collection refuses them.
-        if (!message.Headers.TryAddWithoutValidation(key, value))
-        {
-            message.Content?.Headers.TryAddWithoutValidation(key, value);
         }
     }
 
@@ -177,6 +160,13 @@ internal sealed class RequestState : HttpTransformer
         TimeToFirstByteSeconds = Stopwatch.GetElapsedTime(AttemptStarted).TotalSeconds;
         var status = (int)proxyResponse.StatusCode;
         UpstreamStatus = status;
+        if (status == StatusCodes.Status101SwitchingProtocols)
+        {
+            // Never asked for (the proxy strips Upgrade): answering it would turn the connection into a raw tunnel
+            // that carries unaccounted bytes with an injected key. Not copied; the caller counts a protocol error.
+            ProtocolViolation = true;
+            return false;
+        }
         if (status == StatusCodes.Status429TooManyRequests)
         {
             RetryAfterHint = RetryAfter.Parse(proxyResponse.Headers, Time.GetUtcNow());
@@ -192,6 +182,7 @@ internal sealed class RequestState : HttpTransformer
         {
             httpContext.Response.Headers.Remove(named);
         }
+        httpContext.Response.Headers.Remove("Trailer");
         httpContext.Response.Headers[ForwardingHeaders.RequestId] = RequestId;
         if (copy && IsLlmPayload(proxyResponse.Content.Headers.ContentType?.MediaType))
         {

@@ -52,4 +52,8 @@ internal static partial class Log
     [LoggerMessage(EventId = 13, EventName = "ReloadRejected", Level = LogLevel.Error,
         Message = "configuration not reloaded, still running the previous one: {Reason}")]
     public static partial void ReloadRejected(ILogger logger, string reason);
+
+    [LoggerMessage(EventId = 20, EventName = "Unsendable", Level = LogLevel.Warning,
+        Message = "request could not be sent as received (client's fault, no upstream verdict): upstream={Upstream} cause={Cause} request_id={RequestId}")]
+    public static partial void Unsendable(ILogger logger, string upstream, string cause, string requestId);
 }

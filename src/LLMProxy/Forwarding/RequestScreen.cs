@@ -1,0 +1,92 @@
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.Features;
+
+namespace LLMProxy.Forwarding;
+
+/// <summary>
+/// The first look at a request, before any upstream is involved: what the proxy will not or cannot send as
+/// received is refused here as the client's fault, so it can never count against an upstream's breaker, trigger a
+/// failover or show up as an upstream error (any client could otherwise open every breaker with a few requests).
+/// </summary>
+internal static class RequestScreen
+{
+    /// <summary>Why a request is refused; <see cref="Status"/> 0 = it may be forwarded.</summary>
+    internal readonly record struct Verdict(int Status, string Code)
+    {
+        public bool Refused => Status != 0;
+    }
+
+    private static readonly Verdict Pass = default;
+    private static readonly Verdict BadHeader = new(StatusCodes.Status400BadRequest, ProxyErrors.BadRequest);
+    private static readonly Verdict BadMethod = new(StatusCodes.Status405MethodNotAllowed, ProxyErrors.MethodNotAllowed);
+
+    public static Verdict Check(HttpContext context)
+    {
+        var request = context.Request;
+        // CONNECT would make the proxy a tunnel to anywhere; TRACE echoes the request, injected key included, back
+        // to the client (RELIABILITY.md). No LLM API uses either.
+        if (HttpMethods.IsConnect(request.Method) || HttpMethods.IsTrace(request.Method))
+        {
+            return BadMethod;
+        }
+        // .NET's client refuses to send non-ASCII or control characters in a header value (Kestrel accepts UTF-8);
+        // found here, that is a 400, not an upstream that "failed" on every member.
+        foreach (var header in request.Headers)
+        {
+            foreach (var value in header.Value)
+            {
+                if (!IsFieldValue(value))
+                {
+                    return BadHeader;
+                }
+            }
+        }
+        if (context.Features.Get<IHttpUpgradeFeature>() is { IsUpgradableRequest: true })
+        {
+            DisarmUpgrade(context);
+        }
+        return Pass;
+    }
+
+    /// <summary>Visible ASCII, space and tab (RFC 9110 §5.5 without obs-text).</summary>
+    internal static bool IsFieldValue(ReadOnlySpan<char> value)
+    {
+        int i;
+        while ((i = value.IndexOfAnyExceptInRange(' ', '~')) >= 0)
+        {
+            if (value[i] != '\t')
+            {
+                return false;
+            }
+            value = value[(i + 1)..];
+        }
+        return true;
+    }
+
+    /// <summary>
+    /// <c>Upgrade</c> is hop-by-hop (SPEC §3): the request goes upstream as a plain request without it. Left alone,
+    /// YARP would forward the upgrade and then tunnel raw bytes both ways with the injected key, unaccounted. The
+    /// connection carries no body before an upgrade, and closes after the answer, since whatever the client sends
+    /// next (WebSocket frames) is not HTTP.
+    /// </summary>
+    private static void DisarmUpgrade(HttpContext context)
+    {
+        context.Features.Set<IHttpUpgradeFeature>(NotUpgradable.Instance);
+        context.Features.Set<IHttpRequestBodyDetectionFeature>(NoBody.Instance);
+        context.Request.Body = Stream.Null;
+        context.Response.Headers.Connection = "close";
+    }
+
+    private sealed class NotUpgradable : IHttpUpgradeFeature
+    {
+        public static readonly NotUpgradable Instance = new();
+        public bool IsUpgradableRequest => false;
+        public Task<Stream> UpgradeAsync() => throw new InvalidOperationException("Upgrades are not forwarded.");
+    }
+
+    private sealed class NoBody : IHttpRequestBodyDetectionFeature
+    {
+        public static readonly NoBody Instance = new();
+        public bool CanHaveBody => false;
+    }
+}
