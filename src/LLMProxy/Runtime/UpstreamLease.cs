@@ -1,3 +1,4 @@
+using System.Threading.RateLimiting;
 using LLMProxy.Observability;
 
 namespace LLMProxy.Runtime;
@@ -12,8 +13,11 @@ internal sealed class UpstreamLease : IDisposable
 {
     private int _disposed;
 
-    internal UpstreamLease(UpstreamRuntime upstream, int index, MemberMetrics metrics)
+    private readonly RateLimitLease? _tokens;
+
+    internal UpstreamLease(UpstreamRuntime upstream, int index, MemberMetrics metrics, RateLimitLease? tokens)
     {
+        _tokens = tokens;
         Upstream = upstream;
         Index = index;
         Metrics = metrics;
@@ -34,6 +38,7 @@ internal sealed class UpstreamLease : IDisposable
         if (Interlocked.Exchange(ref _disposed, 1) == 0)
         {
             Metrics.InFlight.Dec();
+            _tokens?.Dispose();
             Upstream.Release(Verdict);
         }
     }

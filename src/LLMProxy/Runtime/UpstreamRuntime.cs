@@ -112,14 +112,17 @@ internal sealed class UpstreamRuntime
         {
             return null;
         }
-        if (Limiter is { } l && !l.TryTake(out _))
+        // RateLimiter's lease shape, so a shared (distributed) limiter can take this one's place.
+        var tokens = Limiter?.AttemptAcquire();
+        if (tokens is { IsAcquired: false })
         {
+            tokens.Dispose();
             Breaker?.Release();
             return null;
         }
         Interlocked.Increment(ref _inFlight);
         metrics.InFlight.Inc();
-        return new UpstreamLease(this, index, metrics);
+        return new UpstreamLease(this, index, metrics, tokens);
     }
 
     /// <summary>Ends a lease (only <see cref="UpstreamLease.Dispose"/> calls this).</summary>
