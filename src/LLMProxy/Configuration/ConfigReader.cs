@@ -404,17 +404,22 @@ internal sealed class ConfigReader(ConfigReadContext ctx)
         {
             return;
         }
-        m.Error(key, $"must be {expected}{m.Got(YamlMap.Quote(WithoutUserInfo(text)))}");
+        m.Error(key, $"must be {expected}{m.Got(YamlMap.Quote(ShownUrl(text)))}");
     }
 
-    /// <summary>Hides <c>user:password@</c> so a credential in a malformed URL never reaches a message.</summary>
-    private static string WithoutUserInfo(string url)
+    /// <summary>A URL as an error message may show it: user info hidden up to the last '@' (so a password holding
+    /// '@', '/' or '?' is hidden whole), query and fragment cut (API keys live there). Over-hides, never leaks.</summary>
+    internal static string ShownUrl(string url)
     {
-        var scheme = url.IndexOf("://", StringComparison.Ordinal);
-        var at = url.IndexOf('@', StringComparison.Ordinal);
-        if (at < 0) return url;
-        var start = scheme >= 0 && scheme < at ? scheme + 3 : 0;
-        return url[..start] + "***" + url[at..];
+        var at = url.LastIndexOf('@');
+        if (at >= 0)
+        {
+            var scheme = url.IndexOf("://", StringComparison.Ordinal);
+            var start = scheme >= 0 && scheme < at ? scheme + 3 : 0;
+            url = url[..start] + "***" + url[at..];
+        }
+        var cut = url.AsSpan().IndexOfAny('?', '#');
+        return cut < 0 ? url : url[..(cut + 1)] + "…";
     }
 
     /// <summary>Header values go on the wire as written: a line break would be header injection, and .NET refuses

@@ -197,6 +197,24 @@ public class ConfigValidationRuleTests
         Assert.DoesNotContain("hunter2pass", error.Message, StringComparison.Ordinal);
     }
 
+    [Theory]
+    [InlineData("ftp://user:p@SECRET@api.example.com/v1?key=SECRET", "\"ftp://***@api.example.com/v1?…\"")]
+    [InlineData("ftp://user:p?SECRET@api.example.com/v1", "\"ftp://***@api.example.com/v1\"")]
+    [InlineData("ftp://user:p/SECRET@api.example.com", "\"ftp://***@api.example.com\"")]
+    [InlineData("htps://api.example.com/v1?api_key=SECRET&x=1", "\"htps://api.example.com/v1?…\"")]
+    [InlineData("htps://api.example.com/v1#SECRET", "\"htps://api.example.com/v1#…\"")]
+    public void Validate_InvalidUrl_ErrorNeverShowsUserInfoQueryOrFragment(string url, string shown)
+    {
+        var upstream = AssertSingleError(Load(Replace("https://api2.example.com", url)), "upstreams[1].url", "must be an absolute http or https URL");
+        var proxy = AssertSingleError(Load(With(GroupAnchor, $"    httpClient:\n      proxy:\n        url: \"{url}\"")), "upstreamGroups[0].httpClient.proxy.url");
+
+        foreach (var error in new[] { upstream, proxy })
+        {
+            Assert.Contains($"(got {shown})", error.Message, StringComparison.Ordinal);
+            Assert.DoesNotContain("SECRET", error.ToString(), StringComparison.Ordinal);
+        }
+    }
+
     // ---- auth ----------------------------------------------------------------------------------
 
     [Fact]
