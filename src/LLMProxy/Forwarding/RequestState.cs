@@ -89,6 +89,12 @@ internal sealed class RequestState : HttpTransformer
             headers.Remove("Authorization");
             headers.TryAddWithoutValidation("Authorization", auth);
         }
+        if (Group.ProxyAuthorization is { } proxyAuthorization && proxyRequest.RequestUri.Scheme == Uri.UriSchemeHttp)
+        {
+            // Only a plain-http request goes to the proxy as it is; an https one travels inside a CONNECT tunnel,
+            // where this header would reach the upstream.
+            headers.TryAddWithoutValidation("Proxy-Authorization", proxyAuthorization);
+        }
         if (request.Headers.UserAgent.Count == 0)
         {
             headers.Remove("User-Agent");
