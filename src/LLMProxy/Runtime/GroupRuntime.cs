@@ -41,7 +41,9 @@ internal sealed class GroupRuntime : IDisposable
         }
         Backoff = TimeSpan.FromMilliseconds(config.Retry.Backoff);
         Agent = config.HttpClient.Agent;
-        Invoker = new HttpMessageInvoker(CreateHandler(config.HttpClient), disposeHandler: true);
+        var proxy = config.HttpClient.Proxy is { } p ? OutboundProxy.Parse(p.Url) : null;
+        ProxyAuthorization = proxy?.PreemptiveAuthorization;
+        Invoker = new HttpMessageInvoker(CreateHandler(config.HttpClient, proxy), disposeHandler: true);
         RequestConfig = new ForwarderRequestConfig
         {
             // Bounds the wait for response headers and every idle gap of the body — never the total.
@@ -64,6 +66,8 @@ internal sealed class GroupRuntime : IDisposable
     public int MaxAttempts { get; }
     public TimeSpan Backoff { get; }
     public string Agent { get; }
+    /// <summary>Proxy-Authorization for plain-http upstreams behind an http(s) proxy with credentials; null otherwise.</summary>
+    public string? ProxyAuthorization { get; }
     public HttpMessageInvoker Invoker { get; }
     public ForwarderRequestConfig RequestConfig { get; }
 
@@ -163,14 +167,13 @@ internal sealed class GroupRuntime : IDisposable
         return best;
     }
 
-    private static SocketsHttpHandler CreateHandler(HttpClientConfig c)
+    private static SocketsHttpHandler CreateHandler(HttpClientConfig c, OutboundProxy? proxy)
     {
         var keepalive = c.Keepalive;
         var handler = new SocketsHttpHandler
         {
-            UseProxy = c.Proxy is not null,
-            // .NET's socks5 already resolves names at the proxy, which is what socks5h means.
-            Proxy = c.Proxy is { } p ? new WebProxy(new Uri(p.Url.Replace("socks5h://", "socks5://", StringComparison.OrdinalIgnoreCase))) : null,
+            UseProxy = proxy is not null,
+            Proxy = proxy?.ToWebProxy(),
             AllowAutoRedirect = false,
             AutomaticDecompression = DecompressionMethods.None,
             UseCookies = false,
