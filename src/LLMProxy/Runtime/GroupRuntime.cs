@@ -41,7 +41,9 @@ internal sealed class GroupRuntime : IDisposable
         }
         Backoff = TimeSpan.FromMilliseconds(config.Retry.Backoff);
         Agent = config.HttpClient.Agent;
-        Invoker = new HttpMessageInvoker(CreateHandler(config.HttpClient), disposeHandler: true);
+        var proxy = config.HttpClient.Proxy is { } p ? OutboundProxy.Parse(p.Url) : null;
+        ProxyAuthorization = proxy?.PreemptiveAuthorization;
+        Invoker = new HttpMessageInvoker(CreateHandler(config.HttpClient, proxy), disposeHandler: true);
         RequestConfig = new ForwarderRequestConfig
         {
             // Bounds the wait for response headers and every idle gap of the body — never the total.
@@ -64,16 +66,18 @@ internal sealed class GroupRuntime : IDisposable
     public int MaxAttempts { get; }
     public TimeSpan Backoff { get; }
     public string Agent { get; }
+    /// <summary>Proxy-Authorization for plain-http upstreams behind an http(s) proxy with credentials; null otherwise.</summary>
+    public string? ProxyAuthorization { get; }
     public HttpMessageInvoker Invoker { get; }
     public ForwarderRequestConfig RequestConfig { get; }
 
     public bool IsRetryStatus(int status) => (uint)status < (uint)_retryStatus.Length && _retryStatus[status];
 
     /// <summary>
-    /// Chooses and reserves a member not in <paramref name="tried"/> (bit i = member i, first 64 members).
-    /// Null when none can take the request; <paramref name="reason"/> then says why.
+    /// Chooses a member not in <paramref name="tried"/> (bit i = member i, first 64 members) and leases it for one
+    /// attempt. Null when none can take the request; <paramref name="reason"/> then says why.
     /// </summary>
-    public UpstreamRuntime? Select(ulong clientHash, ulong tried, out int index, out Unavailability reason)
+    public UpstreamLease? Select(ulong clientHash, ulong tried, out Unavailability reason)
     {
         var n = Members.Length;
         Span<bool> eligible = n <= 128 ? stackalloc bool[n] : new bool[n];
@@ -101,15 +105,16 @@ internal sealed class GroupRuntime : IDisposable
             {
                 break;
             }
-            index = Balancer.Select(eligible, clientHash);
+            var index = Balancer.Select(eligible, clientHash);
             if (index < 0)
             {
                 break;
             }
-            if (Members[index].TryAcquire())
+            if (Members[index].TryLease(index, MemberMetrics[index]) is { } lease)
             {
                 reason = Unavailability.None;
-                return Members[index];
+                MemberMetrics[index].Selections.Inc();
+                return lease;
             }
             // Lost a race for the last trial slot or token: exclude it (keeping why) and choose again.
             if (index < 64)
@@ -122,7 +127,6 @@ internal sealed class GroupRuntime : IDisposable
                 reason = lost;
             }
         }
-        index = -1;
         if (reason == Unavailability.None)
         {
             // Every member was excluded because it was already tried.
@@ -163,14 +167,13 @@ internal sealed class GroupRuntime : IDisposable
         return best;
     }
 
-    private static SocketsHttpHandler CreateHandler(HttpClientConfig c)
+    private static SocketsHttpHandler CreateHandler(HttpClientConfig c, OutboundProxy? proxy)
     {
         var keepalive = c.Keepalive;
         var handler = new SocketsHttpHandler
         {
-            UseProxy = c.Proxy is not null,
-            // .NET's socks5 already resolves names at the proxy, which is what socks5h means.
-            Proxy = c.Proxy is { } p ? new WebProxy(new Uri(p.Url.Replace("socks5h://", "socks5://", StringComparison.OrdinalIgnoreCase))) : null,
+            UseProxy = proxy is not null,
+            Proxy = proxy?.ToWebProxy(),
             AllowAutoRedirect = false,
             AutomaticDecompression = DecompressionMethods.None,
             UseCookies = false,
