@@ -120,7 +120,7 @@ internal sealed class ForwardHandler
 
         var group = forward.DefaultGroup;
         var state = new RequestState { Group = group, RequestId = requestId, PeerIp = peer.ToString(), Time = _time, Body = body };
-        var clientHash = group.Strategy == Configuration.BalanceStrategy.IpHash ? ClientHash.Of(client) : 0UL;
+        var balancing = new BalancingContext(client);
 
         // A body is replayable when there is none, or when it is small enough to keep in memory.
         byte[]? replay = null;
@@ -143,7 +143,7 @@ internal sealed class ForwardHandler
 
         try
         {
-            await ForwardWithRetriesAsync(context, group, state, clientHash, replay, replayLength, replayable, outcome).ConfigureAwait(false);
+            await ForwardWithRetriesAsync(context, group, state, balancing, replay, replayLength, replayable, outcome).ConfigureAwait(false);
         }
         finally
         {
@@ -154,7 +154,7 @@ internal sealed class ForwardHandler
         }
     }
 
-    private async Task ForwardWithRetriesAsync(HttpContext context, GroupRuntime group, RequestState state, ulong clientHash,
+    private async Task ForwardWithRetriesAsync(HttpContext context, GroupRuntime group, RequestState state, BalancingContext balancing,
         byte[]? replay, int replayLength, bool replayable, Outcome outcome)
     {
         var requestId = state.RequestId;
@@ -164,7 +164,7 @@ internal sealed class ForwardHandler
 
         while (true)
         {
-            var upstream = group.Select(clientHash, state.Tried, out var index, out var reason);
+            var upstream = group.Select(balancing, state.Tried, out var index, out var reason);
             if (upstream is null)
             {
                 if (state.Attempts > 0 && lastTransportCode is not null)

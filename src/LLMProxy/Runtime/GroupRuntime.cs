@@ -20,15 +20,9 @@ internal sealed class GroupRuntime : IDisposable
         Config = config;
         Name = config.Name;
         Members = [.. config.Upstreams.Select(m => upstreams[m.Name])];
-        Strategy = config.Balance.Strategy;
-        StrategyLabel = Strategy switch
-        {
-            BalanceStrategy.WeightedRoundRobin => "weighted_roundrobin",
-            BalanceStrategy.Random => "random",
-            BalanceStrategy.IpHash => "iphash",
-            _ => "roundrobin",
-        };
-        Balancer = LoadBalancerFactory.Create(Strategy, [.. config.Upstreams.Select(m => new BalancerMember(m.Name, m.Weight))]);
+        Policy = LoadBalancingPolicies.BuiltIn.Get(config.Balance.Strategy);
+        StrategyLabel = Policy.Name;
+        Balancer = Policy.Create([.. config.Upstreams.Select(m => new BalancerMember(m.Name, m.Weight))]);
         Metrics = new GroupMetrics(metrics, Name);
         MemberMetrics = [.. Members.Select(m => new MemberMetrics(metrics, Name, m.Name, StrategyLabel))];
         MaxAttempts = Math.Max(1, Math.Min(config.Retry.Attempts, Members.Length));
@@ -55,7 +49,8 @@ internal sealed class GroupRuntime : IDisposable
     public string Name { get; }
     public UpstreamGroupConfig Config { get; }
     public UpstreamRuntime[] Members { get; }
-    public BalanceStrategy Strategy { get; }
+    public ILoadBalancingPolicy Policy { get; }
+    /// <summary>The policy's name: the <c>strategy</c> label of metrics and the admin API.</summary>
     public string StrategyLabel { get; }
     public ILoadBalancer Balancer { get; }
     public GroupMetrics Metrics { get; }
@@ -73,7 +68,7 @@ internal sealed class GroupRuntime : IDisposable
     /// Chooses and reserves a member not in <paramref name="tried"/> (bit i = member i, first 64 members).
     /// Null when none can take the request; <paramref name="reason"/> then says why.
     /// </summary>
-    public UpstreamRuntime? Select(ulong clientHash, ulong tried, out int index, out Unavailability reason)
+    public UpstreamRuntime? Select(in BalancingContext context, ulong tried, out int index, out Unavailability reason)
     {
         var n = Members.Length;
         Span<bool> eligible = n <= 128 ? stackalloc bool[n] : new bool[n];
@@ -101,7 +96,7 @@ internal sealed class GroupRuntime : IDisposable
             {
                 break;
             }
-            index = Balancer.Select(eligible, clientHash);
+            index = Balancer.Select(eligible, context);
             if (index < 0)
             {
                 break;
