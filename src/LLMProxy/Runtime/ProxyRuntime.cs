@@ -18,7 +18,7 @@ internal sealed class ProxyRuntime : IDisposable
         var created = new List<UpstreamRuntime>();
         Upstreams = config.Upstreams.ToDictionary(u => u.Name, u =>
         {
-            if (previous is not null && previous.Upstreams.TryGetValue(u.Name, out var kept) && SameConfig(kept.Config, u))
+            if (previous is not null && previous.Upstreams.TryGetValue(u.Name, out var kept) && ConfigEquality.Same(kept.Config, u))
             {
                 return kept;
             }
@@ -71,10 +71,6 @@ internal sealed class ProxyRuntime : IDisposable
     }
 
     public void RequestEnded() => Interlocked.Decrement(ref _activeRequests);
-
-    /// <summary>Config records hold lists (compared by reference), so equality is by content.</summary>
-    private static bool SameConfig(UpstreamConfig a, UpstreamConfig b) =>
-        System.Text.Json.JsonSerializer.Serialize(a) == System.Text.Json.JsonSerializer.Serialize(b);
 
     public static string StateLabel(CircuitState state) => state switch
     {
