@@ -15,14 +15,26 @@ internal sealed class GroupRuntime : IDisposable
 {
     private readonly bool[] _retryStatus = new bool[600];
 
-    public GroupRuntime(UpstreamGroupConfig config, IReadOnlyDictionary<string, UpstreamRuntime> upstreams, ProxyMetrics metrics)
+    private readonly Shared<HttpMessageInvoker> _pool;
+
+    /// <param name="previous">On reload, the group of the same name in the runtime being replaced: its balancer
+    /// (rotation, smooth weights) is kept when the members and <c>balance</c> did not change, and its connection pool
+    /// (open connections) when <c>httpClient</c> did not.</param>
+    public GroupRuntime(UpstreamGroupConfig config, IReadOnlyDictionary<string, UpstreamRuntime> upstreams, ProxyMetrics metrics,
+        GroupRuntime? previous = null)
     {
         Config = config;
         Name = config.Name;
         Members = [.. config.Upstreams.Select(m => upstreams[m.Name])];
         Policy = LoadBalancingPolicies.BuiltIn.Get(config.Balance.Strategy);
         StrategyLabel = Policy.Name;
-        Balancer = Policy.Create([.. config.Upstreams.Select(m => new BalancerMember(m.Name, m.Weight))]);
+        // A balancer's state is positions over this member list under this strategy: valid exactly while neither changed
+        // (whether the members' own upstream settings changed does not matter to it).
+        Balancer = previous is not null
+            && ConfigEquality.Same(previous.Config.Upstreams, config.Upstreams)
+            && ConfigEquality.Same(previous.Config.Balance, config.Balance)
+            ? previous.Balancer
+            : Policy.Create([.. config.Upstreams.Select(m => new BalancerMember(m.Name, m.Weight))]);
         Metrics = new GroupMetrics(metrics, Name);
         MemberMetrics = [.. Members.Select(m => new MemberMetrics(metrics, Name, m.Name, StrategyLabel))];
         MaxAttempts = Math.Max(1, Math.Min(config.Retry.Attempts, Members.Length));
@@ -35,7 +47,12 @@ internal sealed class GroupRuntime : IDisposable
         }
         Backoff = TimeSpan.FromMilliseconds(config.Retry.Backoff);
         Agent = config.HttpClient.Agent;
-        Invoker = new HttpMessageInvoker(CreateHandler(config.HttpClient), disposeHandler: true);
+        // The pool is shared with the previous runtime, which still sends its draining requests through it: each runtime
+        // holds a reference and the handler is disposed with the last one.
+        _pool = previous is not null && ConfigEquality.Same(previous.Config.HttpClient, config.HttpClient)
+            ? previous._pool.Share()
+            : Shared<HttpMessageInvoker>.Create(new HttpMessageInvoker(CreateHandler(config.HttpClient), disposeHandler: true));
+        Invoker = _pool.Value;
         RequestConfig = new ForwarderRequestConfig
         {
             // Bounds the wait for response headers and every idle gap of the body — never the total.
@@ -59,6 +76,7 @@ internal sealed class GroupRuntime : IDisposable
     public int MaxAttempts { get; }
     public TimeSpan Backoff { get; }
     public string Agent { get; }
+    /// <summary>The group's connection pool; possibly shared with the runtimes before and after a reload.</summary>
     public HttpMessageInvoker Invoker { get; }
     public ForwarderRequestConfig RequestConfig { get; }
 
@@ -203,5 +221,6 @@ internal sealed class GroupRuntime : IDisposable
         return handler;
     }
 
-    public void Dispose() => Invoker.Dispose();
+    /// <summary>Releases this runtime's reference to the connection pool (closed when no runtime uses it any more).</summary>
+    public void Dispose() => _pool.Dispose();
 }

@@ -8,8 +8,9 @@ namespace LLMProxy.Runtime;
 /// <summary>The compiled configuration the hot path reads: built once, never parsed per request.</summary>
 internal sealed class ProxyRuntime : IDisposable
 {
-    /// <param name="previous">On reload, the runtime being replaced: an upstream whose config did not change keeps
-    /// its live state (breaker, 429 cool-down, token bucket) by being carried over as is.</param>
+    /// <param name="previous">On reload, the runtime being replaced. What did not change is carried over (SPEC §16): an
+    /// upstream whose config did not change keeps its live state (breaker, 429 cool-down, token bucket) by being reused as
+    /// is; a group keeps its balancer and connection pool, a forward its client buckets (see their constructors).</param>
     public ProxyRuntime(ProxyConfig config, ProxyMetrics metrics, TimeProvider time, ILogger logger, ProxyRuntime? previous = null)
     {
         Config = config;
@@ -26,8 +27,10 @@ internal sealed class ProxyRuntime : IDisposable
             created.Add(fresh);
             return fresh;
         }, StringComparer.Ordinal);
-        Groups = config.UpstreamGroups.ToDictionary(g => g.Name, g => new GroupRuntime(g, Upstreams, metrics), StringComparer.Ordinal);
-        Forwards = [.. config.HttpServer.Forwards.Select(f => new ForwardRuntime(f, Groups[f.DefaultGroup], time))];
+        Groups = config.UpstreamGroups.ToDictionary(g => g.Name,
+            g => new GroupRuntime(g, Upstreams, metrics, previous?.Groups.GetValueOrDefault(g.Name)), StringComparer.Ordinal);
+        Forwards = [.. config.HttpServer.Forwards.Select(f =>
+            new ForwardRuntime(f, Groups[f.DefaultGroup], time, previous?.Forwards.FirstOrDefault(p => p.Name == f.Name)))];
 
         // Carried-over upstreams are already wired to the metrics; only new breakers are.
         foreach (var upstream in created)
