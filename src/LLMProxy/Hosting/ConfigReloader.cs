@@ -43,6 +43,7 @@ internal sealed class ConfigReloader(RuntimeHolder holder, Func<ConfigLoadResult
             }
             var next = new ProxyRuntime(result.Config!, current.Metrics, current.Time, logger, previous: current);
             Retire(holder.Swap(next));
+            next.RemoveStaleMetricSeries();
             Log.Reloaded(logger, next.Config.Upstreams.Count, next.Config.UpstreamGroups.Count);
             return new ReloadOutcome(true, []);
         }
@@ -59,7 +60,8 @@ internal sealed class ConfigReloader(RuntimeHolder holder, Func<ConfigLoadResult
 
     /// <summary>
     /// Once the replaced runtime's last request ended, it releases its connection pools and client buckets (those the
-    /// successor kept stay open: it holds its own reference).
+    /// successor kept stay open: it holds its own reference) and the series its last requests may have recreated for
+    /// what the reload removed are dropped again — under the reload lock, so they are judged against the current config.
     /// </summary>
     private void Retire(ProxyRuntime old) => _ = Task.Run(async () =>
     {
@@ -68,6 +70,10 @@ internal sealed class ConfigReloader(RuntimeHolder holder, Func<ConfigLoadResult
             await Task.Delay(RetireCheck, old.Time).ConfigureAwait(false);
         }
         while (old.ActiveRequests > 0);
+        lock (_lock)
+        {
+            holder.Current.RemoveStaleMetricSeries();
+        }
         old.Dispose();
         Log.Retired(logger);
     });

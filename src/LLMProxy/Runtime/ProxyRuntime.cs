@@ -75,6 +75,23 @@ internal sealed class ProxyRuntime : IDisposable
 
     public void RequestEnded() => Interlocked.Decrement(ref _activeRequests);
 
+    /// <summary>Removes the metric series of upstreams, groups, memberships and strategies this configuration no longer
+    /// has (after a reload swapped it in, and again once the replaced runtime drained, since its last requests may have
+    /// recreated some).</summary>
+    public void RemoveStaleMetricSeries()
+    {
+        var scope = new MetricScope();
+        foreach (var name in Upstreams.Keys)
+        {
+            scope.AddUpstream(name);
+        }
+        foreach (var group in Groups.Values)
+        {
+            scope.AddGroup(group.Name, group.StrategyLabel, group.Members.Select(m => m.Name));
+        }
+        Metrics.RemoveOutside(scope);
+    }
+
     public static string StateLabel(CircuitState state) => state switch
     {
         CircuitState.Open => "open",
