@@ -37,7 +37,7 @@ internal sealed class AdminEndpoints(RuntimeHolder holder, Hosting.ConfigReloade
             case "/health" when isRead:
                 if (!Authorized(context, runtime))
                 {
-                    await ProxyErrors.WriteAsync(context, StatusCodes.Status401Unauthorized, ProxyErrors.Unauthorized);
+                    await ProxyErrors.WriteUnauthorizedAsync(context);
                     return;
                 }
                 await WriteHealthAsync(context, runtime);
@@ -45,7 +45,7 @@ internal sealed class AdminEndpoints(RuntimeHolder holder, Hosting.ConfigReloade
             case "/api/v1/reload" when HttpMethods.IsPost(context.Request.Method) && reloader.Available:
                 if (!Authorized(context, runtime))
                 {
-                    await ProxyErrors.WriteAsync(context, StatusCodes.Status401Unauthorized, ProxyErrors.Unauthorized);
+                    await ProxyErrors.WriteUnauthorizedAsync(context);
                     return;
                 }
                 await WriteReloadAsync(context);

@@ -5,28 +5,26 @@ using Yarp.ReverseProxy.Forwarder;
 namespace LLMProxy.Forwarding;
 
 /// <summary>
-/// What a failed forwarding attempt means. Client-side failures carry the status we answer (499 = the
-/// client left, nothing to write); upstream failures carry their metric kind, from which the answer
-/// follows: a timeout is 504 <c>upstream_timeout</c>, anything else 502 <c>upstream_unavailable</c>.
+/// What a failed forwarding attempt means. A client-side failure is no verdict for the upstream and carries the
+/// outcome the client gets (<see cref="RequestOutcome.ClientAborted"/> = the client left, nothing to write); an
+/// upstream failure carries its metric kind, from which the answer follows: a timeout is 504
+/// <c>upstream_timeout</c>, anything else 502 <c>upstream_unavailable</c>.
 /// </summary>
-internal readonly record struct AttemptFailure(bool ClientSide, AttemptError Kind, string Code, int Status)
+internal readonly record struct AttemptFailure(bool ClientSide, AttemptError Kind, RequestOutcome Outcome)
 {
-    public const int ClientClosedRequest = 499;
+    public static AttemptFailure Client(RequestOutcome outcome) => new(true, default, outcome);
 
-    public static AttemptFailure Client(string code, int status) => new(true, default, code, status);
-
-    public static AttemptFailure Upstream(AttemptError kind) => kind == AttemptError.Timeout
-        ? new(false, kind, ProxyErrors.UpstreamTimeout, StatusCodes.Status504GatewayTimeout)
-        : new(false, kind, ProxyErrors.UpstreamUnavailable, StatusCodes.Status502BadGateway);
+    public static AttemptFailure Upstream(AttemptError kind) =>
+        new(false, kind, kind == AttemptError.Timeout ? RequestOutcome.UpstreamTimeout : RequestOutcome.UpstreamUnavailable);
 }
 
 /// <summary>Maps YARP's <see cref="ForwarderError"/> and Kestrel's body errors to <see cref="AttemptFailure"/>.</summary>
 internal static class FailureClassifier
 {
-    private static readonly AttemptFailure ClientGone = AttemptFailure.Client(ProxyErrors.UpstreamUnavailable, AttemptFailure.ClientClosedRequest);
+    private static readonly AttemptFailure ClientGone = AttemptFailure.Client(RequestOutcome.ClientAborted);
 
     /// <summary>A request the proxy could not build or send as received: the client's fault, no upstream verdict.</summary>
-    public static readonly AttemptFailure Unsendable = AttemptFailure.Client(ProxyErrors.BadRequest, StatusCodes.Status400BadRequest);
+    public static readonly AttemptFailure Unsendable = AttemptFailure.Client(RequestOutcome.BadRequest);
 
     /// <summary>
     /// Total: an attempt is an upstream failure only on evidence that the upstream (or the path to it) failed — a
@@ -86,9 +84,9 @@ internal static class FailureClassifier
         }
         return bad.StatusCode switch
         {
-            StatusCodes.Status413PayloadTooLarge => AttemptFailure.Client(ProxyErrors.RequestTooLarge, StatusCodes.Status413PayloadTooLarge),
-            StatusCodes.Status408RequestTimeout => AttemptFailure.Client(ProxyErrors.RequestTimeout, StatusCodes.Status408RequestTimeout),
-            _ => AttemptFailure.Client(ProxyErrors.BadRequest, StatusCodes.Status400BadRequest),
+            StatusCodes.Status413PayloadTooLarge => AttemptFailure.Client(RequestOutcome.RequestTooLarge),
+            StatusCodes.Status408RequestTimeout => AttemptFailure.Client(RequestOutcome.RequestTimeout),
+            _ => AttemptFailure.Client(RequestOutcome.BadRequest),
         };
     }
 

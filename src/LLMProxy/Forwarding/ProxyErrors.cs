@@ -3,7 +3,8 @@ using Microsoft.AspNetCore.Http;
 
 namespace LLMProxy.Forwarding;
 
-/// <summary>The errors the proxy itself answers (SPEC §6): exactly one OpenAI-style JSON body each.</summary>
+/// <summary>The errors the proxy itself answers (SPEC §6, §14): exactly one OpenAI-style JSON body each; which status and
+/// message go with which outcome is the table in <see cref="Outcomes"/>.</summary>
 internal static class ProxyErrors
 {
     public const string RateLimited = "rate_limited";
@@ -18,42 +19,30 @@ internal static class ProxyErrors
     public const string Unauthorized = "unauthorized";
     public const string Internal = "internal_error";
 
+    public const string ModelNotFound = "model_not_found";
+
     public static byte[] Body(string code, string message) =>
         Encoding.UTF8.GetBytes(
             $"{{\"error\":{{\"message\":{System.Text.Json.JsonSerializer.Serialize(message)},\"type\":\"llmproxy_error\",\"code\":\"{code}\"}}}}");
 
-    // Bodies are fixed per code, so they are encoded once.
-    private static readonly byte[] RateLimitedBody = Body(RateLimited, "Too many requests from this client; retry after the time in Retry-After.");
-    private static readonly byte[] NoUpstreamBody = Body(NoAvailableUpstream, "No upstream is available right now (circuit breakers open); retry after the time in Retry-After.");
-    private static readonly byte[] UpstreamRateLimitedBody = Body(UpstreamRateLimited, "Every upstream account is rate limited or cooling down after 429; retry after the time in Retry-After.");
-    private static readonly byte[] UnavailableBody = Body(UpstreamUnavailable, "The upstream could not be reached or broke the connection.");
-    private static readonly byte[] TimeoutBody = Body(UpstreamTimeout, "The upstream did not answer in time.");
-    private static readonly byte[] TooLargeBody = Body(RequestTooLarge, "The request body is larger than this forward accepts.");
-    private static readonly byte[] BadRequestBody = Body(BadRequest, "The request could not be read or cannot be forwarded as sent (e.g. a header value with non-ASCII or control characters).");
-    private static readonly byte[] MethodNotAllowedBody = Body(MethodNotAllowed, "This method is not forwarded (CONNECT and TRACE never are).");
-    private static readonly byte[] RequestTimeoutBody = Body(RequestTimeout, "The request body arrived too slowly.");
+    // Bodies are fixed per outcome, so they are encoded once.
+    private static readonly byte[]?[] OutcomeBodies = [.. Enum.GetValues<RequestOutcome>()
+        .Select(o => o.Info() is { IsProxyError: true } info ? Body(info.Code!, info.Message!) : null)];
     private static readonly byte[] UnauthorizedBody = Body(Unauthorized, "A valid admin token is required.");
-    private static readonly byte[] InternalBody = Body(Internal, "The proxy failed to handle the request.");
 
-    private static byte[] BodyFor(string code) => code switch
+    /// <summary>The proxy's own answer for <paramref name="outcome"/> (see <see cref="Outcomes"/>), replacing whatever
+    /// response was being prepared. Only valid before the response started.</summary>
+    public static Task WriteAsync(HttpContext context, RequestOutcome outcome, TimeSpan? retryAfter = null, string? requestId = null)
     {
-        RateLimited => RateLimitedBody,
-        NoAvailableUpstream => NoUpstreamBody,
-        UpstreamRateLimited => UpstreamRateLimitedBody,
-        UpstreamUnavailable => UnavailableBody,
-        UpstreamTimeout => TimeoutBody,
-        RequestTooLarge => TooLargeBody,
-        BadRequest => BadRequestBody,
-        MethodNotAllowed => MethodNotAllowedBody,
-        RequestTimeout => RequestTimeoutBody,
-        Unauthorized => UnauthorizedBody,
-        _ => InternalBody,
-    };
+        var info = outcome.Info();
+        return WriteAsync(context, info.Status, OutcomeBodies[(int)outcome] ?? OutcomeBodies[(int)RequestOutcome.InternalError]!, retryAfter, requestId);
+    }
 
-    /// <summary>
-    /// Replaces whatever response was being prepared with the error. Only valid before the response started.
-    /// </summary>
-    public static Task WriteAsync(HttpContext context, int status, string code, TimeSpan? retryAfter = null, string? requestId = null)
+    /// <summary>401 <c>unauthorized</c> of the admin API.</summary>
+    public static Task WriteUnauthorizedAsync(HttpContext context) =>
+        WriteAsync(context, StatusCodes.Status401Unauthorized, UnauthorizedBody, null, null);
+
+    private static Task WriteAsync(HttpContext context, int status, byte[] body, TimeSpan? retryAfter, string? requestId)
     {
         var response = context.Response;
         response.Clear();
@@ -69,7 +58,6 @@ internal static class ProxyErrors
         {
             response.Headers[ForwardingHeaders.RequestId] = requestId;
         }
-        var body = BodyFor(code);
         response.ContentLength = body.Length;
         return response.Body.WriteAsync(body, 0, body.Length, CancellationToken.None);
     }

@@ -10,24 +10,15 @@ namespace LLMProxy.Forwarding;
 /// </summary>
 internal static class RequestScreen
 {
-    /// <summary>Why a request is refused; <see cref="Status"/> 0 = it may be forwarded.</summary>
-    internal readonly record struct Verdict(int Status, string Code)
-    {
-        public bool Refused => Status != 0;
-    }
-
-    private static readonly Verdict Pass = default;
-    private static readonly Verdict BadHeader = new(StatusCodes.Status400BadRequest, ProxyErrors.BadRequest);
-    private static readonly Verdict BadMethod = new(StatusCodes.Status405MethodNotAllowed, ProxyErrors.MethodNotAllowed);
-
-    public static Verdict Check(HttpContext context)
+    /// <returns>Why the request is refused, or null when it may be forwarded.</returns>
+    public static RequestOutcome? Check(HttpContext context)
     {
         var request = context.Request;
         // CONNECT would make the proxy a tunnel to anywhere; TRACE echoes the request, injected key included, back
         // to the client (RELIABILITY.md). No LLM API uses either.
         if (HttpMethods.IsConnect(request.Method) || HttpMethods.IsTrace(request.Method))
         {
-            return BadMethod;
+            return RequestOutcome.MethodNotAllowed;
         }
         // .NET's client refuses to send non-ASCII or control characters in a header value (Kestrel accepts UTF-8);
         // found here, that is a 400, not an upstream that "failed" on every member.
@@ -37,7 +28,7 @@ internal static class RequestScreen
             {
                 if (!IsFieldValue(value))
                 {
-                    return BadHeader;
+                    return RequestOutcome.BadRequest;
                 }
             }
         }
@@ -45,7 +36,7 @@ internal static class RequestScreen
         {
             DisarmUpgrade(context);
         }
-        return Pass;
+        return null;
     }
 
     /// <summary>Visible ASCII, space and tab (RFC 9110 §5.5 without obs-text).</summary>

@@ -83,10 +83,10 @@ internal sealed class GroupRuntime : IDisposable
     public bool IsRetryStatus(int status) => (uint)status < (uint)_retryStatus.Length && _retryStatus[status];
 
     /// <summary>
-    /// Chooses and reserves a member not in <paramref name="tried"/> (bit i = member i, first 64 members).
-    /// Null when none can take the request; <paramref name="reason"/> then says why.
+    /// Chooses a member not in <paramref name="tried"/> (bit i = member i, first 64 members) and leases it for one
+    /// attempt. Null when none can take the request; <paramref name="reason"/> then says why.
     /// </summary>
-    public UpstreamRuntime? Select(in BalancingContext context, ulong tried, out int index, out Unavailability reason)
+    public UpstreamLease? Select(in BalancingContext context, ulong tried, out Unavailability reason)
     {
         var n = Members.Length;
         Span<bool> eligible = n <= 128 ? stackalloc bool[n] : new bool[n];
@@ -114,15 +114,16 @@ internal sealed class GroupRuntime : IDisposable
             {
                 break;
             }
-            index = Balancer.Select(eligible, context);
+            var index = Balancer.Select(eligible, context);
             if (index < 0)
             {
                 break;
             }
-            if (Members[index].TryAcquire())
+            if (Members[index].TryLease(index, MemberMetrics[index]) is { } lease)
             {
                 reason = Unavailability.None;
-                return Members[index];
+                MemberMetrics[index].Selections.Inc();
+                return lease;
             }
             // Lost a race for the last trial slot or token: exclude it (keeping why) and choose again.
             if (index < 64)
@@ -135,7 +136,6 @@ internal sealed class GroupRuntime : IDisposable
                 reason = lost;
             }
         }
-        index = -1;
         if (reason == Unavailability.None)
         {
             // Every member was excluded because it was already tried.

@@ -1,5 +1,6 @@
 using System.Text;
 using LLMProxy.Configuration;
+using LLMProxy.Observability;
 using LLMProxy.RateLimiting;
 using LLMProxy.Resilience;
 
@@ -103,34 +104,39 @@ internal sealed class UpstreamRuntime
         return at;
     }
 
-    /// <summary>Reserve this upstream for one attempt: a half-open trial slot and a rate-limit token.</summary>
-    public bool TryAcquire()
+    /// <summary>Reserves this upstream for one attempt — a half-open trial slot, a rate-limit token and an in-flight
+    /// count — as one lease; null when it cannot take the attempt right now.</summary>
+    public UpstreamLease? TryLease(int index, MemberMetrics metrics)
     {
         if (Breaker is { } b && !b.TryAcquire())
         {
-            return false;
+            return null;
         }
-        if (Limiter is { } l && !l.TryTake(out _))
+        // RateLimiter's lease shape, so a shared (distributed) limiter can take this one's place.
+        var tokens = Limiter?.AttemptAcquire();
+        if (tokens is { IsAcquired: false })
         {
+            tokens.Dispose();
             Breaker?.Release();
-            return false;
+            return null;
         }
         Interlocked.Increment(ref _inFlight);
-        return true;
+        metrics.InFlight.Inc();
+        return new UpstreamLease(this, index, metrics, tokens);
     }
 
-    /// <summary>End an attempt. <paramref name="failed"/> null = no verdict (cancelled, 429).</summary>
-    public void Complete(bool? failed)
+    /// <summary>Ends a lease (only <see cref="UpstreamLease.Dispose"/> calls this).</summary>
+    internal void Release(AttemptVerdict verdict)
     {
         Interlocked.Decrement(ref _inFlight);
         if (Breaker is not { } b)
         {
             return;
         }
-        switch (failed)
+        switch (verdict)
         {
-            case true: b.RecordFailure(); break;
-            case false: b.RecordSuccess(); break;
+            case AttemptVerdict.Failure: b.RecordFailure(); break;
+            case AttemptVerdict.Success: b.RecordSuccess(); break;
             default: b.Release(); break;
         }
     }

@@ -41,12 +41,12 @@ public class AdminTests
         using var odd = await proxy.Client.SendAsync(new HttpRequestMessage(new HttpMethod("BREW"), "/coffee"));
 
         var metrics = await proxy.Admin.GetStringAsync("/metrics");
-        Assert.Contains("llmproxy_http_requests_total{forward=\"fwd\",method=\"GET\",status=\"200\"} 3", metrics);
+        AssertSample(metrics, "llmproxy_http_requests_total{forward=\"fwd\",method=\"GET\",status=\"200\"}", 3);
         Assert.Contains("method=\"OTHER\"", metrics);
-        Assert.Contains("llmproxy_http_request_duration_seconds_bucket{forward=\"fwd\",method=\"GET\",status=\"200\"", metrics);
-        Assert.Contains("llmproxy_upstream_requests_total{group=\"g\",upstream=\"u1\",status_code=\"200\"} 4", metrics);
-        Assert.Contains("llmproxy_active_connections{forward=\"fwd\"} 0", metrics);
-        Assert.Contains("llmproxy_circuit_breaker_state{upstream=\"u1\"} 0", metrics);
+        AssertSample(metrics, "llmproxy_http_request_duration_seconds_count{forward=\"fwd\",method=\"GET\",status=\"200\"}", 3);
+        AssertSample(metrics, "llmproxy_upstream_requests_total{group=\"g\",upstream=\"u1\",status_code=\"200\"}", 4);
+        AssertSample(metrics, "llmproxy_active_connections{forward=\"fwd\"}", 0);
+        AssertSample(metrics, "llmproxy_circuit_breaker_state{upstream=\"u1\"}", 0);
         Assert.DoesNotContain("unique-path", metrics);
         Assert.DoesNotContain("sk-admin-test-secret-7777", metrics);
         Assert.DoesNotContain("127.0.0.1", metrics);

@@ -26,7 +26,7 @@ public class ReloadTests
         {
             using var _ = await proxy.Client.GetAsync("/");
         }
-        Assert.Contains("llmproxy_circuit_breaker_state{upstream=\"bad\"} 2", await proxy.Admin.GetStringAsync("/metrics"));
+        AssertSample(await proxy.Admin.GetStringAsync("/metrics"), "llmproxy_circuit_breaker_state{upstream=\"bad\"}", 2);
 
         current = Yaml("- name: bad\n- name: good\n- name: added", bad + "\n" + good + "\n" + added);
         using var reload = await proxy.Admin.PostAsync("/api/v1/reload", null);

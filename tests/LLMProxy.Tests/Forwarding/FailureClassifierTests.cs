@@ -9,14 +9,14 @@ public class FailureClassifierTests
     [InlineData(413, "Request body too large.", 413, "request_too_large")]
     [InlineData(408, "Reading the request body timed out due to data arriving too slowly.", 408, "request_timeout")]
     [InlineData(400, "Bad chunk size data.", 400, "bad_request")]
-    [InlineData(400, "Unexpected end of request content.", AttemptFailure.ClientClosedRequest, "upstream_unavailable")]
-    public void ForBadBody_MapsKestrelVerdict(int kestrelStatus, string message, int status, string code)
+    [InlineData(400, "Unexpected end of request content.", Outcomes.ClientClosedRequest, null)]
+    public void ForBadBody_MapsKestrelVerdict(int kestrelStatus, string message, int status, string? code)
     {
         var failure = FailureClassifier.ForBadBody(new DefaultHttpContext(), new BadHttpRequestException(message, kestrelStatus));
 
         Assert.True(failure.ClientSide);
-        Assert.Equal(status, failure.Status);
-        Assert.Equal(code, failure.Code);
+        Assert.Equal(status, failure.Outcome.Info().Status);
+        Assert.Equal(code, failure.Outcome.Info().Code);
     }
 
     [Fact]
@@ -28,17 +28,17 @@ public class FailureClassifierTests
 
         var failure = FailureClassifier.ForBadBody(context, new BadHttpRequestException("Request body too large.", 413));
 
-        Assert.Equal(AttemptFailure.ClientClosedRequest, failure.Status);
+        Assert.Equal(RequestOutcome.ClientAborted, failure.Outcome);
     }
 
     [Fact]
     public void Upstream_TimeoutIs504_OthersAre502()
     {
-        Assert.Equal((504, "upstream_timeout"), (AttemptFailure.Upstream(LLMProxy.Observability.AttemptError.Timeout).Status,
-            AttemptFailure.Upstream(LLMProxy.Observability.AttemptError.Timeout).Code));
+        var timeout = AttemptFailure.Upstream(LLMProxy.Observability.AttemptError.Timeout).Outcome.Info();
+        Assert.Equal((504, "upstream_timeout"), (timeout.Status, timeout.Code));
         foreach (var kind in new[] { LLMProxy.Observability.AttemptError.Connect, LLMProxy.Observability.AttemptError.Reset, LLMProxy.Observability.AttemptError.Protocol })
         {
-            Assert.Equal(502, AttemptFailure.Upstream(kind).Status);
+            Assert.Equal(502, AttemptFailure.Upstream(kind).Outcome.Info().Status);
         }
     }
 }

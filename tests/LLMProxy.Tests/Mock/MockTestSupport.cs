@@ -35,17 +35,6 @@ internal static class MockTestSupport
         }
         return events;
     }
-
-    public static async Task WaitUntilAsync(Func<bool> condition, TimeSpan timeout)
-    {
-        var clock = Stopwatch.StartNew();
-        while (!condition())
-        {
-            if (clock.Elapsed > timeout)
-                throw new TimeoutException("Condition not met in time.");
-            await Task.Delay(10);
-        }
-    }
 }
 
 /// <summary>Hand-written logger factory that keeps every entry for assertions.</summary>

@@ -3,22 +3,13 @@ using System.Text.Json;
 using LLMProxy.Tests.Forwarding;
 using LLMProxy.Tests.Infrastructure;
 using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.Time.Testing;
 
 namespace LLMProxy.Tests.Resilience;
 
 public class FailoverPipelineTests
 {
     private static async Task<string> HealthAsync(TestProxy proxy) => await (await proxy.Admin.GetAsync("/health")).Content.ReadAsStringAsync();
-
-    private static async Task WaitUntilAsync(Func<Task<bool>> condition, TimeSpan timeout)
-    {
-        var deadline = DateTime.UtcNow + timeout;
-        while (!await condition())
-        {
-            Assert.True(DateTime.UtcNow < deadline, "condition not met in time");
-            await Task.Delay(50);
-        }
-    }
 
     private static string Breaker(int minRequests = 4, int cooldown = 30000) =>
         $"breaker:\n  threshold: 0.5\n  minRequests: {minRequests}\n  cooldown: {cooldown}\n  interval: 60000\n  maxRequests: 1";
@@ -30,7 +21,8 @@ public class FailoverPipelineTests
         await using var ups = await Upstreams.StartAsync(
             ("bad", ctx => Volatile.Read(ref healthy) == 1 ? ScriptedUpstream.Json("bad")(ctx) : ScriptedUpstream.Json("bad", 500)(ctx)),
             ("good", ScriptedUpstream.Json("good")));
-        await using var proxy = await TestProxy.StartAsync(TestProxy.Config(ups.Yaml(_ => Breaker(minRequests: 4, cooldown: 1000)), ups.Members()));
+        var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config(ups.Yaml(_ => Breaker(minRequests: 4, cooldown: 1000)), ups.Members()), time);
 
         for (var i = 0; i < 20; i++)
         {
@@ -41,19 +33,32 @@ public class FailoverPipelineTests
         // The breaker opened after a few failures, so "bad" stopped receiving traffic.
         Assert.InRange(ups["bad"].Count, 4, 6);
         var metrics = await proxy.Admin.GetStringAsync("/metrics");
-        Assert.Contains("llmproxy_circuit_breaker_state{upstream=\"bad\"} 2", metrics);
-        Assert.Contains("llmproxy_circuit_breaker_state_changes_total{upstream=\"bad\",from=\"closed\",to=\"open\"} 1", metrics);
-        Assert.Contains("llmproxy_retries_total{group=\"g\",reason=\"status_5xx\"}", metrics);
+        AssertSample(metrics, "llmproxy_circuit_breaker_state{upstream=\"bad\"}", 2);
+        AssertSample(metrics, "llmproxy_circuit_breaker_state_changes_total{upstream=\"bad\",from=\"closed\",to=\"open\"}", 1);
+        Assert.True(Sample(metrics, "llmproxy_retries_total{group=\"g\",reason=\"status_5xx\"}") >= 1);
         Assert.Contains(proxy.Logs.Entries, e => e.Message.Contains("attempts=2"));
 
-        // The upstream recovers; after the cooldown it is tried again and closes.
+        // Still open just before the cooldown ends: "bad" gets nothing.
         Volatile.Write(ref healthy, 1);
-        await WaitUntilAsync(async () =>
+        time.Advance(TimeSpan.FromMilliseconds(999));
+        var before = ups["bad"].Count;
+        for (var i = 0; i < 4; i++)
         {
             using var r = await proxy.Client.GetAsync("/");
-            return r.UpstreamName() == "bad";
-        }, TimeSpan.FromSeconds(15));
-        await WaitUntilAsync(async () => (await proxy.Admin.GetStringAsync("/metrics")).Contains("llmproxy_circuit_breaker_state{upstream=\"bad\"} 0"), TimeSpan.FromSeconds(10));
+            Assert.Equal("good", r.UpstreamName());
+        }
+        Assert.Equal(before, ups["bad"].Count);
+
+        // The upstream recovered; once the cooldown is over, the half-open trial reaches it and closes the breaker.
+        time.Advance(TimeSpan.FromMilliseconds(2));
+        var names = new List<string?>();
+        for (var i = 0; i < 2; i++)
+        {
+            using var r = await proxy.Client.GetAsync("/");
+            names.Add(r.UpstreamName());
+        }
+        Assert.Contains("bad", names);
+        await AssertSampleAsync(proxy.Admin, "llmproxy_circuit_breaker_state{upstream=\"bad\"}", 0);
     }
 
     [Fact]
@@ -72,7 +77,8 @@ public class FailoverPipelineTests
                 await ScriptedUpstream.Json("busy")(ctx);
             }),
             ("free", ScriptedUpstream.Json("free")));
-        await using var proxy = await TestProxy.StartAsync(TestProxy.Config(ups.Yaml(_ => Breaker()), ups.Members()));
+        var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config(ups.Yaml(_ => Breaker()), ups.Members()), time);
 
         using (var first = await proxy.Client.GetAsync("/"))
         {
@@ -86,15 +92,19 @@ public class FailoverPipelineTests
             Assert.Equal("free", r.UpstreamName());
         }
         var metrics = await proxy.Admin.GetStringAsync("/metrics");
-        Assert.Contains("llmproxy_upstream_cooldowns_total{upstream=\"busy\"} 1", metrics);
+        AssertSample(metrics, "llmproxy_upstream_cooldowns_total{upstream=\"busy\"}", 1);
         // 429 is an account signal, not a breaker failure.
-        Assert.Contains("llmproxy_circuit_breaker_state{upstream=\"busy\"} 0", metrics);
+        AssertSample(metrics, "llmproxy_circuit_breaker_state{upstream=\"busy\"}", 0);
 
-        await WaitUntilAsync(async () =>
+        // Retry-After: 1 — parked for exactly that long, then back in the rotation.
+        time.Advance(TimeSpan.FromMilliseconds(1001));
+        var names = new List<string?>();
+        for (var i = 0; i < 2; i++)
         {
             using var r = await proxy.Client.GetAsync("/");
-            return r.UpstreamName() == "busy";
-        }, TimeSpan.FromSeconds(10));
+            names.Add(r.UpstreamName());
+        }
+        Assert.Contains("busy", names);
     }
 
     [Fact]
@@ -111,7 +121,7 @@ public class FailoverPipelineTests
             Assert.Equal(HttpStatusCode.OK, r.StatusCode);
         }
         Assert.All(good.Received, r => Assert.Equal("{\"body\":\"kept for replay\"}", System.Text.Encoding.UTF8.GetString(r.Body)));
-        Assert.Contains("error=\"connect\"", await proxy.Admin.GetStringAsync("/metrics"));
+        await AssertSampleAsync(proxy.Admin, "llmproxy_upstream_errors_total{group=\"g\",upstream=\"dead\",error=\"connect\"}", 4); // round robin starts every request on "dead"
     }
 
     [Fact]

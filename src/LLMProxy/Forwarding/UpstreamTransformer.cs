@@ -8,62 +8,19 @@ using Yarp.ReverseProxy.Forwarder;
 namespace LLMProxy.Forwarding;
 
 /// <summary>
-/// Per-request state, and the YARP transformer for each attempt of that request: builds the upstream
-/// request (URL rule, forwarding headers, auth, header ops, User-Agent) and decides, when the response
-/// headers arrive, whether the response goes to the client or the attempt is retried elsewhere.
-/// One instance per request keeps the transformer free of shared mutable state.
+/// The YARP transformer of one request: builds each attempt's upstream request (URL rule, forwarding headers, auth,
+/// header ops, User-Agent) and, when the answer's headers arrive, records them on the <see cref="Attempt"/> and
+/// copies them to the client — unless the attempt stage says the answer is to be retried elsewhere. It decides
+/// nothing itself. One instance per request keeps it free of shared mutable state.
 /// </summary>
-internal sealed class RequestState : HttpTransformer
+internal sealed class UpstreamTransformer(RequestContext ctx, Attempt attempt, Stages.AttemptStage stage) : HttpTransformer
 {
-    public required GroupRuntime Group { get; init; }
-    public required string RequestId { get; init; }
-    public required string PeerIp { get; init; }
-    public required TimeProvider Time { get; init; }
-    /// <summary>The client's response body, wrapped for byte counting and usage reading.</summary>
-    public required CountingStream Body { get; init; }
-
-    /// <summary>Upstream of the current attempt.</summary>
-    public UpstreamRuntime? Upstream { get; private set; }
-    /// <summary>Member index of the current attempt (bit in <see cref="Tried"/>).</summary>
-    public int UpstreamIndex { get; private set; }
-    /// <summary>Members already tried (bit i = member i).</summary>
-    public ulong Tried { get; private set; }
-    public int Attempts { get; private set; }
-    /// <summary>Whether another attempt may follow this one (attempt budget left and body replayable).</summary>
-    public bool MayRetry { get; set; }
-
-    // Outcome of the current attempt, filled by TransformResponseAsync.
-    public int UpstreamStatus { get; private set; }
-    public bool Suppressed { get; private set; }
-    /// <summary>The upstream answered something the proxy must not pass on (101 to a request that asked no upgrade).</summary>
-    public bool ProtocolViolation { get; private set; }
-    public TimeSpan? RetryAfterHint { get; private set; }
-    public long AttemptStarted { get; private set; }
-    public double TimeToFirstByteSeconds { get; private set; }
-
-    public void BeginAttempt(UpstreamRuntime upstream, int index)
-    {
-        Upstream = upstream;
-        UpstreamIndex = index;
-        if (index is >= 0 and < 64)
-        {
-            Tried |= 1UL << index;
-        }
-        Attempts++;
-        UpstreamStatus = 0;
-        Suppressed = false;
-        ProtocolViolation = false;
-        RetryAfterHint = null;
-        TimeToFirstByteSeconds = 0;
-        AttemptStarted = Stopwatch.GetTimestamp();
-    }
-
     public override async ValueTask TransformRequestAsync(HttpContext httpContext, HttpRequestMessage proxyRequest,
         string destinationPrefix, CancellationToken cancellationToken)
     {
         // Copies end-to-end headers; hop-by-hop ones are left out by YARP.
         await base.TransformRequestAsync(httpContext, proxyRequest, destinationPrefix, cancellationToken).ConfigureAwait(false);
-        var upstream = Upstream!;
+        var upstream = attempt.Lease!.Upstream;
         var request = httpContext.Request;
         var headers = proxyRequest.Headers;
 
@@ -78,7 +35,7 @@ internal sealed class RequestState : HttpTransformer
         var xff = request.Headers[ForwardingHeaders.ForwardedFor];
         headers.Remove(ForwardingHeaders.ForwardedFor);
         headers.TryAddWithoutValidation(ForwardingHeaders.ForwardedFor,
-            xff.Count == 0 ? PeerIp : string.Concat(xff.ToString(), ", ", PeerIp));
+            xff.Count == 0 ? ctx.PeerIp : string.Concat(xff.ToString(), ", ", ctx.PeerIp));
         headers.Remove(ForwardingHeaders.ForwardedProto);
         headers.TryAddWithoutValidation(ForwardingHeaders.ForwardedProto, request.Scheme);
         headers.Remove(ForwardingHeaders.ForwardedHost);
@@ -87,7 +44,7 @@ internal sealed class RequestState : HttpTransformer
             headers.TryAddWithoutValidation(ForwardingHeaders.ForwardedHost, request.Host.Value);
         }
         headers.Remove(ForwardingHeaders.RequestId);
-        headers.TryAddWithoutValidation(ForwardingHeaders.RequestId, RequestId);
+        headers.TryAddWithoutValidation(ForwardingHeaders.RequestId, ctx.RequestId);
 
         if (upstream.Authorization is { } auth)
         {
@@ -95,7 +52,7 @@ internal sealed class RequestState : HttpTransformer
         }
         if (!HeaderEdits.Has(proxyRequest, "User-Agent"))
         {
-            headers.TryAddWithoutValidation("User-Agent", Group.Agent);
+            headers.TryAddWithoutValidation("User-Agent", ctx.Group.Agent);
         }
         var ops = upstream.HeaderOps;
         for (var i = 0; i < ops.Length; i++)
@@ -157,24 +114,24 @@ internal sealed class RequestState : HttpTransformer
         {
             return await base.TransformResponseAsync(httpContext, proxyResponse, cancellationToken).ConfigureAwait(false);
         }
-        TimeToFirstByteSeconds = Stopwatch.GetElapsedTime(AttemptStarted).TotalSeconds;
+        attempt.TimeToFirstByteSeconds = Stopwatch.GetElapsedTime(attempt.Started).TotalSeconds;
         var status = (int)proxyResponse.StatusCode;
-        UpstreamStatus = status;
+        attempt.Status = status;
         if (status == StatusCodes.Status101SwitchingProtocols)
         {
             // Never asked for (the proxy strips Upgrade): answering it would turn the connection into a raw tunnel
-            // that carries unaccounted bytes with an injected key. Not copied; the caller counts a protocol error.
-            ProtocolViolation = true;
+            // that carries unaccounted bytes with an injected key. Not copied; the attempt stage counts a protocol error.
+            attempt.ProtocolViolation = true;
             return false;
         }
         if (status == StatusCodes.Status429TooManyRequests)
         {
-            RetryAfterHint = RetryAfter.Parse(proxyResponse.Headers, Time.GetUtcNow());
+            attempt.RetryAfterHint = RetryAfter.Parse(proxyResponse.Headers, ctx.Services.Time.GetUtcNow());
         }
-        if (MayRetry && Group.IsRetryStatus(status) && Group.HasAlternative(Tried))
+        if (stage.Diverts(ctx, attempt, status))
         {
-            // Not sent to the client: the caller retries on another member.
-            Suppressed = true;
+            // Not sent to the client: the attempt stage retries on another member.
+            attempt.Diverted = true;
             return false;
         }
         var copy = await base.TransformResponseAsync(httpContext, proxyResponse, cancellationToken).ConfigureAwait(false);
@@ -183,10 +140,10 @@ internal sealed class RequestState : HttpTransformer
             httpContext.Response.Headers.Remove(named);
         }
         httpContext.Response.Headers.Remove("Trailer");
-        httpContext.Response.Headers[ForwardingHeaders.RequestId] = RequestId;
+        httpContext.Response.Headers[ForwardingHeaders.RequestId] = ctx.RequestId;
         if (copy && IsLlmPayload(proxyResponse.Content.Headers.ContentType?.MediaType))
         {
-            Body.Usage = new UsageScanner();
+            ctx.ResponseBody.Usage = new UsageScanner();
         }
         return copy;
     }

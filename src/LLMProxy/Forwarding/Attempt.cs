@@ -1,0 +1,46 @@
+using System.Diagnostics;
+using LLMProxy.Runtime;
+
+namespace LLMProxy.Forwarding;
+
+/// <summary>
+/// The attempts of one request: which members were tried, and what the current attempt's upstream answered. Written
+/// by <see cref="UpstreamTransformer"/> as the answer arrives, read by <see cref="Stages.AttemptStage"/>, which alone
+/// decides what happens next.
+/// </summary>
+internal sealed class Attempt
+{
+    /// <summary>The lease of the current attempt.</summary>
+    public UpstreamLease? Lease { get; private set; }
+    /// <summary>Members already tried (bit i = member i).</summary>
+    public ulong Tried { get; private set; }
+    public int Count { get; private set; }
+    /// <summary>Whether another attempt may follow this one (attempt budget left and body replayable).</summary>
+    public bool MayRetry { get; private set; }
+
+    public int Status { get; set; }
+    /// <summary>The answer was held back from the client so the request can be retried elsewhere.</summary>
+    public bool Diverted { get; set; }
+    /// <summary>The upstream answered something the proxy must not pass on (101 to a request that asked no upgrade).</summary>
+    public bool ProtocolViolation { get; set; }
+    public TimeSpan? RetryAfterHint { get; set; }
+    public long Started { get; private set; }
+    public double TimeToFirstByteSeconds { get; set; }
+
+    public void Begin(UpstreamLease lease, int maxAttempts)
+    {
+        Lease = lease;
+        if (lease.Index is >= 0 and < 64)
+        {
+            Tried |= 1UL << lease.Index;
+        }
+        Count++;
+        MayRetry = Count < maxAttempts;
+        Status = 0;
+        Diverted = false;
+        ProtocolViolation = false;
+        RetryAfterHint = null;
+        TimeToFirstByteSeconds = 0;
+        Started = Stopwatch.GetTimestamp();
+    }
+}

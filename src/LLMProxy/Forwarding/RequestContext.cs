@@ -1,0 +1,87 @@
+using System.Buffers;
+using System.Net;
+using LLMProxy.LoadBalancing;
+using LLMProxy.Runtime;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.Logging;
+using Yarp.ReverseProxy.Forwarder;
+
+namespace LLMProxy.Forwarding;
+
+/// <summary>What the stages of a forward's pipeline share, other than the compiled runtime.</summary>
+internal sealed record PipelineServices(IHttpForwarder Forwarder, TimeProvider Time, ILogger Logger);
+
+/// <summary>
+/// One request on its way through the stages (<see cref="Stages.IRequestStage"/>): what earlier stages learned and
+/// later ones need travels here — the client, the buffered body, the group chosen — and the outcome the last stage
+/// to decide set. The pipeline answers a proxy-error outcome, accounts for the request and returns the body buffer.
+/// </summary>
+internal sealed class RequestContext : IDisposable
+{
+    private string? _peerIp;
+
+    public RequestContext(HttpContext http, ForwardRuntime forward, PipelineServices services, string requestId, CountingStream responseBody)
+    {
+        Http = http;
+        Forward = forward;
+        Services = services;
+        RequestId = requestId;
+        ResponseBody = responseBody;
+        Peer = http.Connection.RemoteIpAddress ?? IPAddress.Loopback;
+        Client = Peer;
+        Group = forward.DefaultGroup;
+    }
+
+    public HttpContext Http { get; }
+    public ForwardRuntime Forward { get; }
+    public PipelineServices Services { get; }
+    public string RequestId { get; }
+    /// <summary>The client's response body, wrapped for byte counting and usage reading.</summary>
+    public CountingStream ResponseBody { get; }
+    /// <summary>The TCP peer.</summary>
+    public IPAddress Peer { get; }
+    /// <summary>The peer as text, for X-Forwarded-For.</summary>
+    public string PeerIp => _peerIp ??= Peer.ToString();
+    /// <summary>The client as far as limits and hashing are concerned (the peer unless a trusted proxy says otherwise).</summary>
+    public IPAddress Client { get; set; }
+
+    /// <summary>The request body, when it was buffered (replayable across attempts): rented, returned on dispose.</summary>
+    public byte[]? Body { get; private set; }
+    public int BodyLength { get; private set; }
+    /// <summary>Whether every attempt can send the body again: none, or buffered.</summary>
+    public bool Replayable { get; set; }
+
+    /// <summary>The group the request goes to (the forward's default until a route says otherwise).</summary>
+    public GroupRuntime Group { get; set; }
+
+    public RequestOutcome Outcome { get; set; } = RequestOutcome.Ok;
+    /// <summary>Retry-After sent with a proxy-error outcome, when it has one.</summary>
+    public TimeSpan? RetryAfter { get; set; }
+    /// <summary>The upstream of the last attempt, for the access line.</summary>
+    public string? UpstreamName { get; set; }
+    public int Attempts { get; set; }
+
+    /// <summary>Sets the outcome; false, so a stage can <c>return request.Stop(...)</c>.</summary>
+    public bool Stop(RequestOutcome outcome, TimeSpan? retryAfter = null)
+    {
+        Outcome = outcome;
+        RetryAfter = retryAfter;
+        return false;
+    }
+
+    public Memory<byte> RentBody(int length)
+    {
+        Body = ArrayPool<byte>.Shared.Rent(length);
+        BodyLength = length;
+        return Body.AsMemory(0, length);
+    }
+
+    public void Dispose()
+    {
+        if (Body is { } body)
+        {
+            Body = null;
+            ArrayPool<byte>.Shared.Return(body);
+        }
+    }
+}

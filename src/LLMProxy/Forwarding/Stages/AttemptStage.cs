@@ -1,0 +1,168 @@
+using LLMProxy.LoadBalancing;
+using LLMProxy.Observability;
+using LLMProxy.Resilience;
+using LLMProxy.Runtime;
+using Microsoft.AspNetCore.Http;
+using Yarp.ReverseProxy.Forwarder;
+
+namespace LLMProxy.Forwarding.Stages;
+
+/// <summary>
+/// The last stage: select a member → lease it → send through YARP → record the verdict on the lease, and retry on
+/// another member while nothing reached the client (SPEC §5). The only place that decides retries: the transformer
+/// asks <see cref="Diverts"/> when an answer's headers arrive.
+/// </summary>
+internal sealed class AttemptStage : IRequestStage
+{
+    public static readonly AttemptStage Instance = new();
+
+    private enum Next { Done, Retry }
+
+    public async ValueTask<bool> RunAsync(RequestContext request)
+    {
+        var group = request.Group;
+        var maxAttempts = request.Replayable ? group.MaxAttempts : 1;
+        var attempt = new Attempt();
+        var transformer = new UpstreamTransformer(request, attempt, this);
+        AttemptFailure? lastTransport = null;
+        while (true)
+        {
+            var lease = group.Select(new BalancingContext(request.Client), attempt.Tried, out var reason);
+            if (lease is null)
+            {
+                // Every member tried or unavailable after a transport failure: that failure is the answer.
+                return lastTransport is { } last ? request.Stop(last.Outcome) : NoUpstream(request, group, reason);
+            }
+            Next next;
+            AttemptFailure? failure;
+            using (lease)
+            {
+                (next, failure) = await SendAsync(request, attempt, transformer, lease, maxAttempts).ConfigureAwait(false);
+            }
+            if (next == Next.Done)
+            {
+                return true;
+            }
+            lastTransport = failure ?? lastTransport;
+            request.Http.Response.Clear();
+            if (group.Backoff > TimeSpan.Zero)
+            {
+                await Task.Delay(group.Backoff, request.Services.Time, request.Http.RequestAborted).ConfigureAwait(false);
+            }
+        }
+    }
+
+    /// <summary>Whether an answer with <paramref name="status"/> is held back from the client to retry elsewhere.</summary>
+    public bool Diverts(RequestContext request, Attempt attempt, int status) =>
+        attempt.MayRetry && request.Group.IsRetryStatus(status) && request.Group.HasAlternative(attempt.Tried);
+
+    private static async ValueTask<(Next, AttemptFailure?)> SendAsync(RequestContext request, Attempt attempt, UpstreamTransformer transformer,
+        UpstreamLease lease, int maxAttempts)
+    {
+        var http = request.Http;
+        var group = request.Group;
+        var upstream = lease.Upstream;
+        var services = request.Services;
+        attempt.Begin(lease, maxAttempts);
+        request.UpstreamName = upstream.Name;
+        request.Attempts = attempt.Count;
+        if (request.Body is { } body)
+        {
+            http.Request.Body = new MemoryStream(body, 0, request.BodyLength, writable: false);
+        }
+
+        var error = await services.Forwarder.SendAsync(http, upstream.Url, group.Invoker, group.RequestConfig, transformer, http.RequestAborted)
+            .ConfigureAwait(false);
+
+        var member = lease.Metrics;
+        var status = attempt.Status;
+        if (status != 0)
+        {
+            member.TimeToFirstByte.Observe(attempt.TimeToFirstByteSeconds);
+        }
+        member.Requests(status).Inc();
+        if (status == StatusCodes.Status429TooManyRequests)
+        {
+            var park = RetryAfter.CoolDownFor(attempt.RetryAfterHint);
+            upstream.CoolDown.Park(park);
+            member.CoolDowns.Inc();
+            Log.CoolingDown(services.Logger, upstream.Name, (long)park.TotalMilliseconds);
+        }
+
+        if (error == ForwarderError.None && !attempt.ProtocolViolation)
+        {
+            // An answer arrived: 5xx counts against the breaker, 429 is an account signal only.
+            var kind = status >= 500 ? AttemptError.Status5xx : status == StatusCodes.Status429TooManyRequests ? AttemptError.Status429 : AttemptError.StatusOther;
+            lease.Record(kind switch
+            {
+                AttemptError.Status5xx => AttemptVerdict.Failure,
+                AttemptError.Status429 => AttemptVerdict.Neutral,
+                _ => AttemptVerdict.Success,
+            });
+            if (kind != AttemptError.StatusOther)
+            {
+                member.Errors(kind).Inc();
+                Log.AttemptFailed(services.Logger, group.Name, upstream.Name, MemberMetrics.Label(kind), status, request.RequestId);
+            }
+            if (attempt.Diverted)
+            {
+                group.Metrics.Retries(kind).Inc();
+                return (Next.Retry, null);
+            }
+            request.Outcome = kind switch
+            {
+                AttemptError.Status5xx => RequestOutcome.UpstreamError,
+                AttemptError.Status429 => RequestOutcome.Upstream429,
+                _ => RequestOutcome.Ok,
+            };
+            if (request.ResponseBody.Usage is { Found: true } usage)
+            {
+                member.PromptTokens.Inc(usage.PromptTokens);
+                member.CompletionTokens.Inc(usage.CompletionTokens);
+            }
+            return (Next.Done, null);
+        }
+
+        var failure = attempt.ProtocolViolation ? AttemptFailure.Upstream(AttemptError.Protocol) : FailureClassifier.Classify(http, error);
+        if (failure.ClientSide)
+        {
+            // Not the upstream's doing: no verdict (the lease's default).
+            if (failure == FailureClassifier.Unsendable)
+            {
+                Log.Unsendable(services.Logger, upstream.Name, http.GetForwarderErrorFeature()?.Exception?.GetType().Name ?? error.ToString(), request.RequestId);
+            }
+            request.Outcome = failure.Outcome;
+            return (Next.Done, null);
+        }
+
+        lease.Record(AttemptVerdict.Failure);
+        member.Errors(failure.Kind).Inc();
+        Log.AttemptFailed(services.Logger, group.Name, upstream.Name, MemberMetrics.Label(failure.Kind), status, request.RequestId);
+        if (http.Response.HasStarted)
+        {
+            // Broke mid-stream: YARP aborted the client connection, so the client sees no clean end.
+            request.Outcome = RequestOutcome.UpstreamBrokenStream;
+            return (Next.Done, null);
+        }
+        if (attempt.MayRetry && group.HasAlternative(attempt.Tried))
+        {
+            group.Metrics.Retries(failure.Kind).Inc();
+            return (Next.Retry, failure);
+        }
+        request.Outcome = failure.Outcome;
+        return (Next.Done, null);
+    }
+
+    private static bool NoUpstream(RequestContext request, GroupRuntime group, Unavailability reason)
+    {
+        var time = request.Services.Time;
+        var now = time.GetUtcNow();
+        var retryAfter = (group.EarliestRecovery(time) ?? now) - now;
+        if (reason == Unavailability.RateLimited)
+        {
+            request.Forward.Metrics.UpstreamRejections.Inc();
+            return request.Stop(RequestOutcome.UpstreamRateLimited, retryAfter);
+        }
+        return request.Stop(RequestOutcome.NoAvailableUpstream, retryAfter);
+    }
+}

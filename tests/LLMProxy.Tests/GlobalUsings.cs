@@ -1,0 +1,2 @@
+global using static LLMProxy.Tests.Infrastructure.Eventually;
+global using static LLMProxy.Tests.Infrastructure.MetricsText;
