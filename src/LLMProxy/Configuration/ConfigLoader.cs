@@ -13,17 +13,37 @@ public static class ConfigLoader
     public static ConfigLoadResult LoadFile(string path, Func<string, string?>? env = null)
     {
         ArgumentNullException.ThrowIfNull(path);
-        string yaml;
+        string? yaml;
         try
         {
-            yaml = File.ReadAllText(path);
+            yaml = ReadBounded(path);
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or ArgumentException or NotSupportedException)
         {
             return Failed(new ConfigError("", $"cannot read config file '{path}': {Reason(path, ex)}"));
         }
+        if (yaml is null)
+        {
+            return Failed(new ConfigError("", $"config file '{path}' is larger than {SizeLimit} and was not read"));
+        }
         return LoadYaml(yaml, env);
     }
+
+    /// <summary>The file's text (UTF-8 unless a byte-order mark says otherwise), or null when it is over
+    /// <see cref="ConfigLimits.MaxSize"/>: never reads more than one byte past the limit, so a huge file, a
+    /// device or a pipe that never ends costs nothing.</summary>
+    private static string? ReadBounded(string path)
+    {
+        using var file = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete, bufferSize: 1);
+        if (file.CanSeek && file.Length > ConfigLimits.MaxSize) return null;
+        var buffer = new byte[ConfigLimits.MaxSize + 1];
+        var length = file.ReadAtLeast(buffer, buffer.Length, throwOnEndOfStream: false);
+        if (length > ConfigLimits.MaxSize) return null;
+        using var reader = new StreamReader(new MemoryStream(buffer, 0, length), System.Text.Encoding.UTF8, detectEncodingFromByteOrderMarks: true);
+        return reader.ReadToEnd();
+    }
+
+    private const string SizeLimit = "1 MiB (the limit)";
 
     /// <summary>Parses and validates YAML text.</summary>
     /// <param name="env">Resolves <c>${VAR}</c>; defaults to <see cref="Environment.GetEnvironmentVariable(string)"/>.</param>
@@ -32,6 +52,10 @@ public static class ConfigLoader
         ArgumentNullException.ThrowIfNull(yaml);
         env ??= Environment.GetEnvironmentVariable;
 
+        if (yaml.Length > ConfigLimits.MaxSize)
+        {
+            return Failed(new ConfigError("", $"the configuration is larger than {SizeLimit} and was not parsed"));
+        }
         if (!TryParse(yaml, out var stream, out var syntaxError)) return Failed(syntaxError);
         if (stream.Documents.Count == 0)
         {
@@ -61,6 +85,10 @@ public static class ConfigLoader
             stream.Load(parser);
             return true;
         }
+        catch (ConfigLimitException ex)
+        {
+            error = new ConfigError("", $"configuration refused at line {ex.Start.Line}, column {ex.Start.Column}: {ex.Message}");
+        }
         catch (YamlException ex)
         {
             error = new ConfigError("", $"invalid YAML at line {ex.Start.Line}, column {ex.Start.Column}: {ex.Message}");
@@ -85,33 +113,4 @@ public static class ConfigLoader
     };
 
     private static ConfigLoadResult Failed(ConfigError error) => new(null, [error]);
-
-    /// <summary>Sits between YamlDotNet's (iterative) parser and its (recursive) node loader: rejects
-    /// absurd nesting before it can overflow the stack, and remembers the last position for errors
-    /// that YamlDotNet raises without one.</summary>
-    private sealed class GuardedParser(IParser inner) : IParser
-    {
-        /// <summary>A valid config nests about 6 levels; this leaves room for any sane file.</summary>
-        private const int MaxDepth = 64;
-
-        private int _depth;
-
-        public Mark LastPosition { get; private set; } = Mark.Empty;
-
-        public ParsingEvent? Current => inner.Current;
-
-        public bool MoveNext()
-        {
-            var moved = inner.MoveNext();
-            if (inner.Current is not { } current) return moved;
-
-            LastPosition = current.End;
-            if (current is MappingStart or SequenceStart && ++_depth > MaxDepth)
-            {
-                throw new YamlException(current.Start, current.End, $"nesting is deeper than {MaxDepth} levels");
-            }
-            if (current is MappingEnd or SequenceEnd) _depth--;
-            return moved;
-        }
-    }
 }

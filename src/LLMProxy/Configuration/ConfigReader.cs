@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Net;
 using LLMProxy.LoadBalancing;
 using YamlDotNet.Core;
@@ -134,7 +135,7 @@ internal sealed class ConfigReader(ConfigReadContext ctx)
         if (token is not null)
         {
             if (string.IsNullOrWhiteSpace(token)) m.Error("token", "must not be empty (omit the key to leave admin APIs open)");
-            else CheckHeaderSafe(m, "token", token);
+            else CheckNoControl(m, "token", token);
         }
 
         return new AdminConfig { Port = port ?? AdminDefaults.Port, Address = address, Timeout = ReadServerTimeout(m), Token = token };
@@ -233,10 +234,11 @@ internal sealed class ConfigReader(ConfigReadContext ctx)
                 a.Error("username", "must not contain ':' (not allowed in basic authentication)");
             }
         }
-        foreach (var (key, value) in new[] { ("token", token), ("username", username), ("password", password) })
-        {
-            if (value is not null) CheckHeaderSafe(a, key, value);
-        }
+        // The token goes on the wire as it is; basic credentials are base64-encoded (as UTF-8, like the
+        // reference), so any text works there and only control characters (a newline from a secret file) are mistakes.
+        if (token is not null) CheckHeaderValue(a, "token", token);
+        if (username is not null) CheckNoControl(a, "username", username);
+        if (password is not null) CheckNoControl(a, "password", password);
 
         return new AuthConfig { Type = type, Token = token, Username = username, Password = password };
     }
@@ -259,14 +261,18 @@ internal sealed class ConfigReader(ConfigReadContext ctx)
             var key = h.RequiredString("key");
             if (key.Length > 0 && !IsHeaderName(key))
             {
-                h.Error("key", $"must be a valid HTTP header name{h.Got(YamlMap.Quote(key))}");
+                h.Error("key", $"must be a valid HTTP header name: letters, digits and !#$%&'*+-.^_`|~ (RFC 9110 token){h.Got(YamlMap.Quote(key))}");
+            }
+            else if (ProxyManagedHeaders.TryGetValue(key, out var why))
+            {
+                h.Error("key", $"{key} cannot be changed by a header rule: {why}");
             }
             var value = h.String("value");
             if (opKnown && op != HeaderOp.Remove && !h.Has("value"))
             {
                 h.Error("value", $"required when op is {ConfigNames.Of(ConfigNames.HeaderOps, op)}");
             }
-            if (value is not null) CheckHeaderSafe(h, "value", value);
+            if (value is not null) CheckHeaderValue(h, "value", value);
             result.Add(new HeaderOpConfig { Op = op, Key = key, Value = value });
         }
         return result;
@@ -329,7 +335,7 @@ internal sealed class ConfigReader(ConfigReadContext ctx)
 
         var agent = c.String("agent") ?? HttpClientDefaults.Agent;
         if (string.IsNullOrWhiteSpace(agent)) c.Error("agent", "must not be empty (omit the key to use the default)");
-        else CheckHeaderSafe(c, "agent", agent);
+        else CheckHeaderValue(c, "agent", agent);
 
         var connect = ConnectDefaults;
         if (c.Map("connect", ConfigKeys.Connect) is { } cn)
@@ -402,27 +408,68 @@ internal sealed class ConfigReader(ConfigReadContext ctx)
         {
             return;
         }
-        m.Error(key, $"must be {expected}{m.Got(YamlMap.Quote(WithoutUserInfo(text)))}");
+        m.Error(key, $"must be {expected}{m.Got(YamlMap.Quote(ShownUrl(text)))}");
     }
 
-    /// <summary>Hides <c>user:password@</c> so a credential in a malformed URL never reaches a message.</summary>
-    private static string WithoutUserInfo(string url)
+    /// <summary>A URL as an error message may show it: user info hidden up to the last '@' (so a password holding
+    /// '@', '/' or '?' is hidden whole), query and fragment cut (API keys live there). Over-hides, never leaks.</summary>
+    internal static string ShownUrl(string url)
     {
-        var scheme = url.IndexOf("://", StringComparison.Ordinal);
-        var at = url.IndexOf('@', StringComparison.Ordinal);
-        if (at < 0) return url;
-        var start = scheme >= 0 && scheme < at ? scheme + 3 : 0;
-        return url[..start] + "***" + url[at..];
-    }
-
-    /// <summary>Header values go on the wire verbatim, so line breaks would be header injection.</summary>
-    private static void CheckHeaderSafe(YamlMap m, string key, string value)
-    {
-        if (value.Any(c => char.IsControl(c) && c != '\t'))
+        var at = url.LastIndexOf('@');
+        if (at >= 0)
         {
-            m.Error(key, "must not contain line breaks or other control characters");
+            var scheme = url.IndexOf("://", StringComparison.Ordinal);
+            var start = scheme >= 0 && scheme < at ? scheme + 3 : 0;
+            url = url[..start] + "***" + url[at..];
+        }
+        var cut = url.AsSpan().IndexOfAny('?', '#');
+        return cut < 0 ? url : url[..(cut + 1)] + "…";
+    }
+
+    /// <summary>Header values go on the wire as written: a line break would be header injection, and .NET refuses
+    /// any other control character or non-ASCII text in a header — on every request, so it is a config error.
+    /// The message gives the position and code point only: the value may be a secret.</summary>
+    private static void CheckHeaderValue(YamlMap m, string key, string value)
+    {
+        var bad = value.AsSpan().IndexOfAnyExcept(HeaderValueChars);
+        if (bad >= 0)
+        {
+            m.Error(key, $"must be printable ASCII, as it is sent in an HTTP header (no line breaks, control characters or non-ASCII text); {Offending(value, bad)}");
         }
     }
+
+    private static void CheckNoControl(YamlMap m, string key, string value)
+    {
+        for (var i = 0; i < value.Length; i++)
+        {
+            if (char.IsControl(value[i]) && value[i] != '\t')
+            {
+                m.Error(key, $"must not contain line breaks or other control characters; {Offending(value, i)}");
+                return;
+            }
+        }
+    }
+
+    private static string Offending(string value, int index) =>
+        $"character {index + 1} is U+{(int)value[index]:X4}" + (value[index] is '\r' or '\n' ? " (a line break)" : char.IsControl(value[index]) ? " (a control character)" : "");
+
+    /// <summary>HTAB, space and visible ASCII: RFC 9110 field-value characters that .NET will send.</summary>
+    private static readonly SearchValues<char> HeaderValueChars =
+        SearchValues.Create("\t" + string.Concat(Enumerable.Range(0x20, 0x7f - 0x20).Select(c => (char)c)));
+
+    /// <summary>Headers a rule must not touch, because the proxy or the HTTP stack owns them (RFC 9110 §7.6.1).</summary>
+    private static readonly Dictionary<string, string> ProxyManagedHeaders = new(StringComparer.OrdinalIgnoreCase)
+    {
+        ["Host"] = "the proxy sets it from the upstream url (put the host you need in url)",
+        ["Content-Length"] = "the proxy sets it from the request body",
+        ["Transfer-Encoding"] = "it is hop-by-hop: the proxy strips it and frames each connection itself",
+        ["Connection"] = "it is hop-by-hop: the proxy strips it and manages each connection itself",
+        ["Keep-Alive"] = "it is hop-by-hop: the proxy strips it and manages each connection itself",
+        ["Proxy-Connection"] = "it is hop-by-hop: the proxy strips it and manages each connection itself",
+        ["TE"] = "it is hop-by-hop: the proxy strips it and manages each connection itself",
+        ["Trailer"] = "it is hop-by-hop: the proxy strips it and manages each connection itself",
+        ["Upgrade"] = "it is hop-by-hop: the proxy strips it and manages each connection itself",
+    };
 
     private static bool IsHeaderName(string name) =>
         name.All(c => char.IsAsciiLetterOrDigit(c) || "!#$%&'*+-.^_`|~".Contains(c, StringComparison.Ordinal));

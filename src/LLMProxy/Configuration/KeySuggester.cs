@@ -27,7 +27,10 @@ internal static class KeySuggester
         var allowed = Math.Clamp(normalized.Length / 3, 1, 3);
         foreach (var candidate in known)
         {
-            var distance = Distance(normalized, Normalize(candidate));
+            var target = Normalize(candidate);
+            // Lengths further apart than the allowed edits cannot match; skipping them also keeps a huge key cheap.
+            if (Math.Abs(normalized.Length - target.Length) > allowed) continue;
+            var distance = Distance(normalized, target);
             if (distance <= allowed && distance < bestDistance)
             {
                 best = candidate;

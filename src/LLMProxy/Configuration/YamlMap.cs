@@ -64,7 +64,7 @@ internal sealed class YamlMap
             }
             if (!keys.Contains(key, StringComparer.Ordinal))
             {
-                ctx.Error(keyNode.Start, ConfigPath.Child(path, key.Length == 0 ? "\"\"" : key), KeySuggester.UnknownKeyMessage(key, keys));
+                ctx.Error(keyNode.Start, ConfigPath.Child(path, ConfigPath.UnknownKey(key)), KeySuggester.UnknownKeyMessage(key, keys));
                 continue;
             }
             map._values[key] = value;
@@ -257,11 +257,12 @@ internal sealed class YamlMap
     /// <summary>" (got X)" — or nothing under a sensitive mapping, so secrets never reach a message.</summary>
     public string Got(string shown) => Sensitive ? "" : $" (got {shown})";
 
+    /// <summary>The text in double quotes, shortened to 60 characters, with backslashes, quotes and anything
+    /// unprintable escaped (<see cref="Observability.LogText.Escape"/>).</summary>
     public static string Quote(string text)
     {
         var shown = text.Length > MaxEchoLength ? text[..(MaxEchoLength - 3)] + "..." : text;
-        return "\"" + shown.Replace("\\", "\\\\", StringComparison.Ordinal).Replace("\"", "\\\"", StringComparison.Ordinal)
-            .Replace("\n", "\\n", StringComparison.Ordinal).Replace("\r", "\\r", StringComparison.Ordinal) + "\"";
+        return "\"" + Observability.LogText.Escape(shown.Replace("\\", "\\\\", StringComparison.Ordinal).Replace("\"", "\\\"", StringComparison.Ordinal)) + "\"";
     }
 
     private string RangeMessage(long min, long max, string shown) =>

@@ -89,9 +89,12 @@ internal sealed class ForwardHandler
         metrics.ResponseSize.Observe(bytesWritten);
         if (_logger.IsEnabled(LogLevel.Information))
         {
-            // The path only: a query string may carry a key.
-            Log.Access(_logger, context.Request.Method, context.Request.Path.Value ?? "/", status, request.Forward.Name,
-                request.UpstreamName ?? "-", request.Attempts, elapsed.TotalMilliseconds, bytesWritten, outcome.Label(), request.RequestId);
+            // The path only (a query string may carry a key), percent-encoded as on the wire: Kestrel has decoded
+            // it, and a decoded %0D%0A or %20status=200 must not start a line or forge a field. No copy when
+            // nothing needs encoding.
+            Log.Access(_logger, context.Request.Method, context.Request.Path.HasValue ? context.Request.Path.ToUriComponent() : "/", status,
+                request.Forward.Name, request.UpstreamName ?? "-", request.Attempts, elapsed.TotalMilliseconds, bytesWritten, outcome.Label(),
+                request.RequestId);
         }
     }
 }

@@ -24,6 +24,11 @@ internal static class RequestScreen
         // found here, that is a 400, not an upstream that "failed" on every member.
         foreach (var header in request.Headers)
         {
+            if (string.Equals(header.Key, ForwardingHeaders.RequestId, StringComparison.OrdinalIgnoreCase))
+            {
+                // Never sent as received: an unfit request id is replaced by a fresh one (RequestIds).
+                continue;
+            }
             foreach (var value in header.Value)
             {
                 if (!IsFieldValue(value))

@@ -50,6 +50,12 @@ internal sealed class UpstreamTransformer(RequestContext ctx, Attempt attempt, S
         {
             HeaderEdits.Set(proxyRequest, "Authorization", auth);
         }
+        if (ctx.Group.ProxyAuthorization is { } proxyAuthorization && proxyRequest.RequestUri.Scheme == Uri.UriSchemeHttp)
+        {
+            // Only a plain-http request goes to the proxy as it is; an https one travels inside a CONNECT tunnel,
+            // where this header would reach the upstream.
+            headers.TryAddWithoutValidation("Proxy-Authorization", proxyAuthorization);
+        }
         if (!HeaderEdits.Has(proxyRequest, "User-Agent"))
         {
             headers.TryAddWithoutValidation("User-Agent", ctx.Group.Agent);

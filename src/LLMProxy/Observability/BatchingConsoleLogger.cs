@@ -113,8 +113,10 @@ internal sealed class BatchingConsoleLoggerProvider : ILoggerProvider
     {
         if (!_json)
         {
-            var text = $"{time:yyyy-MM-ddTHH:mm:ss.fffZ} {LevelName(level)}: {category}[{id.Id}] {message}";
-            return exception is null ? text + "\n" : $"{text}\n{exception}\n";
+            // One entry is one line: whatever a message carries (a client's path, a config key) is escaped, and an
+            // exception's lines are indented, so no text can start a line that looks like an entry of its own.
+            var text = $"{time:yyyy-MM-ddTHH:mm:ss.fffZ} {LevelName(level)}: {category}[{id.Id}] {LogText.Escape(message)}";
+            return exception is null ? text + "\n" : $"{text}\n{Indented(exception.ToString())}\n";
         }
         var buffer = new ArrayBufferWriter<byte>(256);
         using (var json = new Utf8JsonWriter(buffer))
@@ -153,6 +155,12 @@ internal sealed class BatchingConsoleLoggerProvider : ILoggerProvider
             json.WriteEndObject();
         }
         return Encoding.UTF8.GetString(buffer.WrittenSpan) + "\n";
+    }
+
+    private static string Indented(string text)
+    {
+        var lines = text.ReplaceLineEndings("\n").Split('\n');
+        return string.Join('\n', lines.Select(line => "    " + LogText.Escape(line)));
     }
 
     private static string LevelName(LogLevel level) => level switch

@@ -47,11 +47,13 @@ internal sealed class GroupRuntime : IDisposable
         }
         Backoff = TimeSpan.FromMilliseconds(config.Retry.Backoff);
         Agent = config.HttpClient.Agent;
+        var proxy = config.HttpClient.Proxy is { } p ? OutboundProxy.Parse(p.Url) : null;
+        ProxyAuthorization = proxy?.PreemptiveAuthorization;
         // The pool is shared with the previous runtime, which still sends its draining requests through it: each runtime
         // holds a reference and the handler is disposed with the last one.
         _pool = previous is not null && ConfigEquality.Same(previous.Config.HttpClient, config.HttpClient)
             ? previous._pool.Share()
-            : Shared<HttpMessageInvoker>.Create(new HttpMessageInvoker(CreateHandler(config.HttpClient), disposeHandler: true));
+            : Shared<HttpMessageInvoker>.Create(new HttpMessageInvoker(CreateHandler(config.HttpClient, proxy), disposeHandler: true));
         Invoker = _pool.Value;
         RequestConfig = new ForwarderRequestConfig
         {
@@ -76,6 +78,8 @@ internal sealed class GroupRuntime : IDisposable
     public int MaxAttempts { get; }
     public TimeSpan Backoff { get; }
     public string Agent { get; }
+    /// <summary>Proxy-Authorization for plain-http upstreams behind an http(s) proxy with credentials; null otherwise.</summary>
+    public string? ProxyAuthorization { get; }
     /// <summary>The group's connection pool; possibly shared with the runtimes before and after a reload.</summary>
     public HttpMessageInvoker Invoker { get; }
     public ForwarderRequestConfig RequestConfig { get; }
@@ -176,14 +180,13 @@ internal sealed class GroupRuntime : IDisposable
         return best;
     }
 
-    private static SocketsHttpHandler CreateHandler(HttpClientConfig c)
+    private static SocketsHttpHandler CreateHandler(HttpClientConfig c, OutboundProxy? proxy)
     {
         var keepalive = c.Keepalive;
         var handler = new SocketsHttpHandler
         {
-            UseProxy = c.Proxy is not null,
-            // .NET's socks5 already resolves names at the proxy, which is what socks5h means.
-            Proxy = c.Proxy is { } p ? new WebProxy(new Uri(p.Url.Replace("socks5h://", "socks5://", StringComparison.OrdinalIgnoreCase))) : null,
+            UseProxy = proxy is not null,
+            Proxy = proxy?.ToWebProxy(),
             AllowAutoRedirect = false,
             AutomaticDecompression = DecompressionMethods.None,
             UseCookies = false,

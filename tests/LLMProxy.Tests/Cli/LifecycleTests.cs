@@ -142,4 +142,45 @@ public class LifecycleTests
         process.Signal(ProxyProcess.SIGTERM);
         Assert.Equal(0, await process.WaitForExitAsync(TimeSpan.FromSeconds(30)));
     }
+
+    [Fact]
+    public async Task Reload_AliasBombOrCycle_RefusedBySighupAndApi_OldConfigKeepsServing_TestFlagExitsOne()
+    {
+        await using var upstream = await ScriptedUpstream.StartAsync(ScriptedUpstream.Json("first"));
+        var port = StreamingAndErrorTests.FreePort();
+        var admin = StreamingAndErrorTests.FreePort();
+        var path = Path.Combine(Path.GetTempPath(), $"llmproxy-bomb-{Guid.NewGuid():N}.yaml");
+        var valid = ProcessConfig.Minimal(port, admin, upstream.Url);
+        await File.WriteAllTextAsync(path, valid);
+        await using var process = ProxyProcess.Start("-c", path, "--release");
+        await process.WaitForOutputAsync("ready:", count: 2);
+        using var client = new HttpClient();
+
+        // A cycle (an alias inside its own anchor) used to overflow the stack and kill the running proxy.
+        await File.WriteAllTextAsync(path, valid + "loop: &x [1, *x]\n");
+        process.Signal(ProxyProcess.SIGHUP);
+        await process.WaitForOutputAsync("refers to a node that contains it (a cycle)");
+        using (var r = await client.GetAsync($"http://127.0.0.1:{port}/"))
+        {
+            Assert.Equal("first", r.UpstreamName());
+        }
+
+        // A billion laughs used as a mapping key used to hang the reload for minutes.
+        await File.WriteAllTextAsync(path, valid + Configuration.ConfigLoaderLimitsTests.LaughsAsKey);
+        using (var reload = await client.PostAsync($"http://127.0.0.1:{admin}/api/v1/reload", null))
+        {
+            Assert.Equal(HttpStatusCode.BadRequest, reload.StatusCode);
+            Assert.Contains("more than 100000 nodes", await reload.Content.ReadAsStringAsync());
+        }
+        using (var r = await client.GetAsync($"http://127.0.0.1:{port}/"))
+        {
+            Assert.Equal("first", r.UpstreamName());
+        }
+
+        var (code, _, stderr) = await ProxyProcess.RunAsync("-t", "-c", path);
+        Assert.Equal(1, code);
+        Assert.Contains("configuration refused at line", stderr);
+        process.Signal(ProxyProcess.SIGTERM);
+        Assert.Equal(0, await process.WaitForExitAsync(TimeSpan.FromSeconds(30)));
+    }
 }

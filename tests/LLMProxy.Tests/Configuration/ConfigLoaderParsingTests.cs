@@ -186,6 +186,39 @@ public class ConfigLoaderParsingTests
         AssertSingleError(result, "httpServer.bananas", "expected one of: forwards, admin, shutdownTimeout");
     }
 
+    [Theory]
+    [InlineData("\"a\\nhttpServer: fine\"", "httpServer.\"a\\nhttpServer: fine\"")]
+    [InlineData("\"rate limit\"", "httpServer.\"rate limit\"")]
+    [InlineData("\"\"", "httpServer.\"\"")]
+    [InlineData("\"\\u202eevil\"", "httpServer.\"\\u202eevil\"")]
+    public void LoadYaml_UnknownKeyThatIsNotAPlainName_ShownQuotedAndEscapedInPath(string key, string path)
+    {
+        var error = AssertSingleError(Load(With(HttpServerAnchor, $"  {key}: 1")), path, "unknown key");
+
+        Assert.DoesNotContain('\n', error.ToString());
+    }
+
+    [Fact]
+    public void LoadYaml_HugeUnknownKey_ShortPathNoSuggestionWork()
+    {
+        // An explicit key ("? key") may be longer than the 1024 characters YAML allows an implicit one.
+        var key = new string('k', 200_000);
+
+        var error = AssertSingleError(Load(With(HttpServerAnchor, $"  ? {key}\n  : 1")), "httpServer.\"" + new string('k', 57) + "...\"", "unknown key");
+
+        Assert.True(error.ToString().Length < 200, error.ToString());
+    }
+
+    [Fact]
+    public void LoadYaml_NamesWithControlCharacters_EveryErrorPrintsOnOneLine()
+    {
+        var result = Load(Replace("      - name: u2\n", "      - name: \"u1\\r\\nfake: line\\x1b[31m\"\n"));
+
+        var error = AssertError(result, "upstreamGroups[0].upstreams[1].name", "is not defined");
+        Assert.Contains("u1\\r\\nfake: line\\x1b[31m", error.Message, StringComparison.Ordinal);
+        Assert.All(result.Errors, e => Assert.DoesNotMatch("[\\x00-\\x1f]", e.ToString()));
+    }
+
     [Fact]
     public void LoadYaml_RequiredUrlMissing_ReportsRequired()
     {

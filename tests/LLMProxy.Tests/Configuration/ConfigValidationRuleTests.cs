@@ -197,6 +197,24 @@ public class ConfigValidationRuleTests
         Assert.DoesNotContain("hunter2pass", error.Message, StringComparison.Ordinal);
     }
 
+    [Theory]
+    [InlineData("ftp://user:p@SECRET@api.example.com/v1?key=SECRET", "\"ftp://***@api.example.com/v1?…\"")]
+    [InlineData("ftp://user:p?SECRET@api.example.com/v1", "\"ftp://***@api.example.com/v1\"")]
+    [InlineData("ftp://user:p/SECRET@api.example.com", "\"ftp://***@api.example.com\"")]
+    [InlineData("htps://api.example.com/v1?api_key=SECRET&x=1", "\"htps://api.example.com/v1?…\"")]
+    [InlineData("htps://api.example.com/v1#SECRET", "\"htps://api.example.com/v1#…\"")]
+    public void Validate_InvalidUrl_ErrorNeverShowsUserInfoQueryOrFragment(string url, string shown)
+    {
+        var upstream = AssertSingleError(Load(Replace("https://api2.example.com", url)), "upstreams[1].url", "must be an absolute http or https URL");
+        var proxy = AssertSingleError(Load(With(GroupAnchor, $"    httpClient:\n      proxy:\n        url: \"{url}\"")), "upstreamGroups[0].httpClient.proxy.url");
+
+        foreach (var error in new[] { upstream, proxy })
+        {
+            Assert.Contains($"(got {shown})", error.Message, StringComparison.Ordinal);
+            Assert.DoesNotContain("SECRET", error.ToString(), StringComparison.Ordinal);
+        }
+    }
+
     // ---- auth ----------------------------------------------------------------------------------
 
     [Fact]
@@ -218,6 +236,41 @@ public class ConfigValidationRuleTests
     [Fact]
     public void Validate_BasicUsernameWithColon_Reports() =>
         AssertSingleError(Load(With(Upstream0Anchor, "    auth:\n      type: basic\n      username: a:b\n      password: pw")), "upstreams[0].auth.username", "':'");
+
+    [Theory]
+    [InlineData("sk-SECRET-\\u00e9", "character 11 is U+00E9")]
+    [InlineData("sk-SECRET-\\n", "character 11 is U+000A (a line break)")]
+    [InlineData("sk-SECRET-\\u200b", "character 11 is U+200B")]
+    public void Validate_BearerTokenNotPrintableAscii_ReportsPositionNeverToken(string token, string where)
+    {
+        var error = AssertSingleError(Load(With(Upstream0Anchor, $"    auth:\n      type: bearer\n      token: \"{token}\"")), "upstreams[0].auth.token", "printable ASCII");
+
+        Assert.Contains(where, error.Message, StringComparison.Ordinal);
+        Assert.DoesNotContain("SECRET", error.Message, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("username")]
+    [InlineData("password")]
+    public void Validate_BasicCredentialWithControlCharacter_ReportsPositionNeverValue(string key)
+    {
+        var yaml = With(Upstream0Anchor, "    auth:\n      type: basic\n      username: me\n      password: pw")
+            .Replace($"{key}: {(key == "username" ? "me" : "pw")}", $"{key}: \"SECRET\\r\"", StringComparison.Ordinal);
+
+        var error = AssertSingleError(Load(yaml), $"upstreams[0].auth.{key}", "control characters");
+
+        Assert.Contains("character 7 is U+000D (a line break)", error.Message, StringComparison.Ordinal);
+        Assert.DoesNotContain("SECRET", error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Validate_BasicCredentialsNonAscii_AreAccepted()
+    {
+        // Basic credentials travel base64-encoded (UTF-8, as the reference sends them), so any printable text works.
+        var auth = LoadValid(With(Upstream0Anchor, "    auth:\n      type: basic\n      username: \"j\\u00fcrgen\"\n      password: \"p\\u00e4ss\"")).Upstreams[0].Auth;
+
+        Assert.Equal(("jürgen", "päss"), (auth.Username, auth.Password));
+    }
 
     [Fact]
     public void Validate_AuthTypeUnknown_ListsAllowedValues() =>
@@ -273,6 +326,51 @@ public class ConfigValidationRuleTests
     public void Validate_HeaderValueWithLineBreak_Reports() =>
         AssertSingleError(Load(With(Upstream0Anchor, "    headers:\n      - op: insert\n        key: X-A\n        value: \"a\\r\\nX-Evil: 1\"")),
             "upstreams[0].headers[0].value", "line breaks");
+
+    [Theory]
+    [InlineData("cl\\u00e9-SECRET", "character 3 is U+00E9")]
+    [InlineData("SECRET\\u200b", "character 7 is U+200B")]
+    [InlineData("SECRET\\x01", "character 7 is U+0001 (a control character)")]
+    [InlineData("SECRET\\x7f", "character 7 is U+007F (a control character)")]
+    public void Validate_HeaderValueNotPrintableAscii_ReportsPositionNeverValue(string value, string where)
+    {
+        var error = AssertSingleError(Load(With(Upstream0Anchor, $"    headers:\n      - op: replace\n        key: x-api-key\n        value: \"{value}\"")),
+            "upstreams[0].headers[0].value", "must be printable ASCII");
+
+        Assert.Contains(where, error.Message, StringComparison.Ordinal);
+        Assert.DoesNotContain("SECRET", error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Validate_HeaderValueWithTabAndSymbols_IsAccepted() =>
+        Assert.Equal("a\tb ~!\"", LoadValid(With(Upstream0Anchor, "    headers:\n      - op: insert\n        key: X-A\n        value: \"a\\tb ~!\\\"\"")).Upstreams[0].Headers[0].Value);
+
+    [Theory]
+    [InlineData("X(A)")]
+    [InlineData("X-A:")]
+    [InlineData("X/A")]
+    [InlineData("\\u00c4-Header")]
+    public void Validate_HeaderKeyNotRfc9110Token_Reports(string key) =>
+        AssertSingleError(Load(With(Upstream0Anchor, $"    headers:\n      - op: remove\n        key: \"{key}\"")), "upstreams[0].headers[0].key", "RFC 9110 token");
+
+    [Theory]
+    [InlineData("insert", "Host", "from the upstream url")]
+    [InlineData("replace", "content-length", "from the request body")]
+    [InlineData("replace", "Transfer-Encoding", "hop-by-hop")]
+    [InlineData("insert", "Connection", "hop-by-hop")]
+    [InlineData("replace", "Upgrade", "hop-by-hop")]
+    [InlineData("insert", "keep-alive", "hop-by-hop")]
+    [InlineData("replace", "TE", "hop-by-hop")]
+    [InlineData("remove", "Transfer-Encoding", "hop-by-hop")]
+    public void Validate_HeaderRuleOnProxyManagedHeader_ReportsWhy(string op, string key, string why)
+    {
+        var value = op == "remove" ? "" : "\n        value: x";
+
+        var error = AssertSingleError(Load(With(Upstream0Anchor, $"    headers:\n      - op: {op}\n        key: {key}{value}")), "upstreams[0].headers[0].key");
+
+        Assert.Contains($"{key} cannot be changed by a header rule", error.Message, StringComparison.Ordinal);
+        Assert.Contains(why, error.Message, StringComparison.Ordinal);
+    }
 
     // ---- breaker -------------------------------------------------------------------------------
 
@@ -400,6 +498,24 @@ public class ConfigValidationRuleTests
     [Fact]
     public void Validate_AgentEmpty_Reports() =>
         AssertSingleError(Load(With(GroupAnchor, "    httpClient:\n      agent: \"\"")), "upstreamGroups[0].httpClient.agent", "must not be empty");
+
+    [Theory]
+    [InlineData("LLMProxy/\\u00e9")]
+    [InlineData("LLMProxy\\r\\nX-Evil: 1")]
+    public void Validate_AgentNotPrintableAscii_Reports(string agent) =>
+        AssertSingleError(Load(With(GroupAnchor, $"    httpClient:\n      agent: \"{agent}\"")), "upstreamGroups[0].httpClient.agent", "must be printable ASCII");
+
+    [Fact]
+    public void Validate_EveryUnsendableHeaderValue_ReportedTogetherWithPaths()
+    {
+        var yaml = With(Upstream0Anchor, "    auth:\n      type: bearer\n      token: \"t\\u00e9\"\n    headers:\n      - op: insert\n        key: Host\n        value: h\n      - op: insert\n        key: X-B\n        value: \"\\n\"")
+            .Replace(GroupAnchor, GroupAnchor + "    httpClient:\n      agent: \"\\u00e9\"\n", StringComparison.Ordinal);
+
+        var result = Load(yaml);
+
+        Assert.Equal(["upstreams[0].auth.token", "upstreams[0].headers[0].key", "upstreams[0].headers[1].value", "upstreamGroups[0].httpClient.agent"],
+            result.Errors.Select(e => e.Path));
+    }
 
     // ---- proxy ---------------------------------------------------------------------------------
 

@@ -238,28 +238,3 @@ public class ForwardingTests
         Assert.Equal("client-sdk/1.2", received[1].Header("User-Agent"));
     }
 }
-
-public class OutboundProxyTests
-{
-    [Fact]
-    public async Task HttpClientProxyUrl_RequestsGoThroughTheConfiguredProxy()
-    {
-        // The "proxy" is a scripted server: an HTTP proxy receives the request in absolute form.
-        await using var outbound = await ScriptedUpstream.StartAsync(ScriptedUpstream.Json("via-proxy"));
-        await using var proxy = await TestProxy.StartAsync(TestProxy.Config(
-            "- name: u1\n  url: \"http://upstream.invalid:8080\"", "- name: u1", groupExtra: $"""
-            httpClient:
-              keepalive: 0
-              proxy:
-                url: "{outbound.Url}"
-            """));
-
-        using var response = await proxy.Client.GetAsync("/v1/models");
-
-        Assert.Equal(System.Net.HttpStatusCode.OK, response.StatusCode);
-        Assert.Equal("via-proxy", response.UpstreamName());
-        var got = Assert.Single(outbound.Received);
-        Assert.Equal("/v1/models", got.Path);
-        Assert.Equal("upstream.invalid:8080", got.Header("Host"));
-    }
-}

@@ -54,4 +54,52 @@ public class BatchingConsoleLoggerTests
         Assert.EndsWith("request_id=req-99", lines[99]);
         Assert.Contains("400 line(s) dropped", text);
     }
+
+    private static string RunOne(bool json, Action<ILogger> log)
+    {
+        var output = new StringWriter();
+        var provider = new BatchingConsoleLoggerProvider(TextWriter.Synchronized(output), json);
+        log(provider.CreateLogger("LLMProxy.Access"));
+        provider.Dispose();
+        return output.ToString();
+    }
+
+    private const string ForgedPath = "/v1/x\r\n2099-01-01T00:00:00.000Z info: LLMProxy.Access[1] GET /forged 200\u2028\x1b[2J";
+
+    [Fact]
+    public void Text_ValuesWithLineBreaksAndControls_EscapedOnOneLine()
+    {
+        var text = RunOne(json: false, logger => Log.Access(logger, "GET", ForgedPath, 200, "fwd", "u1", 1, 1.5, 42, "ok", "id\u0085x"));
+
+        var line = Assert.Single(text.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.Contains(" GET /v1/x\\r\\n2099-01-01T00:00:00.000Z info: LLMProxy.Access[1] GET /forged 200\\u2028\\x1b[2J 200 forward=fwd ", line, StringComparison.Ordinal);
+        Assert.EndsWith("request_id=id\\x85x", line, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Json_ValuesWithLineBreaksAndControls_OneObjectThatRoundTrips()
+    {
+        var text = RunOne(json: true, logger => Log.Access(logger, "GET", ForgedPath, 200, "fwd", "u1", 1, 1.5, 42, "ok", "id\u0085x"));
+
+        var line = Assert.Single(text.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.DoesNotMatch("[\\x00-\\x1f\\u0085\\u2028]", line);
+        using var doc = JsonDocument.Parse(line);
+        var state = doc.RootElement.GetProperty("State");
+        Assert.Equal(ForgedPath, state.GetProperty("Path").GetString());
+        Assert.Equal("id\u0085x", state.GetProperty("RequestId").GetString());
+    }
+
+    [Fact]
+    public void Text_Exception_EveryLineAfterTheEntryIndented()
+    {
+        var error = new InvalidOperationException("bad\r\n2099-01-01T00:00:00.000Z info: forged\nmore");
+
+        var text = RunOne(json: false, logger => Log.UnhandledRequestError(logger, error, "req-1"));
+
+        var lines = text.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Contains("unexpected error while proxying request_id=req-1", lines[0], StringComparison.Ordinal);
+        Assert.True(lines.Length >= 3, text);
+        Assert.All(lines.Skip(1), l => Assert.StartsWith("    ", l, StringComparison.Ordinal));
+        Assert.DoesNotContain('\r', text);
+    }
 }
