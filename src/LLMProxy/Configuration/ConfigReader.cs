@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.Globalization;
 using System.Net;
+using LLMProxy.LoadBalancing;
 using LLMProxy.Routing;
 using YamlDotNet.Core;
 using YamlDotNet.RepresentationModel;
@@ -25,6 +26,7 @@ internal sealed class ConfigReader(ConfigReadContext ctx)
     private static readonly ConnectConfig ConnectDefaults = new();
     private static readonly ClientTimeoutConfig ClientTimeoutDefaults = new();
     private static readonly RetryConfig RetryDefaults = new();
+    private static readonly BalanceConfig BalanceDefaults = new();
 
     /// <summary>Bounds weighted round-robin arithmetic; far above any sensible weight.</summary>
     private const int MaxWeight = 1_000_000;
@@ -459,9 +461,11 @@ internal sealed class ConfigReader(ConfigReadContext ctx)
             }
         }
 
+        // Strategies are registered policies, not an enum: the registry the runtime builds balancers from is the list
+        // a name is checked against, so a name accepted here always has a policy.
         var strategy = m.Map("balance", ConfigKeys.Balance) is { } balance
-            ? balance.Enum("strategy", BalanceStrategy.RoundRobin, ConfigNames.Strategies)
-            : BalanceStrategy.RoundRobin;
+            ? balance.Name("strategy", BalanceDefaults.Strategy, LoadBalancingPolicies.BuiltIn.Names)
+            : BalanceDefaults.Strategy;
 
         return new UpstreamGroupConfig
         {

@@ -26,8 +26,8 @@ public static class ConfigSummary
         s.Append(CultureInfo.InvariantCulture, $"upstream groups ({c.UpstreamGroups.Count}):").AppendLine();
         foreach (var g in c.UpstreamGroups)
         {
-            var strategy = ConfigNames.Of(ConfigNames.Strategies, g.Balance.Strategy);
-            var weighted = g.Balance.Strategy == BalanceStrategy.WeightedRoundRobin;
+            var strategy = g.Balance.Strategy;
+            var weighted = strategy == LoadBalancing.WeightedRoundRobinPolicy.PolicyName;
             var members = string.Join(", ", g.Upstreams.Select(m => weighted ? $"{m.Name}×{m.Weight}" : m.Name));
             var proxy = g.HttpClient.Proxy is { } p ? $", via proxy {Host(p.Url)}" : "";
             s.Append(CultureInfo.InvariantCulture,

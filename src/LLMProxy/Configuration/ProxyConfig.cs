@@ -146,8 +146,6 @@ public sealed record UpstreamRateLimitConfig
     public int EffectiveBurst => Burst ?? PerSecond;
 }
 
-public enum BalanceStrategy { RoundRobin, WeightedRoundRobin, Random, IpHash }
-
 /// <summary><c>upstreamGroups[]</c>.</summary>
 public sealed record UpstreamGroupConfig
 {
@@ -166,10 +164,12 @@ public sealed record GroupMemberConfig
     public int Weight { get; init; } = 1;
 }
 
-/// <summary><c>balance.strategy</c>: roundrobin (default) / weighted_roundrobin / random / iphash.</summary>
+/// <summary><c>upstreamGroups[].balance</c>.</summary>
 public sealed record BalanceConfig
 {
-    public BalanceStrategy Strategy { get; init; } = BalanceStrategy.RoundRobin;
+    /// <summary>Name of a registered balancing policy, as registered (lower case): roundrobin (default) /
+    /// weighted_roundrobin / random / iphash. Validated at load, so the runtime always finds it.</summary>
+    public string Strategy { get; init; } = "roundrobin";
 }
 
 /// <summary><c>upstreamGroups[].httpClient</c>.</summary>

@@ -239,6 +239,24 @@ internal sealed class YamlMap
         return false;
     }
 
+    /// <summary>
+    /// A value that must be one of <paramref name="names"/> (any case), returned as listed there; absent gives
+    /// <paramref name="fallback"/>. An unknown value lists every name and suggests the nearest, like an unknown key.
+    /// </summary>
+    public string Name(string key, string fallback, IReadOnlyList<string> names)
+    {
+        var text = ScalarText(key, "a string");
+        if (text is null) return fallback;
+        var trimmed = text.Trim();
+        foreach (var name in names)
+        {
+            if (string.Equals(name, trimmed, StringComparison.OrdinalIgnoreCase)) return name;
+        }
+        var hint = KeySuggester.Suggest(trimmed, names) is { } near ? $"; did you mean '{near}'?" : "";
+        Error(key, $"must be one of {string.Join(", ", names)}{Got(Quote(text))}{hint}");
+        return fallback;
+    }
+
     /// <summary>A list item that must be an integer in [min, max].</summary>
     public bool TryInteger(YamlNode node, string path, long min, long max, out long value)
     {

@@ -18,7 +18,6 @@ internal sealed record PipelineServices(IHttpForwarder Forwarder, TimeProvider T
 /// </summary>
 internal sealed class RequestContext : IDisposable
 {
-    private ulong? _clientHash;
     private string? _peerIp;
 
     public RequestContext(HttpContext http, ForwardRuntime forward, PipelineServices services, string requestId, CountingStream responseBody)
@@ -45,8 +44,6 @@ internal sealed class RequestContext : IDisposable
     public string PeerIp => _peerIp ??= Peer.ToString();
     /// <summary>The client as far as limits and hashing are concerned (the peer unless a trusted proxy says otherwise).</summary>
     public IPAddress Client { get; set; }
-    /// <summary>Stable hash of <see cref="Client"/>, computed on first use (only hashing balancers ask).</summary>
-    public ulong ClientHash => _clientHash ??= LoadBalancing.ClientHash.Of(Client);
 
     /// <summary>The request body, when it was buffered (replayable across attempts): rented, returned on dispose.</summary>
     public byte[]? Body { get; private set; }

@@ -53,6 +53,10 @@ internal static partial class Log
         Message = "configuration not reloaded, still running the previous one: {Reason}")]
     public static partial void ReloadRejected(ILogger logger, string reason);
 
+    [LoggerMessage(EventId = 14, EventName = "Retired", Level = LogLevel.Debug,
+        Message = "previous configuration retired: its requests have ended")]
+    public static partial void Retired(ILogger logger);
+
     [LoggerMessage(EventId = 20, EventName = "Unsendable", Level = LogLevel.Warning,
         Message = "request could not be sent as received (client's fault, no upstream verdict): upstream={Upstream} cause={Cause} request_id={RequestId}")]
     public static partial void Unsendable(ILogger logger, string upstream, string cause, string requestId);

@@ -1,3 +1,4 @@
+using LLMProxy.LoadBalancing;
 using LLMProxy.Observability;
 using LLMProxy.Resilience;
 using LLMProxy.Runtime;
@@ -26,8 +27,7 @@ internal sealed class AttemptStage : IRequestStage
         AttemptFailure? lastTransport = null;
         while (true)
         {
-            var clientHash = group.Strategy == Configuration.BalanceStrategy.IpHash ? request.ClientHash : 0UL;
-            var lease = group.Select(clientHash, attempt.Tried, out var reason);
+            var lease = group.Select(new BalancingContext(request.Client), attempt.Tried, out var reason);
             if (lease is null)
             {
                 // Every member tried or unavailable after a transport failure: that failure is the answer.
