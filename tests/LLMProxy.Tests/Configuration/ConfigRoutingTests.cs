@@ -325,6 +325,22 @@ public class ConfigRoutingTests
     public void Validate_UpstreamUnknownKeyNearModels_Suggests() =>
         AssertSingleError(Load(OnUpstream0("modelmap: {}")), "upstreams[0].modelmap", "did you mean 'modelMap'?");
 
+    // ---- reload equality -----------------------------------------------------------------------
+
+    [Fact]
+    public void ConfigEquality_RoutingKeysLoadedTwice_SameAndEachChangeSeen()
+    {
+        static string Yaml(string route, string model, string mapped) =>
+            Routes($"- path: {route}\n  group: g2\n- model: \"gpt-4o*\"\n  group: g1")
+                .Replace(Upstream0Anchor, Upstream0Anchor + $"    models: [\"{model}\"]\n    modelMap: {{gpt-4o: {mapped}}}\n", StringComparison.Ordinal);
+        var config = LoadValid(Yaml("/v1/messages", "gpt-4o*", "gpt-4o-2024-08-06"));
+
+        Assert.True(ConfigEquality.Same(config, LoadValid(Yaml("/v1/messages", "gpt-4o*", "gpt-4o-2024-08-06"))));
+        Assert.False(ConfigEquality.Same(config, LoadValid(Yaml("/v1/embeddings", "gpt-4o*", "gpt-4o-2024-08-06"))));
+        Assert.False(ConfigEquality.Same(config, LoadValid(Yaml("/v1/messages", "gpt-4*", "gpt-4o-2024-08-06"))));
+        Assert.False(ConfigEquality.Same(config, LoadValid(Yaml("/v1/messages", "gpt-4o*", "gpt-4o-2024-11-20"))));
+    }
+
     // ---- summary -------------------------------------------------------------------------------
 
     [Fact]
