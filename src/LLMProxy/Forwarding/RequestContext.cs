@@ -51,8 +51,13 @@ internal sealed class RequestContext : IDisposable
     /// <summary>Whether every attempt can send the body again: none, or buffered.</summary>
     public bool Replayable { get; set; }
 
+    /// <summary>What the body says (SPEC §11), when it was buffered and read; <c>default</c> = no facts.</summary>
+    public RequestFacts Facts { get; set; }
+
     /// <summary>The group the request goes to (the forward's default until a route says otherwise).</summary>
     public GroupRuntime Group { get; set; }
+    /// <summary>Index of the route that chose <see cref="Group"/>; -1 = the default group.</summary>
+    public int Route { get; set; } = -1;
 
     public RequestOutcome Outcome { get; set; } = RequestOutcome.Ok;
     /// <summary>Retry-After sent with a proxy-error outcome, when it has one.</summary>

@@ -31,6 +31,7 @@ internal sealed class ProxyMetrics
     public Counter Retries { get; }
     public Counter CoolDowns { get; }
     public Counter Tokens { get; }
+    public Counter RouteRequests { get; }
 
     public ProxyMetrics(bool includeProcessMetrics = true)
     {
@@ -77,6 +78,8 @@ internal sealed class ProxyMetrics
             "Failover attempts made after a failed attempt, by reason.", "group", "reason");
         CoolDowns = f.CreateCounter("llmproxy_upstream_cooldowns_total",
             "Times an upstream was parked after answering 429.", "upstream");
+        RouteRequests = f.CreateCounter("llmproxy_route_requests_total",
+            "Requests by the route that chose their group (route = its name or index; default = no route matched).", "forward", "route", "group");
         Tokens = f.CreateCounter("llmproxy_tokens_total",
             "LLM token usage reported by upstream responses.", "upstream", "type");
     }
@@ -105,6 +108,7 @@ internal sealed class ProxyMetrics
         RemoveOutside(Retries, scope);
         RemoveOutside(CoolDowns, scope);
         RemoveOutside(Tokens, scope);
+        RemoveOutside(RouteRequests, scope);
     }
 
     private static void RemoveOutside<TChild>(Collector<TChild> family, MetricScope scope) where TChild : ChildBase

@@ -38,6 +38,7 @@ internal sealed class GroupRuntime : IDisposable
         Metrics = new GroupMetrics(metrics, Name);
         MemberMetrics = [.. Members.Select(m => new MemberMetrics(metrics, Name, m.Name, StrategyLabel))];
         MaxAttempts = Math.Max(1, Math.Min(config.Retry.Attempts, Members.Length));
+        HasModelRules = Members.Any(m => m.HasModelRules);
         foreach (var code in config.Retry.StatusCodes)
         {
             if ((uint)code < (uint)_retryStatus.Length)
@@ -76,6 +77,26 @@ internal sealed class GroupRuntime : IDisposable
     /// <summary>Pre-bound metrics per member, same order as <see cref="Members"/>.</summary>
     public MemberMetrics[] MemberMetrics { get; }
     public int MaxAttempts { get; }
+    /// <summary>Whether some member has <c>models</c> or <c>modelMap</c>, so the request's model must be known.</summary>
+    public bool HasModelRules { get; }
+
+    /// <summary>Members that do not serve <paramref name="model"/> (bit i = member i), skipped like members already
+    /// tried; every bit of the group set means no member serves it.</summary>
+    public ulong NotServing(string? model)
+    {
+        var mask = 0UL;
+        for (var i = 0; i < Members.Length && i < 64; i++)
+        {
+            if (!Members[i].Serves(model))
+            {
+                mask |= 1UL << i;
+            }
+        }
+        return mask;
+    }
+
+    /// <summary>Bit mask with one bit per member (first 64).</summary>
+    public ulong AllMembers => Members.Length >= 64 ? ulong.MaxValue : (1UL << Members.Length) - 1;
     public TimeSpan Backoff { get; }
     public string Agent { get; }
     /// <summary>Proxy-Authorization for plain-http upstreams behind an http(s) proxy with credentials; null otherwise.</summary>

@@ -30,7 +30,7 @@ internal sealed class ProxyRuntime : IDisposable
         Groups = config.UpstreamGroups.ToDictionary(g => g.Name,
             g => new GroupRuntime(g, Upstreams, metrics, previous?.Groups.GetValueOrDefault(g.Name)), StringComparer.Ordinal);
         Forwards = [.. config.HttpServer.Forwards.Select(f =>
-            new ForwardRuntime(f, Groups[f.DefaultGroup], metrics, time, previous?.Forwards.FirstOrDefault(p => p.Name == f.Name)))];
+            new ForwardRuntime(f, Groups, metrics, time, previous?.Forwards.FirstOrDefault(p => p.Name == f.Name)))];
 
         // Carried-over upstreams are already wired to the metrics; only new breakers are.
         foreach (var upstream in created)

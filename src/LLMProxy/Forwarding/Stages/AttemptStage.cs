@@ -23,6 +23,15 @@ internal sealed class AttemptStage : IRequestStage
         var group = request.Group;
         var maxAttempts = request.Replayable ? group.MaxAttempts : 1;
         var attempt = new Attempt();
+        if (group.HasModelRules)
+        {
+            var notServing = group.NotServing(request.Facts.Model);
+            if ((notServing & group.AllMembers) == group.AllMembers)
+            {
+                return request.Stop(RequestOutcome.ModelNotFound);
+            }
+            attempt.Exclude(notServing);
+        }
         var transformer = new UpstreamTransformer(request, attempt, this);
         AttemptFailure? lastTransport = null;
         while (true)
@@ -68,7 +77,13 @@ internal sealed class AttemptStage : IRequestStage
         request.Attempts = attempt.Count;
         if (request.Body is { } body)
         {
-            http.Request.Body = new MemoryStream(body, 0, request.BodyLength, writable: false);
+            // Every attempt sends the buffered body again — with this upstream's model when its modelMap rewrites it
+            // (the body re-serialised only then, so Content-Length follows the bytes actually sent).
+            var mapped = upstream.MappedModel(request.Facts.Model) is { } token
+                ? ModelRewrite.Rewrite(body.AsSpan(0, request.BodyLength), request.Facts, token)
+                : null;
+            http.Request.Body = mapped is null ? new MemoryStream(body, 0, request.BodyLength, writable: false) : new MemoryStream(mapped, writable: false);
+            http.Request.ContentLength = mapped?.Length ?? request.BodyLength;
         }
 
         var error = await services.Forwarder.SendAsync(http, upstream.Url, group.Invoker, group.RequestConfig, transformer, http.RequestAborted)
