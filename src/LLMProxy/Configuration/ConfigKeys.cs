@@ -17,8 +17,9 @@ internal static class ConfigKeys
     public static readonly string[] Header = ["op", "key", "value"];
     public static readonly string[] Breaker = ["threshold", "cooldown", "maxRequests", "interval", "minRequests"];
     public static readonly string[] UpstreamRateLimit = ["perSecond", "burst"];
-    public static readonly string[] Group = ["name", "upstreams", "balance", "httpClient", "retry"];
-    public static readonly string[] GroupMember = ["name", "weight"];
+    public static readonly string[] Group = ["name", "upstreams", "balance", "httpClient", "retry", "affinity"];
+    public static readonly string[] GroupMember = ["name", "weight", "priority"];
+    public static readonly string[] Affinity = ["keys"];
     public static readonly string[] Balance = ["strategy"];
     public static readonly string[] HttpClient = ["agent", "keepalive", "connect", "timeout", "proxy"];
     public static readonly string[] Connect = ["idleTotal", "idlePerHost", "maxPerHost"];
@@ -29,6 +30,6 @@ internal static class ConfigKeys
     /// <summary>Every key name that may appear anywhere in a config (used to check the documented default file).</summary>
     public static IEnumerable<string> All =>
         new[] { Root, HttpServer, Forward, Route, ForwardRateLimit, ServerTimeout, Admin, Upstream, Auth, Header, Breaker,
-                UpstreamRateLimit, Group, GroupMember, Balance, HttpClient, Connect, ClientTimeout, Proxy, Retry }
+                UpstreamRateLimit, Group, GroupMember, Balance, HttpClient, Connect, ClientTimeout, Proxy, Retry, Affinity }
             .SelectMany(k => k).Distinct(StringComparer.Ordinal);
 }

@@ -30,6 +30,8 @@ internal sealed class ConfigReader(ConfigReadContext ctx)
 
     /// <summary>Bounds weighted round-robin arithmetic; far above any sensible weight.</summary>
     private const int MaxWeight = 1_000_000;
+    /// <summary>Bounds member priorities (either sign); far beyond any sensible number of tiers.</summary>
+    private const int MaxPriority = 1_000_000;
 
     private static readonly string[] ProxySchemes = ["http", "https", "socks5", "socks5h", "socks4"];
 
@@ -449,7 +451,12 @@ internal sealed class ConfigReader(ConfigReadContext ctx)
         {
             var memberName = member.RequiredString("name");
             memberNames.Add(new Located(memberName, member.PathOf("name"), member.At("name")));
-            return new GroupMemberConfig { Name = memberName, Weight = member.Int("weight", MemberDefaults.Weight, 1, MaxWeight) };
+            return new GroupMemberConfig
+            {
+                Name = memberName,
+                Weight = member.Int("weight", MemberDefaults.Weight, 1, MaxWeight),
+                Priority = member.Int("priority", MemberDefaults.Priority, -MaxPriority, MaxPriority),
+            };
         });
         References.Members.AddRange(memberNames);
         var seen = new HashSet<string>(StringComparer.Ordinal);
@@ -474,7 +481,25 @@ internal sealed class ConfigReader(ConfigReadContext ctx)
             Balance = new BalanceConfig { Strategy = strategy },
             HttpClient = ReadHttpClient(m),
             Retry = ReadRetry(m),
+            Affinity = ReadAffinity(m),
         };
+    }
+
+    private static AffinityConfig? ReadAffinity(YamlMap group)
+    {
+        if (group.Map("affinity", ConfigKeys.Affinity) is not { } a) return null;
+        var keys = new List<string>();
+        if (a.List("keys", required: true) is { } items)
+        {
+            if (items.Count == 0) a.Error("keys", "must list at least one key (header:<name> or body:<field>)");
+            foreach (var (node, path) in items)
+            {
+                if (a.StringItem(node, path) is not { } text) continue;
+                if (AffinityKey.TryParse(text, out _, out var error)) keys.Add(text);
+                else a.ErrorAt(node.Start, path, error + a.Got(YamlMap.Quote(text)));
+            }
+        }
+        return new AffinityConfig { Keys = keys };
     }
 
     private static HttpClientConfig ReadHttpClient(YamlMap group)

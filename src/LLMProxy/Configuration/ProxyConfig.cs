@@ -155,13 +155,26 @@ public sealed record UpstreamGroupConfig
     public HttpClientConfig HttpClient { get; init; } = new();
     /// <summary>(ext) Retry/failover policy.</summary>
     public RetryConfig Retry { get; init; } = new();
+    /// <summary>(ext, §13.5) Prompt-cache affinity; null (default) = none, every request goes by the strategy.</summary>
+    public AffinityConfig? Affinity { get; init; }
 }
 
-/// <summary><c>upstreamGroups[].upstreams[]</c>: name, weight (default 1, ≥ 1).</summary>
+/// <summary><c>upstreamGroups[].upstreams[]</c>: name, weight (default 1, ≥ 1), priority (default 0).</summary>
 public sealed record GroupMemberConfig
 {
     public required string Name { get; init; }
     public int Weight { get; init; } = 1;
+    /// <summary>(ext, §13.3) Tier of this member; higher is preferred. The strategy chooses only among the highest tier
+    /// that has an available member. Default 0 (every member in one tier).</summary>
+    public int Priority { get; init; }
+}
+
+/// <summary>(ext, §13.5) <c>upstreamGroups[].affinity</c>.</summary>
+public sealed record AffinityConfig
+{
+    /// <summary>Where a request's session key is read, first present wins: <c>header:&lt;name&gt;</c>,
+    /// <c>body:prompt_cache_key</c>, <c>body:user</c>, <c>body:metadata.user_id</c>. Required, at least one.</summary>
+    public required IReadOnlyList<string> Keys { get; init; }
 }
 
 /// <summary><c>upstreamGroups[].balance</c>.</summary>

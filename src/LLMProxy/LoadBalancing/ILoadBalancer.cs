@@ -42,4 +42,23 @@ internal readonly struct BalancingContext(IPAddress client)
 {
     /// <summary>The client as the forward identified it (the TCP peer, or X-Forwarded-For from a trusted proxy).</summary>
     public IPAddress Client { get; } = client ?? throw new ArgumentNullException(nameof(client));
+
+    /// <summary>Live load of the group's members (same index space as the eligibility span); null when the caller
+    /// knows none, in which case load-aware policies treat every member as idle.</summary>
+    public IMemberLoad? Load { get; init; }
+}
+
+/// <summary>
+/// What load-aware policies (<c>least_loaded</c>) may read about a member now. Implemented by the group runtime over
+/// its upstreams; tests use fakes. Reads only, never leases.
+/// </summary>
+internal interface IMemberLoad
+{
+    /// <summary>Requests member <paramref name="index"/> is serving right now.</summary>
+    int InFlight(int index);
+
+    /// <summary>How much more member <paramref name="index"/> may take before a limit (learned from the provider or
+    /// declared in its budget), in any unit comparable across the members of one group; larger is better.
+    /// <see cref="long.MaxValue"/> when unknown or unlimited, so members without a budget tie.</summary>
+    long Headroom(int index);
 }

@@ -16,6 +16,7 @@ internal sealed class LoadBalancingPolicies
         new WeightedRoundRobinPolicy(),
         new RandomPolicy(),
         new IpHashPolicy(),
+        new LeastLoadedPolicy(),
     ]);
 
     private readonly Dictionary<string, ILoadBalancingPolicy> _byName = new(StringComparer.OrdinalIgnoreCase);

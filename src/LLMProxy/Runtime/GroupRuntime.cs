@@ -11,7 +11,7 @@ namespace LLMProxy.Runtime;
 /// One upstream group, compiled: its members, balancer, retry policy and the single long-lived
 /// connection pool every request of the group goes through.
 /// </summary>
-internal sealed class GroupRuntime : IDisposable
+internal sealed class GroupRuntime : IDisposable, IMemberLoad
 {
     private readonly bool[] _retryStatus = new bool[600];
 
@@ -35,6 +35,13 @@ internal sealed class GroupRuntime : IDisposable
             && ConfigEquality.Same(previous.Config.Balance, config.Balance)
             ? previous.Balancer
             : Policy.Create([.. config.Upstreams.Select(m => new BalancerMember(m.Name, m.Weight))]);
+        (_tierOf, TierCount) = Tiers(config.Upstreams);
+        AffinityKeys = config.Affinity is { } affinity
+            ? [.. affinity.Keys.Select(k => AffinityKey.TryParse(k, out var key, out _) ? key : throw new ArgumentException($"invalid affinity key '{k}'"))]
+            : [];
+        HasBodyAffinity = AffinityKeys.Any(k => k.IsBody);
+        // Stateless, so rebuilt on every reload: the same names and weights give the same mapping (SPEC §13.5).
+        Affinity = AffinityKeys.Length > 0 ? new Rendezvous([.. config.Upstreams.Select(m => new BalancerMember(m.Name, m.Weight))]) : null;
         Metrics = new GroupMetrics(metrics, Name);
         MemberMetrics = [.. Members.Select(m => new MemberMetrics(metrics, Name, m.Name, StrategyLabel))];
         MaxAttempts = Math.Max(1, Math.Min(config.Retry.Attempts, Members.Length));
@@ -73,6 +80,15 @@ internal sealed class GroupRuntime : IDisposable
     /// <summary>The policy's name: the <c>strategy</c> label of metrics and the admin API.</summary>
     public string StrategyLabel { get; }
     public ILoadBalancer Balancer { get; }
+    /// <summary>Where a request's affinity key is read, first present wins; empty without <c>affinity</c>.</summary>
+    public AffinityKey[] AffinityKeys { get; }
+    /// <summary>Whether an affinity key is read from the body, so the request's facts must be read.</summary>
+    public bool HasBodyAffinity { get; }
+    /// <summary>Rendezvous over the members for requests that carry an affinity key; null without <c>affinity</c>.</summary>
+    public Rendezvous? Affinity { get; }
+    /// <summary>Number of distinct member priorities; tier 0 is the highest priority.</summary>
+    public int TierCount { get; }
+    private readonly int[] _tierOf;
     public GroupMetrics Metrics { get; }
     /// <summary>Pre-bound metrics per member, same order as <see cref="Members"/>.</summary>
     public MemberMetrics[] MemberMetrics { get; }
@@ -111,8 +127,15 @@ internal sealed class GroupRuntime : IDisposable
     /// Chooses a member not in <paramref name="tried"/> (bit i = member i, first 64 members) and leases it for one
     /// attempt. Null when none can take the request; <paramref name="reason"/> then says why.
     /// </summary>
-    public UpstreamLease? Select(in BalancingContext context, ulong tried, out Unavailability reason)
+    /// <remarks>Priorities (SPEC §13.3): only the highest tier with an eligible member is offered to the chooser, so
+    /// a lower tier serves only while every member above it is unavailable, and traffic returns as soon as one is back.
+    /// The chooser is the rendezvous of <see cref="Affinity"/> when <paramref name="affinityKey"/> is given (§13.5),
+    /// the group's balancer otherwise; either keeps its state across tiers (one balancer per group).</remarks>
+    public UpstreamLease? Select(in BalancingContext context, ulong tried, out Unavailability reason, string? affinityKey = null)
     {
+        var keyHash = affinityKey is not null && Affinity is not null ? StableHash.OfString(affinityKey) : 0UL;
+        var useAffinity = affinityKey is not null && Affinity is not null;
+        var balancing = context.Load is null ? context with { Load = this } : context;
         var n = Members.Length;
         Span<bool> eligible = n <= 128 ? stackalloc bool[n] : new bool[n];
         var excluded = tried;
@@ -139,7 +162,11 @@ internal sealed class GroupRuntime : IDisposable
             {
                 break;
             }
-            var index = Balancer.Select(eligible, context);
+            if (TierCount > 1)
+            {
+                KeepHighestTier(eligible);
+            }
+            var index = useAffinity ? Affinity!.Select(eligible, keyHash) : Balancer.Select(eligible, balancing);
             if (index < 0)
             {
                 break;
@@ -168,6 +195,36 @@ internal sealed class GroupRuntime : IDisposable
         }
         return null;
     }
+
+    /// <summary>Clears every eligible entry outside the highest tier that has one (allocation-free).</summary>
+    private void KeepHighestTier(Span<bool> eligible)
+    {
+        var top = int.MaxValue;
+        for (var i = 0; i < eligible.Length; i++)
+        {
+            if (eligible[i] && _tierOf[i] < top)
+            {
+                top = _tierOf[i];
+            }
+        }
+        for (var i = 0; i < eligible.Length; i++)
+        {
+            eligible[i] &= _tierOf[i] == top;
+        }
+    }
+
+    /// <summary>Tier index per member (0 = highest priority) and the number of tiers.</summary>
+    private static (int[] TierOf, int Count) Tiers(IReadOnlyList<GroupMemberConfig> members)
+    {
+        var priorities = members.Select(m => m.Priority).Distinct().OrderDescending().ToArray();
+        return ([.. members.Select(m => Array.IndexOf(priorities, m.Priority))], priorities.Length);
+    }
+
+    int IMemberLoad.InFlight(int index) => Members[index].InFlight;
+
+    // No budget reports headroom yet: every member ties, and least_loaded falls back to index order. The budgets work
+    // (SPEC §13.1) fills this from the learned/declared remaining tokens or requests.
+    long IMemberLoad.Headroom(int index) => long.MaxValue;
 
     /// <summary>Whether some member outside <paramref name="tried"/> is available right now.</summary>
     public bool HasAlternative(ulong tried)

@@ -433,7 +433,7 @@ public class ConfigValidationRuleTests
     [Fact]
     public void Validate_StrategyUnknown_ListsAllowedValues() =>
         AssertSingleError(Load(With(GroupAnchor, "    balance:\n      strategy: leastconn")), "upstreamGroups[0].balance.strategy",
-            "must be one of roundrobin, weighted_roundrobin, random, iphash (got \"leastconn\")");
+            "must be one of roundrobin, weighted_roundrobin, random, iphash, least_loaded (got \"leastconn\")");
 
     [Theory]
     [InlineData("round_robin", "roundrobin")]
@@ -441,7 +441,7 @@ public class ConfigValidationRuleTests
     [InlineData("ip_hash", "iphash")]
     public void Validate_StrategyNearMiss_SuggestsRegisteredName(string text, string suggested) =>
         AssertSingleError(Load(With(GroupAnchor, $"    balance:\n      strategy: {text}")), "upstreamGroups[0].balance.strategy",
-            $"must be one of roundrobin, weighted_roundrobin, random, iphash (got \"{text}\"); did you mean '{suggested}'?");
+            $"must be one of roundrobin, weighted_roundrobin, random, iphash, least_loaded (got \"{text}\"); did you mean '{suggested}'?");
 
     [Fact]
     public void Validate_StrategyNotAString_Reports() =>

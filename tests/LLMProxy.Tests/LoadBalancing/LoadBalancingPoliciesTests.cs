@@ -16,6 +16,7 @@ public class LoadBalancingPoliciesTests
     [InlineData("weighted_roundrobin", typeof(SmoothWeightedRoundRobinBalancer))]
     [InlineData("random", typeof(RandomBalancer))]
     [InlineData("iphash", typeof(IpHashBalancer))]
+    [InlineData("least_loaded", typeof(LeastLoadedBalancer))]
     public void Get_EachBuiltInName_CreatesItsBalancer(string strategy, Type expected)
     {
         var policy = LoadBalancingPolicies.BuiltIn.Get(strategy);
@@ -25,8 +26,8 @@ public class LoadBalancingPoliciesTests
     }
 
     [Fact]
-    public void BuiltIn_Names_AreTheFourStrategiesInDocumentedOrder() =>
-        Assert.Equal(["roundrobin", "weighted_roundrobin", "random", "iphash"], LoadBalancingPolicies.BuiltIn.Names);
+    public void BuiltIn_Names_AreTheStrategiesInDocumentedOrder() =>
+        Assert.Equal(["roundrobin", "weighted_roundrobin", "random", "iphash", "least_loaded"], LoadBalancingPolicies.BuiltIn.Names);
 
     [Fact]
     public void TryGet_AnyCase_FindsPolicyByRegisteredName()

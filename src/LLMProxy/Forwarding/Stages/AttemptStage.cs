@@ -34,9 +34,10 @@ internal sealed class AttemptStage : IRequestStage
         }
         var transformer = new UpstreamTransformer(request, attempt, this);
         AttemptFailure? lastTransport = null;
+        var affinityKey = AffinityKeyOf(request, group.AffinityKeys);
         while (true)
         {
-            var lease = group.Select(new BalancingContext(request.Client), attempt.Tried, out var reason);
+            var lease = group.Select(new BalancingContext(request.Client), attempt.Tried, out var reason, affinityKey);
             if (lease is null)
             {
                 // Every member tried or unavailable after a transport failure: that failure is the answer.
@@ -59,6 +60,29 @@ internal sealed class AttemptStage : IRequestStage
                 await Task.Delay(group.Backoff, request.Services.Time, request.Http.RequestAborted).ConfigureAwait(false);
             }
         }
+    }
+
+    /// <summary>The first present affinity key of the request (SPEC §13.5): a header's first non-empty value or a body
+    /// fact; null when none is present (or the group has no <c>affinity</c>), so the group's strategy decides.</summary>
+    internal static string? AffinityKeyOf(RequestContext request, AffinityKey[] keys)
+    {
+        foreach (var key in keys)
+        {
+            var value = key.Source switch
+            {
+                AffinitySource.Header => request.Http.Request.Headers.TryGetValue(key.HeaderName!, out var values) && values.Count > 0
+                    ? values[0] : null,
+                AffinitySource.PromptCacheKey => request.Facts.PromptCacheKey,
+                AffinitySource.User => request.Facts.User,
+                AffinitySource.MetadataUserId => request.Facts.MetadataUserId,
+                _ => null,
+            };
+            if (!string.IsNullOrEmpty(value))
+            {
+                return value;
+            }
+        }
+        return null;
     }
 
     /// <summary>Whether an answer with <paramref name="status"/> is held back from the client to retry elsewhere.</summary>
