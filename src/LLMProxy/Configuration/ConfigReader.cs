@@ -116,6 +116,7 @@ internal sealed class ConfigReader(ConfigReadContext ctx)
             TrustedProxies = ReadTrustedProxies(m),
             MaxRequestBodySize = m.Long("maxRequestBodySize", ForwardDefaults.MaxRequestBodySize, 1),
             Routes = ReadRoutes(m),
+            DebugHeaders = m.Bool("debugHeaders", ForwardDefaults.DebugHeaders),
         };
     }
 

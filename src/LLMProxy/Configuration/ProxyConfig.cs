@@ -40,6 +40,9 @@ public sealed record ForwardConfig
     /// <summary>(ext) Routes by path prefix and/or model to a group other than <see cref="DefaultGroup"/>; the first
     /// match wins, no match goes to DefaultGroup. Default none (every request goes to DefaultGroup).</summary>
     public IReadOnlyList<RouteConfig> Routes { get; init; } = [];
+    /// <summary>(ext, §13.6) <c>X-LLMProxy-Upstream</c> (the upstream's name) and <c>X-LLMProxy-Attempts</c> on every
+    /// proxied answer. Default true.</summary>
+    public bool DebugHeaders { get; init; } = true;
 }
 
 /// <summary>(ext) <c>httpServer.forwards[].routes[]</c>: requests that match go to <see cref="Group"/>. A route has a

@@ -218,6 +218,16 @@ internal sealed class YamlMap
         return value;
     }
 
+    /// <summary><c>true</c> or <c>false</c> (any case); absent gives <paramref name="fallback"/>.</summary>
+    public bool Bool(string key, bool fallback)
+    {
+        var text = ScalarText(key, "true or false");
+        if (text is null) return fallback;
+        if (bool.TryParse(text.Trim(), out var value)) return value;
+        Error(key, $"must be true or false{Got(Quote(text))}");
+        return fallback;
+    }
+
     public T Enum<T>(string key, T fallback, IReadOnlyList<KeyValuePair<string, T>> names) where T : struct, Enum =>
         TryEnum(key, names, out var value) ? value : fallback;
 

@@ -15,6 +15,10 @@ namespace LLMProxy.Forwarding;
 /// </summary>
 internal sealed class UpstreamTransformer(RequestContext ctx, Attempt attempt, Stages.AttemptStage stage) : HttpTransformer
 {
+    /// <summary>SPEC §13.6 debug headers, off with <c>debugHeaders: false</c>.</summary>
+    public const string DebugUpstreamHeader = "X-LLMProxy-Upstream";
+    public const string DebugAttemptsHeader = "X-LLMProxy-Attempts";
+
     public override async ValueTask TransformRequestAsync(HttpContext httpContext, HttpRequestMessage proxyRequest,
         string destinationPrefix, CancellationToken cancellationToken)
     {
@@ -147,9 +151,21 @@ internal sealed class UpstreamTransformer(RequestContext ctx, Attempt attempt, S
         }
         httpContext.Response.Headers.Remove("Trailer");
         httpContext.Response.Headers[ForwardingHeaders.RequestId] = ctx.RequestId;
-        if (copy && IsLlmPayload(proxyResponse.Content.Headers.ContentType?.MediaType))
+        if (ctx.Forward.Config.DebugHeaders)
+        {
+            // The name only: an upstream's key or URL never reaches a client.
+            httpContext.Response.Headers[DebugUpstreamHeader] = attempt.Lease!.Upstream.Name;
+            httpContext.Response.Headers[DebugAttemptsHeader] = attempt.Count.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        }
+        var mediaType = proxyResponse.Content.Headers.ContentType?.MediaType;
+        if (copy && IsLlmPayload(mediaType))
         {
             ctx.ResponseBody.Usage = new UsageScanner();
+        }
+        if (copy && string.Equals(mediaType, "text/event-stream", StringComparison.OrdinalIgnoreCase))
+        {
+            // YARP reads the body from this content after this method: an upstream break becomes a final error event.
+            proxyResponse.Content = new HonestSseContent(proxyResponse.Content);
         }
         return copy;
     }

@@ -1,0 +1,148 @@
+using System.Net;
+using System.Text;
+
+namespace LLMProxy.Forwarding;
+
+/// <summary>
+/// An upstream SSE body that tells the client when it breaks (SPEC §13.6). When a read from the upstream fails with
+/// the client still there, the failed read yields one final event
+/// <c>data: {"error":{…,"code":"upstream_broken_stream"}}</c> (after a blank line if the break cut an event short, so it
+/// never merges into a half-sent one) and the next read rethrows the upstream's failure. YARP then reports the broken
+/// response body and aborts the client connection, so the client sees the event and no terminating chunk — never a
+/// fake <c>[DONE]</c>. Cancellation (the client left, or an activity timeout) is passed on as it is.
+/// Replaces the upstream response's content in the transformer, because YARP reads the body from it after headers.
+/// </summary>
+internal sealed class HonestSseContent : HttpContent
+{
+    /// <summary>The final event, as sent.</summary>
+    public static readonly byte[] Notice = Encoding.UTF8.GetBytes(
+        "data: {\"error\":{\"message\":\"The upstream connection broke before the answer was complete.\",\"type\":\"llmproxy_error\",\"code\":\"upstream_broken_stream\"}}\n\n");
+
+    /// <summary>How long the notice is given to reach the socket before the connection is aborted.</summary>
+    private static readonly TimeSpan NoticeGrace = TimeSpan.FromMilliseconds(100);
+
+    private readonly HttpContent _inner;
+
+    public HonestSseContent(HttpContent inner)
+    {
+        _inner = inner;
+        foreach (var header in inner.Headers)
+        {
+            Headers.TryAddWithoutValidation(header.Key, header.Value);
+        }
+    }
+
+    protected override async Task<Stream> CreateContentReadStreamAsync(CancellationToken cancellationToken) =>
+        new NoticeStream(await _inner.ReadAsStreamAsync(cancellationToken).ConfigureAwait(false));
+
+    protected override Task<Stream> CreateContentReadStreamAsync() => CreateContentReadStreamAsync(CancellationToken.None);
+
+    protected override Task SerializeToStreamAsync(Stream stream, TransportContext? context) => _inner.CopyToAsync(stream, context);
+
+    protected override bool TryComputeLength(out long length)
+    {
+        length = 0;
+        return false;
+    }
+
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing)
+        {
+            _inner.Dispose();
+        }
+        base.Dispose(disposing);
+    }
+
+    private sealed class NoticeStream(Stream inner) : Stream
+    {
+        private Exception? _broken;
+        private int _noticeSent; // bytes of the notice (with its leading separator) already returned
+        private byte[]? _pending;
+        private byte _last1 = (byte)'\n', _last2 = (byte)'\n'; // the last two bytes passed on; "\n\n" = at an event boundary
+
+        public override async ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
+        {
+            if (_pending is not null)
+            {
+                return buffer.Length == 0 ? 0 : NextNoticeBytes(buffer.Span);
+            }
+            if (_broken is not null)
+            {
+                // The notice is written, but only into the server's output pipe: an abort right now would close the
+                // socket before the sender hands it to the kernel. A short real-time grace (network time, not logic
+                // time, hence the system clock) lets it go out; then the upstream's failure, so the forwarder aborts.
+                try
+                {
+                    await Task.Delay(NoticeGrace, TimeProvider.System, cancellationToken).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException)
+                {
+                    // The client left or the activity timeout fired: abort now.
+                }
+                System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(_broken);
+            }
+            int read;
+            try
+            {
+                read = await inner.ReadAsync(buffer, cancellationToken).ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                _broken = e;
+                var boundary = _last1 == '\n' && _last2 == '\n';
+                _pending = boundary ? Notice : [(byte)'\n', (byte)'\n', .. Notice];
+                // A zero-byte read (the forwarder waits for data with one before renting its buffer) answers "ready".
+                return buffer.Length == 0 ? 0 : NextNoticeBytes(buffer.Span);
+            }
+            if (read >= 2)
+            {
+                _last2 = buffer.Span[read - 2];
+                _last1 = buffer.Span[read - 1];
+            }
+            else if (read == 1)
+            {
+                _last2 = _last1;
+                _last1 = buffer.Span[0];
+            }
+            return read;
+        }
+
+        private int NextNoticeBytes(Span<byte> destination)
+        {
+            var pending = _pending!;
+            var n = Math.Min(destination.Length, pending.Length - _noticeSent);
+            pending.AsSpan(_noticeSent, n).CopyTo(destination);
+            _noticeSent += n;
+            if (_noticeSent == pending.Length)
+            {
+                _pending = null;
+            }
+            return n;
+        }
+
+        public override int Read(byte[] buffer, int offset, int count) => ReadAsync(buffer.AsMemory(offset, count)).AsTask().GetAwaiter().GetResult();
+
+        public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
+            ReadAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
+
+        public override bool CanRead => true;
+        public override bool CanSeek => false;
+        public override bool CanWrite => false;
+        public override long Length => throw new NotSupportedException();
+        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+        public override void Flush() { }
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+        public override void SetLength(long value) => throw new NotSupportedException();
+        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+
+        protected override void Dispose(bool disposing)
+        {
+            if (disposing)
+            {
+                inner.Dispose();
+            }
+            base.Dispose(disposing);
+        }
+    }
+}
