@@ -123,10 +123,9 @@ internal sealed class UpstreamTransformer(RequestContext ctx, Attempt attempt, S
         attempt.TimeToFirstByteSeconds = Stopwatch.GetElapsedTime(attempt.Started).TotalSeconds;
         var status = (int)proxyResponse.StatusCode;
         attempt.Status = status;
-        if (status == StatusCodes.Status101SwitchingProtocols)
+        if (!ResponseScreen.IsPassable(proxyResponse))
         {
-            // Never asked for (the proxy strips Upgrade): answering it would turn the connection into a raw tunnel
-            // that carries unaccounted bytes with an injected key. Not copied; the attempt stage counts a protocol error.
+            // Not copied; the attempt stage counts a protocol error (and retries elsewhere while nothing was sent).
             attempt.ProtocolViolation = true;
             return false;
         }

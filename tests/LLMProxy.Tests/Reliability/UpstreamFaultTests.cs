@@ -333,7 +333,14 @@ public class UpstreamFaultTests
     /// <summary>Answers that cannot be passed on as HTTP, by name (the 70 KB head would make an unreadable test name).</summary>
     private static readonly Dictionary<string, string> Unpassable = new()
     {
+        ["status 999"] = "HTTP/1.1 999 Whatever\r\nContent-Length: 2\r\n\r\n{}",
+        ["status 600"] = "HTTP/1.1 600 Whatever\r\nContent-Length: 2\r\n\r\n{}",
+        ["status 099"] = "HTTP/1.1 099 Whatever\r\nContent-Length: 2\r\n\r\n{}",
+        ["status 000"] = "HTTP/1.1 000 Whatever\r\nContent-Length: 2\r\n\r\n{}",
         ["101 never asked for"] = "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+        ["204 with a Content-Length"] = "HTTP/1.1 204 No Content\r\nContent-Length: 2\r\n\r\n{}",
+        ["205 with a body"] = "HTTP/1.1 205 Reset Content\r\nContent-Length: 2\r\n\r\n{}",
+        ["205 with a chunked body"] = "HTTP/1.1 205 Reset Content\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
         ["non-ASCII header value"] = "HTTP/1.1 200 OK\r\nX-Note: caf\u00c3\u00a9\r\nContent-Length: 2\r\n\r\n{}",
         ["non-ASCII Content-Type"] = "HTTP/1.1 200 OK\r\nContent-Type: application/json; charset=caf\u00c3\u00a9\r\nContent-Length: 2\r\n\r\n{}",
         ["control character in header value"] = "HTTP/1.1 200 OK\r\nX-Note: a\u0001b\r\nContent-Length: 2\r\n\r\n{}",
