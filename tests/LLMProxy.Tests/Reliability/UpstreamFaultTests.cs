@@ -362,7 +362,7 @@ public class UpstreamFaultTests
     public async Task UnpassableAnswer_IsUpstreamProtocolError_FailsOver_NeverReachesClient(string shape)
     {
         await using var rig = await Rig.StartAsync(FaultMode.Raw);
-        rig.Faulty.RawAnswer = System.Text.Encoding.Latin1.GetBytes(Unpassable[shape]);
+        rig.Faulty.RawAnswer = Closing(Unpassable[shape]);
 
         for (var i = 0; i < 2; i++)
         {
@@ -389,11 +389,22 @@ public class UpstreamFaultTests
         await rig.AssertStillServingAsync();
     }
 
+    /// <summary>
+    /// The raw upstream closes after every answer, so the final answer says <c>Connection: close</c>: a pooled
+    /// connection the upstream has already closed would otherwise fail a later attempt as a reset, which is not what
+    /// these tests are about.
+    /// </summary>
+    private static byte[] Closing(string answer)
+    {
+        var line = answer.IndexOf("\r\n", answer.LastIndexOf("HTTP/1.", StringComparison.Ordinal), StringComparison.Ordinal) + 2;
+        return System.Text.Encoding.Latin1.GetBytes(answer[..line] + "Connection: close\r\n" + answer[line..]);
+    }
+
     /// <summary>One forward in front of a raw upstream answering <paramref name="answer"/> (then <paramref name="tail"/>).</summary>
     private static async Task<(FaultyUpstream Faulty, TestProxy Proxy)> StartRawAsync(string answer, string? tail = null)
     {
         var faulty = FaultyUpstream.Start(FaultMode.Raw);
-        faulty.RawAnswer = System.Text.Encoding.Latin1.GetBytes(answer);
+        faulty.RawAnswer = Closing(answer);
         faulty.RawTail = tail is null ? null : System.Text.Encoding.Latin1.GetBytes(tail);
         var proxy = await TestProxy.StartAsync(TestProxy.Config($"- name: faulty\n  url: \"{faulty.Url}\"", "- name: faulty",
             groupExtra: $"httpClient:\n  timeout:\n    request: {RequestTimeoutMs}"));
