@@ -348,6 +348,7 @@ public class UpstreamFaultTests
         ["header name not a token"] = "HTTP/1.1 200 OK\r\nX{y}: 1\r\nContent-Length: 2\r\n\r\n{}",
         ["Content-Length twice, differing"] = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}",
         ["negative Content-Length"] = "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n{}",
+        ["response head over 64 KB"] = "HTTP/1.1 200 OK\r\nX-Big: " + new string('b', 70 * 1024) + "\r\nContent-Length: 2\r\n\r\n{}",
     };
 
     public static TheoryData<string> UnpassableShapes => [.. Unpassable.Keys];
