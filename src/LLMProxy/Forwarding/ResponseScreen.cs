@@ -1,4 +1,5 @@
 using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.Features;
 
 namespace LLMProxy.Forwarding;
 
@@ -30,5 +31,19 @@ internal static class ResponseScreen
             return false;
         }
         return true;
+    }
+
+    /// <summary>
+    /// Drops a reason phrase that is not printable ASCII (YARP copies the upstream's when it is not the standard one):
+    /// Kestrel writes it byte for byte, control characters and escape sequences included, and clients ignore it anyway
+    /// (RFC 9112 §4). The client then gets the standard phrase for the status.
+    /// </summary>
+    public static void SanitizeReasonPhrase(HttpContext context)
+    {
+        if (context.Features.Get<IHttpResponseFeature>() is { ReasonPhrase: { } reason } feature
+            && !RequestScreen.IsFieldValue(reason))
+        {
+            feature.ReasonPhrase = null;
+        }
     }
 }

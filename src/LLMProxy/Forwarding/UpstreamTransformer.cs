@@ -140,6 +140,7 @@ internal sealed class UpstreamTransformer(RequestContext ctx, Attempt attempt, S
             return false;
         }
         var copy = await base.TransformResponseAsync(httpContext, proxyResponse, cancellationToken).ConfigureAwait(false);
+        ResponseScreen.SanitizeReasonPhrase(httpContext);
         foreach (var named in proxyResponse.Headers.Connection)
         {
             httpContext.Response.Headers.Remove(named);

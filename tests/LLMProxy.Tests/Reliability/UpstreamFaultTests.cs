@@ -413,6 +413,23 @@ public class UpstreamFaultTests
     }
 
     [Theory]
+    [InlineData("O\u0001K\u001b[2J", "OK")]
+    [InlineData("Okay caf\u00c3\u00a9", "OK")]
+    [InlineData("Fine Thanks", "Fine Thanks")]
+    public async Task ReasonPhrase_NotPrintableAscii_ReplacedByTheStandardOne(string reason, string seen)
+    {
+        var (faulty, proxy) = await StartRawAsync($"HTTP/1.1 200 {reason}\r\nContent-Length: 2\r\n\r\n{{}}");
+        await using var _ = faulty;
+        await using var __ = proxy;
+        await using var raw = await RawClient.ConnectAsync(RawClient.PortOf(proxy.ForwardUrl()));
+        await raw.SendAsync("GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n");
+        var response = await raw.ReadResponseAsync(TimeSpan.FromSeconds(10));
+
+        Assert.Equal("HTTP/1.1 200 " + seen, response.Head.Split("\r\n")[0]);
+        Assert.Equal("{}", response.BodyText);
+    }
+
+    [Theory]
     [InlineData("HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n")]
     [InlineData("HTTP/1.1 100 Continue\r\n\r\n")]
     [InlineData("HTTP/1.1 102 Processing\r\n\r\nHTTP/1.1 103 Early Hints\r\n\r\n")]
