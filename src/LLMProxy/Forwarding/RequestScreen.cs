@@ -25,6 +25,12 @@ internal static class RequestScreen
         {
             return RequestOutcome.MethodNotAllowed;
         }
+        // OPTIONS * asks about the server itself; .NET's client can only send a path, so it would reach the upstream
+        // as OPTIONS / (or the full endpoint), another request than the client's.
+        if (context.Features.Get<IHttpRequestFeature>()?.RawTarget == "*")
+        {
+            return RequestOutcome.BadRequest;
+        }
         // .NET's client refuses to send non-ASCII or control characters in a header value (Kestrel accepts UTF-8);
         // found here, that is a 400, not an upstream that "failed" on every member. A name that is not a token
         // ({, @, ", DEL: Kestrel accepts them) it cannot send either: YARP would drop the header without a word and
