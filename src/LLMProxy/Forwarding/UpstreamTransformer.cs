@@ -32,10 +32,11 @@ internal sealed class UpstreamTransformer(RequestContext ctx, Attempt attempt, S
         // The upstream's own Host, taken from the request URI.
         headers.Host = null;
 
-        var xff = request.Headers[ForwardingHeaders.ForwardedFor];
+        // An empty X-Forwarded-For from the client is no hop: appending to it would start the list with an empty entry.
+        var xff = request.Headers[ForwardingHeaders.ForwardedFor].ToString();
         headers.Remove(ForwardingHeaders.ForwardedFor);
         headers.TryAddWithoutValidation(ForwardingHeaders.ForwardedFor,
-            xff.Count == 0 ? ctx.PeerIp : string.Concat(xff.ToString(), ", ", ctx.PeerIp));
+            string.IsNullOrWhiteSpace(xff) ? ctx.PeerIp : string.Concat(xff, ", ", ctx.PeerIp));
         headers.Remove(ForwardingHeaders.ForwardedProto);
         headers.TryAddWithoutValidation(ForwardingHeaders.ForwardedProto, request.Scheme);
         headers.Remove(ForwardingHeaders.ForwardedHost);

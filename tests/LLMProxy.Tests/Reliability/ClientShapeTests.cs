@@ -265,6 +265,8 @@ public class ClientShapeTests
     [Theory]
     [InlineData("<script>, 999.1.1.1, :::::, ,,, \"\"", "<script>, 999.1.1.1, :::::, ,,, \"\", 127.0.0.1")]
     [InlineData("1.2.3.4\r\nX-Forwarded-For: 5.6.7.8", "1.2.3.4,5.6.7.8, 127.0.0.1")]
+    [InlineData("", "127.0.0.1")]
+    [InlineData("   ", "127.0.0.1")]
     public async Task ForwardedForFromUntrustedPeer_PeerAppended_NeverBreaksTheRequest(string sent, string forwarded)
     {
         await using var rig = await Rig.StartAsync();
