@@ -10,6 +10,7 @@ internal static class ConfigCrossChecks
         Unique(refs.Upstreams, "upstream", ctx);
         Unique(refs.Groups, "upstream group", ctx);
         Resolve(refs.DefaultGroups, refs.Groups, "upstream group", "upstreamGroups", ctx);
+        Resolve(refs.RouteGroups, refs.Groups, "upstream group", "upstreamGroups", ctx);
         Resolve(refs.Members, refs.Upstreams, "upstream", "upstreams", ctx);
         PortClashes(refs.Listeners, ctx);
     }

@@ -7,11 +7,12 @@ internal static class ConfigKeys
     public static readonly string[] Root = ["httpServer", "upstreams", "upstreamGroups"];
     public static readonly string[] HttpServer = ["forwards", "admin", "shutdownTimeout"];
     public static readonly string[] Forward =
-        ["name", "port", "address", "defaultGroup", "ratelimit", "timeout", "trustedProxies", "maxRequestBodySize"];
+        ["name", "port", "address", "defaultGroup", "ratelimit", "timeout", "trustedProxies", "maxRequestBodySize", "routes"];
+    public static readonly string[] Route = ["name", "path", "model", "group"];
     public static readonly string[] ForwardRateLimit = ["perSecond", "burst"];
     public static readonly string[] ServerTimeout = ["idle", "read", "write"];
     public static readonly string[] Admin = ["port", "address", "timeout", "token"];
-    public static readonly string[] Upstream = ["name", "url", "auth", "headers", "breaker", "ratelimit"];
+    public static readonly string[] Upstream = ["name", "url", "auth", "headers", "breaker", "ratelimit", "models", "modelMap"];
     public static readonly string[] Auth = ["type", "token", "username", "password"];
     public static readonly string[] Header = ["op", "key", "value"];
     public static readonly string[] Breaker = ["threshold", "cooldown", "maxRequests", "interval", "minRequests"];
@@ -27,7 +28,7 @@ internal static class ConfigKeys
 
     /// <summary>Every key name that may appear anywhere in a config (used to check the documented default file).</summary>
     public static IEnumerable<string> All =>
-        new[] { Root, HttpServer, Forward, ForwardRateLimit, ServerTimeout, Admin, Upstream, Auth, Header, Breaker,
+        new[] { Root, HttpServer, Forward, Route, ForwardRateLimit, ServerTimeout, Admin, Upstream, Auth, Header, Breaker,
                 UpstreamRateLimit, Group, GroupMember, Balance, HttpClient, Connect, ClientTimeout, Proxy, Retry }
             .SelectMany(k => k).Distinct(StringComparer.Ordinal);
 }

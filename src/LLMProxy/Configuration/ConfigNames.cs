@@ -1,6 +1,7 @@
 namespace LLMProxy.Configuration;
 
-/// <summary>YAML spellings of the config enums, in the order they are listed in error messages.</summary>
+/// <summary>YAML spellings of the config enums, in the order they are listed in error messages. (Balancing
+/// strategies are not an enum but registered policies: see <see cref="LoadBalancing.LoadBalancingPolicies"/>.)</summary>
 internal static class ConfigNames
 {
     public static readonly IReadOnlyList<KeyValuePair<string, AuthType>> AuthTypes =
@@ -11,14 +12,6 @@ internal static class ConfigNames
     public static readonly IReadOnlyList<KeyValuePair<string, HeaderOp>> HeaderOps =
     [
         new("insert", HeaderOp.Insert), new("replace", HeaderOp.Replace), new("remove", HeaderOp.Remove),
-    ];
-
-    public static readonly IReadOnlyList<KeyValuePair<string, BalanceStrategy>> Strategies =
-    [
-        new("roundrobin", BalanceStrategy.RoundRobin),
-        new("weighted_roundrobin", BalanceStrategy.WeightedRoundRobin),
-        new("random", BalanceStrategy.Random),
-        new("iphash", BalanceStrategy.IpHash),
     ];
 
     public static string Of<T>(IReadOnlyList<KeyValuePair<string, T>> table, T value) where T : struct, Enum

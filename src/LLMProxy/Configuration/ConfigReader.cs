@@ -1,5 +1,8 @@
 using System.Buffers;
+using System.Globalization;
 using System.Net;
+using LLMProxy.LoadBalancing;
+using LLMProxy.Routing;
 using YamlDotNet.Core;
 using YamlDotNet.RepresentationModel;
 
@@ -23,6 +26,7 @@ internal sealed class ConfigReader(ConfigReadContext ctx)
     private static readonly ConnectConfig ConnectDefaults = new();
     private static readonly ClientTimeoutConfig ClientTimeoutDefaults = new();
     private static readonly RetryConfig RetryDefaults = new();
+    private static readonly BalanceConfig BalanceDefaults = new();
 
     /// <summary>Bounds weighted round-robin arithmetic; far above any sensible weight.</summary>
     private const int MaxWeight = 1_000_000;
@@ -109,7 +113,76 @@ internal sealed class ConfigReader(ConfigReadContext ctx)
             Timeout = ReadServerTimeout(m),
             TrustedProxies = ReadTrustedProxies(m),
             MaxRequestBodySize = m.Long("maxRequestBodySize", ForwardDefaults.MaxRequestBodySize, 1),
+            Routes = ReadRoutes(m),
         };
+    }
+
+    private List<RouteConfig> ReadRoutes(YamlMap forward)
+    {
+        var result = new List<RouteConfig>();
+        var items = forward.List("routes");
+        if (items is null) return result;
+
+        var named = new List<(Located Name, int Index)>();
+        for (var i = 0; i < items.Count; i++)
+        {
+            var (node, path) = items[i];
+            if (forward.Item(node, path, ConfigKeys.Route) is not { } r) continue;
+
+            var name = r.String("name");
+            if (name is not null)
+            {
+                if (string.IsNullOrWhiteSpace(name)) r.Error("name", "must not be empty (omit the key to label the route by its index)");
+                else if (name.Any(char.IsControl)) r.Error("name", "must not contain control characters");
+                else named.Add((new Located(name, r.PathOf("name"), r.At("name")), i));
+            }
+
+            var routePath = r.String("path");
+            if (routePath is not null && RouteSelector.PathProblem(routePath) is { } pathProblem)
+            {
+                r.Error("path", pathProblem + r.Got(YamlMap.Quote(routePath)));
+            }
+            var model = r.String("model");
+            if (model is not null && ModelGlob.Validate(model) is { } modelProblem)
+            {
+                r.Error("model", modelProblem + r.Got(YamlMap.Quote(model)));
+            }
+            if (!r.Has("path") && !r.Has("model"))
+            {
+                r.ErrorAt(node.Start, path, "empty route: give it a path, a model or both (a route matching every request is what defaultGroup is for)");
+            }
+
+            var group = r.RequiredString("group");
+            References.RouteGroups.Add(new Located(group, r.PathOf("group"), r.At("group")));
+            result.Add(new RouteConfig { Name = name, Path = routePath, Model = model, Group = group });
+        }
+
+        UniqueRouteLabels(items, named);
+        return result;
+    }
+
+    /// <summary>Route names label metrics, and an unnamed route is labelled by its index, so a name may neither
+    /// repeat nor equal the index of an unnamed route.</summary>
+    private void UniqueRouteLabels(IReadOnlyList<(YamlNode Node, string Path)> items, List<(Located Name, int Index)> named)
+    {
+        var namedIndexes = named.Select(n => n.Index).ToHashSet();
+        var first = new Dictionary<string, Located>(StringComparer.Ordinal);
+        foreach (var (name, _) in named)
+        {
+            if (first.TryGetValue(name.Value, out var earlier))
+            {
+                ctx.Error(name.At, name.Path, $"duplicate route name '{name.Value}' (first defined at {earlier.Path})");
+                continue;
+            }
+            first[name.Value] = name;
+            if (int.TryParse(name.Value, NumberStyles.None, CultureInfo.InvariantCulture, out var index)
+                && index < items.Count && !namedIndexes.Contains(index)
+                && name.Value == index.ToString(CultureInfo.InvariantCulture))
+            {
+                ctx.Error(name.At, name.Path,
+                    $"route name '{name.Value}' is also the label of the unnamed route {items[index].Path}; name that route or choose another name");
+            }
+        }
     }
 
     private AdminConfig ReadAdmin(YamlMap server)
@@ -191,6 +264,7 @@ internal sealed class ConfigReader(ConfigReadContext ctx)
         var url = m.RequiredString("url");
         if (url.Length > 0) CheckUrl(m, "url", url, ["http", "https"], "an absolute http or https URL");
 
+        var models = ReadModels(m, out var modelsValid);
         UpstreamRateLimitConfig? ratelimit = null;
         if (m.Map("ratelimit", ConfigKeys.UpstreamRateLimit) is { } rl)
         {
@@ -209,7 +283,83 @@ internal sealed class ConfigReader(ConfigReadContext ctx)
             Headers = ReadHeaders(m),
             Breaker = ReadBreaker(m),
             Ratelimit = ratelimit,
+            Models = models,
+            ModelMap = ReadModelMap(m, models, modelsValid),
         };
+    }
+
+    /// <summary><c>models</c>: null when absent (any model); an empty list is an error, as it would serve nothing.
+    /// <paramref name="valid"/> is false when an error was reported, so later checks do not repeat its consequences.</summary>
+    private static List<string>? ReadModels(YamlMap upstream, out bool valid)
+    {
+        var errorsBefore = upstream.ErrorCount;
+        valid = true;
+        var items = upstream.List("models");
+        if (items is null)
+        {
+            valid = upstream.ErrorCount == errorsBefore;
+            return null;
+        }
+        if (items.Count == 0) upstream.Error("models", "must list at least one model glob (omit the key to serve any model)");
+        var result = new List<string>();
+        foreach (var (node, path) in items)
+        {
+            var text = upstream.StringItem(node, path);
+            if (text is null) continue;
+            if (ModelGlob.Validate(text) is { } problem) upstream.ErrorAt(node.Start, path, problem + upstream.Got(YamlMap.Quote(text)));
+            else result.Add(text);
+        }
+        valid = upstream.ErrorCount == errorsBefore;
+        return result;
+    }
+
+    /// <summary><c>modelMap</c>: exact model names (compared ignoring case) to the names sent upstream. Null when
+    /// absent or empty. A key that a valid <c>models</c> does not admit could never be used, so it is an error.</summary>
+    private static Dictionary<string, string>? ReadModelMap(YamlMap upstream, List<string>? models, bool modelsValid)
+    {
+        var entries = upstream.Entries("modelMap");
+        if (entries is null) return null;
+
+        var map = new Dictionary<string, string>(StringComparer.OrdinalIgnoreCase);
+        var firstPath = new Dictionary<string, string>(StringComparer.OrdinalIgnoreCase);
+        var admitted = modelsValid ? models?.Select(ModelGlob.Parse).ToList() : null;
+        foreach (var (key, valueNode, at, path) in entries)
+        {
+            var keyOk = false;
+            if (ModelGlob.NameProblem(key) is { } keyProblem)
+            {
+                upstream.ErrorAt(at, path, "model name " + keyProblem);
+            }
+            else if (key.AsSpan().IndexOfAny('*', '?') >= 0)
+            {
+                upstream.ErrorAt(at, path, "keys are exact model names, not globs (route by glob with routes[].model, filter with models)");
+            }
+            else if (firstPath.TryGetValue(key, out var earlier))
+            {
+                upstream.ErrorAt(at, path, $"duplicate model (keys are compared ignoring case; first defined at {earlier})");
+            }
+            else
+            {
+                keyOk = true;
+                firstPath[key] = path;
+                if (admitted is not null && !admitted.Any(glob => glob.IsMatch(key)))
+                {
+                    upstream.ErrorAt(at, path, $"no entry of {upstream.PathOf("models")} matches this model, so the mapping could never apply (add it to models or remove it)");
+                }
+            }
+
+            var value = upstream.StringItem(valueNode, path);
+            if (value is null) continue;
+            if (ModelGlob.NameProblem(value) is { } valueProblem)
+            {
+                upstream.ErrorAt(valueNode.Start, path, valueProblem + upstream.Got(YamlMap.Quote(value)));
+            }
+            else if (keyOk)
+            {
+                map[key] = value;
+            }
+        }
+        return map.Count == 0 ? null : map;
     }
 
     private static AuthConfig ReadAuth(YamlMap upstream)
@@ -311,9 +461,11 @@ internal sealed class ConfigReader(ConfigReadContext ctx)
             }
         }
 
+        // Strategies are registered policies, not an enum: the registry the runtime builds balancers from is the list
+        // a name is checked against, so a name accepted here always has a policy.
         var strategy = m.Map("balance", ConfigKeys.Balance) is { } balance
-            ? balance.Enum("strategy", BalanceStrategy.RoundRobin, ConfigNames.Strategies)
-            : BalanceStrategy.RoundRobin;
+            ? balance.Name("strategy", BalanceDefaults.Strategy, LoadBalancingPolicies.BuiltIn.Names)
+            : BalanceDefaults.Strategy;
 
         return new UpstreamGroupConfig
         {
@@ -484,6 +636,7 @@ internal sealed class ConfigReferences
     public List<Located> Upstreams { get; } = [];
     public List<Located> Groups { get; } = [];
     public List<Located> DefaultGroups { get; } = [];
+    public List<Located> RouteGroups { get; } = [];
     public List<Located> Members { get; } = [];
     public List<Listener> Listeners { get; } = [];
 }

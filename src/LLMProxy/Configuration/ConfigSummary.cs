@@ -17,7 +17,8 @@ public static class ConfigSummary
         foreach (var f in c.HttpServer.Forwards)
         {
             var limit = f.Ratelimit is { } rl ? $"ratelimit {rl.PerSecond}/s burst {rl.Burst}" : "no ratelimit";
-            s.Append(CultureInfo.InvariantCulture, $"  {f.Name}  {Endpoint(f.Address, f.Port)} -> {f.DefaultGroup}  ({limit})").AppendLine();
+            var routes = f.Routes.Count > 0 ? $", {f.Routes.Count} route(s)" : "";
+            s.Append(CultureInfo.InvariantCulture, $"  {f.Name}  {Endpoint(f.Address, f.Port)} -> {f.DefaultGroup}  ({limit}{routes})").AppendLine();
         }
         var token = admin.Token is null ? "open" : "token " + Secrets.Redact(admin.Token);
         s.Append(CultureInfo.InvariantCulture, $"admin: {Endpoint(admin.Address, admin.Port)}  ({token})").AppendLine();
@@ -25,8 +26,8 @@ public static class ConfigSummary
         s.Append(CultureInfo.InvariantCulture, $"upstream groups ({c.UpstreamGroups.Count}):").AppendLine();
         foreach (var g in c.UpstreamGroups)
         {
-            var strategy = ConfigNames.Of(ConfigNames.Strategies, g.Balance.Strategy);
-            var weighted = g.Balance.Strategy == BalanceStrategy.WeightedRoundRobin;
+            var strategy = g.Balance.Strategy;
+            var weighted = strategy == LoadBalancing.WeightedRoundRobinPolicy.PolicyName;
             var members = string.Join(", ", g.Upstreams.Select(m => weighted ? $"{m.Name}×{m.Weight}" : m.Name));
             var proxy = g.HttpClient.Proxy is { } p ? $", via proxy {Host(p.Url)}" : "";
             s.Append(CultureInfo.InvariantCulture,
@@ -40,6 +41,8 @@ public static class ConfigSummary
             if (u.Breaker is { } b) extras.Add($"breaker {b.Threshold.ToString(CultureInfo.InvariantCulture)}");
             if (u.Ratelimit is { } rl) extras.Add($"ratelimit {rl.PerSecond}/s");
             if (u.Headers.Count > 0) extras.Add($"{u.Headers.Count} header rule(s)");
+            if (u.Models is { } models) extras.Add($"{models.Count} model glob(s)");
+            if (u.ModelMap is { } map) extras.Add($"{map.Count} model mapping(s)");
             s.Append(CultureInfo.InvariantCulture, $"  {u.Name}  {Host(u.Url)}  ({string.Join(", ", extras)})").AppendLine();
         }
         return s.ToString();

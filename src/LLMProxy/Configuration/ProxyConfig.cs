@@ -37,6 +37,27 @@ public sealed record ForwardConfig
     public IReadOnlyList<string> TrustedProxies { get; init; } = [];
     /// <summary>(ext) Maximum request body in bytes. Default 64 MiB.</summary>
     public long MaxRequestBodySize { get; init; } = 64L * 1024 * 1024;
+    /// <summary>(ext) Routes by path prefix and/or model to a group other than <see cref="DefaultGroup"/>; the first
+    /// match wins, no match goes to DefaultGroup. Default none (every request goes to DefaultGroup).</summary>
+    public IReadOnlyList<RouteConfig> Routes { get; init; } = [];
+}
+
+/// <summary>(ext) <c>httpServer.forwards[].routes[]</c>: requests that match go to <see cref="Group"/>. A route has a
+/// path, a model or both; with both, both must match.</summary>
+public sealed record RouteConfig
+{
+    /// <summary>Label in metrics and logs, unique within the forward. Default none: the route is labelled by
+    /// its index in the list ("0", "1", ...).</summary>
+    public string? Name { get; init; }
+    /// <summary>Path prefix starting with '/', matched whole segments at a time and case-sensitively
+    /// (<c>/v1/messages</c> matches <c>/v1/messages/batches</c>, not <c>/v1/messagesX</c>); a trailing '/' is
+    /// ignored. Default none: any path.</summary>
+    public string? Path { get; init; }
+    /// <summary>Glob (<c>*</c>, <c>?</c>) on the top-level <c>model</c> of the JSON body, case-insensitive; a
+    /// request without a model never matches it. Default none: any model, or none.</summary>
+    public string? Model { get; init; }
+    /// <summary>The upstream group that serves matching requests (required).</summary>
+    public required string Group { get; init; }
 }
 
 /// <summary>Forward <c>ratelimit</c>: perSecond default 100, burst default 200.</summary>
@@ -78,6 +99,13 @@ public sealed record UpstreamConfig
     public BreakerConfig? Breaker { get; init; }
     /// <summary>Upstream token bucket; null (block absent) = off.</summary>
     public UpstreamRateLimitConfig? Ratelimit { get; init; }
+    /// <summary>(ext) Globs (<c>*</c>, <c>?</c>, case-insensitive) of the models a client may ask this upstream
+    /// for; a group skips it for any other model. Null (key absent) = any model, and requests without one.</summary>
+    public IReadOnlyList<string>? Models { get; init; }
+    /// <summary>(ext) Requested model → model name written into the body sent to this upstream. Keys are exact
+    /// names compared ignoring case, like every model match; a model without an entry is sent unchanged.
+    /// Null (key absent or empty mapping) = no rewriting.</summary>
+    public IReadOnlyDictionary<string, string>? ModelMap { get; init; }
 }
 
 /// <summary><c>upstreams[].auth</c>: type none (default) / bearer (token) / basic (username+password).</summary>
@@ -118,8 +146,6 @@ public sealed record UpstreamRateLimitConfig
     public int EffectiveBurst => Burst ?? PerSecond;
 }
 
-public enum BalanceStrategy { RoundRobin, WeightedRoundRobin, Random, IpHash }
-
 /// <summary><c>upstreamGroups[]</c>.</summary>
 public sealed record UpstreamGroupConfig
 {
@@ -138,10 +164,12 @@ public sealed record GroupMemberConfig
     public int Weight { get; init; } = 1;
 }
 
-/// <summary><c>balance.strategy</c>: roundrobin (default) / weighted_roundrobin / random / iphash.</summary>
+/// <summary><c>upstreamGroups[].balance</c>.</summary>
 public sealed record BalanceConfig
 {
-    public BalanceStrategy Strategy { get; init; } = BalanceStrategy.RoundRobin;
+    /// <summary>Name of a registered balancing policy, as registered (lower case): roundrobin (default) /
+    /// weighted_roundrobin / random / iphash. Validated at load, so the runtime always finds it.</summary>
+    public string Strategy { get; init; } = "roundrobin";
 }
 
 /// <summary><c>upstreamGroups[].httpClient</c>.</summary>

@@ -9,6 +9,8 @@ internal sealed class ConfigReadContext(ConfigErrorSink errors, Func<string, str
 {
     public void Error(Mark at, string path, string message) => errors.Add(at, path, message);
 
+    public int ErrorCount => errors.Count;
+
     /// <summary>The scalar's text with <c>${VAR}</c> expanded; null (error reported) if a variable is missing.</summary>
     public string? Expand(YamlScalarNode node, string path)
     {
@@ -115,6 +117,9 @@ internal sealed class YamlMap
 
     public void Error(string key, string message) => _ctx.Error(At(key), PathOf(key), message);
 
+    /// <summary>Errors reported so far in this load (by any map), to tell whether a read added one.</summary>
+    public int ErrorCount => _ctx.ErrorCount;
+
     public void ErrorAt(Mark at, string path, string message) => _ctx.Error(at, path, message);
 
     /// <summary>Reports <c>required</c> when the key is absent or null.</summary>
@@ -146,6 +151,31 @@ internal sealed class YamlMap
     }
 
     public YamlMap? Item(YamlNode node, string path, IReadOnlyList<string> keys) => OpenItem(_ctx, node, path, keys);
+
+    /// <summary>The entries of a mapping whose keys are data (model names), not config keys: each key's text, its
+    /// value node, where the key is and its path <c>parent.key["name"]</c>. Null when absent or not a mapping
+    /// (error reported). Keys are taken literally (no <c>${VAR}</c>): they are names, and only values are expanded.</summary>
+    public IReadOnlyList<(string Key, YamlNode Value, Mark At, string Path)>? Entries(string key)
+    {
+        var node = Node(key);
+        if (node is null) return null;
+        if (node is not YamlMappingNode mapping)
+        {
+            Error(key, $"must be a mapping (got {Kind(node)})");
+            return null;
+        }
+        var result = new List<(string, YamlNode, Mark, string)>();
+        foreach (var (keyNode, value) in mapping.Children)
+        {
+            if (keyNode is not YamlScalarNode { Value: { } name })
+            {
+                _ctx.Error(keyNode.Start, PathOf(key), $"keys must be plain names (got {Kind(keyNode)})");
+                continue;
+            }
+            result.Add((name, value, keyNode.Start, $"{PathOf(key)}[{Quote(name)}]"));
+        }
+        return result;
+    }
 
     /// <summary>A string scalar (env-expanded); null when absent or invalid.</summary>
     public string? String(string key) => ScalarText(key, "a string");
@@ -207,6 +237,24 @@ internal sealed class YamlMap
         }
         Error(key, $"must be one of {string.Join(", ", names.Select(n => n.Key))}{Got(Quote(text))}");
         return false;
+    }
+
+    /// <summary>
+    /// A value that must be one of <paramref name="names"/> (any case), returned as listed there; absent gives
+    /// <paramref name="fallback"/>. An unknown value lists every name and suggests the nearest, like an unknown key.
+    /// </summary>
+    public string Name(string key, string fallback, IReadOnlyList<string> names)
+    {
+        var text = ScalarText(key, "a string");
+        if (text is null) return fallback;
+        var trimmed = text.Trim();
+        foreach (var name in names)
+        {
+            if (string.Equals(name, trimmed, StringComparison.OrdinalIgnoreCase)) return name;
+        }
+        var hint = KeySuggester.Suggest(trimmed, names) is { } near ? $"; did you mean '{near}'?" : "";
+        Error(key, $"must be one of {string.Join(", ", names)}{Got(Quote(text))}{hint}");
+        return fallback;
     }
 
     /// <summary>A list item that must be an integer in [min, max].</summary>

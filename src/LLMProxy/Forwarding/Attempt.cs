@@ -27,6 +27,9 @@ internal sealed class Attempt
     public long Started { get; private set; }
     public double TimeToFirstByteSeconds { get; set; }
 
+    /// <summary>Members never to try for this request (they do not serve its model), as if already tried.</summary>
+    public void Exclude(ulong members) => Tried |= members;
+
     public void Begin(UpstreamLease lease, int maxAttempts)
     {
         Lease = lease;

@@ -77,6 +77,17 @@ internal sealed class ForwardHandler
         }
     }
 
+    /// <summary>The client's model, bounded and on one field: at most 64 characters, control characters and spaces escaped.</summary>
+    private static string ModelForLog(string? model)
+    {
+        if (model is null)
+        {
+            return "-";
+        }
+        const int Max = 64;
+        return LogText.Escape(model.Length > Max ? model[..Max] : model).Replace(" ", "\\x20", StringComparison.Ordinal);
+    }
+
     private void Account(RequestContext request, long started, long bytesWritten)
     {
         var context = request.Http;
@@ -94,7 +105,7 @@ internal sealed class ForwardHandler
             // nothing needs encoding.
             Log.Access(_logger, context.Request.Method, context.Request.Path.HasValue ? context.Request.Path.ToUriComponent() : "/", status,
                 request.Forward.Name, request.UpstreamName ?? "-", request.Attempts, elapsed.TotalMilliseconds, bytesWritten, outcome.Label(),
-                request.RequestId);
+                request.RequestId, request.Group.Name, ModelForLog(request.Facts.Model));
         }
     }
 }

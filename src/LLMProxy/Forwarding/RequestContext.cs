@@ -18,7 +18,6 @@ internal sealed record PipelineServices(IHttpForwarder Forwarder, TimeProvider T
 /// </summary>
 internal sealed class RequestContext : IDisposable
 {
-    private ulong? _clientHash;
     private string? _peerIp;
 
     public RequestContext(HttpContext http, ForwardRuntime forward, PipelineServices services, string requestId, CountingStream responseBody)
@@ -45,8 +44,6 @@ internal sealed class RequestContext : IDisposable
     public string PeerIp => _peerIp ??= Peer.ToString();
     /// <summary>The client as far as limits and hashing are concerned (the peer unless a trusted proxy says otherwise).</summary>
     public IPAddress Client { get; set; }
-    /// <summary>Stable hash of <see cref="Client"/>, computed on first use (only hashing balancers ask).</summary>
-    public ulong ClientHash => _clientHash ??= LoadBalancing.ClientHash.Of(Client);
 
     /// <summary>The request body, when it was buffered (replayable across attempts): rented, returned on dispose.</summary>
     public byte[]? Body { get; private set; }
@@ -54,8 +51,13 @@ internal sealed class RequestContext : IDisposable
     /// <summary>Whether every attempt can send the body again: none, or buffered.</summary>
     public bool Replayable { get; set; }
 
+    /// <summary>What the body says (SPEC §11), when it was buffered and read; <c>default</c> = no facts.</summary>
+    public RequestFacts Facts { get; set; }
+
     /// <summary>The group the request goes to (the forward's default until a route says otherwise).</summary>
     public GroupRuntime Group { get; set; }
+    /// <summary>Index of the route that chose <see cref="Group"/>; -1 = the default group.</summary>
+    public int Route { get; set; } = -1;
 
     public RequestOutcome Outcome { get; set; } = RequestOutcome.Ok;
     /// <summary>Retry-After sent with a proxy-error outcome, when it has one.</summary>

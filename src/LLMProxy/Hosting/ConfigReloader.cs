@@ -10,8 +10,8 @@ internal sealed record ReloadOutcome(bool Applied, IReadOnlyList<string> Errors)
 
 /// <summary>
 /// SIGHUP / <c>POST /api/v1/reload</c>: load and validate the file; if valid, swap the compiled runtime in
-/// atomically. Requests in flight finish on the snapshot they started with; upstreams whose config did not
-/// change keep their breaker, cool-down and token bucket. An invalid file, or one that changes a listener
+/// atomically. Requests in flight finish on the snapshot they started with; whatever did not change keeps its state
+/// (see <see cref="ProxyRuntime"/>'s constructor). An invalid file, or one that changes a listener
 /// (which needs a restart), changes nothing and every reason is logged.
 /// </summary>
 internal sealed class ConfigReloader(RuntimeHolder holder, Func<ConfigLoadResult>? source, ILogger logger)
@@ -43,6 +43,7 @@ internal sealed class ConfigReloader(RuntimeHolder holder, Func<ConfigLoadResult
             }
             var next = new ProxyRuntime(result.Config!, current.Metrics, current.Time, logger, previous: current);
             Retire(holder.Swap(next));
+            next.RemoveStaleMetricSeries();
             Log.Reloaded(logger, next.Config.Upstreams.Count, next.Config.UpstreamGroups.Count);
             return new ReloadOutcome(true, []);
         }
@@ -57,15 +58,24 @@ internal sealed class ConfigReloader(RuntimeHolder holder, Func<ConfigLoadResult
         return new ReloadOutcome(false, errors);
     }
 
-    /// <summary>The replaced runtime's connection pools and limiters are disposed once its last request ended.</summary>
-    private static void Retire(ProxyRuntime old) => _ = Task.Run(async () =>
+    /// <summary>
+    /// Once the replaced runtime's last request ended, it releases its connection pools and client buckets (those the
+    /// successor kept stay open: it holds its own reference) and the series its last requests may have recreated for
+    /// what the reload removed are dropped again — under the reload lock, so they are judged against the current config.
+    /// </summary>
+    private void Retire(ProxyRuntime old) => _ = Task.Run(async () =>
     {
         do
         {
             await Task.Delay(RetireCheck, old.Time).ConfigureAwait(false);
         }
         while (old.ActiveRequests > 0);
+        lock (_lock)
+        {
+            holder.Current.RemoveStaleMetricSeries();
+        }
         old.Dispose();
+        Log.Retired(logger);
     });
 
     /// <summary>Listener settings are bound into Kestrel at start; changing them needs a restart.</summary>

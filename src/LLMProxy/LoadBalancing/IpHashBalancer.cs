@@ -1,12 +1,27 @@
 namespace LLMProxy.LoadBalancing;
 
+/// <summary><c>iphash</c>: builds a <see cref="IpHashBalancer"/>.</summary>
+internal sealed class IpHashPolicy : ILoadBalancingPolicy
+{
+    public const string PolicyName = "iphash";
+
+    public string Name => PolicyName;
+
+    public ILoadBalancer Create(IReadOnlyList<BalancerMember> members)
+    {
+        ArgumentNullException.ThrowIfNull(members);
+        return new IpHashBalancer(members);
+    }
+}
+
 /// <summary>
 /// <c>iphash</c>: rendezvous (highest-random-weight) hashing. Each member's score for a client is
-/// mix(clientHash, memberHash) and the eligible member with the highest score wins, so a client sticks to its member
-/// while that member is eligible, and when a member becomes ineligible only its own clients move (each to its
-/// next-highest member). Member hashes come from the member names with a stable hash, so the mapping survives restarts
-/// and reordering of the member list. Unequal weights use weighted rendezvous (score = w / -ln(u)), which keeps both
-/// properties and gives each member a share proportional to its weight; equal weights take the integer fast path.
+/// mix(<see cref="ClientHash"/> of the client IP, memberHash) and the eligible member with the highest score wins, so a
+/// client sticks to its member while that member is eligible, and when a member becomes ineligible only its own clients
+/// move (each to its next-highest member). Member hashes come from the member names with a stable hash, so the mapping
+/// survives restarts and reordering of the member list. Unequal weights use weighted rendezvous (score = w / -ln(u)),
+/// which keeps both properties and gives each member a share proportional to its weight; equal weights take the
+/// integer fast path.
 /// </summary>
 internal sealed class IpHashBalancer : ILoadBalancer
 {
@@ -35,9 +50,11 @@ internal sealed class IpHashBalancer : ILoadBalancer
         }
     }
 
-    public int Select(ReadOnlySpan<bool> eligible, ulong clientHash)
+    public int Select(ReadOnlySpan<bool> eligible, in BalancingContext context)
     {
-        LoadBalancerFactory.CheckLength(eligible, _memberHashes.Length);
+        Eligibility.CheckLength(eligible, _memberHashes.Length);
+        // Hashed here, not by the caller: only this policy needs it.
+        ulong clientHash = ClientHash.Of(context.Client);
         ulong[] hashes = _memberHashes;
         int best = -1;
         if (_weights is null)

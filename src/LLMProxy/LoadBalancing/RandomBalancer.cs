@@ -1,5 +1,20 @@
 namespace LLMProxy.LoadBalancing;
 
+/// <summary><c>random</c>: builds a <see cref="RandomBalancer"/>.</summary>
+/// <param name="random">Injected in tests for a seeded sequence; default <see cref="Random.Shared"/>.</param>
+internal sealed class RandomPolicy(Random? random = null) : ILoadBalancingPolicy
+{
+    public const string PolicyName = "random";
+
+    public string Name => PolicyName;
+
+    public ILoadBalancer Create(IReadOnlyList<BalancerMember> members)
+    {
+        ArgumentNullException.ThrowIfNull(members);
+        return new RandomBalancer(members.Count, random);
+    }
+}
+
 /// <summary>
 /// <c>random</c>: uniform among the eligible members. Uses <see cref="Random.Shared"/> (thread-safe, lock-free) unless a
 /// <see cref="Random"/> is injected; an injected instance (e.g. seeded in tests) is not thread-safe, so calls on it are
@@ -19,10 +34,10 @@ internal sealed class RandomBalancer : ILoadBalancer
         _lock = ReferenceEquals(_random, Random.Shared) ? null : new Lock();
     }
 
-    public int Select(ReadOnlySpan<bool> eligible, ulong clientHash)
+    public int Select(ReadOnlySpan<bool> eligible, in BalancingContext context)
     {
-        LoadBalancerFactory.CheckLength(eligible, _count);
-        int available = LoadBalancerFactory.CountEligible(eligible);
+        Eligibility.CheckLength(eligible, _count);
+        int available = Eligibility.Count(eligible);
         if (available == 0)
         {
             return -1;
@@ -41,6 +56,6 @@ internal sealed class RandomBalancer : ILoadBalancer
             }
         }
 
-        return available == _count ? k : LoadBalancerFactory.NthEligible(eligible, k);
+        return available == _count ? k : Eligibility.Nth(eligible, k);
     }
 }

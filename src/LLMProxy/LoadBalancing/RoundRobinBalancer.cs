@@ -1,5 +1,19 @@
 namespace LLMProxy.LoadBalancing;
 
+/// <summary><c>roundrobin</c>: builds a <see cref="RoundRobinBalancer"/>.</summary>
+internal sealed class RoundRobinPolicy : ILoadBalancingPolicy
+{
+    public const string PolicyName = "roundrobin";
+
+    public string Name => PolicyName;
+
+    public ILoadBalancer Create(IReadOnlyList<BalancerMember> members)
+    {
+        ArgumentNullException.ThrowIfNull(members);
+        return new RoundRobinBalancer(members.Count);
+    }
+}
+
 /// <summary>
 /// <c>roundrobin</c>: strict rotation over the eligible members. One shared Interlocked counter; request n takes the
 /// (n mod eligibleCount)-th eligible member, so with a stable eligible set every eligible member gets exactly its share
@@ -16,10 +30,10 @@ internal sealed class RoundRobinBalancer : ILoadBalancer
         _count = count;
     }
 
-    public int Select(ReadOnlySpan<bool> eligible, ulong clientHash)
+    public int Select(ReadOnlySpan<bool> eligible, in BalancingContext context)
     {
-        LoadBalancerFactory.CheckLength(eligible, _count);
-        int available = LoadBalancerFactory.CountEligible(eligible);
+        Eligibility.CheckLength(eligible, _count);
+        int available = Eligibility.Count(eligible);
         if (available == 0)
         {
             return -1;
@@ -31,6 +45,6 @@ internal sealed class RoundRobinBalancer : ILoadBalancer
             return (int)(ticket % (ulong)_count);
         }
 
-        return LoadBalancerFactory.NthEligible(eligible, (int)(ticket % (ulong)available));
+        return Eligibility.Nth(eligible, (int)(ticket % (ulong)available));
     }
 }

@@ -1,5 +1,19 @@
 namespace LLMProxy.LoadBalancing;
 
+/// <summary><c>weighted_roundrobin</c>: builds a <see cref="SmoothWeightedRoundRobinBalancer"/>.</summary>
+internal sealed class WeightedRoundRobinPolicy : ILoadBalancingPolicy
+{
+    public const string PolicyName = "weighted_roundrobin";
+
+    public string Name => PolicyName;
+
+    public ILoadBalancer Create(IReadOnlyList<BalancerMember> members)
+    {
+        ArgumentNullException.ThrowIfNull(members);
+        return new SmoothWeightedRoundRobinBalancer(members);
+    }
+}
+
 /// <summary>
 /// <c>weighted_roundrobin</c>: nginx smooth weighted round robin. Per pick every eligible member's current weight grows
 /// by its weight, the largest (first on ties) is chosen and loses the eligible total. Starting from the zero state, every
@@ -26,9 +40,9 @@ internal sealed class SmoothWeightedRoundRobinBalancer : ILoadBalancer
         _current = new long[members.Count];
     }
 
-    public int Select(ReadOnlySpan<bool> eligible, ulong clientHash)
+    public int Select(ReadOnlySpan<bool> eligible, in BalancingContext context)
     {
-        LoadBalancerFactory.CheckLength(eligible, _weights.Length);
+        Eligibility.CheckLength(eligible, _weights.Length);
         int[] weights = _weights;
         long[] current = _current;
         lock (_lock)

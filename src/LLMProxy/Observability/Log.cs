@@ -6,9 +6,9 @@ namespace LLMProxy.Observability;
 internal static partial class Log
 {
     [LoggerMessage(EventId = 1, EventName = "Access", Level = LogLevel.Information,
-        Message = "{Method} {Path} {Status} forward={Forward} upstream={Upstream} attempts={Attempts} duration_ms={DurationMs:F1} bytes={Bytes} outcome={Outcome} request_id={RequestId}")]
+        Message = "{Method} {Path} {Status} forward={Forward} upstream={Upstream} attempts={Attempts} duration_ms={DurationMs:F1} bytes={Bytes} outcome={Outcome} group={Group} model={Model} request_id={RequestId}")]
     public static partial void Access(ILogger logger, string method, string path, int status, string forward,
-        string upstream, int attempts, double durationMs, long bytes, string outcome, string requestId);
+        string upstream, int attempts, double durationMs, long bytes, string outcome, string requestId, string group, string model);
 
     [LoggerMessage(EventId = 2, EventName = "Listening", Level = LogLevel.Information,
         Message = "ready: {Kind} {Name} listening on http://{Endpoint}")]
@@ -52,6 +52,10 @@ internal static partial class Log
     [LoggerMessage(EventId = 13, EventName = "ReloadRejected", Level = LogLevel.Error,
         Message = "configuration not reloaded, still running the previous one: {Reason}")]
     public static partial void ReloadRejected(ILogger logger, string reason);
+
+    [LoggerMessage(EventId = 14, EventName = "Retired", Level = LogLevel.Debug,
+        Message = "previous configuration retired: its requests have ended")]
+    public static partial void Retired(ILogger logger);
 
     [LoggerMessage(EventId = 20, EventName = "Unsendable", Level = LogLevel.Warning,
         Message = "request could not be sent as received (client's fault, no upstream verdict): upstream={Upstream} cause={Cause} request_id={RequestId}")]

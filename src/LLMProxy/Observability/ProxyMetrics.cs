@@ -31,6 +31,7 @@ internal sealed class ProxyMetrics
     public Counter Retries { get; }
     public Counter CoolDowns { get; }
     public Counter Tokens { get; }
+    public Counter RouteRequests { get; }
 
     public ProxyMetrics(bool includeProcessMetrics = true)
     {
@@ -77,9 +78,58 @@ internal sealed class ProxyMetrics
             "Failover attempts made after a failed attempt, by reason.", "group", "reason");
         CoolDowns = f.CreateCounter("llmproxy_upstream_cooldowns_total",
             "Times an upstream was parked after answering 429.", "upstream");
+        RouteRequests = f.CreateCounter("llmproxy_route_requests_total",
+            "Requests by the route that chose their group (route = its name or index; default = no route matched).", "forward", "route", "group");
         Tokens = f.CreateCounter("llmproxy_tokens_total",
             "LLM token usage reported by upstream responses.", "upstream", "type");
     }
+
+    /// <summary>
+    /// Removes every series whose group, upstream, membership or strategy is outside <paramref name="scope"/> (SPEC §16: a
+    /// reload keeps what did not change, and what it removed must not linger on /metrics). Lists every family — those
+    /// without a group or upstream label are skipped — so a family added later only needs a line here.
+    /// </summary>
+    public void RemoveOutside(MetricScope scope)
+    {
+        ArgumentNullException.ThrowIfNull(scope);
+        RemoveOutside(HttpRequests, scope);
+        RemoveOutside(HttpRequestDuration, scope);
+        RemoveOutside(HttpRequestSize, scope);
+        RemoveOutside(HttpResponseSize, scope);
+        RemoveOutside(ActiveConnections, scope);
+        RemoveOutside(UpstreamRequests, scope);
+        RemoveOutside(UpstreamErrors, scope);
+        RemoveOutside(UpstreamTimeToFirstByte, scope);
+        RemoveOutside(UpstreamInFlight, scope);
+        RemoveOutside(BreakerState, scope);
+        RemoveOutside(BreakerStateChanges, scope);
+        RemoveOutside(BalancerSelections, scope);
+        RemoveOutside(RateLimitRejections, scope);
+        RemoveOutside(Retries, scope);
+        RemoveOutside(CoolDowns, scope);
+        RemoveOutside(Tokens, scope);
+        RemoveOutside(RouteRequests, scope);
+    }
+
+    private static void RemoveOutside<TChild>(Collector<TChild> family, MetricScope scope) where TChild : ChildBase
+    {
+        var names = family.LabelNames;
+        int group = Array.IndexOf(names, "group"), upstream = Array.IndexOf(names, "upstream"), strategy = Array.IndexOf(names, "strategy");
+        if (group < 0 && upstream < 0)
+        {
+            return;
+        }
+        // A copy: removing while enumerating the family's children is not allowed.
+        foreach (var values in family.GetAllLabelValues().ToArray())
+        {
+            if (!scope.Contains(At(values, group), At(values, upstream), At(values, strategy)))
+            {
+                family.RemoveLabelled(values);
+            }
+        }
+    }
+
+    private static string? At(string[] values, int index) => index >= 0 ? values[index] : null;
 
     private static readonly string[] StatusStrings = CreateStatusStrings();
 

@@ -15,23 +15,30 @@ internal sealed class GroupRuntime : IDisposable
 {
     private readonly bool[] _retryStatus = new bool[600];
 
-    public GroupRuntime(UpstreamGroupConfig config, IReadOnlyDictionary<string, UpstreamRuntime> upstreams, ProxyMetrics metrics)
+    private readonly Shared<HttpMessageInvoker> _pool;
+
+    /// <param name="previous">On reload, the group of the same name in the runtime being replaced: its balancer
+    /// (rotation, smooth weights) is kept when the members and <c>balance</c> did not change, and its connection pool
+    /// (open connections) when <c>httpClient</c> did not.</param>
+    public GroupRuntime(UpstreamGroupConfig config, IReadOnlyDictionary<string, UpstreamRuntime> upstreams, ProxyMetrics metrics,
+        GroupRuntime? previous = null)
     {
         Config = config;
         Name = config.Name;
         Members = [.. config.Upstreams.Select(m => upstreams[m.Name])];
-        Strategy = config.Balance.Strategy;
-        StrategyLabel = Strategy switch
-        {
-            BalanceStrategy.WeightedRoundRobin => "weighted_roundrobin",
-            BalanceStrategy.Random => "random",
-            BalanceStrategy.IpHash => "iphash",
-            _ => "roundrobin",
-        };
-        Balancer = LoadBalancerFactory.Create(Strategy, [.. config.Upstreams.Select(m => new BalancerMember(m.Name, m.Weight))]);
+        Policy = LoadBalancingPolicies.BuiltIn.Get(config.Balance.Strategy);
+        StrategyLabel = Policy.Name;
+        // A balancer's state is positions over this member list under this strategy: valid exactly while neither changed
+        // (whether the members' own upstream settings changed does not matter to it).
+        Balancer = previous is not null
+            && ConfigEquality.Same(previous.Config.Upstreams, config.Upstreams)
+            && ConfigEquality.Same(previous.Config.Balance, config.Balance)
+            ? previous.Balancer
+            : Policy.Create([.. config.Upstreams.Select(m => new BalancerMember(m.Name, m.Weight))]);
         Metrics = new GroupMetrics(metrics, Name);
         MemberMetrics = [.. Members.Select(m => new MemberMetrics(metrics, Name, m.Name, StrategyLabel))];
         MaxAttempts = Math.Max(1, Math.Min(config.Retry.Attempts, Members.Length));
+        HasModelRules = Members.Any(m => m.HasModelRules);
         foreach (var code in config.Retry.StatusCodes)
         {
             if ((uint)code < (uint)_retryStatus.Length)
@@ -43,7 +50,12 @@ internal sealed class GroupRuntime : IDisposable
         Agent = config.HttpClient.Agent;
         var proxy = config.HttpClient.Proxy is { } p ? OutboundProxy.Parse(p.Url) : null;
         ProxyAuthorization = proxy?.PreemptiveAuthorization;
-        Invoker = new HttpMessageInvoker(CreateHandler(config.HttpClient, proxy), disposeHandler: true);
+        // The pool is shared with the previous runtime, which still sends its draining requests through it: each runtime
+        // holds a reference and the handler is disposed with the last one.
+        _pool = previous is not null && ConfigEquality.Same(previous.Config.HttpClient, config.HttpClient)
+            ? previous._pool.Share()
+            : Shared<HttpMessageInvoker>.Create(new HttpMessageInvoker(CreateHandler(config.HttpClient, proxy), disposeHandler: true));
+        Invoker = _pool.Value;
         RequestConfig = new ForwarderRequestConfig
         {
             // Bounds the wait for response headers and every idle gap of the body — never the total.
@@ -57,17 +69,39 @@ internal sealed class GroupRuntime : IDisposable
     public string Name { get; }
     public UpstreamGroupConfig Config { get; }
     public UpstreamRuntime[] Members { get; }
-    public BalanceStrategy Strategy { get; }
+    public ILoadBalancingPolicy Policy { get; }
+    /// <summary>The policy's name: the <c>strategy</c> label of metrics and the admin API.</summary>
     public string StrategyLabel { get; }
     public ILoadBalancer Balancer { get; }
     public GroupMetrics Metrics { get; }
     /// <summary>Pre-bound metrics per member, same order as <see cref="Members"/>.</summary>
     public MemberMetrics[] MemberMetrics { get; }
     public int MaxAttempts { get; }
+    /// <summary>Whether some member has <c>models</c> or <c>modelMap</c>, so the request's model must be known.</summary>
+    public bool HasModelRules { get; }
+
+    /// <summary>Members that do not serve <paramref name="model"/> (bit i = member i), skipped like members already
+    /// tried; every bit of the group set means no member serves it.</summary>
+    public ulong NotServing(string? model)
+    {
+        var mask = 0UL;
+        for (var i = 0; i < Members.Length && i < 64; i++)
+        {
+            if (!Members[i].Serves(model))
+            {
+                mask |= 1UL << i;
+            }
+        }
+        return mask;
+    }
+
+    /// <summary>Bit mask with one bit per member (first 64).</summary>
+    public ulong AllMembers => Members.Length >= 64 ? ulong.MaxValue : (1UL << Members.Length) - 1;
     public TimeSpan Backoff { get; }
     public string Agent { get; }
     /// <summary>Proxy-Authorization for plain-http upstreams behind an http(s) proxy with credentials; null otherwise.</summary>
     public string? ProxyAuthorization { get; }
+    /// <summary>The group's connection pool; possibly shared with the runtimes before and after a reload.</summary>
     public HttpMessageInvoker Invoker { get; }
     public ForwarderRequestConfig RequestConfig { get; }
 
@@ -77,7 +111,7 @@ internal sealed class GroupRuntime : IDisposable
     /// Chooses a member not in <paramref name="tried"/> (bit i = member i, first 64 members) and leases it for one
     /// attempt. Null when none can take the request; <paramref name="reason"/> then says why.
     /// </summary>
-    public UpstreamLease? Select(ulong clientHash, ulong tried, out Unavailability reason)
+    public UpstreamLease? Select(in BalancingContext context, ulong tried, out Unavailability reason)
     {
         var n = Members.Length;
         Span<bool> eligible = n <= 128 ? stackalloc bool[n] : new bool[n];
@@ -105,7 +139,7 @@ internal sealed class GroupRuntime : IDisposable
             {
                 break;
             }
-            var index = Balancer.Select(eligible, clientHash);
+            var index = Balancer.Select(eligible, context);
             if (index < 0)
             {
                 break;
@@ -211,5 +245,6 @@ internal sealed class GroupRuntime : IDisposable
         return handler;
     }
 
-    public void Dispose() => Invoker.Dispose();
+    /// <summary>Releases this runtime's reference to the connection pool (closed when no runtime uses it any more).</summary>
+    public void Dispose() => _pool.Dispose();
 }

@@ -8,8 +8,9 @@ namespace LLMProxy.Runtime;
 /// <summary>The compiled configuration the hot path reads: built once, never parsed per request.</summary>
 internal sealed class ProxyRuntime : IDisposable
 {
-    /// <param name="previous">On reload, the runtime being replaced: an upstream whose config did not change keeps
-    /// its live state (breaker, 429 cool-down, token bucket) by being carried over as is.</param>
+    /// <param name="previous">On reload, the runtime being replaced. What did not change is carried over (SPEC §16): an
+    /// upstream whose config did not change keeps its live state (breaker, 429 cool-down, token bucket) by being reused as
+    /// is; a group keeps its balancer and connection pool, a forward its client buckets (see their constructors).</param>
     public ProxyRuntime(ProxyConfig config, ProxyMetrics metrics, TimeProvider time, ILogger logger, ProxyRuntime? previous = null)
     {
         Config = config;
@@ -18,7 +19,7 @@ internal sealed class ProxyRuntime : IDisposable
         var created = new List<UpstreamRuntime>();
         Upstreams = config.Upstreams.ToDictionary(u => u.Name, u =>
         {
-            if (previous is not null && previous.Upstreams.TryGetValue(u.Name, out var kept) && SameConfig(kept.Config, u))
+            if (previous is not null && previous.Upstreams.TryGetValue(u.Name, out var kept) && ConfigEquality.Same(kept.Config, u))
             {
                 return kept;
             }
@@ -26,8 +27,10 @@ internal sealed class ProxyRuntime : IDisposable
             created.Add(fresh);
             return fresh;
         }, StringComparer.Ordinal);
-        Groups = config.UpstreamGroups.ToDictionary(g => g.Name, g => new GroupRuntime(g, Upstreams, metrics), StringComparer.Ordinal);
-        Forwards = [.. config.HttpServer.Forwards.Select(f => new ForwardRuntime(f, Groups[f.DefaultGroup], metrics, time))];
+        Groups = config.UpstreamGroups.ToDictionary(g => g.Name,
+            g => new GroupRuntime(g, Upstreams, metrics, previous?.Groups.GetValueOrDefault(g.Name)), StringComparer.Ordinal);
+        Forwards = [.. config.HttpServer.Forwards.Select(f =>
+            new ForwardRuntime(f, Groups, metrics, time, previous?.Forwards.FirstOrDefault(p => p.Name == f.Name)))];
 
         // Carried-over upstreams are already wired to the metrics; only new breakers are.
         foreach (var upstream in created)
@@ -72,9 +75,22 @@ internal sealed class ProxyRuntime : IDisposable
 
     public void RequestEnded() => Interlocked.Decrement(ref _activeRequests);
 
-    /// <summary>Config records hold lists (compared by reference), so equality is by content.</summary>
-    private static bool SameConfig(UpstreamConfig a, UpstreamConfig b) =>
-        System.Text.Json.JsonSerializer.Serialize(a) == System.Text.Json.JsonSerializer.Serialize(b);
+    /// <summary>Removes the metric series of upstreams, groups, memberships and strategies this configuration no longer
+    /// has (after a reload swapped it in, and again once the replaced runtime drained, since its last requests may have
+    /// recreated some).</summary>
+    public void RemoveStaleMetricSeries()
+    {
+        var scope = new MetricScope();
+        foreach (var name in Upstreams.Keys)
+        {
+            scope.AddUpstream(name);
+        }
+        foreach (var group in Groups.Values)
+        {
+            scope.AddGroup(group.Name, group.StrategyLabel, group.Members.Select(m => m.Name));
+        }
+        Metrics.RemoveOutside(scope);
+    }
 
     public static string StateLabel(CircuitState state) => state switch
     {

@@ -1,5 +1,7 @@
 using System.Text;
 using LLMProxy.Configuration;
+using LLMProxy.Forwarding;
+using LLMProxy.Routing;
 using LLMProxy.Observability;
 using LLMProxy.RateLimiting;
 using LLMProxy.Resilience;
@@ -44,12 +46,42 @@ internal sealed class UpstreamRuntime
             _ => null,
         };
         HeaderOps = [.. config.Headers];
+        _models = config.Models is { } models ? [.. models.Select(ModelGlob.Parse)] : null;
+        // Each mapping's JSON token is encoded once; a request only splices it in.
+        _modelMap = config.ModelMap?.ToDictionary(m => m.Key, m => ModelRewrite.EncodeModel(m.Value), StringComparer.OrdinalIgnoreCase);
         Breaker = config.Breaker is { } b ? new CircuitBreaker(b, time) : null;
         CoolDown = new CoolDown(time);
         Limiter = config.Ratelimit is { } r ? TokenBucketLimiter.For(r, time) : null;
     }
 
+    private readonly ModelGlob[]? _models;
+    private readonly Dictionary<string, byte[]>? _modelMap;
+
     public string Name { get; }
+    /// <summary>Whether <c>models</c> or <c>modelMap</c> is set: only then does the request's model matter here.</summary>
+    public bool HasModelRules => _models is not null || _modelMap is not null;
+
+    /// <summary>Whether this upstream serves <paramref name="model"/> (<c>models</c> globs; absent = any). A request
+    /// without a model (e.g. <c>GET /v1/models</c>) is served by every member.</summary>
+    public bool Serves(string? model)
+    {
+        if (_models is null || model is null)
+        {
+            return true;
+        }
+        foreach (var glob in _models)
+        {
+            if (glob.IsMatch(model))
+            {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    /// <summary>The JSON token of the model to send instead of <paramref name="model"/> (<c>modelMap</c>), or null.</summary>
+    public byte[]? MappedModel(string? model) =>
+        model is not null && _modelMap is not null && _modelMap.TryGetValue(model, out var token) ? token : null;
     public UpstreamConfig Config { get; }
     /// <summary>True when the url has a path: the client's path is replaced by it.</summary>
     public bool IsFullEndpoint { get; }

@@ -106,7 +106,7 @@ public class ConfigLoaderReferenceTests
         var group = Assert.Single(config.UpstreamGroups);
         Assert.Equal("openai_api", Assert.Single(group.Upstreams).Name);
         Assert.Equal(1, group.Upstreams[0].Weight);
-        Assert.Equal(BalanceStrategy.RoundRobin, group.Balance.Strategy);
+        Assert.Equal("roundrobin", group.Balance.Strategy);
         Assert.Equal("LLMProxy/1.0", group.HttpClient.Agent);
         Assert.Equal(60000, group.HttpClient.Keepalive);
         Assert.Equal(100, group.HttpClient.Connect.IdleTotal);
@@ -142,7 +142,7 @@ public class ConfigLoaderReferenceTests
 
         var group = Assert.Single(config.UpstreamGroups);
         Assert.Equal(8, Assert.Single(group.Upstreams).Weight);
-        Assert.Equal(BalanceStrategy.RoundRobin, group.Balance.Strategy);
+        Assert.Equal("roundrobin", group.Balance.Strategy);
         Assert.Equal("LLMProxy/1.0", group.HttpClient.Agent);
         Assert.Equal(new ConnectConfig(), group.HttpClient.Connect);
         Assert.Equal(new ClientTimeoutConfig(), group.HttpClient.Timeout);

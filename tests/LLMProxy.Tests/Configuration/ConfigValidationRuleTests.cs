@@ -436,11 +436,28 @@ public class ConfigValidationRuleTests
             "must be one of roundrobin, weighted_roundrobin, random, iphash (got \"leastconn\")");
 
     [Theory]
-    [InlineData("roundrobin", BalanceStrategy.RoundRobin)]
-    [InlineData("Weighted_RoundRobin", BalanceStrategy.WeightedRoundRobin)]
-    [InlineData("random", BalanceStrategy.Random)]
-    [InlineData("IPHASH", BalanceStrategy.IpHash)]
-    public void Validate_StrategyAnyCase_Maps(string text, BalanceStrategy expected) =>
+    [InlineData("round_robin", "roundrobin")]
+    [InlineData("weighted-roundrobin", "weighted_roundrobin")]
+    [InlineData("ip_hash", "iphash")]
+    public void Validate_StrategyNearMiss_SuggestsRegisteredName(string text, string suggested) =>
+        AssertSingleError(Load(With(GroupAnchor, $"    balance:\n      strategy: {text}")), "upstreamGroups[0].balance.strategy",
+            $"must be one of roundrobin, weighted_roundrobin, random, iphash (got \"{text}\"); did you mean '{suggested}'?");
+
+    [Fact]
+    public void Validate_StrategyNotAString_Reports() =>
+        AssertSingleError(Load(With(GroupAnchor, "    balance:\n      strategy: [roundrobin]")), "upstreamGroups[0].balance.strategy",
+            "must be a string");
+
+    [Fact]
+    public void Validate_StrategyAbsent_IsRoundRobin() =>
+        Assert.Equal("roundrobin", LoadValid(With(GroupAnchor, "    balance: {}")).UpstreamGroups[0].Balance.Strategy);
+
+    [Theory]
+    [InlineData("roundrobin", "roundrobin")]
+    [InlineData("Weighted_RoundRobin", "weighted_roundrobin")]
+    [InlineData("random", "random")]
+    [InlineData("IPHASH", "iphash")]
+    public void Validate_StrategyAnyCase_StoredAsRegisteredName(string text, string expected) =>
         Assert.Equal(expected, LoadValid(With(GroupAnchor, $"    balance:\n      strategy: {text}")).UpstreamGroups[0].Balance.Strategy);
 
     // ---- timeouts and pools --------------------------------------------------------------------

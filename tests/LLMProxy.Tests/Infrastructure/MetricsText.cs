@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Text.RegularExpressions;
 
 namespace LLMProxy.Tests.Infrastructure;
 
@@ -6,7 +7,7 @@ namespace LLMProxy.Tests.Infrastructure;
 /// Metrics asserted as parsed values: one exact series (<c>name{labels}</c>) or the sum of a family, never a
 /// substring of the text. Imported everywhere by GlobalUsings.
 /// </summary>
-public static class MetricsText
+public static partial class MetricsText
 {
     /// <summary>Value of one exact series (<c>name{labels}</c>), 0 when absent.</summary>
     public static double Sample(string metrics, string series)
@@ -56,7 +57,37 @@ public static class MetricsText
                 Lines(metrics, series[..series.IndexOf('{', StringComparison.Ordinal)])));
     }
 
+    /// <summary>Every sample line: its name (histogram parts keep their suffix), labels and value.</summary>
+    public static List<MetricSeries> Parse(string metrics)
+    {
+        var series = new List<MetricSeries>();
+        foreach (var line in metrics.Split('\n'))
+        {
+            if (line.Length == 0 || line[0] == '#')
+            {
+                continue;
+            }
+            var match = SampleLine().Match(line);
+            Assert.True(match.Success, "unparsable metrics line: " + line);
+            var labels = LabelPair().Matches(match.Groups["labels"].Value).ToDictionary(m => m.Groups[1].Value, m => m.Groups[2].Value);
+            series.Add(new MetricSeries(match.Groups["name"].Value, labels, double.Parse(match.Groups["value"].Value, CultureInfo.InvariantCulture)));
+        }
+        return series;
+    }
+
+    [GeneratedRegex("""^(?<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?<labels>.*)\})? (?<value>\S+)( \d+)?$""")]
+    private static partial Regex SampleLine();
+
+    [GeneratedRegex(@"([a-zA-Z_][a-zA-Z0-9_]*)=""((?:[^""\\]|\\.)*)""")]
+    private static partial Regex LabelPair();
+
     /// <summary>Every series of a family, for failure messages.</summary>
     public static string Lines(string metrics, string family) =>
         string.Join('\n', metrics.Split('\n').Where(l => l.StartsWith(family, StringComparison.Ordinal)));
+}
+
+/// <summary>One parsed sample line of the Prometheus text format.</summary>
+public sealed record MetricSeries(string Name, IReadOnlyDictionary<string, string> Labels, double Value)
+{
+    public string? Label(string name) => Labels.GetValueOrDefault(name);
 }

@@ -14,6 +14,9 @@ namespace LLMProxy.Tests.Infrastructure;
 public sealed record ReceivedRequest(string Method, string Path, string Query, IReadOnlyDictionary<string, string[]> Headers, byte[] Body)
 {
     public string? Header(string name) => Headers.TryGetValue(name, out var v) ? string.Join(", ", v) : null;
+
+    /// <summary>Kestrel's id of the TCP connection the request came on: equal ids mean a reused connection.</summary>
+    public string ConnectionId { get; init; } = "";
 }
 
 /// <summary>
@@ -54,7 +57,10 @@ public sealed class ScriptedUpstream : IAsyncDisposable
                 body = ms.ToArray();
             }
             var headers = context.Request.Headers.ToDictionary(h => h.Key, h => h.Value.Select(v => v ?? "").ToArray(), StringComparer.OrdinalIgnoreCase);
-            self.Received.Enqueue(new ReceivedRequest(context.Request.Method, context.Request.Path.Value ?? "", context.Request.QueryString.Value ?? "", headers, body));
+            self.Received.Enqueue(new ReceivedRequest(context.Request.Method, context.Request.Path.Value ?? "", context.Request.QueryString.Value ?? "", headers, body)
+            {
+                ConnectionId = context.Connection.Id,
+            });
             await script(context);
         });
         await app.StartAsync();

@@ -1,9 +1,13 @@
+using System.Net;
 using LLMProxy.LoadBalancing;
 
 namespace LLMProxy.Tests.LoadBalancing;
 
 internal static class BalancerTestKit
 {
+    /// <summary>A request context for strategies that ignore the client.</summary>
+    public static readonly BalancingContext Anyone = new(IPAddress.Loopback);
+
     public static BalancerMember[] Members(params int[] weights)
     {
         var members = new BalancerMember[weights.Length];
@@ -17,13 +21,13 @@ internal static class BalancerTestKit
 
     public static bool[] All(int n) => Enumerable.Repeat(true, n).ToArray();
 
-    public static int[] Count(ILoadBalancer balancer, int members, int picks, bool[]? eligible = null, ulong hash = 0)
+    public static int[] Count(ILoadBalancer balancer, int members, int picks, bool[]? eligible = null)
     {
         eligible ??= All(members);
         var counts = new int[members];
         for (int i = 0; i < picks; i++)
         {
-            counts[balancer.Select(eligible, hash)]++;
+            counts[balancer.Select(eligible, Anyone)]++;
         }
 
         return counts;
@@ -36,7 +40,7 @@ internal static class BalancerTestKit
         {
             Span<bool> eligible = stackalloc bool[members];
             eligible.Fill(true);
-            Interlocked.Increment(ref counts[balancer.Select(eligible, 0)]);
+            Interlocked.Increment(ref counts[balancer.Select(eligible, Anyone)]);
         });
         return counts;
     }

@@ -5,15 +5,15 @@ namespace LLMProxy.Tests.LoadBalancing;
 
 public class IpHashBalancerTests
 {
-    private static ulong[] SyntheticClients(int n)
+    private static BalancingContext[] SyntheticClients(int n)
     {
-        var hashes = new ulong[n];
+        var clients = new BalancingContext[n];
         for (int i = 0; i < n; i++)
         {
-            hashes[i] = ClientHash.Of(new IPAddress(new byte[] { 10, (byte)(i >> 16), (byte)(i >> 8), (byte)i }));
+            clients[i] = new BalancingContext(new IPAddress(new byte[] { 10, (byte)(i >> 16), (byte)(i >> 8), (byte)i }));
         }
 
-        return hashes;
+        return clients;
     }
 
     [Fact]
@@ -21,7 +21,7 @@ public class IpHashBalancerTests
     {
         var ih = new IpHashBalancer(BalancerTestKit.Members(1, 1, 1, 1, 1));
         bool[] all = BalancerTestKit.All(5);
-        foreach (ulong client in SyntheticClients(200))
+        foreach (BalancingContext client in SyntheticClients(200))
         {
             int first = ih.Select(all, client);
             for (int i = 0; i < 5; i++)
@@ -37,7 +37,7 @@ public class IpHashBalancerTests
         var ih = new IpHashBalancer(BalancerTestKit.Members(1, 1, 1, 1, 1));
         bool[] all = BalancerTestKit.All(5);
         var counts = new int[5];
-        foreach (ulong client in SyntheticClients(10_000))
+        foreach (BalancingContext client in SyntheticClients(10_000))
         {
             counts[ih.Select(all, client)]++;
         }
@@ -51,10 +51,10 @@ public class IpHashBalancerTests
         var ih = new IpHashBalancer(BalancerTestKit.Members(1, 1, 1, 1, 1));
         bool[] all = BalancerTestKit.All(5);
         bool[] withoutC = [true, true, false, true, true];
-        ulong[] clients = SyntheticClients(10_000);
+        BalancingContext[] clients = SyntheticClients(10_000);
         int moved = 0, ofRemoved = 0;
         var receivedFromRemoved = new int[5];
-        foreach (ulong client in clients)
+        foreach (BalancingContext client in clients)
         {
             int before = ih.Select(all, client);
             int after = ih.Select(withoutC, client);
@@ -82,7 +82,7 @@ public class IpHashBalancerTests
     {
         var ih = new IpHashBalancer(BalancerTestKit.Members(1, 1, 1));
         bool[] all = BalancerTestKit.All(3);
-        foreach (ulong client in SyntheticClients(1_000))
+        foreach (BalancingContext client in SyntheticClients(1_000))
         {
             int before = ih.Select(all, client);
             ih.Select([before != 0, before != 1, before != 2], client);
@@ -97,7 +97,7 @@ public class IpHashBalancerTests
         var ih = new IpHashBalancer(members);
         var reversed = new IpHashBalancer(members.Reverse().ToArray());
         bool[] all = BalancerTestKit.All(4);
-        foreach (ulong client in SyntheticClients(1_000))
+        foreach (BalancingContext client in SyntheticClients(1_000))
         {
             Assert.Equal(members[ih.Select(all, client)].Name, members[3 - reversed.Select(all, client)].Name);
         }
@@ -109,7 +109,7 @@ public class IpHashBalancerTests
         var ih = new IpHashBalancer(BalancerTestKit.Members(3, 1));
         bool[] all = BalancerTestKit.All(2);
         var counts = new int[2];
-        foreach (ulong client in SyntheticClients(10_000))
+        foreach (BalancingContext client in SyntheticClients(10_000))
         {
             counts[ih.Select(all, client)]++;
         }
@@ -118,7 +118,7 @@ public class IpHashBalancerTests
 
         var three = new IpHashBalancer(BalancerTestKit.Members(3, 1, 2));
         bool[] all3 = BalancerTestKit.All(3);
-        foreach (ulong client in SyntheticClients(5_000))
+        foreach (BalancingContext client in SyntheticClients(5_000))
         {
             int before = three.Select(all3, client);
             if (before != 1)

@@ -9,7 +9,7 @@ public class RoundRobinBalancerTests
     {
         var rr = new RoundRobinBalancer(3);
         bool[] all = BalancerTestKit.All(3);
-        int[] picks = Enumerable.Range(0, 7).Select(_ => rr.Select(all, 0)).ToArray();
+        int[] picks = Enumerable.Range(0, 7).Select(_ => rr.Select(all, BalancerTestKit.Anyone)).ToArray();
         Assert.Equal([0, 1, 2, 0, 1, 2, 0], picks);
     }
 
@@ -39,7 +39,7 @@ public class RoundRobinBalancerTests
     {
         var rr = new RoundRobinBalancer(3);
         bool[] eligible = [true, false, true];
-        int[] picks = Enumerable.Range(0, 6).Select(_ => rr.Select(eligible, 0)).ToArray();
+        int[] picks = Enumerable.Range(0, 6).Select(_ => rr.Select(eligible, BalancerTestKit.Anyone)).ToArray();
         Assert.Equal([0, 2, 0, 2, 0, 2], picks);
     }
 
@@ -48,7 +48,7 @@ public class RoundRobinBalancerTests
     {
         var rr = new RoundRobinBalancer(2);
         bool[] all = BalancerTestKit.All(2);
-        Assert.Equal(0, rr.Select(all, 12345));
-        Assert.Equal(1, rr.Select(all, 12345));
+        Assert.Equal(0, rr.Select(all, BalancerTestKit.Anyone));
+        Assert.Equal(1, rr.Select(all, BalancerTestKit.Anyone));
     }
 }

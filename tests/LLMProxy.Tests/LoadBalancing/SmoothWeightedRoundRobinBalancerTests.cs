@@ -9,7 +9,7 @@ public class SmoothWeightedRoundRobinBalancerTests
     {
         var wrr = new SmoothWeightedRoundRobinBalancer(BalancerTestKit.Members(5, 1, 1));
         bool[] all = BalancerTestKit.All(3);
-        string pattern = new(Enumerable.Range(0, 14).Select(_ => (char)('a' + wrr.Select(all, 0))).ToArray());
+        string pattern = new(Enumerable.Range(0, 14).Select(_ => (char)('a' + wrr.Select(all, BalancerTestKit.Anyone))).ToArray());
         Assert.Equal("aabacaa" + "aabacaa", pattern);
     }
 
@@ -23,7 +23,7 @@ public class SmoothWeightedRoundRobinBalancerTests
         var wrr = new SmoothWeightedRoundRobinBalancer(BalancerTestKit.Members(weights));
         bool[] all = BalancerTestKit.All(weights.Length);
         int sum = weights.Sum();
-        int[] sequence = Enumerable.Range(0, sum * 20).Select(_ => wrr.Select(all, 0)).ToArray();
+        int[] sequence = Enumerable.Range(0, sum * 20).Select(_ => wrr.Select(all, BalancerTestKit.Anyone)).ToArray();
         for (int start = 0; start + sum <= sequence.Length; start++) // sliding, not only aligned windows
         {
             var counts = new int[weights.Length];
@@ -44,7 +44,7 @@ public class SmoothWeightedRoundRobinBalancerTests
         int previous = -1;
         for (int i = 0; i < 400; i++)
         {
-            int pick = wrr.Select(all, 0);
+            int pick = wrr.Select(all, BalancerTestKit.Anyone);
             Assert.False(pick == 1 && previous == 1);
             previous = pick;
         }

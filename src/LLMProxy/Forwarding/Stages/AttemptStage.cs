@@ -1,3 +1,4 @@
+using LLMProxy.LoadBalancing;
 using LLMProxy.Observability;
 using LLMProxy.Resilience;
 using LLMProxy.Runtime;
@@ -22,12 +23,20 @@ internal sealed class AttemptStage : IRequestStage
         var group = request.Group;
         var maxAttempts = request.Replayable ? group.MaxAttempts : 1;
         var attempt = new Attempt();
+        if (group.HasModelRules)
+        {
+            var notServing = group.NotServing(request.Facts.Model);
+            if ((notServing & group.AllMembers) == group.AllMembers)
+            {
+                return request.Stop(RequestOutcome.ModelNotFound);
+            }
+            attempt.Exclude(notServing);
+        }
         var transformer = new UpstreamTransformer(request, attempt, this);
         AttemptFailure? lastTransport = null;
         while (true)
         {
-            var clientHash = group.Strategy == Configuration.BalanceStrategy.IpHash ? request.ClientHash : 0UL;
-            var lease = group.Select(clientHash, attempt.Tried, out var reason);
+            var lease = group.Select(new BalancingContext(request.Client), attempt.Tried, out var reason);
             if (lease is null)
             {
                 // Every member tried or unavailable after a transport failure: that failure is the answer.
@@ -68,7 +77,13 @@ internal sealed class AttemptStage : IRequestStage
         request.Attempts = attempt.Count;
         if (request.Body is { } body)
         {
-            http.Request.Body = new MemoryStream(body, 0, request.BodyLength, writable: false);
+            // Every attempt sends the buffered body again — with this upstream's model when its modelMap rewrites it
+            // (the body re-serialised only then, so Content-Length follows the bytes actually sent).
+            var mapped = upstream.MappedModel(request.Facts.Model) is { } token
+                ? ModelRewrite.Rewrite(body.AsSpan(0, request.BodyLength), request.Facts, token)
+                : null;
+            http.Request.Body = mapped is null ? new MemoryStream(body, 0, request.BodyLength, writable: false) : new MemoryStream(mapped, writable: false);
+            http.Request.ContentLength = mapped?.Length ?? request.BodyLength;
         }
 
         var error = await services.Forwarder.SendAsync(http, upstream.Url, group.Invoker, group.RequestConfig, transformer, http.RequestAborted)

@@ -1,0 +1,20 @@
+namespace LLMProxy.Forwarding.Stages;
+
+/// <summary>
+/// Reads the request facts (SPEC §11: model, stream, max output tokens, ...) from the buffered body, once, for every
+/// later stage. A body that was not buffered or is not JSON has no facts and is forwarded unchanged. In the pipeline
+/// only when a route or a member decides by model.
+/// </summary>
+internal sealed class ReadFactsStage : IRequestStage
+{
+    public static readonly ReadFactsStage Instance = new();
+
+    public ValueTask<bool> RunAsync(RequestContext request)
+    {
+        if (request.Body is { } body)
+        {
+            request.Facts = RequestFacts.Read(body.AsSpan(0, request.BodyLength));
+        }
+        return ValueTask.FromResult(true);
+    }
+}
