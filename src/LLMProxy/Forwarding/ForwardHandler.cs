@@ -29,6 +29,7 @@ internal sealed class ForwardHandler
     private readonly TimeProvider _time;
     private readonly ILogger _logger;
     private readonly ForwardMetrics _forwardMetrics;
+    private readonly ClientStreams _clientStreams;
 
     /// <param name="forwardIndex">This forward's position in every runtime's <see cref="ProxyRuntime.Forwards"/>
     /// (a reload never changes the set of listeners).</param>
@@ -43,6 +44,7 @@ internal sealed class ForwardHandler
         _time = time;
         _logger = logger;
         _forwardMetrics = new ForwardMetrics(metrics, forward.Name);
+        _clientStreams = new ClientStreams(forward.Config, time, logger, metrics);
     }
 
     public async Task HandleAsync(HttpContext context)
@@ -50,8 +52,7 @@ internal sealed class ForwardHandler
         var started = Stopwatch.GetTimestamp();
         var request = context.Request;
         var requestId = RequestIds.FromOrNew(request.Headers[ForwardingHeaders.RequestId]);
-        var counting = new CountingStream(context.Response.Body);
-        context.Response.Body = counting;
+        var counting = _clientStreams.Wrap(context, requestId);
         var outcome = new Outcome();
         var runtime = _holder.Current;
         _forwardMetrics.Active.Inc();

@@ -153,9 +153,9 @@ internal sealed class ProxyHost : IAsyncDisposable
             k.Limits.MaxRequestBodySize = maxBody;
             k.Limits.KeepAliveTimeout = TimeSpan.FromMilliseconds(timeouts.Idle);
             k.Limits.RequestHeadersTimeout = TimeSpan.FromMilliseconds(timeouts.Read);
-            // A client must keep sending its body at a minimal rate, and keep reading ours: a healthy
-            // slow stream is never cut, a stalled peer is after the configured read/write time (Kestrel
-            // needs a grace period above one second).
+            // A client must keep sending its body at a minimal rate, and keep reading ours (Kestrel needs a grace
+            // period above one second). These rates average over the whole body, so they catch a trickle; a client
+            // that stops altogether is cut by ClientStreams after timeout.read / timeout.write without progress.
             k.Limits.MinRequestBodyDataRate = new MinDataRate(240, TimeSpan.FromMilliseconds(Math.Max(1500, timeouts.Read)));
             k.Limits.MinResponseDataRate = new MinDataRate(1, TimeSpan.FromMilliseconds(Math.Max(1500, timeouts.Write)));
         });

@@ -52,4 +52,13 @@ internal static partial class Log
     [LoggerMessage(EventId = 13, EventName = "ReloadRejected", Level = LogLevel.Error,
         Message = "configuration not reloaded, still running the previous one: {Reason}")]
     public static partial void ReloadRejected(ILogger logger, string reason);
+
+    // 40-49: clients that stall and connections beyond the cap (ids kept apart from the rest to ease merges).
+    [LoggerMessage(EventId = 40, EventName = "ClientStoppedReading", Level = LogLevel.Information,
+        Message = "client stopped reading the response: no progress for {TimeoutMs} ms (timeout.write), connection cut forward={Forward} request_id={RequestId}")]
+    public static partial void ClientStoppedReading(ILogger logger, string forward, long timeoutMs, string requestId);
+
+    [LoggerMessage(EventId = 41, EventName = "ClientStoppedSending", Level = LogLevel.Information,
+        Message = "client stopped sending the request body: no data for {TimeoutMs} ms (timeout.read), {Action} forward={Forward} request_id={RequestId}")]
+    public static partial void ClientStoppedSending(ILogger logger, string forward, long timeoutMs, string action, string requestId);
 }

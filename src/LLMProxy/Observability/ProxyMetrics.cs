@@ -31,6 +31,7 @@ internal sealed class ProxyMetrics
     public Counter Retries { get; }
     public Counter CoolDowns { get; }
     public Counter Tokens { get; }
+    public Counter ClientStalls { get; }
 
     public ProxyMetrics(bool includeProcessMetrics = true)
     {
@@ -79,6 +80,9 @@ internal sealed class ProxyMetrics
             "Times an upstream was parked after answering 429.", "upstream");
         Tokens = f.CreateCounter("llmproxy_tokens_total",
             "LLM token usage reported by upstream responses.", "upstream", "type");
+        ClientStalls = f.CreateCounter("llmproxy_client_stalls_total",
+            "Requests ended because the client made no progress: its request body stopped arriving for timeout.read (direction=read; 408 or cut) or it stopped reading the response for timeout.write (direction=write; cut).",
+            "forward", "direction");
     }
 
     private static readonly string[] StatusStrings = CreateStatusStrings();

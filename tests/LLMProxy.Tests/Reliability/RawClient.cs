@@ -96,6 +96,20 @@ internal sealed class RawClient : IAsyncDisposable
         return new RawResponse(status, head, body.ToArray());
     }
 
+    /// <summary>Reads a response head only (status line and headers); body bytes that came with it stay buffered.</summary>
+    public async Task<RawResponse> ReadHeadAsync(TimeSpan timeout)
+    {
+        using var cts = new CancellationTokenSource(timeout);
+        int headEnd;
+        while ((headEnd = _buffer.AsSpan(0, _filled).IndexOf("\r\n\r\n"u8)) < 0)
+        {
+            await FillAsync(cts.Token);
+        }
+        var head = Encoding.ASCII.GetString(_buffer, 0, headEnd);
+        Consume(headEnd + 4);
+        return new RawResponse(int.Parse(head.AsSpan(9, 3), System.Globalization.CultureInfo.InvariantCulture), head, []);
+    }
+
     /// <summary>True when the server closed (FIN or RST) within <paramref name="timeout"/>; any bytes that
     /// arrive first are skipped.</summary>
     public async Task<bool> WaitForCloseAsync(TimeSpan timeout)
