@@ -9,7 +9,7 @@ using Prometheus;
 namespace LLMProxy.Forwarding;
 
 /// <summary>
-/// The client's side of one forward's requests: wraps the request body (stall timeout) and the response body
+/// The client's side of one forward's requests: wraps the request body (stall timeout, size limit) and the response body
 /// (stall timeout, byte count). Kestrel's minimum data rates average over the whole body, so on their own they let a client
 /// that sent 100 KB fast and then stopped, or that stopped reading with megabytes buffered, hold its upstream request for
 /// minutes; here a read or write that makes no progress for <c>timeout.read</c> / <c>timeout.write</c> ends it.
@@ -28,6 +28,7 @@ internal sealed class ClientStreams
         Time = time;
         ReadTimeout = TimeSpan.FromMilliseconds(config.Timeout.Read);
         WriteTimeout = TimeSpan.FromMilliseconds(config.Timeout.Write);
+        MaxRequestBodySize = config.MaxRequestBodySize;
         _readStalls = metrics.ClientStalls.WithLabels(config.Name, "read");
         _writeStalls = metrics.ClientStalls.WithLabels(config.Name, "write");
     }
@@ -35,6 +36,9 @@ internal sealed class ClientStreams
     public TimeProvider Time { get; }
     public TimeSpan ReadTimeout { get; }
     public TimeSpan WriteTimeout { get; }
+    /// <summary>Enforced here rather than by Kestrel: a body Kestrel refused can no longer be drained after the 413,
+    /// and a client still uploading would see its connection reset instead of reading the answer.</summary>
+    public long MaxRequestBodySize { get; }
 
     /// <summary>Wraps the request body (when the request can have one) and the response body of <paramref name="context"/>.</summary>
     public CountingStream Wrap(HttpContext context, string requestId)
@@ -104,13 +108,14 @@ internal sealed class PendingOperation
 }
 
 /// <summary>
-/// The client's request body: answers a read that gets no data for
+/// The client's request body: counts bytes against the body limit (413) and answers a read that gets no data for
 /// <c>timeout.read</c> with 408 — by cancelling Kestrel's pending read — or cuts the connection when the response has
 /// already started and no answer can be given.
 /// </summary>
 internal sealed class RequestBodyGuard(Stream inner, PipeReader reader, HttpContext context, ClientStreams owner, string requestId)
     : Stream, IStallable
 {
+    private long _read;
     private int _stalled;
     private volatile bool _timedOut;
 
@@ -128,7 +133,7 @@ internal sealed class RequestBodyGuard(Stream inner, PipeReader reader, HttpCont
     public override void SetLength(long value) => throw new NotSupportedException();
     public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
 
-    public override int Read(byte[] buffer, int offset, int count) => inner.Read(buffer, offset, count);
+    public override int Read(byte[] buffer, int offset, int count) => Count(inner.Read(buffer, offset, count));
 
     public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
         ReadAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
@@ -140,7 +145,12 @@ internal sealed class RequestBodyGuard(Stream inner, PipeReader reader, HttpCont
             return ValueTask.FromException<int>(TimedOut());
         }
         var read = inner.ReadAsync(buffer, cancellationToken);
-        return read.IsCompletedSuccessfully ? read : WatchAsync(read);
+        if (read.IsCompletedSuccessfully)
+        {
+            var n = read.Result;
+            return _read + n > owner.MaxRequestBodySize ? ValueTask.FromException<int>(TooLarge()) : new ValueTask<int>(Count(n));
+        }
+        return WatchAsync(read);
     }
 
     private async ValueTask<int> WatchAsync(ValueTask<int> read)
@@ -163,6 +173,16 @@ internal sealed class RequestBodyGuard(Stream inner, PipeReader reader, HttpCont
         {
             // The read completed just as the timer cancelled it: the timeout stands.
             throw TimedOut();
+        }
+        return Count(n);
+    }
+
+    private int Count(int n)
+    {
+        _read += n;
+        if (_read > owner.MaxRequestBodySize)
+        {
+            throw TooLarge();
         }
         return n;
     }
@@ -189,4 +209,7 @@ internal sealed class RequestBodyGuard(Stream inner, PipeReader reader, HttpCont
 
     private BadHttpRequestException TimedOut() =>
         new($"No request body data arrived for {(long)owner.ReadTimeout.TotalMilliseconds} ms.", StatusCodes.Status408RequestTimeout);
+
+    private BadHttpRequestException TooLarge() =>
+        new($"The request body is larger than {owner.MaxRequestBodySize} bytes.", StatusCodes.Status413PayloadTooLarge);
 }

@@ -87,7 +87,9 @@ internal sealed class ProxyHost : IAsyncDisposable
             {
                 var forward = runtime.Forwards[index];
                 var c = forward.Config;
-                var app = BuildApp(loggerFactory, c.Address, options.EphemeralPorts ? 0 : c.Port, c.Timeout, c.MaxRequestBodySize,
+                // The body limit is enforced by the forward itself (ClientStreams), so that after its 413 Kestrel can still
+                // drain what the client keeps sending, and the client reads the answer instead of a reset.
+                var app = BuildApp(loggerFactory, c.Address, options.EphemeralPorts ? 0 : c.Port, c.Timeout, maxBody: null,
                     config.HttpServer.ShutdownTimeout, inlineScheduling: true);
                 var handler = new ForwardHandler(holder, index, app.Services.GetRequiredService<IHttpForwarder>(), options.Time,
                     loggerFactory.CreateLogger("LLMProxy.Access"));
@@ -127,7 +129,7 @@ internal sealed class ProxyHost : IAsyncDisposable
             : $"{address}:{port}";
 
     private static WebApplication BuildApp(ILoggerFactory loggerFactory, string address, int port, ServerTimeoutConfig timeouts,
-        long maxBody, int shutdownTimeoutMs, bool inlineScheduling)
+        long? maxBody, int shutdownTimeoutMs, bool inlineScheduling)
     {
         var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions());
         builder.Services.AddSingleton(loggerFactory);

@@ -10,7 +10,8 @@ namespace LLMProxy.Tests.Reliability;
 
 /// <summary>
 /// Clients that stop half way, on raw sockets: one that stops reading a streamed answer, one whose upload stalls after a
-/// fast start. Each is cut (or answered) after the forward's own timeout, well before <c>httpClient.timeout.request</c> (5 minutes by default); the upstream sees its request end, the
+/// fast start, one that keeps uploading a body far over the limit. Each is cut (or answered) after the forward's own
+/// timeout, well before <c>httpClient.timeout.request</c> (5 minutes by default); the upstream sees its request end, the
 /// gauges return to zero, and the upstream is never blamed.
 /// </summary>
 public class StalledClientTests(ITestOutputHelper output)
@@ -143,5 +144,67 @@ public class StalledClientTests(ITestOutputHelper output)
         Assert.Contains("outcome=request_timeout", await AccessLineAsync(proxy, "stalled-upload"));
         // After the answer the connection is not kept for the rest of a body that never comes.
         Assert.True(await raw.WaitForCloseAsync(Bound), "the connection stayed open after the 408");
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task BodyOverLimit_ClientStillUploading_Reads413WithoutReset(bool chunked)
+    {
+        var aborted = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var upstream = await BodyReadingUpstreamAsync(aborted);
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config(Upstream(upstream.Url), "- name: u1",
+            forwardExtra: "maxRequestBodySize: 10000"));
+
+        // 16 MiB, far more than the socket buffers hold: the proxy answers long before the client is done writing,
+        // and the client (like most SDKs) reads the answer only after its last write.
+        const int Piece = 64 * 1024;
+        const int Pieces = 256;
+        var piece = Encoding.ASCII.GetBytes(new string('z', Piece));
+        await using var raw = await RawClient.ConnectAsync(RawClient.PortOf(proxy.ForwardUrl()));
+        var head = chunked
+            ? "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Request-ID: too-large\r\nTransfer-Encoding: chunked\r\n\r\n"
+            : $"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Request-ID: too-large\r\nContent-Length: {Piece * Pieces}\r\n\r\n";
+        try
+        {
+            await raw.SendAsync(head);
+            for (var i = 0; i < Pieces; i++)
+            {
+                if (chunked)
+                {
+                    await raw.SendAsync($"{Piece:x}\r\n");
+                }
+                await raw.SendAsync(piece);
+                if (chunked)
+                {
+                    await raw.SendAsync("\r\n");
+                }
+            }
+            if (chunked)
+            {
+                await raw.SendAsync("0\r\n\r\n");
+            }
+        }
+        catch (SocketException ex)
+        {
+            Assert.Fail($"the upload broke ({ex.SocketErrorCode}) before the client could read the 413");
+        }
+
+        var response = await raw.ReadResponseAsync(Bound);
+
+        Assert.Equal(413, response.Status);
+        Assert.Contains("Content-Type: application/json", response.Head);
+        Assert.Contains("\"code\":\"request_too_large\"", response.BodyText);
+        if (!chunked)
+        {
+            Assert.Equal(0, upstream.Count); // a declared length over the limit is refused before any upstream is chosen
+        }
+        else if (upstream.Count > 0)
+        {
+            await aborted.Task.WaitAsync(Bound); // the streamed body broke off at the limit: the upstream call ended
+        }
+        await AssertIdleAsync(proxy.Admin);
+        await AssertUpstreamNotBlamedAsync(proxy);
+        Assert.Contains(" 413 ", await AccessLineAsync(proxy, "too-large"));
     }
 }
