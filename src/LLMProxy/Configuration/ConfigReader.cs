@@ -108,6 +108,7 @@ internal sealed class ConfigReader(ConfigReadContext ctx)
             Timeout = ReadServerTimeout(m),
             TrustedProxies = ReadTrustedProxies(m),
             MaxRequestBodySize = m.Long("maxRequestBodySize", ForwardDefaults.MaxRequestBodySize, 1),
+            MaxConnections = m.Int("maxConnections", ForwardDefaults.MaxConnections, 1),
         };
     }
 

@@ -89,8 +89,9 @@ internal sealed class ProxyHost : IAsyncDisposable
                 var c = forward.Config;
                 // The body limit is enforced by the forward itself (ClientStreams), so that after its 413 Kestrel can still
                 // drain what the client keeps sending, and the client reads the answer instead of a reset.
+                var cap = new ConnectionCap(c.Name, c.MaxConnections, metrics, options.Time, logger);
                 var app = BuildApp(loggerFactory, c.Address, options.EphemeralPorts ? 0 : c.Port, c.Timeout, maxBody: null,
-                    config.HttpServer.ShutdownTimeout, inlineScheduling: true);
+                    config.HttpServer.ShutdownTimeout, inlineScheduling: true, cap);
                 var handler = new ForwardHandler(holder, index, app.Services.GetRequiredService<IHttpForwarder>(), options.Time,
                     loggerFactory.CreateLogger("LLMProxy.Access"));
                 app.Run(handler.HandleAsync);
@@ -129,7 +130,7 @@ internal sealed class ProxyHost : IAsyncDisposable
             : $"{address}:{port}";
 
     private static WebApplication BuildApp(ILoggerFactory loggerFactory, string address, int port, ServerTimeoutConfig timeouts,
-        long? maxBody, int shutdownTimeoutMs, bool inlineScheduling)
+        long? maxBody, int shutdownTimeoutMs, bool inlineScheduling, ConnectionCap? cap = null)
     {
         var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions());
         builder.Services.AddSingleton(loggerFactory);
@@ -151,7 +152,14 @@ internal sealed class ProxyHost : IAsyncDisposable
             var ip = address == "localhost" ? IPAddress.Loopback : IPAddress.Parse(address);
             // Cleartext listeners: Kestrel cannot offer HTTP/1.1 and prior-knowledge h2c on one port, and
             // every LLM SDK speaks HTTP/1.1, so forwards are HTTP/1.1 (upstreams still get HTTP/2 over TLS).
-            k.Listen(ip, port, listen => listen.Protocols = HttpProtocols.Http1);
+            k.Listen(ip, port, listen =>
+            {
+                listen.Protocols = HttpProtocols.Http1;
+                if (cap is not null)
+                {
+                    listen.Use(cap.Wrap);
+                }
+            });
             k.Limits.MaxRequestBodySize = maxBody;
             k.Limits.KeepAliveTimeout = TimeSpan.FromMilliseconds(timeouts.Idle);
             k.Limits.RequestHeadersTimeout = TimeSpan.FromMilliseconds(timeouts.Read);

@@ -61,4 +61,8 @@ internal static partial class Log
     [LoggerMessage(EventId = 41, EventName = "ClientStoppedSending", Level = LogLevel.Information,
         Message = "client stopped sending the request body: no data for {TimeoutMs} ms (timeout.read), {Action} forward={Forward} request_id={RequestId}")]
     public static partial void ClientStoppedSending(ILogger logger, string forward, long timeoutMs, string action, string requestId);
+
+    [LoggerMessage(EventId = 42, EventName = "ConnectionsRefused", Level = LogLevel.Warning,
+        Message = "forward {Forward} has {Max} connections open (maxConnections): refused {Refused} new connection(s) since the last such line")]
+    public static partial void ConnectionsRefused(ILogger logger, string forward, int max, long refused);
 }

@@ -32,6 +32,8 @@ internal sealed class ProxyMetrics
     public Counter CoolDowns { get; }
     public Counter Tokens { get; }
     public Counter ClientStalls { get; }
+    public Gauge ClientConnections { get; }
+    public Counter ConnectionsRejected { get; }
 
     public ProxyMetrics(bool includeProcessMetrics = true)
     {
@@ -83,6 +85,10 @@ internal sealed class ProxyMetrics
         ClientStalls = f.CreateCounter("llmproxy_client_stalls_total",
             "Requests ended because the client made no progress: its request body stopped arriving for timeout.read (direction=read; 408 or cut) or it stopped reading the response for timeout.write (direction=write; cut).",
             "forward", "direction");
+        ClientConnections = f.CreateGauge("llmproxy_client_connections",
+            "Client TCP connections open on a forward (what httpServer.forwards[].maxConnections caps).", "forward");
+        ConnectionsRejected = f.CreateCounter("llmproxy_connections_rejected_total",
+            "Client connections closed unanswered because the forward already had maxConnections open.", "forward");
     }
 
     private static readonly string[] StatusStrings = CreateStatusStrings();
