@@ -34,6 +34,7 @@ internal sealed class ProxyMetrics
     public Counter ClientStalls { get; }
     public Gauge ClientConnections { get; }
     public Counter ConnectionsRejected { get; }
+    public Counter AcceptPauses { get; }
 
     public ProxyMetrics(bool includeProcessMetrics = true)
     {
@@ -89,6 +90,8 @@ internal sealed class ProxyMetrics
             "Client TCP connections open on a forward (what httpServer.forwards[].maxConnections caps).", "forward");
         ConnectionsRejected = f.CreateCounter("llmproxy_connections_rejected_total",
             "Client connections closed unanswered because the forward already had maxConnections open.", "forward");
+        AcceptPauses = f.CreateCounter("llmproxy_accept_pauses_total",
+            "Times a listener paused accepting for 100 ms because the process had no file descriptor (EMFILE/ENFILE) or socket buffer left.");
     }
 
     private static readonly string[] StatusStrings = CreateStatusStrings();
