@@ -136,6 +136,34 @@ internal sealed class RawClient : IAsyncDisposable
         }
     }
 
+    /// <summary>Reads until the server closes (FIN or RST) or <paramref name="timeout"/> passes: whether it closed, and
+    /// how many bytes arrived first.</summary>
+    public async Task<(bool Closed, int Received)> ReadUntilCloseAsync(TimeSpan timeout)
+    {
+        using var cts = new CancellationTokenSource(timeout);
+        var received = _filled;
+        try
+        {
+            while (true)
+            {
+                var n = await _socket.ReceiveAsync(_buffer, SocketFlags.None, cts.Token);
+                if (n == 0)
+                {
+                    return (true, received);
+                }
+                received += n;
+            }
+        }
+        catch (SocketException)
+        {
+            return (true, received);
+        }
+        catch (OperationCanceledException)
+        {
+            return (false, received);
+        }
+    }
+
     /// <summary>Abortive close: RST, the way a crashed client or a dropped network looks.</summary>
     public void Reset()
     {
