@@ -163,9 +163,11 @@ internal sealed class UpstreamTransformer(RequestContext ctx, Attempt attempt, S
         {
             ctx.ResponseBody.Usage = new UsageScanner();
         }
-        if (copy && string.Equals(mediaType, "text/event-stream", StringComparison.OrdinalIgnoreCase))
+        if (copy && string.Equals(mediaType, "text/event-stream", StringComparison.OrdinalIgnoreCase)
+            && proxyResponse.Content.Headers.ContentLength is null)
         {
             // YARP reads the body from this content after this method: an upstream break becomes a final error event.
+            // Not with a Content-Length: an event beyond the promised length would break the framing the client has.
             proxyResponse.Content = new HonestSseContent(proxyResponse.Content);
         }
         return copy;
