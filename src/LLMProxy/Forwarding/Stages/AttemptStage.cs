@@ -130,10 +130,9 @@ internal sealed class AttemptStage : IRequestStage
                 AttemptError.Status429 => RequestOutcome.Upstream429,
                 _ => RequestOutcome.Ok,
             };
-            if (request.ResponseBody.Usage is { Found: true } usage)
+            if (request.ResponseBody.Usage?.Usage is { Found: true } usage)
             {
-                member.PromptTokens.Inc(usage.PromptTokens);
-                member.CompletionTokens.Inc(usage.CompletionTokens);
+                member.CountTokens(usage);
             }
             return (Next.Done, null);
         }
