@@ -121,6 +121,8 @@ internal sealed class UpstreamTransformer(RequestContext ctx, Attempt attempt, S
             return await base.TransformResponseAsync(httpContext, proxyResponse, cancellationToken).ConfigureAwait(false);
         }
         attempt.TimeToFirstByteSeconds = Stopwatch.GetElapsedTime(attempt.Started).TotalSeconds;
+        ctx.ResponseBody.Usage = null;
+        ctx.ResponseBody.UsageFilter = null;
         var status = (int)proxyResponse.StatusCode;
         attempt.Status = status;
         if (status == StatusCodes.Status101SwitchingProtocols)
@@ -147,9 +149,14 @@ internal sealed class UpstreamTransformer(RequestContext ctx, Attempt attempt, S
         }
         httpContext.Response.Headers.Remove("Trailer");
         httpContext.Response.Headers[ForwardingHeaders.RequestId] = ctx.RequestId;
-        if (copy && IsLlmPayload(proxyResponse.Content.Headers.ContentType?.MediaType))
+        var mediaType = proxyResponse.Content.Headers.ContentType?.MediaType;
+        if (copy && IsLlmPayload(mediaType))
         {
             ctx.ResponseBody.Usage = new UsageScanner();
+            if (ctx.InjectsUsage && string.Equals(mediaType, "text/event-stream", StringComparison.OrdinalIgnoreCase))
+            {
+                ctx.ResponseBody.UsageFilter = new UsageChunkFilter();
+            }
         }
         return copy;
     }
