@@ -151,4 +151,53 @@ public class IncludeUsageTests
             Assert.Equal(body, Encoding.UTF8.GetString(sent!.Body));
         }
     }
+
+    [Fact]
+    public async Task Pipeline_ModelMapAndInjection_OneAttemptBody_RetryGetsItsOwn()
+    {
+        var failMapped = 1;
+        await using var mapped = await ScriptedUpstream.StartAsync(ctx => Volatile.Read(ref failMapped) == 1
+            ? ScriptedUpstream.Json("mapped", 503)(ctx) : SseUpstream(Role + Stop + UsageChunk + Done, 4)(ctx));
+        await using var plain = await ScriptedUpstream.StartAsync(SseUpstream(Role + Word + Stop + UsageChunk + Done, 4));
+        var upstreams = $"- name: mapped\n  url: \"{mapped.Url}\"\n  modelMap:\n    \"gpt-4o\": \"gpt-4o-2024-08-06\"\n- name: plain\n  url: \"{plain.Url}\"";
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config(upstreams, "- name: mapped\n- name: plain", groupExtra: "balance:\n  strategy: roundrobin"));
+        const string Body = "{\"model\":\"gpt-4o\",\"stream\":true,\"stream_options\":{}}";
+
+        using (var response = await proxy.Client.PostAsync("/v1/chat/completions", new StringContent(Body, Encoding.UTF8, "application/json")))
+        {
+            // Whichever member went first, the client sees the stream without the usage chunk.
+            var text = await response.Content.ReadAsStringAsync();
+            Assert.DoesNotContain("\"usage\":{", text, StringComparison.Ordinal);
+            Assert.EndsWith(Done, text, StringComparison.Ordinal);
+        }
+        Volatile.Write(ref failMapped, 0);
+        using (var response = await proxy.Client.PostAsync("/v1/chat/completions", new StringContent(Body, Encoding.UTF8, "application/json")))
+        {
+            Assert.DoesNotContain("\"usage\":{", await response.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+        }
+
+        const string Injected = "{\"model\":\"gpt-4o\",\"stream\":true,\"stream_options\":{\"include_usage\":true}}";
+        Assert.All(mapped.Received, r => Assert.Equal(Injected.Replace("\"gpt-4o\"", "\"gpt-4o-2024-08-06\"", StringComparison.Ordinal), Encoding.UTF8.GetString(r.Body)));
+        Assert.All(plain.Received, r => Assert.Equal(Injected, Encoding.UTF8.GetString(r.Body)));
+        Assert.NotEmpty(mapped.Received);
+        Assert.NotEmpty(plain.Received);
+    }
+
+    /// <summary>An injected stream from a hostile upstream — one endless event, garbage, no usage, no blank line at the
+    /// end — reaches the client whole and promptly.</summary>
+    [Fact]
+    public async Task Pipeline_HostileStream_PassesWhole_NothingCounted()
+    {
+        var body = "data: " + new string('{', 200_000) + "\n\n" + "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":99999999999999999999}}\n\n"
+            + "data: " + new string('x', UsageChunkFilter.MaxHeld * 3) + "\n\ndata: trailing event without blank line";
+        await using var upstream = await ScriptedUpstream.StartAsync(SseUpstream(body, 1000));
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config($"- name: u\n  url: \"{upstream.Url}\"", "- name: u"));
+
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(20));
+        using var response = await proxy.Client.PostAsync("/v1/chat/completions", new StringContent("{\"stream\":true}"), cts.Token);
+        var text = await response.Content.ReadAsStringAsync(cts.Token);
+        // The garbage usage-only chunk is still "usage-only" in shape and is taken out; everything else arrives.
+        Assert.Equal(body.Replace("data: {\"choices\":[],\"usage\":{\"prompt_tokens\":99999999999999999999}}\n\n", "", StringComparison.Ordinal), text);
+        Assert.Equal(0, Sum(await proxy.Admin.GetStringAsync("/metrics"), "llmproxy_upstream_tokens_total"));
+    }
 }
