@@ -200,4 +200,35 @@ public class IncludeUsageTests
         Assert.Equal(body.Replace("data: {\"choices\":[],\"usage\":{\"prompt_tokens\":99999999999999999999}}\n\n", "", StringComparison.Ordinal), text);
         Assert.Equal(0, Sum(await proxy.Admin.GetStringAsync("/metrics"), "llmproxy_upstream_tokens_total"));
     }
+
+    /// <summary>The filter holds nothing back: the upstream sends its next event only after the client has read the
+    /// previous one, which deadlocks (and times out) if any event waited for a later write.</summary>
+    [Fact]
+    public async Task Pipeline_InjectedStream_EachEventReachesClientBeforeTheNextIsSent()
+    {
+        var read = new[] { new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously), new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously) };
+        await using var upstream = await ScriptedUpstream.StartAsync(async context =>
+        {
+            context.Response.ContentType = "text/event-stream";
+            foreach (var (evt, gate) in new[] { (Role, read[0].Task), (Word, read[1].Task) })
+            {
+                await context.Response.WriteAsync(evt);
+                await context.Response.Body.FlushAsync();
+                await gate.WaitAsync(TimeSpan.FromSeconds(10));
+            }
+            await context.Response.WriteAsync(Stop + UsageChunk + Done);
+        });
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config($"- name: u\n  url: \"{upstream.Url}\"", "- name: u"));
+
+        using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions") { Content = new StringContent("{\"stream\":true}") };
+        using var response = await proxy.Client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
+        using var reader = new StreamReader(await response.Content.ReadAsStreamAsync());
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+        Assert.Equal(Role.TrimEnd('\n'), await reader.ReadLineAsync(cts.Token));
+        read[0].SetResult();
+        Assert.Equal("", await reader.ReadLineAsync(cts.Token));
+        Assert.Equal(Word.TrimEnd('\n'), await reader.ReadLineAsync(cts.Token));
+        read[1].SetResult();
+        Assert.Equal("\n" + Stop + Done, await reader.ReadToEndAsync(cts.Token));
+    }
 }
