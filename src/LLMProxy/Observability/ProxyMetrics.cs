@@ -32,6 +32,10 @@ internal sealed class ProxyMetrics
     public Counter CoolDowns { get; }
     public Counter UpstreamTokens { get; }
     public Counter RouteRequests { get; }
+    public Counter ClientStalls { get; }
+    public Gauge ClientConnections { get; }
+    public Counter ConnectionsRejected { get; }
+    public Counter AcceptPauses { get; }
 
     public ProxyMetrics(bool includeProcessMetrics = true)
     {
@@ -83,6 +87,15 @@ internal sealed class ProxyMetrics
         UpstreamTokens = f.CreateCounter("llmproxy_upstream_tokens_total",
             "LLM token usage reported by upstream answers (type: prompt, completion, cached, reasoning; cached and reasoning are parts of prompt and completion).",
             "group", "upstream", "type");
+        ClientStalls = f.CreateCounter("llmproxy_client_stalls_total",
+            "Requests ended because the client made no progress: its request body stopped arriving for timeout.read (direction=read; 408 or cut) or it stopped reading the response for timeout.write (direction=write; cut).",
+            "forward", "direction");
+        ClientConnections = f.CreateGauge("llmproxy_client_connections",
+            "Client TCP connections open on a forward (what httpServer.forwards[].maxConnections caps).", "forward");
+        ConnectionsRejected = f.CreateCounter("llmproxy_connections_rejected_total",
+            "Client connections closed unanswered because the forward already had maxConnections open.", "forward");
+        AcceptPauses = f.CreateCounter("llmproxy_accept_pauses_total",
+            "Times a listener paused accepting for 100 ms because the process had no file descriptor (EMFILE/ENFILE) or socket buffer left.");
     }
 
     /// <summary>
