@@ -20,10 +20,17 @@ internal static class IncludeUsage
     public static bool Applies(string? path, in RequestFacts facts) =>
         facts.Stream == true && facts.UsageSplice != UsageSplice.None && IsCompletionsPath(path);
 
-    /// <summary>Paths whose streams can carry OpenAI's usage-only chunk; also decides whether a forward that would not
-    /// otherwise buffer bodies buffers this one to read its facts.</summary>
+    /// <summary>Paths whose streams can carry OpenAI's usage-only chunk.</summary>
     public static bool IsCompletionsPath(string? path) =>
         path is not null && path.EndsWith("/completions", StringComparison.OrdinalIgnoreCase);
+
+    /// <summary>Whether a forward that would not otherwise buffer bodies buffers this one to read its facts: a JSON body
+    /// (<c>Content-Type: application/json</c>, as the OpenAI SDKs send) to a <c>/completions</c> path. Any other body
+    /// keeps streaming to its single attempt as before.</summary>
+    public static bool MayApply(string? path, string? contentType) =>
+        IsCompletionsPath(path) && contentType is not null
+        && contentType.StartsWith("application/json", StringComparison.OrdinalIgnoreCase)
+        && (contentType.Length == "application/json".Length || contentType["application/json".Length] is ';' or ' ');
 
     /// <summary>The body to send: <paramref name="body"/> with include_usage spliced in when <paramref name="inject"/>,
     /// and the model token replaced when <paramref name="modelToken"/> is not empty; null when neither applies.</summary>

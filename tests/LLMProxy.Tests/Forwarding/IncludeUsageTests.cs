@@ -194,7 +194,7 @@ public class IncludeUsageTests
         await using var proxy = await TestProxy.StartAsync(TestProxy.Config($"- name: u\n  url: \"{upstream.Url}\"", "- name: u"));
 
         using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(20));
-        using var response = await proxy.Client.PostAsync("/v1/chat/completions", new StringContent("{\"stream\":true}"), cts.Token);
+        using var response = await proxy.Client.PostAsync("/v1/chat/completions", new StringContent("{\"stream\":true}", Encoding.UTF8, "application/json"), cts.Token);
         var text = await response.Content.ReadAsStringAsync(cts.Token);
         // The garbage usage-only chunk is still "usage-only" in shape and is taken out; everything else arrives.
         Assert.Equal(body.Replace("data: {\"choices\":[],\"usage\":{\"prompt_tokens\":99999999999999999999}}\n\n", "", StringComparison.Ordinal), text);
@@ -220,7 +220,7 @@ public class IncludeUsageTests
         });
         await using var proxy = await TestProxy.StartAsync(TestProxy.Config($"- name: u\n  url: \"{upstream.Url}\"", "- name: u"));
 
-        using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions") { Content = new StringContent("{\"stream\":true}") };
+        using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions") { Content = new StringContent("{\"stream\":true}", Encoding.UTF8, "application/json") };
         using var response = await proxy.Client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
         using var reader = new StreamReader(await response.Content.ReadAsStreamAsync());
         using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(5));
@@ -231,4 +231,15 @@ public class IncludeUsageTests
         read[1].SetResult();
         Assert.Equal("\n" + Stop + Done, await reader.ReadToEndAsync(cts.Token));
     }
+
+    [Theory]
+    [InlineData("/v1/chat/completions", "application/json", true)]
+    [InlineData("/v1/completions", "application/json; charset=utf-8", true)]
+    [InlineData("/v1/chat/completions", "APPLICATION/JSON", true)]
+    [InlineData("/v1/chat/completions", "application/jsonx", false)]
+    [InlineData("/v1/chat/completions", "text/plain", false)]
+    [InlineData("/v1/chat/completions", null, false)]
+    [InlineData("/v1/embeddings", "application/json", false)]
+    public void MayApply_OnlyJsonBodiesToCompletionsPaths(string path, string? contentType, bool expected) =>
+        Assert.Equal(expected, IncludeUsage.MayApply(path, contentType));
 }

@@ -14,7 +14,7 @@ public class TokenUsageTests
         await using var proxy = await TestProxy.StartAsync(TestProxy.Config($"- name: m\n  url: \"{mock.BaseUrl.ToString().TrimEnd('/')}\"", "- name: m"));
 
         var json = await (await proxy.Client.PostAsync("/v1/chat/completions", new StringContent("{\"model\":\"x\",\"messages\":[]}"))).Content.ReadAsStringAsync();
-        var sse = await (await proxy.Client.PostAsync("/v1/chat/completions", new StringContent("{\"model\":\"x\",\"stream\":true,\"messages\":[]}"))).Content.ReadAsStringAsync();
+        var sse = await (await proxy.Client.PostAsync("/v1/chat/completions", new StringContent("{\"model\":\"x\",\"stream\":true,\"messages\":[]}", Encoding.UTF8, "application/json"))).Content.ReadAsStringAsync();
 
         using var jsonDoc = System.Text.Json.JsonDocument.Parse(json);
         var completion = jsonDoc.RootElement.GetProperty("usage").GetProperty("completion_tokens").GetInt64();
