@@ -28,6 +28,7 @@ public class IncludeUsageTests
     [InlineData("{\"stream\":true,\"stream_options\":null}", "{\"stream\":true,\"stream_options\":{\"include_usage\":true}}")]
     [InlineData("{\"stream_options\":{\"include_usage\":true},\"stream\":true,\"stream_options\":[]}", "{\"stream_options\":{\"include_usage\":true},\"stream\":true,\"stream_options\":{\"include_usage\":true}}")]
     [InlineData("\uFEFF{\"stream\":true}", "\uFEFF{\"stream_options\":{\"include_usage\":true},\"stream\":true}")]
+    [InlineData("{\"stream\":true,\"stream\\u005foptions\":{\"include\\u005fusage\":false}}", "{\"stream\":true,\"stream\\u005foptions\":{\"include\\u005fusage\":true}}")]
     public void Compose_SplicesIncludeUsage_EverythingElseByteIdentical(string body, string expected) =>
         Assert.Equal(expected, Inject(body));
 
@@ -41,6 +42,8 @@ public class IncludeUsageTests
     [Theory]
     [InlineData("/v1/chat/completions", "{\"stream\":true,\"stream_options\":{\"include_usage\":true}}")]
     [InlineData("/v1/chat/completions", "{\"stream\":false}")]
+    [InlineData("/v1/chat/completions", "{\"stream\":true,\"stream_options\":null,\"stream_options\":{\"include_usage\":true}}")]
+    [InlineData("/v1/chat/completions", "{\"stream\":true,\"stream\\u005foptions\":{\"include_usage\":true}}")]
     [InlineData("/v1/chat/completions", "{\"model\":\"m\"}")]
     [InlineData("/v1/chat/completions", "not json")]
     [InlineData("/v1/responses", "{\"stream\":true}")]
