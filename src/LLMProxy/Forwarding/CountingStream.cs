@@ -15,6 +15,21 @@ internal sealed class CountingStream(Stream inner, HttpContext? context = null, 
     /// <summary>Set when the response is JSON or SSE from an LLM API: token usage is read as it passes.</summary>
     public UsageScanner? Usage { get; set; }
 
+    /// <summary>Set when the proxy asked for usage the client did not (<see cref="IncludeUsage"/>): the usage-only SSE
+    /// chunk is read by <see cref="Usage"/> and then taken out.</summary>
+    public UsageChunkFilter? UsageFilter { get; set; }
+
+    /// <summary>Sends what <see cref="UsageFilter"/> still holds when the upstream's body ended cleanly.</summary>
+    public ValueTask FlushFilterAsync(CancellationToken cancellationToken)
+    {
+        if (UsageFilter is not { } filter)
+        {
+            return ValueTask.CompletedTask;
+        }
+        var rest = filter.Flush();
+        return rest.IsEmpty ? ValueTask.CompletedTask : WriteOutAsync(rest, cancellationToken);
+    }
+
     public override bool CanRead => false;
     public override bool CanSeek => false;
     public override bool CanWrite => true;
@@ -29,22 +44,38 @@ internal sealed class CountingStream(Stream inner, HttpContext? context = null, 
 
     public override void Write(byte[] buffer, int offset, int count)
     {
-        Written += count;
         Usage?.Scan(buffer.AsSpan(offset, count));
+        if (UsageFilter is { } filter)
+        {
+            var kept = filter.Filter(buffer.AsSpan(offset, count));
+            Written += kept.Length;
+            inner.Write(kept.Span);
+            return;
+        }
+        Written += count;
         inner.Write(buffer, offset, count);
     }
 
-    public override Task WriteAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken)
-    {
-        Written += count;
-        Usage?.Scan(buffer.AsSpan(offset, count));
-        return Watch(inner.WriteAsync(buffer, offset, count, cancellationToken));
-    }
+    public override Task WriteAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
+        WriteAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
 
     public override ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default)
     {
-        Written += buffer.Length;
         Usage?.Scan(buffer.Span);
+        if (UsageFilter is { } filter)
+        {
+            buffer = filter.Filter(buffer.Span);
+            if (buffer.IsEmpty)
+            {
+                return ValueTask.CompletedTask;
+            }
+        }
+        return WriteOutAsync(buffer, cancellationToken);
+    }
+
+    private ValueTask WriteOutAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken)
+    {
+        Written += buffer.Length;
         var write = inner.WriteAsync(buffer, cancellationToken);
         return write.IsCompleted || owner is null ? write : WatchAsync(write);
     }

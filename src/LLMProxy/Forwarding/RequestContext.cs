@@ -54,6 +54,10 @@ internal sealed class RequestContext : IDisposable
     /// <summary>What the body says (SPEC §11), when it was buffered and read; <c>default</c> = no facts.</summary>
     public RequestFacts Facts { get; set; }
 
+    /// <summary>Whether attempts send the body with <c>stream_options.include_usage</c> added and take the usage-only
+    /// chunk out of the answer (<see cref="IncludeUsage"/>).</summary>
+    public bool InjectsUsage { get; set; }
+
     /// <summary>The group the request goes to (the forward's default until a route says otherwise).</summary>
     public GroupRuntime Group { get; set; }
     /// <summary>Index of the route that chose <see cref="Group"/>; -1 = the default group.</summary>

@@ -66,6 +66,17 @@ internal readonly struct RequestFacts
     /// <summary>True when <see cref="Model"/> was read from a string token that <see cref="ModelRewrite"/> can replace.</summary>
     public bool HasModelToken => ModelTokenLength > 0;
 
+    /// <summary>Where <see cref="IncludeUsage"/> would splice <c>include_usage: true</c> into this body, found in the
+    /// same pass (the last <c>stream_options</c> wins, as it does upstream); <see cref="UsageSplice.None"/> when the body
+    /// already asks for usage or is not a JSON object.</summary>
+    public UsageSplice UsageSplice { get; init; }
+
+    /// <summary>Byte offset of <see cref="UsageSplice"/> in the body.</summary>
+    public int UsageSpliceOffset { get; init; }
+
+    /// <summary>Bytes <see cref="UsageSplice"/> replaces there (0 = an insertion).</summary>
+    public int UsageSpliceLength { get; init; }
+
     /// <summary>Reads the facts of <paramref name="body"/> in one forward-only pass. Never throws: a body that is not
     /// a complete JSON object, has trailing data, or nests deeper than <see cref="MaxDepth"/> yields <c>default</c>.</summary>
     public static RequestFacts Read(ReadOnlySpan<byte> body)
@@ -93,6 +104,8 @@ internal readonly struct RequestFacts
     {
         var reader = new Utf8JsonReader(json, new JsonReaderOptions { MaxDepth = MaxDepth });
         reader.Read(); // StartObject, checked by the caller
+        // Without stream_options, the member goes right after the root's opening brace.
+        var splice = (Kind: UsageSplice.AddStreamOptions, Offset: baseOffset + (int)reader.TokenStartIndex + 1, Length: 0);
 
         string? model = null;
         int modelOffset = 0, modelLength = 0;
@@ -123,7 +136,7 @@ internal readonly struct RequestFacts
                     maxOutputTokens = ReadCount(ref reader);
                     break;
                 case Key.StreamOptions:
-                    includeUsage = ReadIncludeUsage(ref reader);
+                    (includeUsage, splice) = ReadStreamOptions(ref reader, baseOffset);
                     break;
                 case Key.Metadata:
                     metadataUserId = ReadMetadataUserId(ref reader);
@@ -155,6 +168,9 @@ internal readonly struct RequestFacts
             PromptCacheKey = promptCacheKey,
             User = user,
             MetadataUserId = metadataUserId,
+            UsageSplice = includeUsage == true ? UsageSplice.None : splice.Kind,
+            UsageSpliceOffset = splice.Offset,
+            UsageSpliceLength = splice.Length,
         };
     }
 
@@ -180,17 +196,34 @@ internal readonly struct RequestFacts
         return Key.Other;
     }
 
-    /// <summary><c>stream_options.include_usage</c>; null when stream_options is not an object or lacks a boolean one.</summary>
-    private static bool? ReadIncludeUsage(ref Utf8JsonReader reader)
+    /// <summary><c>stream_options.include_usage</c> (null when stream_options is not an object or lacks a boolean
+    /// one) and where <c>include_usage: true</c> would go: replacing a value that is not <c>true</c>, inside the
+    /// object, or replacing a <c>stream_options</c> that is not an object.</summary>
+    private static (bool?, (UsageSplice, int, int)) ReadStreamOptions(ref Utf8JsonReader reader, int baseOffset)
     {
-        if (!EnterObject(ref reader)) return null;
+        var start = baseOffset + (int)reader.TokenStartIndex;
+        if (reader.TokenType != JsonTokenType.StartObject)
+        {
+            reader.Skip();
+            return (null, (UsageSplice.ReplaceStreamOptions, start, baseOffset + (int)reader.BytesConsumed - start));
+        }
         bool? value = null;
+        var splice = (UsageSplice.AddIncludeUsageFirst, start + 1, 0);
         while (NextProperty(ref reader, "include_usage"u8, out var wanted))
         {
-            if (wanted) value = ReadBool(ref reader);
-            else reader.Skip();
+            if (wanted)
+            {
+                var valueStart = baseOffset + (int)reader.TokenStartIndex;
+                value = ReadBool(ref reader);
+                splice = (UsageSplice.ReplaceIncludeUsage, valueStart, baseOffset + (int)reader.BytesConsumed - valueStart);
+            }
+            else
+            {
+                reader.Skip();
+                if (splice.Item1 == UsageSplice.AddIncludeUsageFirst) splice.Item1 = UsageSplice.AddIncludeUsage;
+            }
         }
-        return value;
+        return (value, splice);
     }
 
     /// <summary><c>metadata.user_id</c>; null when metadata is not an object or lacks a usable string one.</summary>
@@ -276,4 +309,21 @@ internal readonly struct RequestFacts
     }
 
     private static long? Max(long? a, long? b) => a is null ? b : b is null ? a : Math.Max(a.Value, b.Value);
+}
+
+/// <summary>How <c>stream_options.include_usage: true</c> is spliced into a request body (see <see cref="IncludeUsage"/>).</summary>
+internal enum UsageSplice : byte
+{
+    /// <summary>Nothing to do: the body asks for usage already, or has no facts.</summary>
+    None,
+    /// <summary>Insert <c>"stream_options":{"include_usage":true},</c> after the root's opening brace.</summary>
+    AddStreamOptions,
+    /// <summary>Insert <c>"include_usage":true,</c> after the opening brace of a non-empty <c>stream_options</c>.</summary>
+    AddIncludeUsage,
+    /// <summary>Insert <c>"include_usage":true</c> into an empty <c>stream_options</c>.</summary>
+    AddIncludeUsageFirst,
+    /// <summary>Replace the value of <c>include_usage</c> (false, null, anything but true) with <c>true</c>.</summary>
+    ReplaceIncludeUsage,
+    /// <summary>Replace a <c>stream_options</c> that is not an object (null, a string) with <c>{"include_usage":true}</c>.</summary>
+    ReplaceStreamOptions,
 }

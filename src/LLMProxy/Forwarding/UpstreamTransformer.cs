@@ -126,6 +126,8 @@ internal sealed class UpstreamTransformer(RequestContext ctx, Attempt attempt, S
             return await base.TransformResponseAsync(httpContext, proxyResponse, cancellationToken).ConfigureAwait(false);
         }
         attempt.TimeToFirstByteSeconds = Stopwatch.GetElapsedTime(attempt.Started).TotalSeconds;
+        ctx.ResponseBody.Usage = null;
+        ctx.ResponseBody.UsageFilter = null;
         var status = (int)proxyResponse.StatusCode;
         attempt.Status = status;
         if (!ResponseScreen.IsPassable(proxyResponse))
@@ -162,6 +164,10 @@ internal sealed class UpstreamTransformer(RequestContext ctx, Attempt attempt, S
         if (copy && IsLlmPayload(mediaType))
         {
             ctx.ResponseBody.Usage = new UsageScanner();
+            if (ctx.InjectsUsage && string.Equals(mediaType, "text/event-stream", StringComparison.OrdinalIgnoreCase))
+            {
+                ctx.ResponseBody.UsageFilter = new UsageChunkFilter();
+            }
         }
         if (copy && string.Equals(mediaType, "text/event-stream", StringComparison.OrdinalIgnoreCase)
             && proxyResponse.Content.Headers.ContentLength is null)

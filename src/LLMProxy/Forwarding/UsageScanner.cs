@@ -2,24 +2,59 @@ using System.Buffers.Text;
 
 namespace LLMProxy.Forwarding;
 
+/// <summary>Token usage of one answer (SPEC §13.2). <see cref="Prompt"/> counts every input token the way OpenAI's
+/// <c>prompt_tokens</c> does — cached ones included — so for Anthropic it is <c>input_tokens</c> plus
+/// <c>cache_read_input_tokens</c> plus <c>cache_creation_input_tokens</c>. <see cref="Cached"/> and
+/// <see cref="Reasoning"/> are parts of <see cref="Prompt"/> and <see cref="Completion"/>, not additions, so a
+/// budget settles with <c>Prompt + Completion</c>.</summary>
+internal readonly record struct TokenUsage(long Prompt, long Completion, long Cached, long Reasoning)
+{
+    /// <summary>Whether the answer reported a prompt or completion count at all (a zero one included).</summary>
+    public bool Found { get; init; }
+
+    /// <summary>What a token budget settles with.</summary>
+    public long Total => Prompt + Completion;
+}
+
 /// <summary>
-/// Reads LLM token usage out of a response body as it streams past, without parsing the JSON:
-/// OpenAI (<c>prompt_tokens</c>/<c>completion_tokens</c>) and Anthropic (<c>input_tokens</c>/<c>output_tokens</c>),
-/// in JSON answers and SSE events. Values are kept as maxima, so a report repeated or growing over a
-/// stream (Anthropic's cumulative <c>output_tokens</c>) and the overlap scan at chunk borders never double count.
+/// Reads LLM token usage out of a response body as it streams past, without parsing the JSON and without holding any
+/// of it back: OpenAI chat/completions/embeddings (<c>prompt_tokens</c>, <c>completion_tokens</c>,
+/// <c>prompt_tokens_details.cached_tokens</c>, <c>completion_tokens_details.reasoning_tokens</c>), OpenAI responses
+/// (<c>input_tokens</c>, <c>output_tokens</c> and their <c>_details</c>) and Anthropic messages (<c>input_tokens</c>,
+/// <c>output_tokens</c>, <c>cache_read_input_tokens</c>, <c>cache_creation_input_tokens</c>), in JSON answers and SSE
+/// events. Hand-written because no JSON reader reads a document cut at arbitrary write borders in bounded memory.
 /// </summary>
+/// <remarks>
+/// Every usage key ends in <c>_tokens"</c>: one vectorised search per write finds them, and the bytes before and after
+/// name the key and give its number. Values are kept as maxima, so a report repeated or growing over a stream
+/// (Anthropic's cumulative <c>message_delta</c> usage, the empty <c>usage</c> of OpenAI's earlier events) and the
+/// re-scan of the few bytes carried over a write border never double count. A key inside a JSON string cannot match:
+/// its quotes are escaped there. Numbers that are not plain non-negative integers, or exceed
+/// <see cref="MaxCount"/>, are ignored, so a hostile upstream cannot overflow the sums or the metrics.
+/// </remarks>
 internal sealed class UsageScanner
 {
-    private static readonly byte[][] PromptKeys = ["\"prompt_tokens\":"u8.ToArray(), "\"input_tokens\":"u8.ToArray()];
-    private static readonly byte[][] CompletionKeys = ["\"completion_tokens\":"u8.ToArray(), "\"output_tokens\":"u8.ToArray()];
-    private const int Carry = 48;
+    /// <summary>Largest count believed (10^12): far above any real answer, far below overflow when summed.</summary>
+    public const long MaxCount = 1_000_000_000_000;
 
+    // Longest key ("cache_creation_input_tokens": 29 bytes with quotes and colon) + spaces + a 13-digit number + delimiter.
+    private const int Carry = 64;
+
+    private static ReadOnlySpan<byte> KeyTail => "_tokens\""u8;
+
+    private enum Field { Prompt, Completion, Cached, Reasoning, CacheRead, CacheCreation, Count }
+
+    private readonly long[] _max = new long[(int)Field.Count];
     private readonly byte[] _border = new byte[Carry * 2];
     private int _carried;
+    private bool _found;
 
-    public long PromptTokens { get; private set; }
-    public long CompletionTokens { get; private set; }
-    public bool Found => PromptTokens > 0 || CompletionTokens > 0;
+    /// <summary>What was read so far; complete once the body has passed.</summary>
+    public TokenUsage Usage => new(
+        Math.Min(_max[(int)Field.Prompt] + _max[(int)Field.CacheRead] + _max[(int)Field.CacheCreation], 3 * MaxCount),
+        _max[(int)Field.Completion],
+        Math.Max(_max[(int)Field.Cached], _max[(int)Field.CacheRead]),
+        _max[(int)Field.Reasoning]) { Found = _found };
 
     public void Scan(ReadOnlySpan<byte> chunk)
     {
@@ -52,28 +87,42 @@ internal sealed class UsageScanner
 
     private void ScanSpan(ReadOnlySpan<byte> data)
     {
-        PromptTokens = Math.Max(PromptTokens, Find(data, PromptKeys));
-        CompletionTokens = Math.Max(CompletionTokens, Find(data, CompletionKeys));
-    }
-
-    private static long Find(ReadOnlySpan<byte> data, byte[][] keys)
-    {
-        long best = 0;
-        foreach (var key in keys)
+        var offset = 0;
+        int at;
+        while ((at = data[offset..].IndexOf(KeyTail)) >= 0)
         {
-            var rest = data;
-            int at;
-            while ((at = rest.IndexOf(key)) >= 0)
+            var tail = offset + at;
+            offset = tail + KeyTail.Length;
+            var field = Name(data[..tail]);
+            if (field == Field.Count)
             {
-                rest = rest[(at + key.Length)..];
-                var number = rest.TrimStart((byte)' ');
-                if (Utf8Parser.TryParse(number, out long value, out var consumed) && consumed < number.Length && value > best)
-                {
-                    // consumed < length: the number is complete (followed by a delimiter), not cut by the chunk end.
-                    best = value;
-                }
+                continue;
+            }
+            var rest = data[offset..].TrimStart(" \t\r\n"u8);
+            if (rest.IsEmpty || rest[0] != (byte)':')
+            {
+                continue;
+            }
+            var number = rest[1..].TrimStart(" \t\r\n"u8);
+            // consumed < length: the number is complete (followed by a delimiter), not cut by the chunk end.
+            if (number.Length > 0 && number[0] is >= (byte)'0' and <= (byte)'9'
+                && Utf8Parser.TryParse(number, out long value, out var consumed) && consumed < number.Length
+                && number[consumed] is not ((byte)'.' or (byte)'e' or (byte)'E') && value <= MaxCount)
+            {
+                ref var slot = ref _max[(int)field];
+                slot = Math.Max(slot, value);
+                _found |= field is Field.Prompt or Field.Completion;
             }
         }
-        return best;
     }
+
+    /// <summary>Which usage key ends just before <c>_tokens"</c>; <see cref="Field.Count"/> for any other.</summary>
+    private static Field Name(ReadOnlySpan<byte> before) =>
+        before.EndsWith("\"prompt"u8) || before.EndsWith("\"input"u8) ? Field.Prompt
+        : before.EndsWith("\"completion"u8) || before.EndsWith("\"output"u8) ? Field.Completion
+        : before.EndsWith("\"cached"u8) ? Field.Cached
+        : before.EndsWith("\"reasoning"u8) ? Field.Reasoning
+        : before.EndsWith("\"cache_read_input"u8) ? Field.CacheRead
+        : before.EndsWith("\"cache_creation_input"u8) ? Field.CacheCreation
+        : Field.Count;
 }

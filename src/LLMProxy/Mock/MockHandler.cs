@@ -68,7 +68,9 @@ internal sealed class MockHandler(MockOptions options, CancellationToken stoppin
         context.Response.Headers[MockHeaders.Name] = _name;
 
         string path = request.Path.Value ?? "/";
-        bool isChat = path.EndsWith("/chat/completions", StringComparison.OrdinalIgnoreCase);
+        bool isMessages = path.EndsWith("/v1/messages", StringComparison.OrdinalIgnoreCase);
+        bool isChat = isMessages || path.EndsWith("/chat/completions", StringComparison.OrdinalIgnoreCase);
+        MockRateLimits.Echo(headers, context.Response.Headers, isMessages, options.TimeProvider);
 
         int latency = TryGetInt(headers, MockHeaders.LatencyMs, 0, int.MaxValue, out int l) ? l
             : isChat ? options.LatencyMs : 0;
@@ -76,11 +78,19 @@ internal sealed class MockHandler(MockOptions options, CancellationToken stoppin
             await Task.Delay(TimeSpan.FromMilliseconds(latency), options.TimeProvider, ct);
 
         int status = 0;
-        if (TryGetInt(headers, MockHeaders.Status, 200, 599, out int s))
+        bool hasStatus = TryGetInt(headers, MockHeaders.Status, 200, 599, out int s);
+        if (headers.TryGetValue(MockHeaders.Error, out var errorType) && MockErrors.IsErrorType(errorType.ToString()))
+        {
+            string type = errorType.ToString();
+            int errorStatus = hasStatus && !IsSuccess(s) ? s : MockErrors.DefaultStatus(type);
+            await WriteBytesAsync(context, errorStatus, JsonContentType, MockErrors.Body(type, isMessages, options.Name, errorStatus), ct);
+            return;
+        }
+        if (hasStatus)
         {
             if (!IsSuccess(s))
             {
-                await WriteErrorAsync(context, s, ct);
+                await WriteErrorAsync(context, s, ct, isMessages);
                 return;
             }
             status = s;
@@ -102,19 +112,19 @@ internal sealed class MockHandler(MockOptions options, CancellationToken stoppin
         {
             if (!HttpMethods.IsPost(request.Method))
             {
-                await WriteErrorAsync(context, StatusCodes.Status405MethodNotAllowed, ct);
+                await WriteErrorAsync(context, StatusCodes.Status405MethodNotAllowed, ct, isMessages);
                 return;
             }
             if (status == 0)
             {
                 if (!IsSuccess(options.Status))
                 {
-                    await WriteErrorAsync(context, options.Status, ct);
+                    await WriteErrorAsync(context, options.Status, ct, isMessages);
                     return;
                 }
                 if (ShouldFail())
                 {
-                    await WriteErrorAsync(context, StatusCodes.Status500InternalServerError, ct);
+                    await WriteErrorAsync(context, StatusCodes.Status500InternalServerError, ct, isMessages);
                     return;
                 }
                 status = options.Status;
@@ -124,7 +134,7 @@ internal sealed class MockHandler(MockOptions options, CancellationToken stoppin
                     return;
                 }
             }
-            await WriteCompletionAsync(context, requestNumber, status, ct);
+            await WriteCompletionAsync(context, requestNumber, status, isMessages, ct);
             return;
         }
 
@@ -162,20 +172,30 @@ internal sealed class MockHandler(MockOptions options, CancellationToken stoppin
             return options.Random.NextDouble() < rate;
     }
 
-    private async Task WriteCompletionAsync(HttpContext context, long id, int status, CancellationToken ct)
+    private async Task WriteCompletionAsync(HttpContext context, long id, int status, bool anthropic, CancellationToken ct)
     {
         var headers = context.Request.Headers;
         var chat = await ReadChatRequestAsync(context.Request.BodyReader, ct);
         int chunks = TryGetInt(headers, MockHeaders.Chunks, 0, MaxChunks, out int c) ? c : options.Chunks;
         int failAfter = TryGetInt(headers, MockHeaders.FailMidStream, 0, int.MaxValue, out int f) ? f : -1;
         long created = options.TimeProvider.GetUtcNow().ToUnixTimeSeconds();
-        // Token estimate: one prompt token per 4 request bytes, one completion token per chunk.
-        var usage = new Usage(Math.Max(1, (chat.BodyLength + 3) / 4), chunks);
+        // Token estimate: one prompt token per 4 request bytes, one completion token per chunk, plus what the
+        // request scripts as cached (within the prompt) and reasoning (added to the completion).
+        long prompt = Math.Max(1, (chat.BodyLength + 3) / 4);
+        long cached = TryGetInt(headers, MockHeaders.CachedTokens, 0, int.MaxValue, out int ca) ? Math.Min(ca, prompt) : 0;
+        long reasoning = TryGetInt(headers, MockHeaders.ReasoningTokens, 0, int.MaxValue, out int re) ? re : 0;
+        var usage = new Usage(prompt, chunks + reasoning, cached, reasoning);
+        int interval = TryGetInt(headers, MockHeaders.ChunkIntervalMs, 0, int.MaxValue, out int i) ? i : options.ChunkIntervalMs;
 
+        if (anthropic)
+        {
+            var messages = new MockAnthropic(context, options.TimeProvider, id, chat.Model, usage, chunks, interval, failAfter);
+            await (chat.Stream ? messages.StreamAsync(status, ct) : messages.WriteAsync(status, ct));
+            return;
+        }
         if (chat.Stream)
         {
-            int interval = TryGetInt(headers, MockHeaders.ChunkIntervalMs, 0, int.MaxValue, out int i) ? i : options.ChunkIntervalMs;
-            await StreamCompletionAsync(context, status, id, created, chat.Model, chunks, interval, failAfter, usage, ct);
+            await StreamCompletionAsync(context, status, id, created, chat.Model, chunks, interval, failAfter, chat.IncludeUsage ? usage : null, ct);
             return;
         }
 
@@ -205,7 +225,7 @@ internal sealed class MockHandler(MockOptions options, CancellationToken stoppin
     }
 
     private async Task StreamCompletionAsync(HttpContext context, int status, long id, long created, JsonEncodedText model,
-        int chunks, int intervalMs, int failAfter, Usage usage, CancellationToken ct)
+        int chunks, int intervalMs, int failAfter, Usage? usage, CancellationToken ct)
     {
         var response = context.Response;
         response.StatusCode = status;
@@ -238,14 +258,20 @@ internal sealed class MockHandler(MockOptions options, CancellationToken stoppin
             return;
         }
 
-        WriteStopChunk(writer, id, created, model, usage);
+        WriteStopChunk(writer, id, created, model);
+        if (usage is { } asked)
+        {
+            // As OpenAI: the usage-only chunk is sent only to a request that set stream_options.include_usage.
+            var model8 = model.EncodedUtf8Bytes;
+            writer.Advance(MockPayloads.WriteUsageChunk(writer.GetSpan(MockPayloads.StopChunkMaxLength(model8.Length)), id, created, model8, asked));
+        }
         writer.Write(MockPayloads.Done);
         await FlushAsync(writer, ct);
     }
 
     // Kestrel's Abort drops output still queued for the socket, so a flushed chunk could vanish and the
     // client would see fewer chunks than scripted; a short grace lets the transport send them first.
-    private static async Task BreakConnectionAsync(HttpContext context)
+    internal static async Task BreakConnectionAsync(HttpContext context)
     {
         await Task.Delay(AbortGrace);
         context.Abort();
@@ -265,10 +291,10 @@ internal sealed class MockHandler(MockOptions options, CancellationToken stoppin
         writer.Advance(written);
     }
 
-    private static void WriteStopChunk(PipeWriter writer, long id, long created, JsonEncodedText model, Usage usage)
+    private static void WriteStopChunk(PipeWriter writer, long id, long created, JsonEncodedText model)
     {
         var model8 = model.EncodedUtf8Bytes;
-        int written = MockPayloads.WriteStopChunk(writer.GetSpan(MockPayloads.StopChunkMaxLength(model8.Length)), id, created, model8, usage);
+        int written = MockPayloads.WriteStopChunk(writer.GetSpan(MockPayloads.StopChunkMaxLength(model8.Length)), id, created, model8);
         writer.Advance(written);
     }
 
@@ -279,7 +305,7 @@ internal sealed class MockHandler(MockOptions options, CancellationToken stoppin
         return !result.IsCompleted && !result.IsCanceled;
     }
 
-    private async Task WriteErrorAsync(HttpContext context, int status, CancellationToken ct)
+    private async Task WriteErrorAsync(HttpContext context, int status, CancellationToken ct, bool anthropic = false)
     {
         if (status == StatusCodes.Status429TooManyRequests)
             context.Response.Headers.RetryAfter = RetryAfterOneSecond;
@@ -288,7 +314,9 @@ internal sealed class MockHandler(MockOptions options, CancellationToken stoppin
             context.Response.StatusCode = status;
             return;
         }
-        byte[] body = _errors.GetOrAdd(status, static (code, name) => MockPayloads.Error(code, name), options.Name);
+        byte[] body = anthropic
+            ? _errors.GetOrAdd(-status, static (code, name) => MockErrors.Anthropic(-code, name), options.Name)
+            : _errors.GetOrAdd(status, static (code, name) => MockPayloads.Error(code, name), options.Name);
         await WriteBytesAsync(context, status, JsonContentType, body, ct);
     }
 
@@ -365,7 +393,7 @@ internal sealed class MockHandler(MockOptions options, CancellationToken stoppin
     internal static ChatRequest ParseChatRequest(ReadOnlySequence<byte> body)
     {
         var model = DefaultModel;
-        bool stream = false;
+        bool stream = false, includeUsage = false;
         try
         {
             var reader = new Utf8JsonReader(body, new JsonReaderOptions
@@ -391,6 +419,11 @@ internal sealed class MockHandler(MockOptions options, CancellationToken stoppin
                         stream = reader.TokenType == JsonTokenType.True;
                         reader.Skip();
                     }
+                    else if (reader.ValueTextEquals("stream_options"u8))
+                    {
+                        reader.Read();
+                        includeUsage = ReadIncludeUsage(ref reader);
+                    }
                     else
                     {
                         reader.Read();
@@ -403,7 +436,27 @@ internal sealed class MockHandler(MockOptions options, CancellationToken stoppin
         {
             // Keep what was read before the error.
         }
-        return new ChatRequest(model, stream, body.Length);
+        return new ChatRequest(model, stream, body.Length, includeUsage);
+    }
+
+    /// <summary><c>stream_options.include_usage</c> is true; leaves the reader past the stream_options value.</summary>
+    private static bool ReadIncludeUsage(ref Utf8JsonReader reader)
+    {
+        if (reader.TokenType != JsonTokenType.StartObject)
+        {
+            reader.Skip();
+            return false;
+        }
+        bool value = false;
+        while (reader.Read() && reader.TokenType == JsonTokenType.PropertyName)
+        {
+            bool wanted = reader.ValueTextEquals("include_usage"u8);
+            reader.Read();
+            if (wanted)
+                value = reader.TokenType == JsonTokenType.True;
+            reader.Skip();
+        }
+        return value;
     }
 
     private static JsonEncodedText EncodeModel(ref Utf8JsonReader reader)
@@ -435,5 +488,5 @@ internal sealed class MockHandler(MockOptions options, CancellationToken stoppin
     private static bool ForbidsBody(int status) =>
         status is StatusCodes.Status204NoContent or StatusCodes.Status205ResetContent or StatusCodes.Status304NotModified;
 
-    internal readonly record struct ChatRequest(JsonEncodedText Model, bool Stream, long BodyLength);
+    internal readonly record struct ChatRequest(JsonEncodedText Model, bool Stream, long BodyLength, bool IncludeUsage = false);
 }

@@ -1,9 +1,9 @@
 namespace LLMProxy.Mock;
 
 /// <summary>
-/// Behaviour of the built-in OpenAI-compatible mock upstream (<c>llmproxy mock</c>, <c>llmproxy demo</c>,
+/// Behaviour of the built-in OpenAI- and Anthropic-compatible mock upstream (<c>llmproxy mock</c>, <c>llmproxy demo</c>,
 /// tests, benchmarks). Options-level behaviour (<see cref="LatencyMs"/>, <see cref="Status"/>,
-/// <see cref="FailRate"/>, <see cref="Chunks"/>, <see cref="ChunkIntervalMs"/>) shapes chat completions only,
+/// <see cref="FailRate"/>, <see cref="Chunks"/>, <see cref="ChunkIntervalMs"/>) shapes chat completions and Anthropic messages only,
 /// so <c>/v1/models</c>, <c>/ping</c> and <c>/health</c> stay fast and healthy. Per-request
 /// <see cref="MockHeaders"/> override it for the request that carries them.
 /// </summary>

@@ -35,6 +35,9 @@ internal static class MockPayloads
     private static ReadOnlySpan<byte> UsagePrompt => "\"usage\":{\"prompt_tokens\":"u8;
     private static ReadOnlySpan<byte> UsageCompletion => ",\"completion_tokens\":"u8;
     private static ReadOnlySpan<byte> UsageTotal => ",\"total_tokens\":"u8;
+    private static ReadOnlySpan<byte> UsageCached => ",\"prompt_tokens_details\":{\"cached_tokens\":"u8;
+    private static ReadOnlySpan<byte> UsageReasoning => ",\"audio_tokens\":0},\"completion_tokens_details\":{\"reasoning_tokens\":"u8;
+    private static ReadOnlySpan<byte> UsageDetailsEnd => ",\"audio_tokens\":0,\"accepted_prediction_tokens\":0,\"rejected_prediction_tokens\":0}}"u8;
     private static ReadOnlySpan<byte> CloseBrace => "}"u8;
 
     // chat.completion.chunk (SSE)
@@ -45,12 +48,13 @@ internal static class MockPayloads
         "{\"role\":\"assistant\",\"content\":\"\"},\"logprobs\":null,\"finish_reason\":null}]}\n\n"u8;
     private static ReadOnlySpan<byte> ContentDeltaStart => "{\"content\":\""u8;
     private static ReadOnlySpan<byte> ContentDeltaEnd => "\"},\"logprobs\":null,\"finish_reason\":null}]}\n\n"u8;
-    private static ReadOnlySpan<byte> StopDelta => "{},\"logprobs\":null,\"finish_reason\":\"stop\"}],"u8;
+    private static ReadOnlySpan<byte> StopDelta => "{},\"logprobs\":null,\"finish_reason\":\"stop\"}]}\n\n"u8;
+    private static ReadOnlySpan<byte> NoChoices => "\",\"choices\":[],"u8;
     private static ReadOnlySpan<byte> EventEnd => "\n\n"u8;
     public static ReadOnlySpan<byte> Done => "data: [DONE]\n\n"u8;
 
     // Fixed parts of one chunk event plus room for three longs; model and content are added per call.
-    private const int ChunkOverhead = 512;
+    private const int ChunkOverhead = 1024;
 
     private static readonly ConcurrentDictionary<int, byte[]> ContentCache = new();
 
@@ -70,7 +74,13 @@ internal static class MockPayloads
 
     private static byte[] Word(int index) => index == 0 ? FirstWord[0] : LaterWord[index % Words.Length];
 
-    public static int CompletionMaxLength(int modelLength, int contentLength) => 512 + modelLength + contentLength;
+    /// <summary>The content of an answer of <paramref name="chunks"/> words, as text (for the Anthropic shape).</summary>
+    public static string ContentText(int chunks) => Encoding.UTF8.GetString(Content(chunks));
+
+    /// <summary>Word <paramref name="index"/> as streamed, as text.</summary>
+    public static string WordText(int index) => Encoding.UTF8.GetString(Word(index));
+
+    public static int CompletionMaxLength(int modelLength, int contentLength) => 1024 + modelLength + contentLength;
 
     public static int WriteCompletion(Span<byte> dest, long id, long created, ReadOnlySpan<byte> model,
         ReadOnlySpan<byte> content, Usage usage)
@@ -107,11 +117,23 @@ internal static class MockPayloads
 
     public static int StopChunkMaxLength(int modelLength) => ChunkOverhead + modelLength;
 
-    public static int WriteStopChunk(Span<byte> dest, long id, long created, ReadOnlySpan<byte> model, Usage usage)
+    public static int WriteStopChunk(Span<byte> dest, long id, long created, ReadOnlySpan<byte> model)
     {
         var b = new ByteBuilder(dest);
         AppendChunkPrefix(ref b, id, created, model);
         b.Append(StopDelta);
+        return b.Length;
+    }
+
+    /// <summary>The extra chunk OpenAI sends last when the request set <c>stream_options.include_usage</c>:
+    /// <c>"choices":[]</c> and the stream's usage.</summary>
+    public static int WriteUsageChunk(Span<byte> dest, long id, long created, ReadOnlySpan<byte> model, Usage usage)
+    {
+        var b = new ByteBuilder(dest);
+        b.Append(ChunkId); b.Append(id);
+        b.Append(ChunkObject); b.Append(created);
+        b.Append(ModelStart); b.Append(model);
+        b.Append(NoChoices);
         AppendUsage(ref b, usage);
         b.Append(CloseBrace);
         b.Append(EventEnd);
@@ -131,7 +153,9 @@ internal static class MockPayloads
         b.Append(UsagePrompt); b.Append(usage.PromptTokens);
         b.Append(UsageCompletion); b.Append(usage.CompletionTokens);
         b.Append(UsageTotal); b.Append(usage.PromptTokens + usage.CompletionTokens);
-        b.Append(CloseBrace);
+        b.Append(UsageCached); b.Append(usage.CachedTokens);
+        b.Append(UsageReasoning); b.Append(usage.ReasoningTokens);
+        b.Append(UsageDetailsEnd);
     }
 
     /// <summary>OpenAI-style error body; the type/code pair follows what the OpenAI API sends for the status.</summary>
@@ -204,5 +228,6 @@ internal static class MockPayloads
     }
 }
 
-/// <summary>Token usage reported by the mock.</summary>
-internal readonly record struct Usage(long PromptTokens, long CompletionTokens);
+/// <summary>Token usage reported by the mock; <see cref="CachedTokens"/> is part of <see cref="PromptTokens"/> and
+/// <see cref="ReasoningTokens"/> part of <see cref="CompletionTokens"/>, as OpenAI reports them.</summary>
+internal readonly record struct Usage(long PromptTokens, long CompletionTokens, long CachedTokens = 0, long ReasoningTokens = 0);

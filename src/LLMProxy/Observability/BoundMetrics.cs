@@ -74,8 +74,10 @@ internal sealed class MemberMetrics
         InFlight = metrics.UpstreamInFlight.WithLabels(upstream);
         TimeToFirstByte = metrics.UpstreamTimeToFirstByte.WithLabels(group, upstream);
         CoolDowns = metrics.CoolDowns.WithLabels(upstream);
-        PromptTokens = metrics.Tokens.WithLabels(upstream, "prompt");
-        CompletionTokens = metrics.Tokens.WithLabels(upstream, "completion");
+        PromptTokens = metrics.UpstreamTokens.WithLabels(group, upstream, "prompt");
+        CompletionTokens = metrics.UpstreamTokens.WithLabels(group, upstream, "completion");
+        CachedTokens = metrics.UpstreamTokens.WithLabels(group, upstream, "cached");
+        ReasoningTokens = metrics.UpstreamTokens.WithLabels(group, upstream, "reasoning");
         _requests = new(600, status => metrics.UpstreamRequests.WithLabels(group, upstream, ProxyMetrics.StatusLabel(status)));
         _errors = new(ErrorLabels.Length, kind => metrics.UpstreamErrors.WithLabels(group, upstream, ErrorLabels[kind]));
     }
@@ -86,6 +88,17 @@ internal sealed class MemberMetrics
     public Counter.Child CoolDowns { get; }
     public Counter.Child PromptTokens { get; }
     public Counter.Child CompletionTokens { get; }
+    public Counter.Child CachedTokens { get; }
+    public Counter.Child ReasoningTokens { get; }
+
+    /// <summary>Counts one answer's usage under <c>llmproxy_upstream_tokens_total</c>.</summary>
+    public void CountTokens(in Forwarding.TokenUsage usage)
+    {
+        PromptTokens.Inc(usage.Prompt);
+        CompletionTokens.Inc(usage.Completion);
+        CachedTokens.Inc(usage.Cached);
+        ReasoningTokens.Inc(usage.Reasoning);
+    }
 
     public Counter.Child Requests(int status) => _requests[(uint)status < 600 ? status : 0];
     public Counter.Child Errors(AttemptError kind) => _errors[(int)kind];

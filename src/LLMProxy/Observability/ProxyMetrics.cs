@@ -30,7 +30,7 @@ internal sealed class ProxyMetrics
     public Counter RateLimitRejections { get; }
     public Counter Retries { get; }
     public Counter CoolDowns { get; }
-    public Counter Tokens { get; }
+    public Counter UpstreamTokens { get; }
     public Counter RouteRequests { get; }
     public Counter ClientStalls { get; }
     public Gauge ClientConnections { get; }
@@ -84,8 +84,9 @@ internal sealed class ProxyMetrics
             "Times an upstream was parked after answering 429.", "upstream");
         RouteRequests = f.CreateCounter("llmproxy_route_requests_total",
             "Requests by the route that chose their group (route = its name or index; default = no route matched).", "forward", "route", "group");
-        Tokens = f.CreateCounter("llmproxy_tokens_total",
-            "LLM token usage reported by upstream responses.", "upstream", "type");
+        UpstreamTokens = f.CreateCounter("llmproxy_upstream_tokens_total",
+            "LLM token usage reported by upstream answers (type: prompt, completion, cached, reasoning; cached and reasoning are parts of prompt and completion).",
+            "group", "upstream", "type");
         ClientStalls = f.CreateCounter("llmproxy_client_stalls_total",
             "Requests ended because the client made no progress: its request body stopped arriving for timeout.read (direction=read; 408 or cut) or it stopped reading the response for timeout.write (direction=write; cut).",
             "forward", "direction");
@@ -120,7 +121,7 @@ internal sealed class ProxyMetrics
         RemoveOutside(RateLimitRejections, scope);
         RemoveOutside(Retries, scope);
         RemoveOutside(CoolDowns, scope);
-        RemoveOutside(Tokens, scope);
+        RemoveOutside(UpstreamTokens, scope);
         RemoveOutside(RouteRequests, scope);
     }
 

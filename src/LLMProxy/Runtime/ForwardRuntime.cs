@@ -51,7 +51,8 @@ internal sealed class ForwardRuntime : IDisposable
     /// <summary>Whether a route or a member decides by the request's model, or a group's affinity reads a body key, so
     /// the body's facts must be read.</summary>
     public bool NeedsFacts { get; }
-    /// <summary>Whether a request body is buffered: its facts are needed or some reachable group retries.</summary>
+    /// <summary>Whether every request body is buffered: its facts are needed or some reachable group retries. When false,
+    /// only requests to a <c>/completions</c> path are (for include_usage, SPEC §13.2; see <see cref="ReadBodyStage"/>).</summary>
     public bool BuffersBodies { get; }
     public ForwardMetrics Metrics { get; }
     public ClientRateLimiter? Limiter { get; }

@@ -1,5 +1,7 @@
+using System.Text;
 using LLMProxy.Mock;
 using LLMProxy.Tests.Infrastructure;
+using Microsoft.AspNetCore.Http;
 
 namespace LLMProxy.Tests.Forwarding;
 
@@ -12,14 +14,119 @@ public class TokenUsageTests
         await using var proxy = await TestProxy.StartAsync(TestProxy.Config($"- name: m\n  url: \"{mock.BaseUrl.ToString().TrimEnd('/')}\"", "- name: m"));
 
         var json = await (await proxy.Client.PostAsync("/v1/chat/completions", new StringContent("{\"model\":\"x\",\"messages\":[]}"))).Content.ReadAsStringAsync();
-        var sse = await (await proxy.Client.PostAsync("/v1/chat/completions", new StringContent("{\"model\":\"x\",\"stream\":true,\"messages\":[]}"))).Content.ReadAsStringAsync();
+        var sse = await (await proxy.Client.PostAsync("/v1/chat/completions", new StringContent("{\"model\":\"x\",\"stream\":true,\"messages\":[]}", Encoding.UTF8, "application/json"))).Content.ReadAsStringAsync();
 
         using var jsonDoc = System.Text.Json.JsonDocument.Parse(json);
         var completion = jsonDoc.RootElement.GetProperty("usage").GetProperty("completion_tokens").GetInt64();
         Assert.Contains("[DONE]", sse);
+        await AssertSampleAsync(proxy.Admin, "llmproxy_upstream_tokens_total{group=\"g\",upstream=\"m\",type=\"completion\"}", completion * 2);
         var metrics = await proxy.Admin.GetStringAsync("/metrics");
         // Both answers report the same usage (same chunk count), so the counter holds twice the JSON figure.
-        Assert.Contains($"llmproxy_tokens_total{{upstream=\"m\",type=\"completion\"}} {completion * 2}", metrics);
-        Assert.True(Sample(metrics, "llmproxy_tokens_total{upstream=\"m\",type=\"prompt\"}") > 0);
+        Assert.Contains($"llmproxy_upstream_tokens_total{{group=\"g\",upstream=\"m\",type=\"completion\"}} {completion * 2}", metrics);
+        Assert.True(Sample(metrics, "llmproxy_upstream_tokens_total{group=\"g\",upstream=\"m\",type=\"prompt\"}") > 0);
+    }
+
+    public static TheoryData<string, string, string, string, long, long, long, long> Shapes => new()
+    {
+        {
+            "/v1/chat/completions", "application/json",
+            """{"id":"c","object":"chat.completion","choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":120,"completion_tokens":30,"total_tokens":150,"prompt_tokens_details":{"cached_tokens":64},"completion_tokens_details":{"reasoning_tokens":12}}}""",
+            "", 120, 30, 64, 12
+        },
+        {
+            "/v1/chat/completions", "text/event-stream",
+            "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\n"
+            + "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":120,\"completion_tokens\":30,\"prompt_tokens_details\":{\"cached_tokens\":64},\"completion_tokens_details\":{\"reasoning_tokens\":12}}}\n\n"
+            + "data: [DONE]\n\n",
+            ",\"stream_options\":{\"include_usage\":true}", 120, 30, 64, 12
+        },
+        {
+            "/v1/completions", "application/json",
+            """{"object":"text_completion","choices":[{"text":"x"}],"usage":{"prompt_tokens":5,"completion_tokens":16,"total_tokens":21}}""",
+            "", 5, 16, 0, 0
+        },
+        {
+            "/v1/embeddings", "application/json",
+            """{"object":"list","data":[{"embedding":[0.1]}],"usage":{"prompt_tokens":8,"total_tokens":8}}""",
+            "", 8, 0, 0, 0
+        },
+        {
+            "/v1/responses", "application/json",
+            """{"object":"response","usage":{"input_tokens":300,"input_tokens_details":{"cached_tokens":256},"output_tokens":90,"output_tokens_details":{"reasoning_tokens":64},"total_tokens":390}}""",
+            "", 300, 90, 256, 64
+        },
+        {
+            "/v1/responses", "text/event-stream",
+            "event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"usage\":null}}\n\n"
+            + "event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"usage\":{\"input_tokens\":37,\"input_tokens_details\":{\"cached_tokens\":16},\"output_tokens\":11,\"output_tokens_details\":{\"reasoning_tokens\":4}}}}\n\n",
+            "", 37, 11, 16, 4
+        },
+        {
+            "/v1/messages", "application/json",
+            """{"type":"message","content":[{"type":"text","text":"Hi"}],"usage":{"input_tokens":25,"cache_creation_input_tokens":100,"cache_read_input_tokens":2000,"output_tokens":40}}""",
+            "", 2125, 40, 2000, 0
+        },
+        {
+            "/v1/messages", "text/event-stream",
+            "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":25,\"cache_creation_input_tokens\":0,\"cache_read_input_tokens\":10,\"output_tokens\":1}}}\n\n"
+            + "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}\n\n"
+            + "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":15}}\n\n"
+            + "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+            "", 35, 15, 10, 0
+        },
+    };
+
+    /// <summary>Each API shape, JSON and SSE, written upstream in 5-byte pieces flushed one by one so every usage key
+    /// and number is split across writes: every type is counted once and the client gets the bytes unchanged.</summary>
+    [Theory]
+    [MemberData(nameof(Shapes))]
+    public async Task TokenUsage_EachShapeSplitAcrossWrites_CountedPerType(string path, string contentType, string body, string streamExtra,
+        long prompt, long completion, long cached, long reasoning)
+    {
+        var bytes = Encoding.UTF8.GetBytes(body);
+        await using var upstream = await ScriptedUpstream.StartAsync(async context =>
+        {
+            context.Response.ContentType = contentType;
+            for (var i = 0; i < bytes.Length; i += 5)
+            {
+                await context.Response.Body.WriteAsync(bytes.AsMemory(i, Math.Min(5, bytes.Length - i)));
+                await context.Response.Body.FlushAsync();
+            }
+        });
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config($"- name: u\n  url: \"{upstream.Url}\"", "- name: u"));
+
+        var stream = contentType == "text/event-stream" ? ",\"stream\":true" : "";
+        // A client that asked for usage itself gets the stream exactly as the upstream sent it.
+        using var response = await proxy.Client.PostAsync(path, new StringContent($"{{\"model\":\"m\"{stream}{streamExtra}}}", Encoding.UTF8, "application/json"));
+        Assert.Equal(body, await response.Content.ReadAsStringAsync());
+
+        await AssertSampleAsync(proxy.Admin, "llmproxy_upstream_tokens_total{group=\"g\",upstream=\"u\",type=\"prompt\"}", prompt);
+        var metrics = await proxy.Admin.GetStringAsync("/metrics");
+        AssertSample(metrics, "llmproxy_upstream_tokens_total{group=\"g\",upstream=\"u\",type=\"completion\"}", completion);
+        AssertSample(metrics, "llmproxy_upstream_tokens_total{group=\"g\",upstream=\"u\",type=\"cached\"}", cached);
+        AssertSample(metrics, "llmproxy_upstream_tokens_total{group=\"g\",upstream=\"u\",type=\"reasoning\"}", reasoning);
+    }
+
+    /// <summary>Hostile answers — absurd numbers, a deeply nested megabyte, no usage at all — pass through whole and
+    /// count nothing they should not.</summary>
+    [Theory]
+    [InlineData("""{"usage":{"prompt_tokens":99999999999999999999999999,"completion_tokens":-3,"cached_tokens":1e400}}""")]
+    [InlineData("no usage here, not even JSON")]
+    [InlineData(null)]
+    public async Task TokenUsage_HostileUpstream_PassesThroughAndCountsNothing(string? body)
+    {
+        body ??= new string('[', 1 << 20) + "{\"prompt_tokens\":" + new string('9', 5000);
+        await using var upstream = await ScriptedUpstream.StartAsync(async context =>
+        {
+            context.Response.ContentType = "application/json";
+            await context.Response.WriteAsync(body);
+        });
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config($"- name: u\n  url: \"{upstream.Url}\"", "- name: u"));
+
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(20));
+        using var response = await proxy.Client.PostAsync("/v1/chat/completions", new StringContent("{\"model\":\"m\"}"), cts.Token);
+        Assert.Equal(body, await response.Content.ReadAsStringAsync(cts.Token));
+        var metrics = await proxy.Admin.GetStringAsync("/metrics");
+        Assert.Equal(0, Sum(metrics, "llmproxy_upstream_tokens_total"));
     }
 }

@@ -101,11 +101,11 @@ internal sealed class AttemptStage : IRequestStage
         request.Attempts = attempt.Count;
         if (request.Body is { } body)
         {
-            // Every attempt sends the buffered body again — with this upstream's model when its modelMap rewrites it
-            // (the body re-serialised only then, so Content-Length follows the bytes actually sent).
-            var mapped = upstream.MappedModel(request.Facts.Model) is { } token
-                ? ModelRewrite.Rewrite(body.AsSpan(0, request.BodyLength), request.Facts, token)
-                : null;
+            // Every attempt sends the buffered body again — with this upstream's model when its modelMap rewrites it, and
+            // with include_usage when the proxy asks for usage (spliced only then, so Content-Length follows the bytes sent).
+            var token = upstream.MappedModel(request.Facts.Model);
+            var mapped = token is null && !request.InjectsUsage ? null
+                : IncludeUsage.Compose(body.AsSpan(0, request.BodyLength), request.Facts, request.InjectsUsage, token);
             http.Request.Body = mapped is null ? new MemoryStream(body, 0, request.BodyLength, writable: false) : new MemoryStream(mapped, writable: false);
             http.Request.ContentLength = mapped?.Length ?? request.BodyLength;
         }
@@ -154,10 +154,13 @@ internal sealed class AttemptStage : IRequestStage
                 AttemptError.Status429 => RequestOutcome.Upstream429,
                 _ => RequestOutcome.Ok,
             };
-            if (request.ResponseBody.Usage is { Found: true } usage)
+            if (request.ResponseBody.UsageFilter is not null)
             {
-                member.PromptTokens.Inc(usage.PromptTokens);
-                member.CompletionTokens.Inc(usage.CompletionTokens);
+                await FlushFilterAsync(request).ConfigureAwait(false);
+            }
+            if (request.ResponseBody.Usage?.Usage is { Found: true } usage)
+            {
+                member.CountTokens(usage);
             }
             return (Next.Done, null);
         }
@@ -190,6 +193,20 @@ internal sealed class AttemptStage : IRequestStage
         }
         request.Outcome = failure.Outcome;
         return (Next.Done, null);
+    }
+
+    /// <summary>An event the upstream left without its blank line was held by the usage filter: it goes to the client
+    /// as the upstream sent it. A client gone by then is no upstream failure and changes no outcome.</summary>
+    private static async ValueTask FlushFilterAsync(RequestContext request)
+    {
+        try
+        {
+            await request.ResponseBody.FlushFilterAsync(request.Http.RequestAborted).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is IOException or OperationCanceledException)
+        {
+            // The client went away after the last complete event; the access line already has the bytes it got.
+        }
     }
 
     private static bool NoUpstream(RequestContext request, GroupRuntime group, Unavailability reason)

@@ -5,8 +5,10 @@ namespace LLMProxy.Forwarding.Stages;
 
 /// <summary>
 /// Buffers a request body of known length up to <see cref="ReplayLimit"/> once, so every attempt can send it again
-/// and later stages can read it; a larger or chunked body streams to a single attempt. In the pipeline only when the
-/// forward can use a buffered body (some group retries, or a route reads the body).
+/// and later stages can read it; a larger or chunked body streams to a single attempt. In every pipeline, but a forward
+/// that neither retries nor routes by body (<see cref="Runtime.ForwardRuntime.BuffersBodies"/> false) buffers only
+/// JSON requests to a <c>/completions</c> path, whose facts say whether to add include_usage (SPEC §13.2): one pooled
+/// copy of a body the size of a prompt, next to a generation that takes seconds.
 /// </summary>
 internal sealed class ReadBodyStage : IRequestStage
 {
@@ -18,6 +20,10 @@ internal sealed class ReadBodyStage : IRequestStage
     public ValueTask<bool> RunAsync(RequestContext request)
     {
         var http = request.Http;
+        if (!request.Forward.BuffersBodies && !IncludeUsage.MayApply(http.Request.Path.Value, http.Request.ContentType))
+        {
+            return ValueTask.FromResult(true);
+        }
         var declared = http.Request.ContentLength;
         var hasBody = http.Features.Get<IHttpRequestBodyDetectionFeature>()?.CanHaveBody ?? declared > 0;
         if (!hasBody)

@@ -2,8 +2,9 @@ namespace LLMProxy.Forwarding.Stages;
 
 /// <summary>
 /// Reads the request facts (SPEC §11: model, stream, max output tokens, ...) from the buffered body, once, for every
-/// later stage. A body that was not buffered or is not JSON has no facts and is forwarded unchanged. In the pipeline
-/// only when a route or a member decides by model.
+/// later stage. A body that was not buffered or is not JSON has no facts and is forwarded unchanged. In every
+/// pipeline: besides routes and members that decide by model, include_usage (SPEC §13.2) needs the facts of every
+/// streamed completions request.
 /// </summary>
 internal sealed class ReadFactsStage : IRequestStage
 {
@@ -14,6 +15,7 @@ internal sealed class ReadFactsStage : IRequestStage
         if (request.Body is { } body)
         {
             request.Facts = RequestFacts.Read(body.AsSpan(0, request.BodyLength));
+            request.InjectsUsage = IncludeUsage.Applies(request.Http.Request.Path.Value, request.Facts);
         }
         return ValueTask.FromResult(true);
     }

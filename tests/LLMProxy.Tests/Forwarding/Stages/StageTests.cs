@@ -53,6 +53,7 @@ public sealed class StageTests : IDisposable
             s => Assert.IsType<AdmitClientStage>(s),
             s => Assert.IsType<ScreenStage>(s),
             s => Assert.IsType<ReadBodyStage>(s),
+            s => Assert.IsType<ReadFactsStage>(s),
             s => Assert.IsType<AttemptStage>(s));
     }
 

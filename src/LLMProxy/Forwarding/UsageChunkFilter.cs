@@ -1,0 +1,121 @@
+using System.Buffers;
+
+namespace LLMProxy.Forwarding;
+
+/// <summary>
+/// Takes the usage-only chunk (<c>"choices":[]</c> with a <c>usage</c> object) out of an OpenAI SSE stream whose usage
+/// the proxy asked for on the client's behalf (<see cref="IncludeUsage"/>). Every other event goes to the client as
+/// soon as its terminating blank line has passed: only the bytes of an event not yet complete are held, and an event
+/// longer than <see cref="MaxHeld"/> (never the usage chunk, which is a few hundred bytes) is passed on as it comes.
+/// The usage scanner sees the upstream's bytes before this filter, so the dropped chunk is still counted.
+/// </summary>
+internal sealed class UsageChunkFilter
+{
+    /// <summary>Longest event held back to be judged whole.</summary>
+    public const int MaxHeld = 16 * 1024;
+
+    private readonly ArrayBufferWriter<byte> _event = new(1024);
+    private readonly ArrayBufferWriter<byte> _out = new(4096);
+    private bool _lineHasContent;
+    private bool _passing;
+
+    /// <summary>Whether a usage-only chunk was taken out.</summary>
+    public bool Dropped { get; private set; }
+
+    /// <summary>What to send the client for <paramref name="input"/>; valid until the next call.</summary>
+    public ReadOnlyMemory<byte> Filter(ReadOnlySpan<byte> input)
+    {
+        _out.ResetWrittenCount();
+        int start = 0, pos = 0, newline;
+        while ((newline = input[pos..].IndexOf((byte)'\n')) >= 0)
+        {
+            newline += pos;
+            // "\n\n" or "\r\n\r\n": a line with nothing but CR before its LF is blank and ends the event.
+            var blank = !_lineHasContent && input[pos..newline].IndexOfAnyExcept((byte)'\r') < 0;
+            _lineHasContent = false;
+            pos = newline + 1;
+            if (blank)
+            {
+                EndEvent(input[start..pos]);
+                start = pos;
+            }
+        }
+        _lineHasContent |= input[pos..].IndexOfAnyExcept((byte)'\r') >= 0;
+        Partial(input[start..]);
+        return _out.WrittenMemory;
+    }
+
+    /// <summary>Whatever is still held when the upstream's body ended (an event without its blank line).</summary>
+    public ReadOnlyMemory<byte> Flush()
+    {
+        _out.ResetWrittenCount();
+        _out.Write(_event.WrittenSpan);
+        _event.ResetWrittenCount();
+        return _out.WrittenMemory;
+    }
+
+    private void EndEvent(ReadOnlySpan<byte> tail)
+    {
+        if (_passing)
+        {
+            _out.Write(tail);
+            _passing = false;
+            return;
+        }
+        ReadOnlySpan<byte> whole = tail;
+        if (_event.WrittenCount > 0)
+        {
+            _event.Write(tail);
+            whole = _event.WrittenSpan;
+        }
+        if (whole.Length <= MaxHeld && IsUsageOnly(whole))
+        {
+            Dropped = true;
+        }
+        else
+        {
+            _out.Write(whole);
+        }
+        _event.ResetWrittenCount();
+    }
+
+    private void Partial(ReadOnlySpan<byte> part)
+    {
+        if (part.IsEmpty)
+        {
+            return;
+        }
+        if (_passing)
+        {
+            _out.Write(part);
+        }
+        else if (_event.WrittenCount + part.Length > MaxHeld)
+        {
+            _out.Write(_event.WrittenSpan);
+            _out.Write(part);
+            _event.ResetWrittenCount();
+            _passing = true;
+        }
+        else
+        {
+            _event.Write(part);
+        }
+    }
+
+    /// <summary>A <c>data:</c> event whose JSON has an empty <c>choices</c> array and a <c>usage</c> object.</summary>
+    internal static bool IsUsageOnly(ReadOnlySpan<byte> evt) =>
+        evt.StartsWith("data:"u8) && Follows(evt, "\"choices\":"u8, "[]"u8) && Follows(evt, "\"usage\":"u8, "{"u8);
+
+    private static bool Follows(ReadOnlySpan<byte> evt, ReadOnlySpan<byte> key, ReadOnlySpan<byte> value)
+    {
+        var at = evt.IndexOf(key);
+        if (at < 0)
+        {
+            return false;
+        }
+        var rest = evt[(at + key.Length)..].TrimStart(" \t"u8);
+        return value.Length == 2
+            ? rest.Length > 0 && rest[0] == value[0] && rest[1..].TrimStart(" \t\r\n"u8).StartsWith(value[1..])
+            : rest.StartsWith(value);
+    }
+}
