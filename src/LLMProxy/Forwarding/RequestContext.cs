@@ -54,6 +54,9 @@ internal sealed class RequestContext : IDisposable
     /// <summary>What the body says (SPEC §11), when it was buffered and read; <c>default</c> = no facts.</summary>
     public RequestFacts Facts { get; set; }
 
+    /// <summary>Estimated LLM tokens of this request (SPEC §13.1), set by the attempt stage: what budgets reserve.</summary>
+    public long TokenEstimate { get; set; }
+
     /// <summary>The group the request goes to (the forward's default until a route says otherwise).</summary>
     public GroupRuntime Group { get; set; }
     /// <summary>Index of the route that chose <see cref="Group"/>; -1 = the default group.</summary>

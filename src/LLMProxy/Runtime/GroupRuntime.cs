@@ -127,7 +127,7 @@ internal sealed class GroupRuntime : IDisposable
                     eligible[i] = false;
                     continue;
                 }
-                var why = Members[i].Check();
+                var why = Members[i].Check(context.Tokens);
                 eligible[i] = why == Unavailability.None;
                 any |= eligible[i];
                 if (why > reason)
@@ -144,7 +144,7 @@ internal sealed class GroupRuntime : IDisposable
             {
                 break;
             }
-            if (Members[index].TryLease(index, MemberMetrics[index]) is { } lease)
+            if (Members[index].TryLease(index, MemberMetrics[index], context.Tokens) is { } lease)
             {
                 reason = Unavailability.None;
                 MemberMetrics[index].Selections.Inc();
@@ -155,7 +155,7 @@ internal sealed class GroupRuntime : IDisposable
             {
                 excluded |= 1UL << index;
             }
-            var lost = Members[index].Check();
+            var lost = Members[index].Check(context.Tokens);
             if (lost > reason)
             {
                 reason = lost;
@@ -169,8 +169,9 @@ internal sealed class GroupRuntime : IDisposable
         return null;
     }
 
-    /// <summary>Whether some member outside <paramref name="tried"/> is available right now.</summary>
-    public bool HasAlternative(ulong tried)
+    /// <summary>Whether some member outside <paramref name="tried"/> is available right now for a request of
+    /// <paramref name="tokens"/> estimated LLM tokens (0 = any request).</summary>
+    public bool HasAlternative(ulong tried, long tokens = 0)
     {
         for (var i = 0; i < Members.Length; i++)
         {
@@ -178,7 +179,7 @@ internal sealed class GroupRuntime : IDisposable
             {
                 continue;
             }
-            if (Members[i].Check() == Unavailability.None)
+            if (Members[i].Check(tokens) == Unavailability.None)
             {
                 return true;
             }
@@ -186,13 +187,14 @@ internal sealed class GroupRuntime : IDisposable
         return false;
     }
 
-    /// <summary>Earliest moment any member may be available again.</summary>
-    public DateTimeOffset? EarliestRecovery(TimeProvider time)
+    /// <summary>Earliest moment any member may be available again (for a request of <paramref name="tokens"/>
+    /// estimated LLM tokens, as budgets see it).</summary>
+    public DateTimeOffset? EarliestRecovery(TimeProvider time, long tokens = 0)
     {
         DateTimeOffset? best = null;
         foreach (var m in Members)
         {
-            var at = m.AvailableAt(time) ?? time.GetUtcNow();
+            var at = m.AvailableAt(time, tokens) ?? time.GetUtcNow();
             if (best is null || at < best)
             {
                 best = at;

@@ -1,5 +1,6 @@
 using LLMProxy.LoadBalancing;
 using LLMProxy.Observability;
+using LLMProxy.RateLimiting;
 using LLMProxy.Resilience;
 using LLMProxy.Runtime;
 using Microsoft.AspNetCore.Http;
@@ -33,10 +34,14 @@ internal sealed class AttemptStage : IRequestStage
             attempt.Exclude(notServing);
         }
         var transformer = new UpstreamTransformer(request, attempt, this);
+        // The body length: buffered bytes, else what Content-Length announces, else only the output estimate.
+        request.TokenEstimate = TokenEstimate.For(request.Body is not null ? request.BodyLength : request.Http.Request.ContentLength ?? 0,
+            request.Facts.MaxOutputTokens);
+        var balancing = new BalancingContext(request.Client) { Tokens = request.TokenEstimate };
         AttemptFailure? lastTransport = null;
         while (true)
         {
-            var lease = group.Select(new BalancingContext(request.Client), attempt.Tried, out var reason);
+            var lease = group.Select(balancing, attempt.Tried, out var reason);
             if (lease is null)
             {
                 // Every member tried or unavailable after a transport failure: that failure is the answer.
@@ -63,7 +68,7 @@ internal sealed class AttemptStage : IRequestStage
 
     /// <summary>Whether an answer with <paramref name="status"/> is held back from the client to retry elsewhere.</summary>
     public bool Diverts(RequestContext request, Attempt attempt, int status) =>
-        attempt.MayRetry && request.Group.IsRetryStatus(status) && request.Group.HasAlternative(attempt.Tried);
+        attempt.MayRetry && request.Group.IsRetryStatus(status) && request.Group.HasAlternative(attempt.Tried, request.TokenEstimate);
 
     private static async ValueTask<(Next, AttemptFailure?)> SendAsync(RequestContext request, Attempt attempt, UpstreamTransformer transformer,
         UpstreamLease lease, int maxAttempts)
@@ -91,6 +96,7 @@ internal sealed class AttemptStage : IRequestStage
 
         var member = lease.Metrics;
         var status = attempt.Status;
+        SettleTokens(request, lease, error, status);
         if (status != 0)
         {
             member.TimeToFirstByte.Observe(attempt.TimeToFirstByteSeconds);
@@ -159,7 +165,7 @@ internal sealed class AttemptStage : IRequestStage
             request.Outcome = RequestOutcome.UpstreamBrokenStream;
             return (Next.Done, null);
         }
-        if (attempt.MayRetry && group.HasAlternative(attempt.Tried))
+        if (attempt.MayRetry && group.HasAlternative(attempt.Tried, request.TokenEstimate))
         {
             group.Metrics.Retries(failure.Kind).Inc();
             return (Next.Retry, failure);
@@ -168,11 +174,29 @@ internal sealed class AttemptStage : IRequestStage
         return (Next.Done, null);
     }
 
+    /// <summary>Settles the attempt's TPM reservation: to the usage the answer reported, else keeps the estimate for a
+    /// 2xx answer (tokens were spent, the count is unknown); anything else leaves it to the lease, which refunds it.</summary>
+    private static void SettleTokens(RequestContext request, UpstreamLease lease, ForwarderError error, int status)
+    {
+        if (lease.ReservedTokens == 0)
+        {
+            return;
+        }
+        if (request.ResponseBody.Usage is { Found: true } usage)
+        {
+            lease.SettleTokens(usage.PromptTokens + usage.CompletionTokens);
+        }
+        else if (error == ForwarderError.None && status is >= 200 and < 300)
+        {
+            lease.SettleTokens(null);
+        }
+    }
+
     private static bool NoUpstream(RequestContext request, GroupRuntime group, Unavailability reason)
     {
         var time = request.Services.Time;
         var now = time.GetUtcNow();
-        var retryAfter = (group.EarliestRecovery(time) ?? now) - now;
+        var retryAfter = (group.EarliestRecovery(time, request.TokenEstimate) ?? now) - now;
         if (reason == Unavailability.RateLimited)
         {
             request.Forward.Metrics.UpstreamRejections.Inc();
