@@ -39,6 +39,7 @@ internal sealed class GroupRuntime : IDisposable
         MemberMetrics = [.. Members.Select(m => new MemberMetrics(metrics, Name, m.Name, StrategyLabel))];
         MaxAttempts = Math.Max(1, Math.Min(config.Retry.Attempts, Members.Length));
         HasModelRules = Members.Any(m => m.HasModelRules);
+        HasTokenBudgets = Members.Any(m => m.Tpm is not null);
         foreach (var code in config.Retry.StatusCodes)
         {
             if ((uint)code < (uint)_retryStatus.Length)
@@ -79,6 +80,8 @@ internal sealed class GroupRuntime : IDisposable
     public int MaxAttempts { get; }
     /// <summary>Whether some member has <c>models</c> or <c>modelMap</c>, so the request's model must be known.</summary>
     public bool HasModelRules { get; }
+    /// <summary>Whether some member has a <c>tokensPerMinute</c> budget, so the request's facts feed its estimate.</summary>
+    public bool HasTokenBudgets { get; }
 
     /// <summary>Members that do not serve <paramref name="model"/> (bit i = member i), skipped like members already
     /// tried; every bit of the group set means no member serves it.</summary>
