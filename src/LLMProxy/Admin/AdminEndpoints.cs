@@ -32,6 +32,7 @@ internal sealed class AdminEndpoints(RuntimeHolder holder, Hosting.ConfigReloade
                 return;
             case "/metrics" when isRead:
                 context.Response.ContentType = "text/plain; version=0.0.4; charset=utf-8";
+                runtime.RefreshBudgetMetrics();
                 await runtime.Metrics.Registry.CollectAndExportAsTextAsync(context.Response.Body, context.RequestAborted);
                 return;
             case "/health" when isRead:

@@ -31,6 +31,8 @@ internal sealed class ProxyMetrics
     public Counter Retries { get; }
     public Counter CoolDowns { get; }
     public Counter Tokens { get; }
+    /// <summary>SPEC §13.1 budgets per upstream, refreshed on every scrape (<see cref="Runtime.ProxyRuntime.RefreshBudgetMetrics"/>).</summary>
+    public Gauge BudgetRemaining { get; }
     public Counter RouteRequests { get; }
 
     public ProxyMetrics(bool includeProcessMetrics = true)
@@ -82,6 +84,10 @@ internal sealed class ProxyMetrics
             "Requests by the route that chose their group (route = its name or index; default = no route matched).", "forward", "route", "group");
         Tokens = f.CreateCounter("llmproxy_tokens_total",
             "LLM token usage reported by upstream responses.", "upstream", "type");
+        BudgetRemaining = f.CreateGauge("llmproxy_upstream_budget_remaining",
+            "What an upstream's budgets have left: requests_per_minute, tokens_per_minute (negative in debt), concurrent, and "
+            + "the provider's own learned_requests / learned_tokens until their reset. Only configured or known budgets appear.",
+            "upstream", "budget");
     }
 
     /// <summary>
@@ -109,6 +115,7 @@ internal sealed class ProxyMetrics
         RemoveOutside(CoolDowns, scope);
         RemoveOutside(Tokens, scope);
         RemoveOutside(RouteRequests, scope);
+        RemoveOutside(BudgetRemaining, scope);
     }
 
     private static void RemoveOutside<TChild>(Collector<TChild> family, MetricScope scope) where TChild : ChildBase

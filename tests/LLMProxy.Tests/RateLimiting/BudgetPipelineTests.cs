@@ -175,4 +175,29 @@ public class BudgetPipelineTests
             (await t).Dispose();
         }
     }
+
+    [Fact]
+    public async Task Metrics_BudgetRemainingPerUpstreamAndBudget_RefreshedOnScrape()
+    {
+        var learned = new[] { ("x-ratelimit-remaining-requests", "42"), ("x-ratelimit-reset-requests", "10s") };
+        await using var ups = await Upstreams.StartAsync(("a", WithUsage("a", 100, 400, headers: learned)), ("b", WithUsage("b", 1, 1)));
+        var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config(
+            ups.Yaml(n => n == "a" ? "ratelimit:\n  requestsPerMinute: 60\n  tokensPerMinute: 2000\n  maxConcurrent: 4" : ""),
+            "- name: a"), time);
+
+        Assert.Equal("a", await Upstream(proxy.Client));
+        var metrics = await proxy.Admin.GetStringAsync("/metrics");
+        AssertSample(metrics, "llmproxy_upstream_budget_remaining{upstream=\"a\",budget=\"requests_per_minute\"}", 59);
+        AssertSample(metrics, "llmproxy_upstream_budget_remaining{upstream=\"a\",budget=\"tokens_per_minute\"}", 1500);
+        AssertSample(metrics, "llmproxy_upstream_budget_remaining{upstream=\"a\",budget=\"concurrent\"}", 4);
+        AssertSample(metrics, "llmproxy_upstream_budget_remaining{upstream=\"a\",budget=\"learned_requests\"}", 42);
+        Assert.DoesNotContain("budget=\"learned_tokens\"", metrics);
+        Assert.DoesNotContain("upstream=\"b\",budget", metrics); // no budgets, nothing learned
+
+        time.Advance(TimeSpan.FromSeconds(10)); // the provider's numbers expire; the buckets refill
+        metrics = await proxy.Admin.GetStringAsync("/metrics");
+        Assert.DoesNotContain("budget=\"learned_requests\"", metrics);
+        AssertSample(metrics, "llmproxy_upstream_budget_remaining{upstream=\"a\",budget=\"requests_per_minute\"}", 60);
+    }
 }
