@@ -200,4 +200,28 @@ public class BudgetPipelineTests
         Assert.DoesNotContain("budget=\"learned_requests\"", metrics);
         AssertSample(metrics, "llmproxy_upstream_budget_remaining{upstream=\"a\",budget=\"requests_per_minute\"}", 60);
     }
+
+    [Fact]
+    public async Task Tpm_AnswerWithoutUsage_KeepsTheEstimateForABody_BodylessCallReservesNothing()
+    {
+        await using var ups = await Upstreams.StartAsync(("a", ScriptedUpstream.Json("a")));
+        var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config(
+            ups.Yaml(_ => "ratelimit:\n  tokensPerMinute: 2000"), ups.Members()), time);
+
+        Assert.Equal("a", await Upstream(proxy.Client));
+        Assert.Equal(Chat.Length / 4 + 1500, await TpmUsed(proxy));
+        using (var models = await proxy.Client.GetAsync("/v1/models"))
+        {
+            Assert.Equal(HttpStatusCode.OK, models.StatusCode);
+        }
+        Assert.Equal(Chat.Length / 4 + 1500, await TpmUsed(proxy));
+    }
+
+    private static async Task<long> TpmUsed(TestProxy proxy)
+    {
+        using var health = JsonDocument.Parse(await proxy.Admin.GetStringAsync("/health"));
+        return health.RootElement.GetProperty("groups")[0].GetProperty("upstreams")[0].GetProperty("budgets")
+            .GetProperty("tokensPerMinute").GetProperty("used").GetInt64();
+    }
 }

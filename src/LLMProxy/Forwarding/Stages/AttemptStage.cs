@@ -34,9 +34,11 @@ internal sealed class AttemptStage : IRequestStage
             attempt.Exclude(notServing);
         }
         var transformer = new UpstreamTransformer(request, attempt, this);
-        // The body length: buffered bytes, else what Content-Length announces, else only the output estimate.
-        request.TokenEstimate = TokenEstimate.For(request.Body is not null ? request.BodyLength : request.Http.Request.ContentLength ?? 0,
-            request.Facts.MaxOutputTokens);
+        // The body length: buffered bytes, else what Content-Length announces, else only the output estimate. A request
+        // without a body (GET /v1/models) is no LLM call and reserves nothing.
+        request.TokenEstimate = HasBody(request)
+            ? TokenEstimate.For(request.Body is not null ? request.BodyLength : request.Http.Request.ContentLength ?? 0, request.Facts.MaxOutputTokens)
+            : 0;
         var balancing = new BalancingContext(request.Client) { Tokens = request.TokenEstimate };
         AttemptFailure? lastTransport = null;
         while (true)
@@ -175,7 +177,8 @@ internal sealed class AttemptStage : IRequestStage
     }
 
     /// <summary>Settles the attempt's TPM reservation: to the usage the answer reported, else keeps the estimate for a
-    /// 2xx answer (tokens were spent, the count is unknown); anything else leaves it to the lease, which refunds it.</summary>
+    /// 2xx answer to a request with a body (an LLM call whose count is unknown); anything else — a failure, an abort, a
+    /// bodyless call such as <c>GET /v1/models</c> — leaves it to the lease, which refunds it.</summary>
     private static void SettleTokens(RequestContext request, UpstreamLease lease, ForwarderError error, int status)
     {
         if (lease.ReservedTokens == 0)
@@ -186,11 +189,15 @@ internal sealed class AttemptStage : IRequestStage
         {
             lease.SettleTokens(usage.PromptTokens + usage.CompletionTokens);
         }
-        else if (error == ForwarderError.None && status is >= 200 and < 300)
+        else if (error == ForwarderError.None && status is >= 200 and < 300
+            && HasBody(request))
         {
             lease.SettleTokens(null);
         }
     }
+
+    private static bool HasBody(RequestContext request) =>
+        request.Body is not null || request.Http.Request.ContentLength > 0 || request.Http.Request.Headers.TransferEncoding.Count > 0;
 
     private static bool NoUpstream(RequestContext request, GroupRuntime group, Unavailability reason)
     {
