@@ -7,7 +7,7 @@ internal static class ConfigKeys
     public static readonly string[] Root = ["httpServer", "upstreams", "upstreamGroups"];
     public static readonly string[] HttpServer = ["forwards", "admin", "shutdownTimeout"];
     public static readonly string[] Forward =
-        ["name", "port", "address", "defaultGroup", "ratelimit", "timeout", "trustedProxies", "maxRequestBodySize", "routes"];
+        ["name", "port", "address", "defaultGroup", "ratelimit", "timeout", "trustedProxies", "maxRequestBodySize", "routes", "maxConnections"];
     public static readonly string[] Route = ["name", "path", "model", "group"];
     public static readonly string[] ForwardRateLimit = ["perSecond", "burst"];
     public static readonly string[] ServerTimeout = ["idle", "read", "write"];

@@ -114,6 +114,7 @@ internal sealed class ConfigReader(ConfigReadContext ctx)
             TrustedProxies = ReadTrustedProxies(m),
             MaxRequestBodySize = m.Long("maxRequestBodySize", ForwardDefaults.MaxRequestBodySize, 1),
             Routes = ReadRoutes(m),
+            MaxConnections = m.Int("maxConnections", ForwardDefaults.MaxConnections, 1),
         };
     }
 

@@ -37,6 +37,9 @@ public sealed record ForwardConfig
     public IReadOnlyList<string> TrustedProxies { get; init; } = [];
     /// <summary>(ext) Maximum request body in bytes. Default 64 MiB.</summary>
     public long MaxRequestBodySize { get; init; } = 64L * 1024 * 1024;
+    /// <summary>(ext) Client connections open at once on this forward (≥ 1); one beyond it is closed as soon as it is
+    /// accepted. Default 10000 (each takes a file descriptor: keep the sum over forwards below the open-file limit).</summary>
+    public int MaxConnections { get; init; } = 10000;
     /// <summary>(ext) Routes by path prefix and/or model to a group other than <see cref="DefaultGroup"/>; the first
     /// match wins, no match goes to DefaultGroup. Default none (every request goes to DefaultGroup).</summary>
     public IReadOnlyList<RouteConfig> Routes { get; init; } = [];

@@ -21,7 +21,7 @@ internal sealed class Attempt
     public int Status { get; set; }
     /// <summary>The answer was held back from the client so the request can be retried elsewhere.</summary>
     public bool Diverted { get; set; }
-    /// <summary>The upstream answered something the proxy must not pass on (101 to a request that asked no upgrade).</summary>
+    /// <summary>The upstream answered something the proxy must not pass on (<see cref="ResponseScreen.IsPassable"/>).</summary>
     public bool ProtocolViolation { get; set; }
     public TimeSpan? RetryAfterHint { get; set; }
     public long Started { get; private set; }

@@ -50,7 +50,9 @@ internal static class FailureClassifier
             _ when Find<TimeoutException>(exception) is not null => AttemptFailure.Upstream(AttemptError.Timeout),
             _ when Find<System.Net.Sockets.SocketException>(exception) is { SocketErrorCode: System.Net.Sockets.SocketError.ConnectionRefused }
                 => AttemptFailure.Upstream(AttemptError.Connect),
-            _ when Find<HttpRequestException>(exception) is { HttpRequestError: HttpRequestError.InvalidResponse } => AttemptFailure.Upstream(AttemptError.Protocol),
+            // A response .NET's client cannot read: not HTTP, or a head beyond its limits (64 KB of headers).
+            _ when Find<HttpRequestException>(exception) is { HttpRequestError: HttpRequestError.InvalidResponse or HttpRequestError.ConfigurationLimitExceeded }
+                => AttemptFailure.Upstream(AttemptError.Protocol),
             _ when IsTransport(exception) => AttemptFailure.Upstream(AttemptError.Reset),
             _ => Unsendable,
         };

@@ -18,6 +18,7 @@ internal sealed class ForwardHandler
     private readonly int _forwardIndex;
     private readonly PipelineServices _services;
     private readonly ILogger _logger;
+    private readonly ClientStreams _clientStreams;
 
     /// <param name="forwardIndex">This forward's position in every runtime's <see cref="ProxyRuntime.Forwards"/>
     /// (a reload never changes the set of listeners).</param>
@@ -27,6 +28,8 @@ internal sealed class ForwardHandler
         _forwardIndex = forwardIndex;
         _logger = logger;
         _services = new PipelineServices(forwarder, time, logger);
+        // Timeouts and the body limit are listener settings, which a reload never changes.
+        _clientStreams = new ClientStreams(holder.Current.Forwards[forwardIndex].Config, time, logger, holder.Current.Metrics);
     }
 
     public async Task HandleAsync(HttpContext context)
@@ -35,8 +38,7 @@ internal sealed class ForwardHandler
         var runtime = _holder.Current;
         var forward = runtime.Forwards[_forwardIndex];
         var requestId = RequestIds.FromOrNew(context.Request.Headers[ForwardingHeaders.RequestId]);
-        var counting = new CountingStream(context.Response.Body);
-        context.Response.Body = counting;
+        var counting = _clientStreams.Wrap(context, requestId);
         using var request = new RequestContext(context, forward, _services, requestId, counting);
         forward.Metrics.Active.Inc();
         runtime.RequestStarted();

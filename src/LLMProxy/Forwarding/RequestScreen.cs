@@ -1,3 +1,4 @@
+using System.Buffers;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.Features;
 
@@ -10,6 +11,10 @@ namespace LLMProxy.Forwarding;
 /// </summary>
 internal static class RequestScreen
 {
+    /// <summary>tchar (RFC 9110 §5.6.2): what a header name is made of.</summary>
+    private static readonly SearchValues<char> TokenChars =
+        SearchValues.Create("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz");
+
     /// <returns>Why the request is refused, or null when it may be forwarded.</returns>
     public static RequestOutcome? Check(HttpContext context)
     {
@@ -20,10 +25,22 @@ internal static class RequestScreen
         {
             return RequestOutcome.MethodNotAllowed;
         }
+        // OPTIONS * asks about the server itself; .NET's client can only send a path, so it would reach the upstream
+        // as OPTIONS / (or the full endpoint), another request than the client's.
+        if (context.Features.Get<IHttpRequestFeature>()?.RawTarget == "*")
+        {
+            return RequestOutcome.BadRequest;
+        }
         // .NET's client refuses to send non-ASCII or control characters in a header value (Kestrel accepts UTF-8);
-        // found here, that is a 400, not an upstream that "failed" on every member.
+        // found here, that is a 400, not an upstream that "failed" on every member. A name that is not a token
+        // ({, @, ", DEL: Kestrel accepts them) it cannot send either: YARP would drop the header without a word and
+        // forward another request than the client's.
         foreach (var header in request.Headers)
         {
+            if (header.Key.AsSpan().ContainsAnyExcept(TokenChars))
+            {
+                return RequestOutcome.BadRequest;
+            }
             if (string.Equals(header.Key, ForwardingHeaders.RequestId, StringComparison.OrdinalIgnoreCase))
             {
                 // Never sent as received: an unfit request id is replaced by a fresh one (RequestIds).

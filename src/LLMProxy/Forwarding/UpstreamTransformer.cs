@@ -32,10 +32,11 @@ internal sealed class UpstreamTransformer(RequestContext ctx, Attempt attempt, S
         // The upstream's own Host, taken from the request URI.
         headers.Host = null;
 
-        var xff = request.Headers[ForwardingHeaders.ForwardedFor];
+        // An empty X-Forwarded-For from the client is no hop: appending to it would start the list with an empty entry.
+        var xff = request.Headers[ForwardingHeaders.ForwardedFor].ToString();
         headers.Remove(ForwardingHeaders.ForwardedFor);
         headers.TryAddWithoutValidation(ForwardingHeaders.ForwardedFor,
-            xff.Count == 0 ? ctx.PeerIp : string.Concat(xff.ToString(), ", ", ctx.PeerIp));
+            string.IsNullOrWhiteSpace(xff) ? ctx.PeerIp : string.Concat(xff, ", ", ctx.PeerIp));
         headers.Remove(ForwardingHeaders.ForwardedProto);
         headers.TryAddWithoutValidation(ForwardingHeaders.ForwardedProto, request.Scheme);
         headers.Remove(ForwardingHeaders.ForwardedHost);
@@ -123,10 +124,9 @@ internal sealed class UpstreamTransformer(RequestContext ctx, Attempt attempt, S
         attempt.TimeToFirstByteSeconds = Stopwatch.GetElapsedTime(attempt.Started).TotalSeconds;
         var status = (int)proxyResponse.StatusCode;
         attempt.Status = status;
-        if (status == StatusCodes.Status101SwitchingProtocols)
+        if (!ResponseScreen.IsPassable(proxyResponse))
         {
-            // Never asked for (the proxy strips Upgrade): answering it would turn the connection into a raw tunnel
-            // that carries unaccounted bytes with an injected key. Not copied; the attempt stage counts a protocol error.
+            // Not copied; the attempt stage counts a protocol error (and retries elsewhere while nothing was sent).
             attempt.ProtocolViolation = true;
             return false;
         }
@@ -143,6 +143,7 @@ internal sealed class UpstreamTransformer(RequestContext ctx, Attempt attempt, S
             return false;
         }
         var copy = await base.TransformResponseAsync(httpContext, proxyResponse, cancellationToken).ConfigureAwait(false);
+        ResponseScreen.SanitizeReasonPhrase(httpContext);
         foreach (var named in proxyResponse.Headers.Connection)
         {
             httpContext.Response.Headers.Remove(named);

@@ -90,9 +90,10 @@ internal sealed class ConfigReloader(RuntimeHolder holder, Func<ConfigLoadResult
         for (var i = 0; i < now.Forwards.Count; i++)
         {
             var (a, b) = (now.Forwards[i], next.Forwards[i]);
-            if (a.Name != b.Name || a.Port != b.Port || a.Address != b.Address || a.Timeout != b.Timeout || a.MaxRequestBodySize != b.MaxRequestBodySize)
+            if (a.Name != b.Name || a.Port != b.Port || a.Address != b.Address || a.Timeout != b.Timeout || a.MaxRequestBodySize != b.MaxRequestBodySize
+                || a.MaxConnections != b.MaxConnections)
             {
-                changes.Add($"httpServer.forwards[{i}]: name, address, port, timeout or maxRequestBodySize changed; restart to apply");
+                changes.Add($"httpServer.forwards[{i}]: name, address, port, timeout, maxRequestBodySize or maxConnections changed; restart to apply");
             }
         }
         if (now.Admin.Port != next.Admin.Port || now.Admin.Address != next.Admin.Address || now.Admin.Timeout != next.Admin.Timeout)

@@ -9,8 +9,11 @@ using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.AspNetCore.Server.Kestrel.Transport.Sockets;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Yarp.ReverseProxy.Forwarder;
@@ -77,6 +80,8 @@ internal sealed class ProxyHost : IAsyncDisposable
         var holder = new RuntimeHolder(runtime);
         var reloader = new ConfigReloader(holder, options.ReloadSource, logger);
         Log.Starting(logger, Cli.VersionInfo.Version, config.HttpServer.Forwards.Count, config.UpstreamGroups.Count, config.Upstreams.Count);
+        FileDescriptorBudget.Check(config, logger);
+        var acceptPauses = new AcceptPauses(metrics, logger);
 
         var apps = new List<WebApplication>();
         var forwardPorts = new Dictionary<string, int>(StringComparer.Ordinal);
@@ -87,8 +92,11 @@ internal sealed class ProxyHost : IAsyncDisposable
             {
                 var forward = runtime.Forwards[index];
                 var c = forward.Config;
-                var app = BuildApp(loggerFactory, c.Address, options.EphemeralPorts ? 0 : c.Port, c.Timeout, c.MaxRequestBodySize,
-                    config.HttpServer.ShutdownTimeout, inlineScheduling: true);
+                // The body limit is enforced by the forward itself (ClientStreams), so that after its 413 Kestrel can still
+                // drain what the client keeps sending, and the client reads the answer instead of a reset.
+                var cap = new ConnectionCap(c.Name, c.MaxConnections, metrics, options.Time, logger);
+                var app = BuildApp(loggerFactory, c.Address, options.EphemeralPorts ? 0 : c.Port, c.Timeout, maxBody: null,
+                    config.HttpServer.ShutdownTimeout, inlineScheduling: true, acceptPauses, cap);
                 var handler = new ForwardHandler(holder, index, app.Services.GetRequiredService<IHttpForwarder>(), options.Time,
                     loggerFactory.CreateLogger("LLMProxy.Access"));
                 app.Run(handler.HandleAsync);
@@ -100,7 +108,7 @@ internal sealed class ProxyHost : IAsyncDisposable
 
             var a = config.HttpServer.Admin;
             var admin = BuildApp(loggerFactory, a.Address, options.EphemeralPorts ? 0 : a.Port, a.Timeout, 1024 * 1024,
-                config.HttpServer.ShutdownTimeout, inlineScheduling: false);
+                config.HttpServer.ShutdownTimeout, inlineScheduling: false, acceptPauses);
             var endpoints = new AdminEndpoints(holder, reloader);
             admin.Run(endpoints.HandleAsync);
             adminPort = await StartAppAsync(admin, a.Address, a.Port, cancellationToken).ConfigureAwait(false);
@@ -127,7 +135,7 @@ internal sealed class ProxyHost : IAsyncDisposable
             : $"{address}:{port}";
 
     private static WebApplication BuildApp(ILoggerFactory loggerFactory, string address, int port, ServerTimeoutConfig timeouts,
-        long maxBody, int shutdownTimeoutMs, bool inlineScheduling)
+        long? maxBody, int shutdownTimeoutMs, bool inlineScheduling, AcceptPauses acceptPauses, ConnectionCap? cap = null)
     {
         var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions());
         builder.Services.AddSingleton(loggerFactory);
@@ -136,26 +144,33 @@ internal sealed class ProxyHost : IAsyncDisposable
         builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromMilliseconds(shutdownTimeoutMs));
         builder.Services.AddHttpForwarder();
         builder.WebHost.UseKestrelCore();
-        if (inlineScheduling)
-        {
-            // Forward connections run the (fully asynchronous) proxy pipeline on the socket's I/O thread rather
-            // than hopping to the thread pool per read: ~15 % less CPU per request (bench/RESULTS.md). Admin
-            // keeps the default, so a slow /metrics scrape never sits on an I/O thread.
-            builder.WebHost.UseSockets(o => o.UnsafePreferInlineScheduling = true);
-        }
+        // Kestrel's socket transport, but pausing instead of spinning when the process is out of file descriptors.
+        // Forward connections run the (fully asynchronous) proxy pipeline on the socket's I/O thread rather than
+        // hopping to the thread pool per read: ~15 % less CPU per request (bench/RESULTS.md). Admin keeps the
+        // default, so a slow /metrics scrape never sits on an I/O thread.
+        builder.Services.RemoveAll<IConnectionListenerFactory>();
+        builder.Services.AddSingleton<IConnectionListenerFactory>(new PatientSocketTransport(
+            new SocketConnectionFactoryOptions { UnsafePreferInlineScheduling = inlineScheduling }, loggerFactory, acceptPauses));
         builder.WebHost.ConfigureKestrel(k =>
         {
             k.AddServerHeader = false;
             var ip = address == "localhost" ? IPAddress.Loopback : IPAddress.Parse(address);
             // Cleartext listeners: Kestrel cannot offer HTTP/1.1 and prior-knowledge h2c on one port, and
             // every LLM SDK speaks HTTP/1.1, so forwards are HTTP/1.1 (upstreams still get HTTP/2 over TLS).
-            k.Listen(ip, port, listen => listen.Protocols = HttpProtocols.Http1);
+            k.Listen(ip, port, listen =>
+            {
+                listen.Protocols = HttpProtocols.Http1;
+                if (cap is not null)
+                {
+                    listen.Use(cap.Wrap);
+                }
+            });
             k.Limits.MaxRequestBodySize = maxBody;
             k.Limits.KeepAliveTimeout = TimeSpan.FromMilliseconds(timeouts.Idle);
             k.Limits.RequestHeadersTimeout = TimeSpan.FromMilliseconds(timeouts.Read);
-            // A client must keep sending its body at a minimal rate, and keep reading ours: a healthy
-            // slow stream is never cut, a stalled peer is after the configured read/write time (Kestrel
-            // needs a grace period above one second).
+            // A client must keep sending its body at a minimal rate, and keep reading ours (Kestrel needs a grace
+            // period above one second). These rates average over the whole body, so they catch a trickle; a client
+            // that stops altogether is cut by ClientStreams after timeout.read / timeout.write without progress.
             k.Limits.MinRequestBodyDataRate = new MinDataRate(240, TimeSpan.FromMilliseconds(Math.Max(1500, timeouts.Read)));
             k.Limits.MinResponseDataRate = new MinDataRate(1, TimeSpan.FromMilliseconds(Math.Max(1500, timeouts.Write)));
         });

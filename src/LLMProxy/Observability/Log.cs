@@ -60,4 +60,24 @@ internal static partial class Log
     [LoggerMessage(EventId = 20, EventName = "Unsendable", Level = LogLevel.Warning,
         Message = "request could not be sent as received (client's fault, no upstream verdict): upstream={Upstream} cause={Cause} request_id={RequestId}")]
     public static partial void Unsendable(ILogger logger, string upstream, string cause, string requestId);
+    // 40-49: clients that stall and connections beyond the cap (ids kept apart from the rest to ease merges).
+    [LoggerMessage(EventId = 40, EventName = "ClientStoppedReading", Level = LogLevel.Information,
+        Message = "client stopped reading the response: no progress for {TimeoutMs} ms (timeout.write), connection cut forward={Forward} request_id={RequestId}")]
+    public static partial void ClientStoppedReading(ILogger logger, string forward, long timeoutMs, string requestId);
+
+    [LoggerMessage(EventId = 41, EventName = "ClientStoppedSending", Level = LogLevel.Information,
+        Message = "client stopped sending the request body: no data for {TimeoutMs} ms (timeout.read), {Action} forward={Forward} request_id={RequestId}")]
+    public static partial void ClientStoppedSending(ILogger logger, string forward, long timeoutMs, string action, string requestId);
+
+    [LoggerMessage(EventId = 42, EventName = "ConnectionsRefused", Level = LogLevel.Warning,
+        Message = "forward {Forward} has {Max} connections open (maxConnections): refused {Refused} new connection(s) since the last such line")]
+    public static partial void ConnectionsRefused(ILogger logger, string forward, int max, long refused);
+
+    [LoggerMessage(EventId = 43, EventName = "AcceptPaused", Level = LogLevel.Warning,
+        Message = "cannot accept connections ({Error}: out of file descriptors or socket buffers): pausing accepts for {PauseMs} ms, {Pauses} pause(s) since the last such line; raise the open-file limit or lower maxConnections")]
+    public static partial void AcceptPaused(ILogger logger, string error, long pauseMs, long pauses);
+
+    [LoggerMessage(EventId = 44, EventName = "OpenFileLimitLow", Level = LogLevel.Warning,
+        Message = "open-file limit {Limit} is below the {Needed} descriptors the connection caps allow (maxConnections of every forward, maxPerHost per upstream host, {Reserve} for the rest): raise it (docker run --ulimit nofile=65536:65536, systemd LimitNOFILE=65536) or lower maxConnections")]
+    public static partial void OpenFileLimitLow(ILogger logger, long limit, long needed, int reserve);
 }

@@ -34,6 +34,10 @@ internal sealed class ProxyMetrics
     /// <summary>SPEC §13.1 budgets per upstream, refreshed on every scrape (<see cref="Runtime.ProxyRuntime.RefreshBudgetMetrics"/>).</summary>
     public Gauge BudgetRemaining { get; }
     public Counter RouteRequests { get; }
+    public Counter ClientStalls { get; }
+    public Gauge ClientConnections { get; }
+    public Counter ConnectionsRejected { get; }
+    public Counter AcceptPauses { get; }
 
     public ProxyMetrics(bool includeProcessMetrics = true)
     {
@@ -88,6 +92,15 @@ internal sealed class ProxyMetrics
             "What an upstream's budgets have left: requests_per_minute, tokens_per_minute (negative in debt), concurrent, and "
             + "the provider's own learned_requests / learned_tokens until their reset. Only configured or known budgets appear.",
             "upstream", "budget");
+        ClientStalls = f.CreateCounter("llmproxy_client_stalls_total",
+            "Requests ended because the client made no progress: its request body stopped arriving for timeout.read (direction=read; 408 or cut) or it stopped reading the response for timeout.write (direction=write; cut).",
+            "forward", "direction");
+        ClientConnections = f.CreateGauge("llmproxy_client_connections",
+            "Client TCP connections open on a forward (what httpServer.forwards[].maxConnections caps).", "forward");
+        ConnectionsRejected = f.CreateCounter("llmproxy_connections_rejected_total",
+            "Client connections closed unanswered because the forward already had maxConnections open.", "forward");
+        AcceptPauses = f.CreateCounter("llmproxy_accept_pauses_total",
+            "Times a listener paused accepting for 100 ms because the process had no file descriptor (EMFILE/ENFILE) or socket buffer left.");
     }
 
     /// <summary>

@@ -89,6 +89,7 @@ public class ConfigLoaderReferenceTests
         Assert.Equal(30000, forward.Timeout.Write);
         Assert.Empty(forward.TrustedProxies);
         Assert.Equal(64L * 1024 * 1024, forward.MaxRequestBodySize);
+        Assert.Equal(10000, forward.MaxConnections);
 
         Assert.Equal(9000, config.HttpServer.Admin.Port);
         Assert.Equal("0.0.0.0", config.HttpServer.Admin.Address);
@@ -168,6 +169,7 @@ public class ConfigLoaderReferenceTests
         Assert.Equal(new ServerTimeoutConfig(), forward.Timeout);
         Assert.Empty(forward.TrustedProxies);
         Assert.Equal(64L * 1024 * 1024, forward.MaxRequestBodySize);
+        Assert.Equal(new ForwardConfig { Name = "", Port = 1, DefaultGroup = "" }.MaxConnections, forward.MaxConnections);
         Assert.Equal(new AdminConfig(), config.HttpServer.Admin);
         Assert.Equal(30000, config.HttpServer.ShutdownTimeout);
 

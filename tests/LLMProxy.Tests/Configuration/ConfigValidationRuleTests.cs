@@ -609,6 +609,17 @@ public class ConfigValidationRuleTests
     public void Validate_MaxRequestBodySizeAboveInt_IsAccepted() =>
         Assert.Equal(5_000_000_000L, LoadValid(With(ForwardAnchor, "      maxRequestBodySize: 5000000000")).HttpServer.Forwards[0].MaxRequestBodySize);
 
+    [Theory]
+    [InlineData("0", "must be at least 1")]
+    [InlineData("-5", "must be at least 1")]
+    [InlineData("many", "must be an integer")]
+    public void Validate_MaxConnectionsNotAPositiveInteger_ReportsPath(string value, string message) =>
+        AssertSingleError(Load(With(ForwardAnchor, "      maxConnections: " + value)), "httpServer.forwards[0].maxConnections", message);
+
+    [Fact]
+    public void Validate_MaxConnectionsOne_IsAccepted() =>
+        Assert.Equal(1, LoadValid(With(ForwardAnchor, "      maxConnections: 1")).HttpServer.Forwards[0].MaxConnections);
+
     [Fact]
     public void Validate_ShutdownTimeoutNegative_Reports() =>
         AssertSingleError(Load(With(HttpServerAnchor, "  shutdownTimeout: -1")), "httpServer.shutdownTimeout", "must be at least 0");

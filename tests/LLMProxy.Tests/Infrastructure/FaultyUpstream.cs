@@ -25,6 +25,10 @@ public enum FaultMode
     Garbage,
     /// <summary>Answers <see cref="FaultyUpstream.Status"/> with a JSON error body (429 adds <c>Retry-After: 1</c>).</summary>
     Status,
+    /// <summary>Answers <see cref="FaultyUpstream.RawAnswer"/> byte for byte (then, after <see cref="FaultyUpstream.FaultDelay"/>,
+    /// <see cref="FaultyUpstream.RawTail"/> if set), then closes the connection (FIN): any response below HTTP's rules —
+    /// a bad status, bad header bytes, a lying Content-Length, a broken chunk.</summary>
+    Raw,
 }
 
 /// <summary>
@@ -61,6 +65,11 @@ public sealed class FaultyUpstream : IAsyncDisposable
     /// <summary>Pause between the last event and a stream fault (stall, close), so the events are on the wire
     /// before the fault: a proxy that aborts its client drops output it has not sent yet. Default 100 ms.</summary>
     public TimeSpan FaultDelay { get; set; } = TimeSpan.FromMilliseconds(100);
+    /// <summary>What <see cref="FaultMode.Raw"/> sends, head and body.</summary>
+    public byte[] RawAnswer { get; set; } = [];
+    /// <summary>Sent by <see cref="FaultMode.Raw"/> <see cref="FaultDelay"/> after <see cref="RawAnswer"/>, so what came
+    /// first is on its way to the client before this (a broken chunk, a close) arrives.</summary>
+    public byte[]? RawTail { get; set; }
     /// <summary>Status answered in <see cref="FaultMode.Status"/>.</summary>
     public int Status { get; set; } = 503;
     /// <summary>Request heads received (a refused connection never gets here).</summary>
@@ -269,6 +278,15 @@ public sealed class FaultyUpstream : IAsyncDisposable
                     case FaultMode.CloseMidSse:
                         await SendSseAsync(socket, SseEvents, ct);
                         await Task.Delay(FaultDelay, ct);
+                        socket.Shutdown(SocketShutdown.Send);
+                        return;
+                    case FaultMode.Raw:
+                        await socket.SendAsync(RawAnswer, SocketFlags.None, ct);
+                        if (RawTail is { } tail)
+                        {
+                            await Task.Delay(FaultDelay, ct);
+                            await socket.SendAsync(tail, SocketFlags.None, ct);
+                        }
                         socket.Shutdown(SocketShutdown.Send);
                         return;
                     case FaultMode.Garbage:

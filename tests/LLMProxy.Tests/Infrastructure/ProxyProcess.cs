@@ -23,11 +23,18 @@ public sealed partial class ProxyProcess : IAsyncDisposable
 
     public static string DllPath => Path.Combine(AppContext.BaseDirectory, "llmproxy.dll");
 
-    public static ProxyProcess Start(params string[] args)
+    public static ProxyProcess Start(params string[] args) => StartUnder([], args);
+
+    /// <summary>Starts the binary through a launcher, e.g. <c>["prlimit", "--nofile=400:400"]</c>.</summary>
+    public static ProxyProcess StartUnder(string[] launcher, params string[] args)
     {
-        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        psi.ArgumentList.Add(DllPath);
-        foreach (var a in args)
+        var psi = new ProcessStartInfo(launcher.Length > 0 ? launcher[0] : "dotnet")
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        foreach (var a in launcher.Skip(1).Concat(launcher.Length > 0 ? ["dotnet"] : []).Append(DllPath).Concat(args))
         {
             psi.ArgumentList.Add(a);
         }

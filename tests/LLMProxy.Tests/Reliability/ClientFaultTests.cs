@@ -34,6 +34,16 @@ public class ClientFaultTests
         { "non-ASCII in Authorization", "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-\u00e9\r\nContent-Length: 2\r\n\r\n{}", 400, "bad_request" },
         { "CONNECT", "CONNECT api.openai.com:443 HTTP/1.1\r\nHost: api.openai.com:443\r\n\r\n", 405, "method_not_allowed" },
         { "TRACE", "TRACE /v1/models HTTP/1.1\r\nHost: x\r\n\r\n", 405, "method_not_allowed" },
+        // .NET's client can only send a path: OPTIONS * would reach the upstream as OPTIONS /, another request.
+        { "OPTIONS *", "OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n", 400, "bad_request" },
+        // Header names that are not RFC 9110 tokens: Kestrel accepts them, .NET's client cannot send them (it would
+        // silently drop them, forwarding another request than the client's).
+        { "header name with braces", "GET /v1/models HTTP/1.1\r\nHost: x\r\nX{y}: 1\r\n\r\n", 400, "bad_request" },
+        { "header name with @", "GET /v1/models HTTP/1.1\r\nHost: x\r\n@key: 1\r\n\r\n", 400, "bad_request" },
+        { "header name with quotes", "GET /v1/models HTTP/1.1\r\nHost: x\r\n\"q\": 1\r\n\r\n", 400, "bad_request" },
+        { "header name with separators", "GET /v1/models HTTP/1.1\r\nHost: x\r\nA(b)/c;d=e,f?: 1\r\n\r\n", 400, "bad_request" },
+        { "header name with DEL", "GET /v1/models HTTP/1.1\r\nHost: x\r\nX-\u007f: 1\r\n\r\n", 400, "bad_request" },
+        { "header name not a token, with body", "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nx-api-key[0]: sk-1\r\nContent-Length: 2\r\n\r\n{}", 400, "bad_request" },
     };
 
     [Theory]

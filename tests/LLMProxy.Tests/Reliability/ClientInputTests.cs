@@ -246,6 +246,16 @@ public class ClientInputTests
     [InlineData("TLS hello on plain port", "\u0016\u0003\u0001\u0002\u0000\u0001\u0000\u0001\u00fc\u0003\u0003\r\n\r\n", 400)]
     [InlineData("unknown HTTP version", "GET / HTTP/7.1\r\nHost: x\r\n\r\n", 505)]
     [InlineData("chunk size not hex", "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n", 400)]
+    [InlineData("NUL in the path", "GET /v1/a%00b HTTP/1.1\r\nHost: x\r\n\r\n", 400)]
+    [InlineData("raw non-ASCII in the target", "GET /v1/models?q=caf\u00c3\u00a9 HTTP/1.1\r\nHost: x\r\n\r\n", 400)]
+    [InlineData("absolute-form naming another host than Host", "GET http://evil.example/v1/models HTTP/1.1\r\nHost: x\r\n\r\n", 400)]
+    [InlineData("authority-form outside CONNECT", "GET evil.example:443 HTTP/1.1\r\nHost: evil.example:443\r\n\r\n", 405)]
+    [InlineData("Host with a space", "GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400)]
+    [InlineData("Host with user info", "GET / HTTP/1.1\r\nHost: user@evil.example\r\n\r\n", 400)]
+    [InlineData("two Host headers", "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400)]
+    [InlineData("non-ASCII header name", "GET / HTTP/1.1\r\nHost: x\r\nX-\u00c3\u00a4: 1\r\n\r\n", 400)]
+    [InlineData("Transfer-Encoding that does not end in chunked", "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity\r\n\r\n{}", 400)]
+    [InlineData("Content-Length beyond 64 bits", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999\r\n\r\n{}", 400)]
     public async Task MalformedHttp_RejectedByKestrel_UpstreamUntouched_ProxyKeepsServing(string what, string request, int status)
     {
         await using var upstream = await ScriptedUpstream.StartAsync(ScriptedUpstream.Json("u1"));

@@ -50,14 +50,7 @@ internal sealed class RawClient : IAsyncDisposable
     public async Task<RawResponse> ReadResponseAsync(TimeSpan timeout)
     {
         using var cts = new CancellationTokenSource(timeout);
-        int headEnd;
-        while ((headEnd = _buffer.AsSpan(0, _filled).IndexOf("\r\n\r\n"u8)) < 0)
-        {
-            await FillAsync(cts.Token);
-        }
-        var head = Encoding.ASCII.GetString(_buffer, 0, headEnd);
-        Consume(headEnd + 4);
-        var status = int.Parse(head.AsSpan(9, 3), System.Globalization.CultureInfo.InvariantCulture);
+        var (status, head) = await ReadHeadAsync(cts.Token);
         var body = new MemoryStream();
         var lengthLine = head.Split("\r\n").FirstOrDefault(l => l.StartsWith("Content-Length:", StringComparison.OrdinalIgnoreCase));
         if (lengthLine is not null)
@@ -96,6 +89,27 @@ internal sealed class RawClient : IAsyncDisposable
         return new RawResponse(status, head, body.ToArray());
     }
 
+    /// <summary>Reads one response head and nothing after it: the answer to a HEAD request announces a length it
+    /// never sends.</summary>
+    public async Task<RawResponse> ReadHeadOnlyAsync(TimeSpan timeout)
+    {
+        using var cts = new CancellationTokenSource(timeout);
+        var (status, head) = await ReadHeadAsync(cts.Token);
+        return new RawResponse(status, head, []);
+    }
+
+    private async Task<(int Status, string Head)> ReadHeadAsync(CancellationToken ct)
+    {
+        int headEnd;
+        while ((headEnd = _buffer.AsSpan(0, _filled).IndexOf("\r\n\r\n"u8)) < 0)
+        {
+            await FillAsync(ct);
+        }
+        var head = Encoding.ASCII.GetString(_buffer, 0, headEnd);
+        Consume(headEnd + 4);
+        return (int.Parse(head.AsSpan(9, 3), System.Globalization.CultureInfo.InvariantCulture), head);
+    }
+
     /// <summary>True when the server closed (FIN or RST) within <paramref name="timeout"/>; any bytes that
     /// arrive first are skipped.</summary>
     public async Task<bool> WaitForCloseAsync(TimeSpan timeout)
@@ -119,6 +133,34 @@ internal sealed class RawClient : IAsyncDisposable
         catch (OperationCanceledException)
         {
             return false;
+        }
+    }
+
+    /// <summary>Reads until the server closes (FIN or RST) or <paramref name="timeout"/> passes: whether it closed, and
+    /// how many bytes arrived first.</summary>
+    public async Task<(bool Closed, int Received)> ReadUntilCloseAsync(TimeSpan timeout)
+    {
+        using var cts = new CancellationTokenSource(timeout);
+        var received = _filled;
+        try
+        {
+            while (true)
+            {
+                var n = await _socket.ReceiveAsync(_buffer, SocketFlags.None, cts.Token);
+                if (n == 0)
+                {
+                    return (true, received);
+                }
+                received += n;
+            }
+        }
+        catch (SocketException)
+        {
+            return (true, received);
+        }
+        catch (OperationCanceledException)
+        {
+            return (false, received);
         }
     }
 

@@ -2,6 +2,7 @@ using System.Net;
 using System.Net.Http.Headers;
 using System.Text;
 using LLMProxy.Tests.Infrastructure;
+using Microsoft.AspNetCore.Http;
 using static LLMProxy.Tests.Reliability.ReliabilityKit;
 
 namespace LLMProxy.Tests.Reliability;
@@ -163,5 +164,51 @@ public class SecretLeakTests
         AssertClean("responses", seen.ToString());
         AssertClean("logs", logs);
         AssertClean("metrics", await proxy.Admin.GetStringAsync("/metrics"));
+    }
+
+    /// <summary>
+    /// An upstream that reflects request headers hands the injected key to the client — a limit no proxy can lift
+    /// (RELIABILITY.md) — but the proxy itself writes it nowhere: no log line at any level of any category (the
+    /// framework's Debug lines included), also when the reflecting answer is a 5xx or one that cannot be passed on.
+    /// </summary>
+    [Fact]
+    public async Task EchoingUpstream_KeyReachesTheClient_NeverTheLogs()
+    {
+        const string token = "sk-echo-5b7d9f1a3c6e8a20";
+        await using var echo = await ScriptedUpstream.StartAsync(async ctx =>
+        {
+            ctx.Response.StatusCode = ctx.Request.Path == "/fail" ? 500 : 200;
+            foreach (var header in ctx.Request.Headers)
+            {
+                ctx.Response.Headers["X-Echo-" + header.Key] = header.Value;
+            }
+            await ctx.Response.WriteAsync(string.Join('\n', ctx.Request.Headers.Select(h => $"{h.Key}: {h.Value}")));
+        });
+        await using var unpassable = FaultyUpstream.Start(FaultMode.Raw);
+        unpassable.RawAnswer = Encoding.Latin1.GetBytes($"HTTP/1.1 200 OK\r\nConnection: close\r\nX-Echo: Bearer {token}\u0001\r\nContent-Length: 2\r\n\r\n{{}}");
+        var auth = $"  auth:\n    type: bearer\n    token: \"{token}\"";
+        await using var echoing = await TestProxy.StartAsync(TestProxy.Config($"- name: echo\n  url: \"{echo.Url}\"\n{auth}", "- name: echo"));
+        await using var broken = await TestProxy.StartAsync(TestProxy.Config($"- name: raw\n  url: \"{unpassable.Url}\"\n{auth}", "- name: raw"));
+
+        using (var ok = await echoing.Client.SendAsync(Chat()))
+        {
+            Assert.Equal(HttpStatusCode.OK, ok.StatusCode);
+            // The known limit: what the upstream reflects, the client reads.
+            Assert.Equal("Bearer " + token, string.Join(",", ok.Headers.GetValues("X-Echo-Authorization")));
+        }
+        using (var failed = await echoing.Client.SendAsync(Chat(path: "/fail")))
+        {
+            Assert.Equal(HttpStatusCode.InternalServerError, failed.StatusCode);
+            Assert.Contains(token, await failed.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+        }
+        using (var refused = await broken.Client.SendAsync(Chat()))
+        {
+            await AssertErrorAsync(refused, HttpStatusCode.BadGateway, "upstream_unavailable");
+        }
+
+        Assert.Contains(echoing.Logs.Entries, e => e.Level == Microsoft.Extensions.Logging.LogLevel.Debug);
+        Assert.Contains(broken.Logs.Entries, e => e.Message.Contains("upstream attempt failed", StringComparison.Ordinal));
+        Assert.DoesNotContain(token[3..^3], echoing.Logs.AllText, StringComparison.Ordinal);
+        Assert.DoesNotContain(token[3..^3], broken.Logs.AllText, StringComparison.Ordinal);
     }
 }

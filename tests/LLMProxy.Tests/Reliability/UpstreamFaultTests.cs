@@ -329,4 +329,179 @@ public class UpstreamFaultTests
         Assert.Equal("text/event-stream", r.Content.Headers.ContentType?.MediaType);
         await AssertIdleAsync(rig.Proxy.Admin);
     }
+
+    /// <summary>Answers that cannot be passed on as HTTP, by name (the 70 KB head would make an unreadable test name).</summary>
+    private static readonly Dictionary<string, string> Unpassable = new()
+    {
+        ["status 999"] = "HTTP/1.1 999 Whatever\r\nContent-Length: 2\r\n\r\n{}",
+        ["status 600"] = "HTTP/1.1 600 Whatever\r\nContent-Length: 2\r\n\r\n{}",
+        ["status 099"] = "HTTP/1.1 099 Whatever\r\nContent-Length: 2\r\n\r\n{}",
+        ["status 000"] = "HTTP/1.1 000 Whatever\r\nContent-Length: 2\r\n\r\n{}",
+        ["101 never asked for"] = "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+        ["204 with a Content-Length"] = "HTTP/1.1 204 No Content\r\nContent-Length: 2\r\n\r\n{}",
+        ["205 with a body"] = "HTTP/1.1 205 Reset Content\r\nContent-Length: 2\r\n\r\n{}",
+        ["205 with a chunked body"] = "HTTP/1.1 205 Reset Content\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+        ["non-ASCII header value"] = "HTTP/1.1 200 OK\r\nX-Note: caf\u00c3\u00a9\r\nContent-Length: 2\r\n\r\n{}",
+        ["non-ASCII Content-Type"] = "HTTP/1.1 200 OK\r\nContent-Type: application/json; charset=caf\u00c3\u00a9\r\nContent-Length: 2\r\n\r\n{}",
+        ["control character in header value"] = "HTTP/1.1 200 OK\r\nX-Note: a\u0001b\r\nContent-Length: 2\r\n\r\n{}",
+        ["DEL in header value"] = "HTTP/1.1 200 OK\r\nX-Note: a\u007fb\r\nContent-Length: 2\r\n\r\n{}",
+        ["header name not a token"] = "HTTP/1.1 200 OK\r\nX{y}: 1\r\nContent-Length: 2\r\n\r\n{}",
+        ["Content-Length twice, differing"] = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}",
+        ["negative Content-Length"] = "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n{}",
+        ["response head over 64 KB"] = "HTTP/1.1 200 OK\r\nX-Big: " + new string('b', 70 * 1024) + "\r\nContent-Length: 2\r\n\r\n{}",
+    };
+
+    public static TheoryData<string> UnpassableShapes => [.. Unpassable.Keys];
+
+    /// <summary>
+    /// An answer the proxy cannot pass on as HTTP is the upstream's protocol error: the client never sees a broken
+    /// status line, a Kestrel 500 or an empty 502, the attempt is counted against that upstream (breaker, metric) and
+    /// retried elsewhere, and nothing is charged to the client.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(UnpassableShapes))]
+    public async Task UnpassableAnswer_IsUpstreamProtocolError_FailsOver_NeverReachesClient(string shape)
+    {
+        await using var rig = await Rig.StartAsync(FaultMode.Raw);
+        rig.Faulty.RawAnswer = Closing(Unpassable[shape]);
+
+        for (var i = 0; i < 2; i++)
+        {
+            using var r = await rig.Solo.SendAsync(Chat());
+            await AssertErrorAsync(r, HttpStatusCode.BadGateway, "upstream_unavailable");
+        }
+        for (var i = 0; i < 2; i++)
+        {
+            using var r = await rig.Pair.SendAsync(Chat());
+            Assert.Equal(HttpStatusCode.OK, r.StatusCode);
+            Assert.Equal("healthy", r.UpstreamName());
+        }
+
+        await AssertSampleAsync(rig.Proxy.Admin, "llmproxy_upstream_errors_total{group=\"solo\",upstream=\"faulty\",error=\"protocol\"}", 2);
+        await AssertSampleAsync(rig.Proxy.Admin, "llmproxy_upstream_errors_total{group=\"pair\",upstream=\"faulty\",error=\"protocol\"}", 1);
+        await AssertSampleAsync(rig.Proxy.Admin, "llmproxy_retries_total{group=\"pair\",reason=\"protocol\"}", 1);
+        await AssertSampleAsync(rig.Proxy.Admin, "llmproxy_circuit_breaker_state{upstream=\"faulty\"}", 2);
+        var access = AccessLines(rig.Proxy.Logs);
+        Assert.Equal(2, access.Count(l => l.Contains(" 502 forward=solo upstream=faulty attempts=1 ", StringComparison.Ordinal)
+            && l.Contains("outcome=upstream_unavailable", StringComparison.Ordinal)));
+        Assert.DoesNotContain(access, l => l.Contains("outcome=client_aborted", StringComparison.Ordinal));
+        // Kestrel's "unhandled exception" line (a response it could not finish) never appears.
+        Assert.DoesNotContain(rig.Proxy.Logs.Entries, e => e.Level >= Microsoft.Extensions.Logging.LogLevel.Error);
+        await rig.AssertStillServingAsync();
+    }
+
+    /// <summary>
+    /// The raw upstream closes after every answer, so the final answer says <c>Connection: close</c>: a pooled
+    /// connection the upstream has already closed would otherwise fail a later attempt as a reset, which is not what
+    /// these tests are about.
+    /// </summary>
+    private static byte[] Closing(string answer)
+    {
+        var line = answer.IndexOf("\r\n", answer.LastIndexOf("HTTP/1.", StringComparison.Ordinal), StringComparison.Ordinal) + 2;
+        return System.Text.Encoding.Latin1.GetBytes(answer[..line] + "Connection: close\r\n" + answer[line..]);
+    }
+
+    /// <summary>One forward in front of a raw upstream answering <paramref name="answer"/> (then <paramref name="tail"/>).</summary>
+    private static async Task<(FaultyUpstream Faulty, TestProxy Proxy)> StartRawAsync(string answer, string? tail = null)
+    {
+        var faulty = FaultyUpstream.Start(FaultMode.Raw);
+        faulty.RawAnswer = Closing(answer);
+        faulty.RawTail = tail is null ? null : System.Text.Encoding.Latin1.GetBytes(tail);
+        var proxy = await TestProxy.StartAsync(TestProxy.Config($"- name: faulty\n  url: \"{faulty.Url}\"", "- name: faulty",
+            groupExtra: $"httpClient:\n  timeout:\n    request: {RequestTimeoutMs}"));
+        return (faulty, proxy);
+    }
+
+    [Theory]
+    [InlineData("O\u0001K\u001b[2J", "OK")]
+    [InlineData("Okay caf\u00c3\u00a9", "OK")]
+    [InlineData("Fine Thanks", "Fine Thanks")]
+    public async Task ReasonPhrase_NotPrintableAscii_ReplacedByTheStandardOne(string reason, string seen)
+    {
+        var (faulty, proxy) = await StartRawAsync($"HTTP/1.1 200 {reason}\r\nContent-Length: 2\r\n\r\n{{}}");
+        await using var _ = faulty;
+        await using var __ = proxy;
+        await using var raw = await RawClient.ConnectAsync(RawClient.PortOf(proxy.ForwardUrl()));
+        await raw.SendAsync("GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n");
+        var response = await raw.ReadResponseAsync(TimeSpan.FromSeconds(10));
+
+        Assert.Equal("HTTP/1.1 200 " + seen, response.Head.Split("\r\n")[0]);
+        Assert.Equal("{}", response.BodyText);
+    }
+
+    [Theory]
+    [InlineData("HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n")]
+    [InlineData("HTTP/1.1 100 Continue\r\n\r\n")]
+    [InlineData("HTTP/1.1 102 Processing\r\n\r\nHTTP/1.1 103 Early Hints\r\n\r\n")]
+    public async Task InformationalAnswers_Skipped_FinalAnswerPassedOn(string informational)
+    {
+        var (faulty, proxy) = await StartRawAsync(informational + "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{\"ok\":true}");
+        await using var _ = faulty;
+        await using var __ = proxy;
+        using var r = await proxy.Client.SendAsync(Chat());
+
+        Assert.Equal(HttpStatusCode.OK, r.StatusCode);
+        Assert.Equal("{\"ok\":true}", await r.Content.ReadAsStringAsync());
+        Assert.False(r.Headers.Contains("Link"));
+        Assert.Equal(0, Sum(await proxy.Admin.GetStringAsync("/metrics"), "llmproxy_upstream_errors_total"));
+    }
+
+    /// <summary>A body that breaks its own framing after it started is a broken stream: the client sees the bytes
+    /// that came first and then an abort, never a clean end; the upstream is charged with error="stream".</summary>
+    [Theory]
+    [InlineData("Content-Length longer than the body", "Content-Length: 50\r\n\r\ndata: 1\n\n", "")]
+    [InlineData("malformed chunk size", "Transfer-Encoding: chunked\r\n\r\n9\r\ndata: 1\n\n\r\n", "zz\r\nxx\r\n0\r\n\r\n")]
+    [InlineData("chunk longer than its size", "Transfer-Encoding: chunked\r\n\r\n9\r\ndata: 1\n\n\r\n", "2\r\n{}}}}\r\n0\r\n\r\n")]
+    public async Task BrokenBodyFraming_ClientAborted_CountedAsStreamFailure(string shape, string rest, string tail)
+    {
+        var (faulty, proxy) = await StartRawAsync("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n" + rest, tail);
+        await using var _ = faulty;
+        await using var __ = proxy;
+        using var r = await proxy.Client.SendAsync(Chat(stream: true), HttpCompletionOption.ResponseHeadersRead);
+        Assert.Equal(HttpStatusCode.OK, r.StatusCode);
+        var (text, clean, _) = await DrainAsync(r, TimeSpan.FromSeconds(10));
+
+        Assert.Contains("data: 1", text);
+        Assert.False(clean, shape + ": the client saw a clean end of a broken body");
+        await AssertSampleAsync(proxy.Admin, "llmproxy_upstream_errors_total{group=\"g\",upstream=\"faulty\",error=\"stream\"}", 1);
+        await WaitUntilAsync(() => Task.FromResult(AccessLines(proxy.Logs).Any(l => l.Contains("outcome=upstream_broken_stream"))),
+            TimeSpan.FromSeconds(5), () => Task.FromResult(string.Join("\n", AccessLines(proxy.Logs))));
+    }
+
+    [Fact]
+    public async Task ContentLengthShorterThanBody_ClientGetsTheDeclaredBytes_NothingMore()
+    {
+        var (faulty, proxy) = await StartRawAsync("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n{\"ok\":true,\"smuggled\":1}");
+        await using var _ = faulty;
+        await using var __ = proxy;
+        for (var i = 0; i < 2; i++)
+        {
+            using var r = await proxy.Client.SendAsync(Chat());
+            Assert.Equal(HttpStatusCode.OK, r.StatusCode);
+            Assert.Equal("{\"ok\"", await r.Content.ReadAsStringAsync());
+        }
+        Assert.Equal(0, Sum(await proxy.Admin.GetStringAsync("/metrics"), "llmproxy_upstream_errors_total"));
+    }
+
+    [Fact]
+    public async Task HopByHopResponseHeaders_Stripped_EndToEndKept()
+    {
+        var (faulty, proxy) = await StartRawAsync("HTTP/1.1 200 OK\r\nConnection: close, X-Secret\r\nX-Secret: s3cr3t\r\n" +
+            "Keep-Alive: timeout=5\r\nUpgrade: h2c\r\nProxy-Connection: keep-alive\r\nTE: trailers\r\nTrailer: X-Checksum\r\n" +
+            "Set-Cookie: a=1\r\nSet-Cookie: b=2\r\nX-Kept: yes\r\nContent-Length: 2\r\n\r\n{}");
+        await using var _ = faulty;
+        await using var __ = proxy;
+        await using var raw = await RawClient.ConnectAsync(RawClient.PortOf(proxy.ForwardUrl()));
+        await raw.SendAsync("GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n");
+        var response = await raw.ReadResponseAsync(TimeSpan.FromSeconds(10));
+
+        Assert.Equal(200, response.Status);
+        var names = response.Head.Split("\r\n").Skip(1).Select(l => l[..l.IndexOf(':', StringComparison.Ordinal)]).ToList();
+        foreach (var hop in new[] { "Connection", "X-Secret", "Keep-Alive", "Upgrade", "Proxy-Connection", "TE", "Trailer" })
+        {
+            Assert.DoesNotContain(hop, names, StringComparer.OrdinalIgnoreCase);
+        }
+        Assert.Equal(2, names.Count(n => n.Equals("Set-Cookie", StringComparison.OrdinalIgnoreCase)));
+        Assert.Contains("X-Kept", names, StringComparer.OrdinalIgnoreCase);
+    }
 }
