@@ -21,20 +21,21 @@ internal sealed record Headroom(long? RemainingRequests, DateTimeOffset? Request
     private static readonly string[] AnthropicTokenKinds = ["tokens", "input-tokens", "output-tokens"];
 
     /// <summary>Whether this headroom says a request of <paramref name="tokens"/> estimated tokens cannot be sent at
-    /// <paramref name="now"/>: no requests left, or fewer tokens left than it needs, before the matching reset.</summary>
-    public bool Blocks(long tokens, DateTimeOffset now) =>
-        (RemainingRequests == 0 && RequestsReset > now)
-        || (RemainingTokens is { } t && t < Math.Max(1, tokens) && TokensReset > now);
+    /// <paramref name="now"/>: no requests left, or fewer tokens left than it needs, before the matching reset —
+    /// after <paramref name="requestsSent"/> requests and <paramref name="tokensSent"/> estimated tokens went out
+    /// since the provider said so.</summary>
+    public bool Blocks(long tokens, DateTimeOffset now, long requestsSent = 0, long tokensSent = 0) =>
+        BlockedUntil(tokens, now, requestsSent, tokensSent) is not null;
 
     /// <summary>When a block by <see cref="Blocks"/> ends (null when it does not block).</summary>
-    public DateTimeOffset? BlockedUntil(long tokens, DateTimeOffset now)
+    public DateTimeOffset? BlockedUntil(long tokens, DateTimeOffset now, long requestsSent = 0, long tokensSent = 0)
     {
         DateTimeOffset? at = null;
-        if (RemainingRequests == 0 && RequestsReset > now)
+        if (RemainingRequests is { } r && r - requestsSent <= 0 && RequestsReset > now)
         {
             at = RequestsReset;
         }
-        if (RemainingTokens is { } t && t < Math.Max(1, tokens) && TokensReset > now && (at is null || TokensReset > at))
+        if (RemainingTokens is { } t && t - tokensSent < Math.Max(1, tokens) && TokensReset > now && (at is null || TokensReset > at))
         {
             at = TokensReset;
         }

@@ -31,6 +31,8 @@ internal sealed class UpstreamRuntime
     private int _inFlight;
     private readonly TimeProvider _time;
     private Headroom? _learned;
+    // Requests and estimated tokens sent since the provider last told its headroom: what it has not counted yet.
+    private long _sentSinceLearned, _tokensSinceLearned;
 
     public UpstreamRuntime(UpstreamConfig config, TimeProvider time)
     {
@@ -131,6 +133,9 @@ internal sealed class UpstreamRuntime
         if (Headroom.Parse(headers, _time.GetUtcNow()) is { } learned)
         {
             Volatile.Write(ref _learned, learned);
+            // Approximate on purpose: requests still in flight may or may not be in the provider's numbers.
+            Interlocked.Exchange(ref _sentSinceLearned, 0);
+            Interlocked.Exchange(ref _tokensSinceLearned, 0);
         }
     }
 
@@ -153,7 +158,8 @@ internal sealed class UpstreamRuntime
         Volatile.Read(ref _inFlight) < MaxConcurrent
         && Rpm is not { HasToken: false }
         && (Tpm is null || Tpm.Covers(tokens))
-        && (Volatile.Read(ref _learned) is not { } learned || !learned.Blocks(tokens, _time.GetUtcNow()));
+        && (Volatile.Read(ref _learned) is not { } learned
+            || !learned.Blocks(tokens, _time.GetUtcNow(), Interlocked.Read(ref _sentSinceLearned), Interlocked.Read(ref _tokensSinceLearned)));
 
     /// <summary>Earliest moment this upstream may be available again for a request of <paramref name="tokens"/>
     /// (null when it is available now).</summary>
@@ -169,7 +175,7 @@ internal sealed class UpstreamRuntime
         {
             Later(ref at, now + wait);
         }
-        if (Volatile.Read(ref _learned)?.BlockedUntil(tokens, now) is { } learned)
+        if (Volatile.Read(ref _learned)?.BlockedUntil(tokens, now, Interlocked.Read(ref _sentSinceLearned), Interlocked.Read(ref _tokensSinceLearned)) is { } learned)
         {
             Later(ref at, learned);
         }
@@ -242,6 +248,11 @@ internal sealed class UpstreamRuntime
             Interlocked.Decrement(ref _inFlight);
             Breaker?.Release();
             return null;
+        }
+        if (Volatile.Read(ref _learned) is not null)
+        {
+            Interlocked.Increment(ref _sentSinceLearned);
+            Interlocked.Add(ref _tokensSinceLearned, estimate);
         }
         metrics.InFlight.Inc();
         return new UpstreamLease(this, index, metrics, tokens, reserved);

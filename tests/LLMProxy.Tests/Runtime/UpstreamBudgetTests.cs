@@ -101,4 +101,25 @@ public class UpstreamBudgetTests
         Assert.Equal(Unavailability.None, u.Check(500));
         Assert.NotNull(u.TryLease(0, m, 500));
     }
+
+    [Fact]
+    public void Learned_CountsWhatWasSentSinceTheProviderSpoke_UntilItSpeaksAgain()
+    {
+        var (u, m) = Create(new UpstreamRateLimitConfig());
+        var response = new HttpResponseMessage();
+        response.Headers.TryAddWithoutValidation("x-ratelimit-remaining-requests", "2");
+        response.Headers.TryAddWithoutValidation("x-ratelimit-reset-requests", "10s");
+        response.Headers.TryAddWithoutValidation("x-ratelimit-remaining-tokens", "1000");
+        response.Headers.TryAddWithoutValidation("x-ratelimit-reset-tokens", "10s");
+        u.Learn(response.Headers);
+
+        u.TryLease(0, m, 600)!.Dispose();
+        Assert.Equal(Unavailability.RateLimited, u.Check(600)); // 400 tokens left by the provider's count and ours
+        Assert.Equal(Unavailability.None, u.Check(300));
+        u.TryLease(0, m, 300)!.Dispose();
+        Assert.Equal(Unavailability.RateLimited, u.Check(1)); // both requests the provider allowed were sent
+
+        u.Learn(response.Headers); // the provider speaks again: its numbers replace ours
+        Assert.Equal(Unavailability.None, u.Check(600));
+    }
 }
