@@ -84,17 +84,18 @@ public class BudgetPipelineTests
         await using var ups = await Upstreams.StartAsync(("a", WithUsage("a", 20, 30)));
         var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
         await using var proxy = await TestProxy.StartAsync(TestProxy.Config(
-            ups.Yaml(_ => "ratelimit:\n  tokensPerMinute: 3000"), ups.Members()), time);
+            ups.Yaml(_ => "ratelimit:\n  tokensPerMinute: 3100"), ups.Members()), time);
 
-        // Each reserves ~1,512 but uses 50: without settling the third would find the bucket short.
+        // Each reserves ~1,511 but uses 50: without settling the third would find the bucket short. (3,100 rather than
+        // 3,000: the client may see an answer a moment before the proxy settles it, so two reservations can overlap.)
         for (var i = 0; i < 10; i++)
         {
             Assert.Equal("a", await Upstream(proxy.Client));
         }
+        await WaitForTpmUsed(proxy, 500);
         var health = JsonDocument.Parse(await proxy.Admin.GetStringAsync("/health"));
         var tpm = health.RootElement.GetProperty("groups")[0].GetProperty("upstreams")[0].GetProperty("budgets").GetProperty("tokensPerMinute");
-        Assert.Equal(3000, tpm.GetProperty("limit").GetInt64());
-        Assert.Equal(500, tpm.GetProperty("used").GetInt64());
+        Assert.Equal(3100, tpm.GetProperty("limit").GetInt64());
     }
 
     [Fact]
@@ -111,7 +112,8 @@ public class BudgetPipelineTests
         {
             Assert.Equal(HttpStatusCode.InternalServerError, failed.StatusCode);
         }
-        // Had the failed attempt kept its ~1,512, the 488 left could not cover this one.
+        await WaitForTpmUsed(proxy, 0); // the proxy refunds once the attempt ends, a moment after the client has the answer
+        // Had the failed attempt kept its ~1,511, the 489 left could not cover this one.
         Assert.Equal("a", await Upstream(proxy.Client));
     }
 
@@ -187,6 +189,7 @@ public class BudgetPipelineTests
             "- name: a"), time);
 
         Assert.Equal("a", await Upstream(proxy.Client));
+        await WaitForTpmUsed(proxy, 500);
         var metrics = await proxy.Admin.GetStringAsync("/metrics");
         AssertSample(metrics, "llmproxy_upstream_budget_remaining{upstream=\"a\",budget=\"requests_per_minute\"}", 59);
         AssertSample(metrics, "llmproxy_upstream_budget_remaining{upstream=\"a\",budget=\"tokens_per_minute\"}", 1500);
@@ -210,18 +213,47 @@ public class BudgetPipelineTests
             ups.Yaml(_ => "ratelimit:\n  tokensPerMinute: 2000"), ups.Members()), time);
 
         Assert.Equal("a", await Upstream(proxy.Client));
-        Assert.Equal(Chat.Length / 4 + 1500, await TpmUsed(proxy));
+        await WaitForTpmUsed(proxy, Chat.Length / 4 + 1500);
         using (var models = await proxy.Client.GetAsync("/v1/models"))
         {
             Assert.Equal(HttpStatusCode.OK, models.StatusCode);
         }
+        await Task.Delay(50); // a refund or a charge would land within it
         Assert.Equal(Chat.Length / 4 + 1500, await TpmUsed(proxy));
     }
+
+    private static Task WaitForTpmUsed(TestProxy proxy, long expected) =>
+        WaitUntilAsync(async () => await TpmUsed(proxy) == expected, TimeSpan.FromSeconds(5),
+            async () => $"tokensPerMinute.used = {await TpmUsed(proxy)}, expected {expected}");
 
     private static async Task<long> TpmUsed(TestProxy proxy)
     {
         using var health = JsonDocument.Parse(await proxy.Admin.GetStringAsync("/health"));
         return health.RootElement.GetProperty("groups")[0].GetProperty("upstreams")[0].GetProperty("budgets")
             .GetProperty("tokensPerMinute").GetProperty("used").GetInt64();
+    }
+
+    [Fact]
+    public async Task Tpm_StreamedAnswer_SettlesToTheUsageInItsLastEvent()
+    {
+        await using var ups = await Upstreams.StartAsync(("a", async context =>
+        {
+            context.Response.ContentType = "text/event-stream";
+            await context.Response.WriteAsync("data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n");
+            await context.Response.Body.FlushAsync();
+            await context.Response.WriteAsync("data: {\"choices\":[],\"usage\":{\"prompt_tokens\":30,\"completion_tokens\":20}}\n\n");
+            await context.Response.WriteAsync("data: [DONE]\n\n");
+        }));
+        var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config(
+            ups.Yaml(_ => "ratelimit:\n  tokensPerMinute: 2000"), ups.Members()), time);
+
+        using (var r = await proxy.Client.PostAsync("/v1/chat/completions",
+            new StringContent("""{"model":"m","stream":true,"max_tokens":1500}""", Encoding.UTF8, "application/json")))
+        {
+            Assert.Equal(HttpStatusCode.OK, r.StatusCode);
+            Assert.Contains("[DONE]", await r.Content.ReadAsStringAsync());
+        }
+        await WaitForTpmUsed(proxy, 50);
     }
 }

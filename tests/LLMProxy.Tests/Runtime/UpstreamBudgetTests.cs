@@ -122,4 +122,44 @@ public class UpstreamBudgetTests
         u.Learn(response.Headers); // the provider speaks again: its numbers replace ours
         Assert.Equal(Unavailability.None, u.Check(600));
     }
+
+    [Fact]
+    public void Leases_ManyParallel_ConcurrencyAndTpmNeverOverdrawn()
+    {
+        var (u, m) = Create(new UpstreamRateLimitConfig { PerSecond = 1_000_000, TokensPerMinute = 10_000, MaxConcurrent = 3 });
+        var peak = 0;
+        Parallel.For(0, 4000, new ParallelOptions { MaxDegreeOfParallelism = 8 }, i =>
+        {
+            using var lease = u.TryLease(0, m, 100 + i % 7);
+            if (lease is null)
+            {
+                return;
+            }
+            var inFlight = u.InFlight;
+            InterlockedMax(ref peak, inFlight);
+            Assert.True(u.Tpm!.Available >= 0);
+            if (i % 3 == 0)
+            {
+                lease.SettleTokens(lease.ReservedTokens / 2); // real usage below the estimate returns the rest
+            }
+            // otherwise disposed unsettled: refunded whole
+        });
+        Assert.InRange(peak, 1, 3);
+        Assert.Equal(0, u.InFlight);
+        Assert.InRange(u.Tpm!.Available, 0, 10_000);
+    }
+
+    private static void InterlockedMax(ref int target, int value)
+    {
+        var seen = Volatile.Read(ref target);
+        while (value > seen)
+        {
+            var was = Interlocked.CompareExchange(ref target, value, seen);
+            if (was == seen)
+            {
+                return;
+            }
+            seen = was;
+        }
+    }
 }
