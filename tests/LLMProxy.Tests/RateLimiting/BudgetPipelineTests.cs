@@ -256,4 +256,26 @@ public class BudgetPipelineTests
         }
         await WaitForTpmUsed(proxy, 50);
     }
+
+    [Fact]
+    public async Task Headroom_AnthropicNoRequestsLeft_AllKeysOut_429UntilTheEarliestReset()
+    {
+        var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        (string, string)[] Exhausted(int seconds) =>
+        [
+            ("anthropic-ratelimit-requests-remaining", "0"),
+            ("anthropic-ratelimit-requests-reset", time.GetUtcNow().AddSeconds(seconds).ToString("yyyy-MM-ddTHH:mm:ssZ")),
+        ];
+        await using var ups = await Upstreams.StartAsync(
+            ("a", ctx => WithUsage("a", 1, 1, headers: Exhausted(40))(ctx)), ("b", ctx => WithUsage("b", 1, 1, headers: Exhausted(20))(ctx)));
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config(ups.Yaml(), ups.Members()), time);
+
+        Assert.Equal(["a", "b"], new[] { await Upstream(proxy.Client), await Upstream(proxy.Client) }.Order());
+        using var limited = await Send(proxy.Client);
+        await StreamingAndErrorTests.AssertErrorBody(limited, HttpStatusCode.TooManyRequests, "upstream_rate_limited");
+        Assert.InRange(int.Parse(limited.Headers.GetValues("Retry-After").Single()), 19, 20); // b's reset, to the second
+
+        time.Advance(TimeSpan.FromSeconds(20));
+        Assert.Equal("b", await Upstream(proxy.Client));
+    }
 }
