@@ -32,6 +32,7 @@ internal sealed class AdminEndpoints(RuntimeHolder holder, Hosting.ConfigReloade
                 return;
             case "/metrics" when isRead:
                 context.Response.ContentType = "text/plain; version=0.0.4; charset=utf-8";
+                runtime.RefreshBudgetMetrics();
                 await runtime.Metrics.Registry.CollectAndExportAsTextAsync(context.Response.Body, context.RequestAborted);
                 return;
             case "/health" when isRead:
@@ -120,7 +121,7 @@ internal sealed class AdminEndpoints(RuntimeHolder holder, Hosting.ConfigReloade
                 json.WriteStartArray("upstreams");
                 foreach (var u in group.Members)
                 {
-                    WriteUpstream(json, u);
+                    WriteUpstream(json, u, runtime.Time.GetUtcNow());
                 }
                 json.WriteEndArray();
                 json.WriteEndObject();
@@ -130,7 +131,7 @@ internal sealed class AdminEndpoints(RuntimeHolder holder, Hosting.ConfigReloade
         });
     }
 
-    private static void WriteUpstream(Utf8JsonWriter json, UpstreamRuntime u)
+    private static void WriteUpstream(Utf8JsonWriter json, UpstreamRuntime u, DateTimeOffset now)
     {
         json.WriteStartObject();
         json.WriteString("name", u.Name);
@@ -147,6 +148,58 @@ internal sealed class AdminEndpoints(RuntimeHolder holder, Hosting.ConfigReloade
         }
         json.WriteNumber("inFlight", u.InFlight);
         json.WriteBoolean("available", u.Check() == Unavailability.None);
+        WriteBudgets(json, u, now);
         json.WriteEndObject();
+    }
+
+    /// <summary>SPEC §13.1: each configured budget as used/limit, and what the provider last said.</summary>
+    private static void WriteBudgets(Utf8JsonWriter json, UpstreamRuntime u, DateTimeOffset now)
+    {
+        json.WriteStartObject("budgets");
+        if (u.Rpm is { } rpm)
+        {
+            WriteBudget(json, "requestsPerMinute", rpm.Burst - rpm.AvailableTokens, rpm.Burst);
+        }
+        if (u.Tpm is { } tpm)
+        {
+            WriteBudget(json, "tokensPerMinute", tpm.Capacity - tpm.Available, tpm.Capacity);
+        }
+        if (u.MaxConcurrent != int.MaxValue)
+        {
+            WriteBudget(json, "concurrent", u.InFlight, u.MaxConcurrent);
+        }
+        json.WriteEndObject();
+        if (u.Learned is not { } learned)
+        {
+            json.WriteNull("learned");
+            return;
+        }
+        json.WriteStartObject("learned");
+        WriteLearned(json, "remainingRequests", "requestsReset", learned.RemainingRequests, learned.RequestsReset, now);
+        WriteLearned(json, "remainingTokens", "tokensReset", learned.RemainingTokens, learned.TokensReset, now);
+        json.WriteEndObject();
+    }
+
+    private static void WriteBudget(Utf8JsonWriter json, string name, long used, long limit)
+    {
+        json.WriteStartObject(name);
+        json.WriteNumber("used", used);
+        json.WriteNumber("limit", limit);
+        json.WriteEndObject();
+    }
+
+    private static void WriteLearned(Utf8JsonWriter json, string remainingName, string resetName, long? remaining, DateTimeOffset? reset, DateTimeOffset now)
+    {
+        // A reset in the past means the provider's numbers no longer hold: shown as unknown.
+        if (remaining is { } r && reset is { } at && at > now)
+        {
+            json.WriteNumber(remainingName, r);
+            json.WriteString(resetName, at);
+        }
+        else
+        {
+            json.WriteNull(remainingName);
+            json.WriteNull(resetName);
+        }
     }
 }

@@ -16,7 +16,7 @@ internal static class ConfigKeys
     public static readonly string[] Auth = ["type", "token", "username", "password"];
     public static readonly string[] Header = ["op", "key", "value"];
     public static readonly string[] Breaker = ["threshold", "cooldown", "maxRequests", "interval", "minRequests"];
-    public static readonly string[] UpstreamRateLimit = ["perSecond", "burst"];
+    public static readonly string[] UpstreamRateLimit = ["perSecond", "burst", "requestsPerMinute", "tokensPerMinute", "maxConcurrent"];
     public static readonly string[] Group = ["name", "upstreams", "balance", "httpClient", "retry", "affinity"];
     public static readonly string[] GroupMember = ["name", "weight", "priority"];
     public static readonly string[] Affinity = ["keys"];

@@ -276,6 +276,9 @@ internal sealed class ConfigReader(ConfigReadContext ctx)
             {
                 PerSecond = rl.Int("perSecond", UpstreamRateLimitDefaults.PerSecond, 1),
                 Burst = rl.OptionalInt("burst", 1),
+                RequestsPerMinute = rl.OptionalInt("requestsPerMinute", 1),
+                TokensPerMinute = rl.Has("tokensPerMinute") ? rl.Long("tokensPerMinute", 0, 1, UpstreamRateLimitConfig.MaxTokensPerMinute) : null,
+                MaxConcurrent = rl.OptionalInt("maxConcurrent", 1),
             };
         }
 

@@ -39,7 +39,13 @@ public static class ConfigSummary
         {
             var extras = new List<string> { Auth(u.Auth) };
             if (u.Breaker is { } b) extras.Add($"breaker {b.Threshold.ToString(CultureInfo.InvariantCulture)}");
-            if (u.Ratelimit is { } rl) extras.Add($"ratelimit {rl.PerSecond}/s");
+            if (u.Ratelimit is { } rl)
+            {
+                extras.Add($"ratelimit {rl.PerSecond}/s");
+                if (rl.RequestsPerMinute is { } rpm) extras.Add($"{rpm} rpm");
+                if (rl.TokensPerMinute is { } tpm) extras.Add($"{tpm} tpm");
+                if (rl.MaxConcurrent is { } max) extras.Add($"max {max} concurrent");
+            }
             if (u.Headers.Count > 0) extras.Add($"{u.Headers.Count} header rule(s)");
             if (u.Models is { } models) extras.Add($"{models.Count} model glob(s)");
             if (u.ModelMap is { } map) extras.Add($"{map.Count} model mapping(s)");

@@ -150,6 +150,17 @@ public sealed record UpstreamRateLimitConfig
     /// <summary>(ext) Bucket size; null means equal to PerSecond.</summary>
     public int? Burst { get; init; }
     public int EffectiveBurst => Burst ?? PerSecond;
+    /// <summary>(ext) Requests per minute (SPEC §13.1): a bucket of this many requests refilling continuously over a
+    /// minute, beside the per-second one. Null (default) = no RPM budget.</summary>
+    public int? RequestsPerMinute { get; init; }
+    /// <summary>(ext) LLM tokens per minute: each request reserves an estimate (body bytes ÷ 4 plus its max-output
+    /// field, or 1,024) and settles to the usage the answer reports. Null (default) = no TPM budget.</summary>
+    public long? TokensPerMinute { get; init; }
+    /// <summary>(ext) Requests in flight at once on this upstream. Null (default) = unbounded.</summary>
+    public int? MaxConcurrent { get; init; }
+
+    /// <summary>Largest <see cref="TokensPerMinute"/> accepted (10^12).</summary>
+    public const long MaxTokensPerMinute = 1_000_000_000_000;
 }
 
 /// <summary><c>upstreamGroups[]</c>.</summary>

@@ -57,6 +57,8 @@ internal sealed class RequestContext : IDisposable
     /// <summary>Whether attempts send the body with <c>stream_options.include_usage</c> added and take the usage-only
     /// chunk out of the answer (<see cref="IncludeUsage"/>).</summary>
     public bool InjectsUsage { get; set; }
+    /// <summary>Estimated LLM tokens of this request (SPEC §13.1), set by the attempt stage: what budgets reserve.</summary>
+    public long TokenEstimate { get; set; }
 
     /// <summary>The group the request goes to (the forward's default until a route says otherwise).</summary>
     public GroupRuntime Group { get; set; }

@@ -136,6 +136,8 @@ internal sealed class UpstreamTransformer(RequestContext ctx, Attempt attempt, S
             attempt.ProtocolViolation = true;
             return false;
         }
+        // Provider headroom (SPEC §13.1) from every answer, 429 or not: a few header lookups, parsed only when present.
+        attempt.Lease!.Upstream.Learn(proxyResponse.Headers);
         if (status == StatusCodes.Status429TooManyRequests)
         {
             attempt.RetryAfterHint = RetryAfter.Parse(proxyResponse.Headers, ctx.Services.Time.GetUtcNow());

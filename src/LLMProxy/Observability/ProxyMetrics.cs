@@ -31,6 +31,8 @@ internal sealed class ProxyMetrics
     public Counter Retries { get; }
     public Counter CoolDowns { get; }
     public Counter UpstreamTokens { get; }
+    /// <summary>SPEC §13.1 budgets per upstream, refreshed on every scrape (<see cref="Runtime.ProxyRuntime.RefreshBudgetMetrics"/>).</summary>
+    public Gauge BudgetRemaining { get; }
     public Counter RouteRequests { get; }
     public Counter ClientStalls { get; }
     public Gauge ClientConnections { get; }
@@ -87,6 +89,10 @@ internal sealed class ProxyMetrics
         UpstreamTokens = f.CreateCounter("llmproxy_upstream_tokens_total",
             "LLM token usage reported by upstream answers (type: prompt, completion, cached, reasoning; cached and reasoning are parts of prompt and completion).",
             "group", "upstream", "type");
+        BudgetRemaining = f.CreateGauge("llmproxy_upstream_budget_remaining",
+            "What an upstream's budgets have left: requests_per_minute, tokens_per_minute (negative in debt), concurrent, and "
+            + "the provider's own learned_requests / learned_tokens until their reset. Only configured or known budgets appear.",
+            "upstream", "budget");
         ClientStalls = f.CreateCounter("llmproxy_client_stalls_total",
             "Requests ended because the client made no progress: its request body stopped arriving for timeout.read (direction=read; 408 or cut) or it stopped reading the response for timeout.write (direction=write; cut).",
             "forward", "direction");
@@ -123,6 +129,7 @@ internal sealed class ProxyMetrics
         RemoveOutside(CoolDowns, scope);
         RemoveOutside(UpstreamTokens, scope);
         RemoveOutside(RouteRequests, scope);
+        RemoveOutside(BudgetRemaining, scope);
     }
 
     private static void RemoveOutside<TChild>(Collector<TChild> family, MetricScope scope) where TChild : ChildBase

@@ -165,7 +165,7 @@ internal static class RetryAfter
         double.TryParse(s.Trim(), NumberStyles.AllowLeadingSign | NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out value)
         && double.IsFinite(value);
 
-    private static bool TryParseDate(string value, out DateTimeOffset at)
+    internal static bool TryParseDate(string value, out DateTimeOffset at)
     {
         ReadOnlySpan<char> s = value.AsSpan().Trim();
         // RFC 1123 ("r") first: the form HTTP dates use; then ISO/RFC 3339 and the obsolete HTTP forms via the general parser.

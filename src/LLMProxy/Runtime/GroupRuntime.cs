@@ -46,6 +46,7 @@ internal sealed class GroupRuntime : IDisposable, IMemberLoad
         MemberMetrics = [.. Members.Select(m => new MemberMetrics(metrics, Name, m.Name, StrategyLabel))];
         MaxAttempts = Math.Max(1, Math.Min(config.Retry.Attempts, Members.Length));
         HasModelRules = Members.Any(m => m.HasModelRules);
+        HasTokenBudgets = Members.Any(m => m.Tpm is not null);
         foreach (var code in config.Retry.StatusCodes)
         {
             if ((uint)code < (uint)_retryStatus.Length)
@@ -95,6 +96,8 @@ internal sealed class GroupRuntime : IDisposable, IMemberLoad
     public int MaxAttempts { get; }
     /// <summary>Whether some member has <c>models</c> or <c>modelMap</c>, so the request's model must be known.</summary>
     public bool HasModelRules { get; }
+    /// <summary>Whether some member has a <c>tokensPerMinute</c> budget, so the request's facts feed its estimate.</summary>
+    public bool HasTokenBudgets { get; }
 
     /// <summary>Members that do not serve <paramref name="model"/> (bit i = member i), skipped like members already
     /// tried; every bit of the group set means no member serves it.</summary>
@@ -150,7 +153,7 @@ internal sealed class GroupRuntime : IDisposable, IMemberLoad
                     eligible[i] = false;
                     continue;
                 }
-                var why = Members[i].Check();
+                var why = Members[i].Check(context.Tokens);
                 eligible[i] = why == Unavailability.None;
                 any |= eligible[i];
                 if (why > reason)
@@ -171,7 +174,7 @@ internal sealed class GroupRuntime : IDisposable, IMemberLoad
             {
                 break;
             }
-            if (Members[index].TryLease(index, MemberMetrics[index]) is { } lease)
+            if (Members[index].TryLease(index, MemberMetrics[index], context.Tokens) is { } lease)
             {
                 reason = Unavailability.None;
                 MemberMetrics[index].Selections.Inc();
@@ -182,7 +185,7 @@ internal sealed class GroupRuntime : IDisposable, IMemberLoad
             {
                 excluded |= 1UL << index;
             }
-            var lost = Members[index].Check();
+            var lost = Members[index].Check(context.Tokens);
             if (lost > reason)
             {
                 reason = lost;
@@ -222,12 +225,12 @@ internal sealed class GroupRuntime : IDisposable, IMemberLoad
 
     int IMemberLoad.InFlight(int index) => Members[index].InFlight;
 
-    // No budget reports headroom yet: every member ties, and least_loaded falls back to index order. The budgets work
-    // (SPEC §13.1) fills this from the learned/declared remaining tokens or requests.
-    long IMemberLoad.Headroom(int index) => long.MaxValue;
+    // Declared TPM left now (least_loaded's tie-break); members without a TPM budget are unlimited and tie.
+    long IMemberLoad.Headroom(int index) => Members[index].Tpm?.Available ?? long.MaxValue;
 
-    /// <summary>Whether some member outside <paramref name="tried"/> is available right now.</summary>
-    public bool HasAlternative(ulong tried)
+    /// <summary>Whether some member outside <paramref name="tried"/> is available right now for a request of
+    /// <paramref name="tokens"/> estimated LLM tokens (0 = any request).</summary>
+    public bool HasAlternative(ulong tried, long tokens = 0)
     {
         for (var i = 0; i < Members.Length; i++)
         {
@@ -235,7 +238,7 @@ internal sealed class GroupRuntime : IDisposable, IMemberLoad
             {
                 continue;
             }
-            if (Members[i].Check() == Unavailability.None)
+            if (Members[i].Check(tokens) == Unavailability.None)
             {
                 return true;
             }
@@ -243,13 +246,14 @@ internal sealed class GroupRuntime : IDisposable, IMemberLoad
         return false;
     }
 
-    /// <summary>Earliest moment any member may be available again.</summary>
-    public DateTimeOffset? EarliestRecovery(TimeProvider time)
+    /// <summary>Earliest moment any member may be available again (for a request of <paramref name="tokens"/>
+    /// estimated LLM tokens, as budgets see it).</summary>
+    public DateTimeOffset? EarliestRecovery(TimeProvider time, long tokens = 0)
     {
         DateTimeOffset? best = null;
         foreach (var m in Members)
         {
-            var at = m.AvailableAt(time) ?? time.GetUtcNow();
+            var at = m.AvailableAt(time, tokens) ?? time.GetUtcNow();
             if (best is null || at < best)
             {
                 best = at;

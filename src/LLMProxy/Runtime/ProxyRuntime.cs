@@ -75,6 +75,35 @@ internal sealed class ProxyRuntime : IDisposable
 
     public void RequestEnded() => Interlocked.Decrement(ref _activeRequests);
 
+    /// <summary>Sets <c>llmproxy_upstream_budget_remaining</c> from every upstream's budgets (called before a scrape, so
+    /// the hot path pays nothing); a budget not configured, or learned headroom unknown or past its reset, has no series.</summary>
+    public void RefreshBudgetMetrics()
+    {
+        var gauge = Metrics.BudgetRemaining;
+        var now = Time.GetUtcNow();
+        foreach (var u in Upstreams.Values)
+        {
+            Set(gauge, u.Name, "requests_per_minute", u.Rpm?.AvailableTokens);
+            Set(gauge, u.Name, "tokens_per_minute", u.Tpm?.Available);
+            Set(gauge, u.Name, "concurrent", u.MaxConcurrent == int.MaxValue ? null : u.MaxConcurrent - u.InFlight);
+            var learned = u.Learned;
+            Set(gauge, u.Name, "learned_requests", learned?.RequestsReset > now ? learned.RemainingRequests : null);
+            Set(gauge, u.Name, "learned_tokens", learned?.TokensReset > now ? learned.RemainingTokens : null);
+        }
+
+        static void Set(Prometheus.Gauge gauge, string upstream, string budget, long? value)
+        {
+            if (value is { } v)
+            {
+                gauge.WithLabels(upstream, budget).Set(v);
+            }
+            else
+            {
+                gauge.RemoveLabelled(upstream, budget);
+            }
+        }
+    }
+
     /// <summary>Removes the metric series of upstreams, groups, memberships and strategies this configuration no longer
     /// has (after a reload swapped it in, and again once the replaced runtime drained, since its last requests may have
     /// recreated some).</summary>

@@ -4,7 +4,8 @@ using LLMProxy.Observability;
 namespace LLMProxy.Runtime;
 
 /// <summary>
-/// What one attempt reserved on one upstream — a breaker trial slot, a rate-limit token, an in-flight count — as
+/// What one attempt reserved on one upstream — a breaker trial slot, a rate-limit token, an in-flight count, a TPM
+/// token reservation — as
 /// one object: acquired by <see cref="UpstreamRuntime.TryLease"/>, released by <see cref="Dispose"/>, which also hands
 /// the breaker the attempt's <see cref="Verdict"/>. A lease disposed without a verdict is neutral, so no code path
 /// between acquire and release (an exception included) can leak a half-open trial slot or an in-flight count.
@@ -14,10 +15,12 @@ internal sealed class UpstreamLease : IDisposable
     private int _disposed;
 
     private readonly RateLimitLease? _tokens;
+    private long _reserved;
 
-    internal UpstreamLease(UpstreamRuntime upstream, int index, MemberMetrics metrics, RateLimitLease? tokens)
+    internal UpstreamLease(UpstreamRuntime upstream, int index, MemberMetrics metrics, RateLimitLease? tokens, long reservedTokens = 0)
     {
         _tokens = tokens;
+        _reserved = reservedTokens;
         Upstream = upstream;
         Index = index;
         Metrics = metrics;
@@ -33,12 +36,31 @@ internal sealed class UpstreamLease : IDisposable
     /// <summary>Records what the attempt says about the upstream; the last verdict recorded counts.</summary>
     public void Record(AttemptVerdict verdict) => Verdict = verdict;
 
+    /// <summary>LLM tokens reserved on the upstream's TPM budget and not settled yet (0 without one).</summary>
+    public long ReservedTokens => Interlocked.Read(ref _reserved);
+
+    /// <summary>Settles the TPM reservation to the real usage (the bucket returns the surplus or takes the
+    /// shortfall), or — <paramref name="used"/> null — keeps the estimate as spent (an answer that reported no usage).
+    /// A lease disposed without settling refunds the whole reservation: the attempt failed or was aborted.</summary>
+    public void SettleTokens(long? used)
+    {
+        var reserved = Interlocked.Exchange(ref _reserved, 0);
+        if (Upstream.Tpm is { } tpm && used is { } u)
+        {
+            tpm.Settle(reserved, Math.Max(0, u));
+        }
+    }
+
     public void Dispose()
     {
         if (Interlocked.Exchange(ref _disposed, 1) == 0)
         {
             Metrics.InFlight.Dec();
             _tokens?.Dispose();
+            if (Interlocked.Exchange(ref _reserved, 0) is > 0 and var reserved)
+            {
+                Upstream.Tpm?.Refund(reserved);
+            }
             Upstream.Release(Verdict);
         }
     }

@@ -12,7 +12,8 @@ namespace LLMProxy.Runtime;
 internal enum Unavailability
 {
     None = 0,
-    /// <summary>Parked after a 429 or out of upstream rate-limit tokens (an account signal).</summary>
+    /// <summary>Parked after a 429, out of upstream rate-limit tokens or of a budget (RPM, TPM, concurrency, learned
+    /// provider headroom): an account signal.</summary>
     RateLimited = 1,
     /// <summary>Breaker open or half-open with every trial slot taken.</summary>
     BreakerOpen = 2,
@@ -24,10 +25,18 @@ internal enum Unavailability
 /// </summary>
 internal sealed class UpstreamRuntime
 {
+    /// <summary>Retry-After given when only <c>maxConcurrent</c> keeps a key out: when a slot frees is unknown.</summary>
+    internal static readonly TimeSpan ConcurrencyRetry = TimeSpan.FromSeconds(1);
+
     private int _inFlight;
+    private readonly TimeProvider _time;
+    private Headroom? _learned;
+    // Requests and estimated tokens sent since the provider last told its headroom: what it has not counted yet.
+    private long _sentSinceLearned, _tokensSinceLearned;
 
     public UpstreamRuntime(UpstreamConfig config, TimeProvider time)
     {
+        _time = time;
         Config = config;
         Name = config.Name;
         var uri = new Uri(config.Url, UriKind.Absolute);
@@ -52,6 +61,16 @@ internal sealed class UpstreamRuntime
         Breaker = config.Breaker is { } b ? new CircuitBreaker(b, time) : null;
         CoolDown = new CoolDown(time);
         Limiter = config.Ratelimit is { } r ? TokenBucketLimiter.For(r, time) : null;
+        if (config.Ratelimit is { } budgets)
+        {
+            Rpm = budgets.RequestsPerMinute is { } rpm ? new TokenBucketLimiter(rpm / 60.0, rpm, time) : null;
+            Tpm = budgets.TokensPerMinute is { } tpm ? new TokenBudget(tpm, time) : null;
+            MaxConcurrent = budgets.MaxConcurrent ?? int.MaxValue;
+        }
+        else
+        {
+            MaxConcurrent = int.MaxValue;
+        }
     }
 
     private readonly ModelGlob[]? _models;
@@ -97,24 +116,88 @@ internal sealed class UpstreamRuntime
     public CircuitBreaker? Breaker { get; }
     public CoolDown CoolDown { get; }
     public TokenBucketLimiter? Limiter { get; }
+    /// <summary><c>ratelimit.requestsPerMinute</c>: capacity = the value, refilled over a minute; null when not set.</summary>
+    public TokenBucketLimiter? Rpm { get; }
+    /// <summary><c>ratelimit.tokensPerMinute</c>, reserve-then-settle; null when not set.</summary>
+    public TokenBudget? Tpm { get; }
+    /// <summary><c>ratelimit.maxConcurrent</c>; <see cref="int.MaxValue"/> when not set.</summary>
+    public int MaxConcurrent { get; }
     public int InFlight => Volatile.Read(ref _inFlight);
 
-    /// <summary>Cheap availability check used while selecting; takes nothing.</summary>
-    public Unavailability Check()
+    /// <summary>What the provider's last answer with rate-limit headers said (null until one did).</summary>
+    public Headroom? Learned => Volatile.Read(ref _learned);
+
+    /// <summary>Learns the provider's headroom from an answer's headers (kept until the next answer that has them).</summary>
+    public void Learn(System.Net.Http.Headers.HttpResponseHeaders headers)
+    {
+        if (Headroom.Parse(headers, _time.GetUtcNow()) is { } learned)
+        {
+            Volatile.Write(ref _learned, learned);
+            // Approximate on purpose: requests still in flight may or may not be in the provider's numbers.
+            Interlocked.Exchange(ref _sentSinceLearned, 0);
+            Interlocked.Exchange(ref _tokensSinceLearned, 0);
+        }
+    }
+
+    /// <summary>Cheap availability check used while selecting, for a request estimated at <paramref name="tokens"/>
+    /// LLM tokens (0 = "any request at all"); takes nothing.</summary>
+    public Unavailability Check(long tokens = 0)
     {
         if (Breaker is { IsAvailable: false })
         {
             return Unavailability.BreakerOpen;
         }
-        if (CoolDown.IsCooling || Limiter is { HasToken: false })
+        if (CoolDown.IsCooling || Limiter is { HasToken: false } || !HasBudget(tokens))
         {
             return Unavailability.RateLimited;
         }
         return Unavailability.None;
     }
 
-    /// <summary>Earliest moment this upstream may be available again (null when it is available now).</summary>
-    public DateTimeOffset? AvailableAt(TimeProvider time)
+    private bool HasBudget(long tokens) =>
+        Volatile.Read(ref _inFlight) < MaxConcurrent
+        && Rpm is not { HasToken: false }
+        && (Tpm is null || Tpm.Covers(tokens))
+        && (Volatile.Read(ref _learned) is not { } learned
+            || !learned.Blocks(tokens, _time.GetUtcNow(), Interlocked.Read(ref _sentSinceLearned), Interlocked.Read(ref _tokensSinceLearned)));
+
+    /// <summary>Earliest moment this upstream may be available again for a request of <paramref name="tokens"/>
+    /// (null when it is available now).</summary>
+    public DateTimeOffset? AvailableAt(TimeProvider time, long tokens = 0)
+    {
+        var now = time.GetUtcNow();
+        DateTimeOffset? at = null;
+        if (Rpm is { HasToken: false } rpm)
+        {
+            Later(ref at, now + rpm.TimeUntilToken);
+        }
+        if (Tpm is { } tpm && tpm.TimeUntil(tokens) is { Ticks: > 0 } wait)
+        {
+            Later(ref at, now + wait);
+        }
+        if (Volatile.Read(ref _learned)?.BlockedUntil(tokens, now, Interlocked.Read(ref _sentSinceLearned), Interlocked.Read(ref _tokensSinceLearned)) is { } learned)
+        {
+            Later(ref at, learned);
+        }
+        if (Volatile.Read(ref _inFlight) >= MaxConcurrent)
+        {
+            Later(ref at, now + ConcurrencyRetry);
+        }
+        return ResilienceAvailableAt(time) is { } other ? Max(other, at) : at;
+    }
+
+    private static void Later(ref DateTimeOffset? at, DateTimeOffset candidate)
+    {
+        if (at is null || candidate > at)
+        {
+            at = candidate;
+        }
+    }
+
+    private static DateTimeOffset Max(DateTimeOffset a, DateTimeOffset? b) => b is { } v && v > a ? v : a;
+
+    /// <summary>When the breaker, the 429 cool-down and the per-second bucket let this upstream take a request again.</summary>
+    private DateTimeOffset? ResilienceAvailableAt(TimeProvider time)
     {
         DateTimeOffset? at = null;
         if (Breaker is { IsAvailable: false, RetryAt: { } r })
@@ -138,23 +221,60 @@ internal sealed class UpstreamRuntime
 
     /// <summary>Reserves this upstream for one attempt — a half-open trial slot, a rate-limit token and an in-flight
     /// count — as one lease; null when it cannot take the attempt right now.</summary>
-    public UpstreamLease? TryLease(int index, MemberMetrics metrics)
+    /// <remarks>Budgets (SPEC §13.1) are taken in the same lease: a concurrency slot, the TPM reservation of
+    /// <paramref name="estimate"/> tokens and an RPM token. Refundable parts are taken first, so a refusal further on
+    /// gives them back; provider headroom is only checked (<see cref="Check"/>), never reserved.</remarks>
+    public UpstreamLease? TryLease(int index, MemberMetrics metrics, long estimate = 0)
     {
         if (Breaker is { } b && !b.TryAcquire())
         {
             return null;
         }
-        // RateLimiter's lease shape, so a shared (distributed) limiter can take this one's place.
-        var tokens = Limiter?.AttemptAcquire();
-        if (tokens is { IsAcquired: false })
+        if (!TryEnter())
         {
-            tokens.Dispose();
             Breaker?.Release();
             return null;
         }
-        Interlocked.Increment(ref _inFlight);
+        var reserved = Tpm?.TryReserve(estimate) ?? 0;
+        // RateLimiter's lease shape, so a shared (distributed) limiter can take this one's place.
+        var tokens = reserved < 0 ? null : Limiter?.AttemptAcquire();
+        if (reserved < 0 || tokens is { IsAcquired: false } || (Rpm is { } rpm && !rpm.TryTake(out _)))
+        {
+            tokens?.Dispose();
+            if (reserved > 0)
+            {
+                Tpm!.Refund(reserved);
+            }
+            Interlocked.Decrement(ref _inFlight);
+            Breaker?.Release();
+            return null;
+        }
+        if (Volatile.Read(ref _learned) is not null)
+        {
+            Interlocked.Increment(ref _sentSinceLearned);
+            Interlocked.Add(ref _tokensSinceLearned, estimate);
+        }
         metrics.InFlight.Inc();
-        return new UpstreamLease(this, index, metrics, tokens);
+        return new UpstreamLease(this, index, metrics, tokens, reserved);
+    }
+
+    /// <summary>Takes an in-flight slot, within <see cref="MaxConcurrent"/>.</summary>
+    private bool TryEnter()
+    {
+        var seen = Volatile.Read(ref _inFlight);
+        while (true)
+        {
+            if (seen >= MaxConcurrent)
+            {
+                return false;
+            }
+            var was = Interlocked.CompareExchange(ref _inFlight, seen + 1, seen);
+            if (was == seen)
+            {
+                return true;
+            }
+            seen = was;
+        }
     }
 
     /// <summary>Ends a lease (only <see cref="UpstreamLease.Dispose"/> calls this).</summary>

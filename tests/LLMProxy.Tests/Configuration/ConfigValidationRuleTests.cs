@@ -409,8 +409,14 @@ public class ConfigValidationRuleTests
     [Theory]
     [InlineData("perSecond")]
     [InlineData("burst")]
+    [InlineData("requestsPerMinute")]
+    [InlineData("maxConcurrent")]
     public void Validate_UpstreamRatelimitBelowOne_Reports(string key) =>
         AssertSingleError(Load(With(Upstream0Anchor, $"    ratelimit:\n      {key}: 0")), $"upstreams[0].ratelimit.{key}", "must be at least 1");
+
+    [Fact]
+    public void Validate_UpstreamTokensPerMinuteBelowOne_ReportsItsRange() =>
+        AssertSingleError(Load(With(Upstream0Anchor, "    ratelimit:\n      tokensPerMinute: 0")), "upstreams[0].ratelimit.tokensPerMinute", "must be between 1 and 1000000000000");
 
     [Fact]
     public void Validate_ForwardRatelimitEmptyBlock_GetsDefaults() =>
@@ -422,6 +428,25 @@ public class ConfigValidationRuleTests
         var limit = LoadValid(With(Upstream0Anchor, "    ratelimit:\n      perSecond: 7")).Upstreams[0].Ratelimit!;
 
         Assert.Equal((7, (int?)null, 7), (limit.PerSecond, limit.Burst, limit.EffectiveBurst));
+    }
+
+    [Theory]
+    [InlineData("requestsPerMinute", "abc")]
+    [InlineData("tokensPerMinute", "1.5")]
+    [InlineData("tokensPerMinute", "1000000000001")]
+    [InlineData("maxConcurrent", "[1]")]
+    public void Validate_UpstreamBudgetNotAnInteger_ReportsAtItsPath(string key, string value) =>
+        AssertSingleError(Load(With(Upstream0Anchor, $"    ratelimit:\n      {key}: {value}")), $"upstreams[0].ratelimit.{key}");
+
+    [Fact]
+    public void Validate_UpstreamBudgets_ReadBesidePerSecond()
+    {
+        var limit = LoadValid(With(Upstream0Anchor,
+            "    ratelimit:\n      requestsPerMinute: 500\n      tokensPerMinute: 200000\n      maxConcurrent: 8")).Upstreams[0].Ratelimit!;
+
+        Assert.Equal((100, 500, 200_000L, 8), (limit.PerSecond, limit.RequestsPerMinute, limit.TokensPerMinute, limit.MaxConcurrent));
+        var plain = LoadValid(With(Upstream0Anchor, "    ratelimit:\n      perSecond: 7")).Upstreams[0].Ratelimit!;
+        Assert.Equal(((int?)null, (long?)null, (int?)null), (plain.RequestsPerMinute, plain.TokensPerMinute, plain.MaxConcurrent));
     }
 
     // ---- weight and strategy -------------------------------------------------------------------

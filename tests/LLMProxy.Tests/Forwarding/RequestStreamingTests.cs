@@ -16,7 +16,7 @@ public class RequestStreamingTests
         {
             await stream.WriteAsync(new byte[FirstPartSize]);
             await stream.FlushAsync();
-            await secondPart.Task.WaitAsync(TimeSpan.FromSeconds(20));
+            await secondPart.Task.WaitAsync(TimeSpan.FromSeconds(60));
             await stream.WriteAsync("second-part"u8.ToArray());
         }
 
@@ -46,7 +46,7 @@ public class RequestStreamingTests
         var call = proxy.Client.PostAsync("/v1/upload", new TwoPartContent(secondPart));
         // The upstream reads the whole first part while the client still holds back the second: the body is
         // passed on as it arrives, not collected first. (Small writes may wait in a send buffer; large ones cannot.)
-        await firstSeen.Task.WaitAsync(TimeSpan.FromSeconds(10));
+        await firstSeen.Task.WaitAsync(TimeSpan.FromSeconds(45)); // generous: 2 busy cores under the parallel suite
         secondPart.SetResult();
 
         using var response = await call;

@@ -1,5 +1,6 @@
 using LLMProxy.LoadBalancing;
 using LLMProxy.Observability;
+using LLMProxy.RateLimiting;
 using LLMProxy.Resilience;
 using LLMProxy.Runtime;
 using Microsoft.AspNetCore.Http;
@@ -33,11 +34,17 @@ internal sealed class AttemptStage : IRequestStage
             attempt.Exclude(notServing);
         }
         var transformer = new UpstreamTransformer(request, attempt, this);
+        // The body length: buffered bytes, else what Content-Length announces, else only the output estimate. A request
+        // without a body (GET /v1/models) is no LLM call and reserves nothing.
+        request.TokenEstimate = HasBody(request)
+            ? TokenEstimate.For(request.Body is not null ? request.BodyLength : request.Http.Request.ContentLength ?? 0, request.Facts.MaxOutputTokens)
+            : 0;
+        var balancing = new BalancingContext(request.Client) { Tokens = request.TokenEstimate };
         AttemptFailure? lastTransport = null;
         var affinityKey = AffinityKeyOf(request, group.AffinityKeys);
         while (true)
         {
-            var lease = group.Select(new BalancingContext(request.Client), attempt.Tried, out var reason, affinityKey);
+            var lease = group.Select(balancing, attempt.Tried, out var reason, affinityKey);
             if (lease is null)
             {
                 // Every member tried or unavailable after a transport failure: that failure is the answer.
@@ -87,7 +94,7 @@ internal sealed class AttemptStage : IRequestStage
 
     /// <summary>Whether an answer with <paramref name="status"/> is held back from the client to retry elsewhere.</summary>
     public bool Diverts(RequestContext request, Attempt attempt, int status) =>
-        attempt.MayRetry && request.Group.IsRetryStatus(status) && request.Group.HasAlternative(attempt.Tried);
+        attempt.MayRetry && request.Group.IsRetryStatus(status) && request.Group.HasAlternative(attempt.Tried, request.TokenEstimate);
 
     private static async ValueTask<(Next, AttemptFailure?)> SendAsync(RequestContext request, Attempt attempt, UpstreamTransformer transformer,
         UpstreamLease lease, int maxAttempts)
@@ -115,6 +122,7 @@ internal sealed class AttemptStage : IRequestStage
 
         var member = lease.Metrics;
         var status = attempt.Status;
+        SettleTokens(request, lease, error, status);
         if (status != 0)
         {
             member.TimeToFirstByte.Observe(attempt.TimeToFirstByteSeconds);
@@ -186,7 +194,7 @@ internal sealed class AttemptStage : IRequestStage
             request.Outcome = RequestOutcome.UpstreamBrokenStream;
             return (Next.Done, null);
         }
-        if (attempt.MayRetry && group.HasAlternative(attempt.Tried))
+        if (attempt.MayRetry && group.HasAlternative(attempt.Tried, request.TokenEstimate))
         {
             group.Metrics.Retries(failure.Kind).Inc();
             return (Next.Retry, failure);
@@ -209,11 +217,35 @@ internal sealed class AttemptStage : IRequestStage
         }
     }
 
+    /// <summary>Settles the attempt's TPM reservation: to the usage the answer reported, else keeps the estimate for a
+    /// 2xx answer to a request with a body (an LLM call whose count is unknown); anything else — a failure, an abort, a
+    /// bodyless call such as <c>GET /v1/models</c> — leaves it to the lease, which refunds it.</summary>
+    private static void SettleTokens(RequestContext request, UpstreamLease lease, ForwarderError error, int status)
+    {
+        if (lease.ReservedTokens == 0)
+        {
+            return;
+        }
+        if (request.ResponseBody.Usage?.Usage is { Found: true } usage)
+        {
+            // Cached and reasoning tokens are parts of prompt and completion, not additions.
+            lease.SettleTokens(usage.Total);
+        }
+        else if (error == ForwarderError.None && status is >= 200 and < 300
+            && HasBody(request))
+        {
+            lease.SettleTokens(null);
+        }
+    }
+
+    private static bool HasBody(RequestContext request) =>
+        request.Body is not null || request.Http.Request.ContentLength > 0 || request.Http.Request.Headers.TransferEncoding.Count > 0;
+
     private static bool NoUpstream(RequestContext request, GroupRuntime group, Unavailability reason)
     {
         var time = request.Services.Time;
         var now = time.GetUtcNow();
-        var retryAfter = (group.EarliestRecovery(time) ?? now) - now;
+        var retryAfter = (group.EarliestRecovery(time, request.TokenEstimate) ?? now) - now;
         if (reason == Unavailability.RateLimited)
         {
             request.Forward.Metrics.UpstreamRejections.Inc();

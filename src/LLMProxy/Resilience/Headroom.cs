@@ -1,0 +1,114 @@
+using System.Globalization;
+using System.Net.Http.Headers;
+
+namespace LLMProxy.Resilience;
+
+/// <summary>
+/// What a provider said about a key's remaining rate limits on its last answer (SPEC §13.1): remaining requests and
+/// tokens, each with the moment it resets. A key whose learned remaining cannot cover the next request is skipped
+/// until that reset — before the provider answers 429. Values are hostile input: negative, huge or unparseable
+/// numbers, resets in the past or unparseable are ignored (a remaining without a usable future reset means nothing),
+/// and resets are capped at <see cref="MaxReset"/> so a wrong header cannot take a key out for long.
+/// </summary>
+internal sealed record Headroom(long? RemainingRequests, DateTimeOffset? RequestsReset, long? RemainingTokens, DateTimeOffset? TokensReset)
+{
+    /// <summary>Furthest reset believed; a later one is cut to this.</summary>
+    public static readonly TimeSpan MaxReset = RetryAfter.MaxCoolDown;
+
+    /// <summary>Largest remaining count believed (10^15); a larger value is ignored.</summary>
+    public const long MaxRemaining = 1_000_000_000_000_000;
+
+    private static readonly string[] AnthropicTokenKinds = ["tokens", "input-tokens", "output-tokens"];
+
+    /// <summary>Whether this headroom says a request of <paramref name="tokens"/> estimated tokens cannot be sent at
+    /// <paramref name="now"/>: no requests left, or fewer tokens left than it needs, before the matching reset —
+    /// after <paramref name="requestsSent"/> requests and <paramref name="tokensSent"/> estimated tokens went out
+    /// since the provider said so.</summary>
+    public bool Blocks(long tokens, DateTimeOffset now, long requestsSent = 0, long tokensSent = 0) =>
+        BlockedUntil(tokens, now, requestsSent, tokensSent) is not null;
+
+    /// <summary>When a block by <see cref="Blocks"/> ends (null when it does not block).</summary>
+    public DateTimeOffset? BlockedUntil(long tokens, DateTimeOffset now, long requestsSent = 0, long tokensSent = 0)
+    {
+        DateTimeOffset? at = null;
+        if (RemainingRequests is { } r && r - requestsSent <= 0 && RequestsReset > now)
+        {
+            at = RequestsReset;
+        }
+        if (RemainingTokens is { } t && t - tokensSent < Math.Max(1, tokens) && TokensReset > now && (at is null || TokensReset > at))
+        {
+            at = TokensReset;
+        }
+        return at;
+    }
+
+    /// <summary>
+    /// Reads OpenAI <c>x-ratelimit-remaining-{requests,tokens}</c> / <c>x-ratelimit-reset-{requests,tokens}</c> (Go
+    /// durations such as <c>6m0s</c>, <c>1.5s</c>, <c>20ms</c>) and Anthropic
+    /// <c>anthropic-ratelimit-{requests,tokens,input-tokens,output-tokens}-{remaining,reset}</c> (RFC 3339). Of the
+    /// Anthropic token kinds the one with the least remaining counts. Null when no usable pair is present.
+    /// </summary>
+    public static Headroom? Parse(HttpResponseHeaders headers, DateTimeOffset now)
+    {
+        ArgumentNullException.ThrowIfNull(headers);
+        var raw = headers.NonValidated;
+        long? requests = null, tokens = null;
+        DateTimeOffset? requestsReset = null, tokensReset = null;
+
+        if (Pair(raw, "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests", now, duration: true) is { } r)
+        {
+            (requests, requestsReset) = (r.Remaining, r.Reset);
+        }
+        if (Pair(raw, "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens", now, duration: true) is { } t)
+        {
+            (tokens, tokensReset) = (t.Remaining, t.Reset);
+        }
+        if (Pair(raw, "anthropic-ratelimit-requests-remaining", "anthropic-ratelimit-requests-reset", now, duration: false) is { } ar)
+        {
+            (requests, requestsReset) = (ar.Remaining, ar.Reset);
+        }
+        foreach (var kind in AnthropicTokenKinds)
+        {
+            if (Pair(raw, $"anthropic-ratelimit-{kind}-remaining", $"anthropic-ratelimit-{kind}-reset", now, duration: false) is { } at
+                && (tokens is null || at.Remaining < tokens))
+            {
+                (tokens, tokensReset) = (at.Remaining, at.Reset);
+            }
+        }
+        return requests is null && tokens is null ? null : new Headroom(requests, requestsReset, tokens, tokensReset);
+    }
+
+    private static (long Remaining, DateTimeOffset Reset)? Pair(HttpHeadersNonValidated raw, string remainingName, string resetName,
+        DateTimeOffset now, bool duration)
+    {
+        if (!raw.TryGetValues(remainingName, out var remainingValues) || !raw.TryGetValues(resetName, out var resetValues)
+            || remainingValues.Count != 1 || resetValues.Count != 1)
+        {
+            return null;
+        }
+        string remainingText = remainingValues.ToString(), resetText = resetValues.ToString();
+        if (!long.TryParse(remainingText.AsSpan().Trim(), NumberStyles.None, CultureInfo.InvariantCulture, out var remaining)
+            || remaining > MaxRemaining)
+        {
+            return null;
+        }
+        DateTimeOffset reset;
+        if (duration)
+        {
+            if (RetryAfter.ParseResetDuration(resetText) is not { } d || d <= TimeSpan.Zero)
+            {
+                return null;
+            }
+            reset = now + (d > MaxReset ? MaxReset : d);
+        }
+        else
+        {
+            if (!RetryAfter.TryParseDate(resetText, out var at) || at <= now)
+            {
+                return null;
+            }
+            reset = at - now > MaxReset ? now + MaxReset : at;
+        }
+        return (remaining, reset);
+    }
+}

@@ -1,0 +1,281 @@
+using System.Net;
+using System.Text;
+using System.Text.Json;
+using LLMProxy.Tests.Forwarding;
+using LLMProxy.Tests.Infrastructure;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.Time.Testing;
+
+namespace LLMProxy.Tests.RateLimiting;
+
+/// <summary>Budgets end to end (SPEC §13.1): real proxy, scripted upstreams answering JSON with a <c>usage</c> block,
+/// fake time for the buckets.</summary>
+public class BudgetPipelineTests
+{
+    /// <summary>A chat request whose estimate is 1,500 + its body bytes ÷ 4 (about 1,512).</summary>
+    private const string Chat = """{"model":"m","max_tokens":1500,"messages":[]}""";
+
+    private static Func<HttpContext, Task> WithUsage(string name, int prompt, int completion, int status = 200,
+        IEnumerable<(string, string)>? headers = null) => async context =>
+    {
+        context.Response.StatusCode = status;
+        context.Response.ContentType = "application/json";
+        context.Response.Headers["X-Upstream"] = name;
+        foreach (var (k, v) in headers ?? [])
+        {
+            context.Response.Headers[k] = v;
+        }
+        await context.Response.WriteAsync(status == 200
+            ? $$$"""{"id":"x","upstream":"{{{name}}}","usage":{"prompt_tokens":{{{prompt}}},"completion_tokens":{{{completion}}},"total_tokens":{{{prompt + completion}}}}}"""
+            : """{"error":{"message":"boom"}}""");
+    };
+
+    private static Task<HttpResponseMessage> Send(HttpClient client) =>
+        client.PostAsync("/v1/chat/completions", new StringContent(Chat, Encoding.UTF8, "application/json"));
+
+    private static async Task<string> Upstream(HttpClient client)
+    {
+        using var r = await Send(client);
+        Assert.Equal(HttpStatusCode.OK, r.StatusCode);
+        return r.Headers.GetValues("X-Upstream").Single();
+    }
+
+    [Fact]
+    public async Task Tpm_KeyThatCannotCoverTheEstimate_ShedsToTheOtherKey()
+    {
+        await using var ups = await Upstreams.StartAsync(("a", WithUsage("a", 10, 1490)), ("b", WithUsage("b", 10, 1490)));
+        var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config(
+            ups.Yaml(n => n == "a" ? "ratelimit:\n  tokensPerMinute: 2000" : ""), ups.Members()), time);
+
+        var seen = new List<string>();
+        for (var i = 0; i < 6; i++)
+        {
+            seen.Add(await Upstream(proxy.Client));
+        }
+        // a served one request (1,500 real tokens of 2,000); the 500 left cannot cover ~1,512, so b takes the rest.
+        Assert.Equal(1, seen.Count(s => s == "a"));
+        Assert.Equal(5, seen.Count(s => s == "b"));
+    }
+
+    [Fact]
+    public async Task Tpm_EveryKeyOut_429WithRetryAfter_ThenRecoversWhenTimeAdvances()
+    {
+        await using var ups = await Upstreams.StartAsync(("a", WithUsage("a", 10, 1490)), ("b", WithUsage("b", 10, 1490)));
+        var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config(
+            ups.Yaml(_ => "ratelimit:\n  tokensPerMinute: 2000"), ups.Members()), time);
+
+        Assert.Equal(["a", "b"], new[] { await Upstream(proxy.Client), await Upstream(proxy.Client) }.Order());
+        using var limited = await Send(proxy.Client);
+        await StreamingAndErrorTests.AssertErrorBody(limited, HttpStatusCode.TooManyRequests, "upstream_rate_limited");
+        // 500 left, ~1,512 needed at 2,000 per minute: about 30 s.
+        var retryAfter = int.Parse(limited.Headers.GetValues("Retry-After").Single());
+        Assert.InRange(retryAfter, 30, 32);
+        Assert.Equal(2, ups["a"].Count + ups["b"].Count); // never sent upstream
+
+        time.Advance(TimeSpan.FromSeconds(retryAfter));
+        Assert.Contains(await Upstream(proxy.Client), new[] { "a", "b" });
+    }
+
+    [Fact]
+    public async Task Tpm_SettlesToRealUsage_SmallAnswersLeaveTheBudgetForMore()
+    {
+        await using var ups = await Upstreams.StartAsync(("a", WithUsage("a", 20, 30)));
+        var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config(
+            ups.Yaml(_ => "ratelimit:\n  tokensPerMinute: 3100"), ups.Members()), time);
+
+        // Each reserves ~1,511 but uses 50: without settling the third would find the bucket short. (3,100 rather than
+        // 3,000: the client may see an answer a moment before the proxy settles it, so two reservations can overlap.)
+        for (var i = 0; i < 10; i++)
+        {
+            Assert.Equal("a", await Upstream(proxy.Client));
+        }
+        await WaitForTpmUsed(proxy, 500);
+        var health = JsonDocument.Parse(await proxy.Admin.GetStringAsync("/health"));
+        var tpm = health.RootElement.GetProperty("groups")[0].GetProperty("upstreams")[0].GetProperty("budgets").GetProperty("tokensPerMinute");
+        Assert.Equal(3100, tpm.GetProperty("limit").GetInt64());
+    }
+
+    [Fact]
+    public async Task Tpm_Upstream500WithoutUsage_RefundsTheReservation()
+    {
+        var calls = 0;
+        await using var ups = await Upstreams.StartAsync(("a", context =>
+            Interlocked.Increment(ref calls) == 1 ? WithUsage("a", 0, 0, status: 500)(context) : WithUsage("a", 10, 1490)(context)));
+        var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config(
+            ups.Yaml(_ => "ratelimit:\n  tokensPerMinute: 2000"), ups.Members()), time);
+
+        using (var failed = await Send(proxy.Client))
+        {
+            Assert.Equal(HttpStatusCode.InternalServerError, failed.StatusCode);
+        }
+        await WaitForTpmUsed(proxy, 0); // the proxy refunds once the attempt ends, a moment after the client has the answer
+        // Had the failed attempt kept its ~1,511, the 489 left could not cover this one.
+        Assert.Equal("a", await Upstream(proxy.Client));
+    }
+
+    [Fact]
+    public async Task Headroom_ProviderSaysNoTokensLeft_KeySkippedUntilReset()
+    {
+        var exhausted = new[] { ("x-ratelimit-remaining-tokens", "100"), ("x-ratelimit-reset-tokens", "20s") };
+        await using var ups = await Upstreams.StartAsync(("a", WithUsage("a", 10, 10, headers: exhausted)), ("b", WithUsage("b", 10, 10)));
+        var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config(ups.Yaml(), ups.Members()), time);
+
+        var seen = new List<string>();
+        for (var i = 0; i < 6; i++)
+        {
+            seen.Add(await Upstream(proxy.Client));
+        }
+        // a answered once and said 100 tokens remain for 20 s: fewer than any request's estimate.
+        Assert.Equal(1, seen.Count(s => s == "a"));
+
+        var health = JsonDocument.Parse(await proxy.Admin.GetStringAsync("/health"));
+        var a = health.RootElement.GetProperty("groups")[0].GetProperty("upstreams").EnumerateArray().Single(u => u.GetProperty("name").GetString() == "a");
+        Assert.Equal(100, a.GetProperty("learned").GetProperty("remainingTokens").GetInt64());
+
+        time.Advance(TimeSpan.FromSeconds(20));
+        seen.Clear();
+        for (var i = 0; i < 4; i++)
+        {
+            seen.Add(await Upstream(proxy.Client));
+        }
+        Assert.Contains("a", seen); // after the reset it is used again
+    }
+
+    [Fact]
+    public async Task MaxConcurrent_FullKeyShedsToTheOther()
+    {
+        var release = new TaskCompletionSource();
+        await using var ups = await Upstreams.StartAsync(
+            ("a", async context => { await release.Task; await WithUsage("a", 1, 1)(context); }),
+            ("b", WithUsage("b", 1, 1)));
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config(
+            ups.Yaml(n => n == "a" ? "ratelimit:\n  maxConcurrent: 1" : ""), ups.Members()));
+
+        // Round robin starts somewhere: send until one request is parked on a.
+        var parked = new List<Task<HttpResponseMessage>>();
+        while (ups["a"].Count == 0)
+        {
+            var t = Send(proxy.Client);
+            await Task.WhenAny(t, Task.Delay(200));
+            if (!t.IsCompleted)
+            {
+                parked.Add(t);
+            }
+        }
+        for (var i = 0; i < 4; i++)
+        {
+            Assert.Equal("b", await Upstream(proxy.Client));
+        }
+        release.SetResult();
+        foreach (var t in parked)
+        {
+            (await t).Dispose();
+        }
+    }
+
+    [Fact]
+    public async Task Metrics_BudgetRemainingPerUpstreamAndBudget_RefreshedOnScrape()
+    {
+        var learned = new[] { ("x-ratelimit-remaining-requests", "42"), ("x-ratelimit-reset-requests", "10s") };
+        await using var ups = await Upstreams.StartAsync(("a", WithUsage("a", 100, 400, headers: learned)), ("b", WithUsage("b", 1, 1)));
+        var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config(
+            ups.Yaml(n => n == "a" ? "ratelimit:\n  requestsPerMinute: 60\n  tokensPerMinute: 2000\n  maxConcurrent: 4" : ""),
+            "- name: a"), time);
+
+        Assert.Equal("a", await Upstream(proxy.Client));
+        await WaitForTpmUsed(proxy, 500);
+        var metrics = await proxy.Admin.GetStringAsync("/metrics");
+        AssertSample(metrics, "llmproxy_upstream_budget_remaining{upstream=\"a\",budget=\"requests_per_minute\"}", 59);
+        AssertSample(metrics, "llmproxy_upstream_budget_remaining{upstream=\"a\",budget=\"tokens_per_minute\"}", 1500);
+        AssertSample(metrics, "llmproxy_upstream_budget_remaining{upstream=\"a\",budget=\"concurrent\"}", 4);
+        AssertSample(metrics, "llmproxy_upstream_budget_remaining{upstream=\"a\",budget=\"learned_requests\"}", 42);
+        Assert.DoesNotContain("budget=\"learned_tokens\"", metrics);
+        Assert.DoesNotContain("upstream=\"b\",budget", metrics); // no budgets, nothing learned
+
+        time.Advance(TimeSpan.FromSeconds(10)); // the provider's numbers expire; the buckets refill
+        metrics = await proxy.Admin.GetStringAsync("/metrics");
+        Assert.DoesNotContain("budget=\"learned_requests\"", metrics);
+        AssertSample(metrics, "llmproxy_upstream_budget_remaining{upstream=\"a\",budget=\"requests_per_minute\"}", 60);
+    }
+
+    [Fact]
+    public async Task Tpm_AnswerWithoutUsage_KeepsTheEstimateForABody_BodylessCallReservesNothing()
+    {
+        await using var ups = await Upstreams.StartAsync(("a", ScriptedUpstream.Json("a")));
+        var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config(
+            ups.Yaml(_ => "ratelimit:\n  tokensPerMinute: 2000"), ups.Members()), time);
+
+        Assert.Equal("a", await Upstream(proxy.Client));
+        await WaitForTpmUsed(proxy, Chat.Length / 4 + 1500);
+        using (var models = await proxy.Client.GetAsync("/v1/models"))
+        {
+            Assert.Equal(HttpStatusCode.OK, models.StatusCode);
+        }
+        await Task.Delay(50); // a refund or a charge would land within it
+        Assert.Equal(Chat.Length / 4 + 1500, await TpmUsed(proxy));
+    }
+
+    private static Task WaitForTpmUsed(TestProxy proxy, long expected) =>
+        WaitUntilAsync(async () => await TpmUsed(proxy) == expected, TimeSpan.FromSeconds(5),
+            async () => $"tokensPerMinute.used = {await TpmUsed(proxy)}, expected {expected}");
+
+    private static async Task<long> TpmUsed(TestProxy proxy)
+    {
+        using var health = JsonDocument.Parse(await proxy.Admin.GetStringAsync("/health"));
+        return health.RootElement.GetProperty("groups")[0].GetProperty("upstreams")[0].GetProperty("budgets")
+            .GetProperty("tokensPerMinute").GetProperty("used").GetInt64();
+    }
+
+    [Fact]
+    public async Task Tpm_StreamedAnswer_SettlesToTheUsageInItsLastEvent()
+    {
+        await using var ups = await Upstreams.StartAsync(("a", async context =>
+        {
+            context.Response.ContentType = "text/event-stream";
+            await context.Response.WriteAsync("data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n");
+            await context.Response.Body.FlushAsync();
+            await context.Response.WriteAsync("data: {\"choices\":[],\"usage\":{\"prompt_tokens\":30,\"completion_tokens\":20}}\n\n");
+            await context.Response.WriteAsync("data: [DONE]\n\n");
+        }));
+        var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config(
+            ups.Yaml(_ => "ratelimit:\n  tokensPerMinute: 2000"), ups.Members()), time);
+
+        using (var r = await proxy.Client.PostAsync("/v1/chat/completions",
+            new StringContent("""{"model":"m","stream":true,"max_tokens":1500}""", Encoding.UTF8, "application/json")))
+        {
+            Assert.Equal(HttpStatusCode.OK, r.StatusCode);
+            Assert.Contains("[DONE]", await r.Content.ReadAsStringAsync());
+        }
+        await WaitForTpmUsed(proxy, 50);
+    }
+
+    [Fact]
+    public async Task Headroom_AnthropicNoRequestsLeft_AllKeysOut_429UntilTheEarliestReset()
+    {
+        var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        (string, string)[] Exhausted(int seconds) =>
+        [
+            ("anthropic-ratelimit-requests-remaining", "0"),
+            ("anthropic-ratelimit-requests-reset", time.GetUtcNow().AddSeconds(seconds).ToString("yyyy-MM-ddTHH:mm:ssZ")),
+        ];
+        await using var ups = await Upstreams.StartAsync(
+            ("a", ctx => WithUsage("a", 1, 1, headers: Exhausted(40))(ctx)), ("b", ctx => WithUsage("b", 1, 1, headers: Exhausted(20))(ctx)));
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config(ups.Yaml(), ups.Members()), time);
+
+        Assert.Equal(["a", "b"], new[] { await Upstream(proxy.Client), await Upstream(proxy.Client) }.Order());
+        using var limited = await Send(proxy.Client);
+        await StreamingAndErrorTests.AssertErrorBody(limited, HttpStatusCode.TooManyRequests, "upstream_rate_limited");
+        Assert.InRange(int.Parse(limited.Headers.GetValues("Retry-After").Single()), 19, 20); // b's reset, to the second
+
+        time.Advance(TimeSpan.FromSeconds(20));
+        Assert.Equal("b", await Upstream(proxy.Client));
+    }
+}

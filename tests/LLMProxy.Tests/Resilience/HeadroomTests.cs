@@ -1,0 +1,110 @@
+using System.Net.Http.Headers;
+using LLMProxy.Resilience;
+
+namespace LLMProxy.Tests.Resilience;
+
+public class HeadroomTests
+{
+    private static readonly DateTimeOffset Now = new(2026, 1, 2, 3, 4, 5, TimeSpan.Zero);
+
+    private static HttpResponseHeaders Headers(params (string Name, string Value)[] values)
+    {
+        var response = new HttpResponseMessage();
+        foreach (var (name, value) in values)
+        {
+            response.Headers.TryAddWithoutValidation(name, value);
+        }
+        return response.Headers;
+    }
+
+    [Fact]
+    public void Parse_NoHeaders_Null() => Assert.Null(Headroom.Parse(Headers(("x-other", "1")), Now));
+
+    [Fact]
+    public void Parse_OpenAi_RemainingWithDurationResets()
+    {
+        var h = Headroom.Parse(Headers(
+            ("x-ratelimit-remaining-requests", "0"), ("x-ratelimit-reset-requests", "1.5s"),
+            ("x-ratelimit-remaining-tokens", "1200"), ("x-ratelimit-reset-tokens", "1h2m3.5s")), Now)!;
+        Assert.Equal(0, h.RemainingRequests);
+        Assert.Equal(Now.AddSeconds(1.5), h.RequestsReset);
+        Assert.Equal(1200, h.RemainingTokens);
+        Assert.Equal(Now + Headroom.MaxReset, h.TokensReset); // an hour is cut to the cap
+    }
+
+    [Theory]
+    [InlineData("6m0s", 300_000)] // capped at 5 min
+    [InlineData("20ms", 20)]
+    [InlineData("2m", 120_000)]
+    public void Parse_OpenAi_Durations(string reset, double ms)
+    {
+        var h = Headroom.Parse(Headers(("x-ratelimit-remaining-tokens", "5"), ("x-ratelimit-reset-tokens", reset)), Now)!;
+        Assert.Equal(Now.AddMilliseconds(ms), h.TokensReset);
+    }
+
+    [Fact]
+    public void Parse_Anthropic_LeastRemainingTokenKindCounts()
+    {
+        var reset = Now.AddSeconds(30).ToString("yyyy-MM-ddTHH:mm:ssZ");
+        var soon = Now.AddSeconds(10).ToString("yyyy-MM-ddTHH:mm:ssZ");
+        var h = Headroom.Parse(Headers(
+            ("anthropic-ratelimit-requests-remaining", "7"), ("anthropic-ratelimit-requests-reset", reset),
+            ("anthropic-ratelimit-tokens-remaining", "9000"), ("anthropic-ratelimit-tokens-reset", reset),
+            ("anthropic-ratelimit-input-tokens-remaining", "8000"), ("anthropic-ratelimit-input-tokens-reset", reset),
+            ("anthropic-ratelimit-output-tokens-remaining", "300"), ("anthropic-ratelimit-output-tokens-reset", soon)), Now)!;
+        Assert.Equal(7, h.RemainingRequests);
+        Assert.Equal(300, h.RemainingTokens);
+        Assert.Equal(Now.AddSeconds(10), h.TokensReset);
+    }
+
+    [Theory]
+    [InlineData("-5", "1s")]
+    [InlineData("99999999999999999999999", "1s")]
+    [InlineData("10000000000000000", "1s")]
+    [InlineData("abc", "1s")]
+    [InlineData("1.5", "1s")]
+    [InlineData("5", "-1s")]
+    [InlineData("5", "garbage")]
+    [InlineData("5", "0s")]
+    [InlineData("", "1s")]
+    public void Parse_HostileOpenAiValues_Ignored(string remaining, string reset) =>
+        Assert.Null(Headroom.Parse(Headers(("x-ratelimit-remaining-tokens", remaining), ("x-ratelimit-reset-tokens", reset)), Now));
+
+    [Theory]
+    [InlineData("2020-01-01T00:00:00Z")] // past
+    [InlineData("not a date")]
+    [InlineData("9999-99-99T00:00:00Z")]
+    public void Parse_HostileAnthropicResets_Ignored(string reset) =>
+        Assert.Null(Headroom.Parse(Headers(("anthropic-ratelimit-tokens-remaining", "0"), ("anthropic-ratelimit-tokens-reset", reset)), Now));
+
+    [Fact]
+    public void Parse_FarFutureDate_CappedNotBelieved()
+    {
+        var h = Headroom.Parse(Headers(("anthropic-ratelimit-requests-remaining", "0"), ("anthropic-ratelimit-requests-reset", "2999-01-01T00:00:00Z")), Now)!;
+        Assert.Equal(Now + Headroom.MaxReset, h.RequestsReset);
+    }
+
+    [Fact]
+    public void Parse_RemainingWithoutReset_Ignored() =>
+        Assert.Null(Headroom.Parse(Headers(("x-ratelimit-remaining-tokens", "0")), Now));
+
+    [Fact]
+    public void Blocks_TokensBelowEstimateUntilReset()
+    {
+        var h = new Headroom(null, null, 500, Now.AddSeconds(5));
+        Assert.False(h.Blocks(400, Now));
+        Assert.True(h.Blocks(600, Now));
+        Assert.Equal(Now.AddSeconds(5), h.BlockedUntil(600, Now));
+        Assert.False(h.Blocks(600, Now.AddSeconds(5))); // after the reset: used again
+        Assert.Null(h.BlockedUntil(400, Now));
+    }
+
+    [Fact]
+    public void Blocks_NoRequestsLeftUntilReset()
+    {
+        var h = new Headroom(0, Now.AddSeconds(2), null, null);
+        Assert.True(h.Blocks(1, Now));
+        Assert.False(h.Blocks(1, Now.AddSeconds(3)));
+        Assert.False(new Headroom(1, Now.AddSeconds(2), null, null).Blocks(1, Now));
+    }
+}
