@@ -19,6 +19,9 @@ internal sealed class UpstreamTransformer(RequestContext ctx, Attempt attempt, S
     public const string DebugUpstreamHeader = "X-LLMProxy-Upstream";
     public const string DebugAttemptsHeader = "X-LLMProxy-Attempts";
 
+    // X-LLMProxy-Attempts values, built once (no string per answer).
+    private static readonly string[] AttemptCounts = [.. Enumerable.Range(0, 16).Select(i => i.ToString(System.Globalization.CultureInfo.InvariantCulture))];
+
     public override async ValueTask TransformRequestAsync(HttpContext httpContext, HttpRequestMessage proxyRequest,
         string destinationPrefix, CancellationToken cancellationToken)
     {
@@ -160,7 +163,9 @@ internal sealed class UpstreamTransformer(RequestContext ctx, Attempt attempt, S
         {
             // The name only: an upstream's key or URL never reaches a client.
             httpContext.Response.Headers[DebugUpstreamHeader] = attempt.Lease!.Upstream.Name;
-            httpContext.Response.Headers[DebugAttemptsHeader] = attempt.Count.ToString(System.Globalization.CultureInfo.InvariantCulture);
+            httpContext.Response.Headers[DebugAttemptsHeader] = (uint)attempt.Count < (uint)AttemptCounts.Length
+                ? AttemptCounts[attempt.Count]
+                : attempt.Count.ToString(System.Globalization.CultureInfo.InvariantCulture);
         }
         var mediaType = proxyResponse.Content.Headers.ContentType?.MediaType;
         if (copy && IsLlmPayload(mediaType))

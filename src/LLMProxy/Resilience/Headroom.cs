@@ -18,7 +18,9 @@ internal sealed record Headroom(long? RemainingRequests, DateTimeOffset? Request
     /// <summary>Largest remaining count believed (10^15); a larger value is ignored.</summary>
     public const long MaxRemaining = 1_000_000_000_000_000;
 
-    private static readonly string[] AnthropicTokenKinds = ["tokens", "input-tokens", "output-tokens"];
+    // Header names built once: this runs on every answer.
+    private static readonly (string Remaining, string Reset)[] AnthropicTokenPairs =
+        [.. new[] { "tokens", "input-tokens", "output-tokens" }.Select(k => ($"anthropic-ratelimit-{k}-remaining", $"anthropic-ratelimit-{k}-reset"))];
 
     /// <summary>Whether this headroom says a request of <paramref name="tokens"/> estimated tokens cannot be sent at
     /// <paramref name="now"/>: no requests left, or fewer tokens left than it needs, before the matching reset —
@@ -52,6 +54,11 @@ internal sealed record Headroom(long? RemainingRequests, DateTimeOffset? Request
     {
         ArgumentNullException.ThrowIfNull(headers);
         var raw = headers.NonValidated;
+        if (!HasRateLimitHeaders(raw))
+        {
+            // Most answers (mocks, self-hosted servers) carry none: one pass over the names, no lookups.
+            return null;
+        }
         long? requests = null, tokens = null;
         DateTimeOffset? requestsReset = null, tokensReset = null;
 
@@ -67,15 +74,28 @@ internal sealed record Headroom(long? RemainingRequests, DateTimeOffset? Request
         {
             (requests, requestsReset) = (ar.Remaining, ar.Reset);
         }
-        foreach (var kind in AnthropicTokenKinds)
+        foreach (var (remainingName, resetName) in AnthropicTokenPairs)
         {
-            if (Pair(raw, $"anthropic-ratelimit-{kind}-remaining", $"anthropic-ratelimit-{kind}-reset", now, duration: false) is { } at
+            if (Pair(raw, remainingName, resetName, now, duration: false) is { } at
                 && (tokens is null || at.Remaining < tokens))
             {
                 (tokens, tokensReset) = (at.Remaining, at.Reset);
             }
         }
         return requests is null && tokens is null ? null : new Headroom(requests, requestsReset, tokens, tokensReset);
+    }
+
+    private static bool HasRateLimitHeaders(HttpHeadersNonValidated raw)
+    {
+        foreach (var header in raw)
+        {
+            if (header.Key.StartsWith("x-ratelimit-", StringComparison.OrdinalIgnoreCase)
+                || header.Key.StartsWith("anthropic-ratelimit-", StringComparison.OrdinalIgnoreCase))
+            {
+                return true;
+            }
+        }
+        return false;
     }
 
     private static (long Remaining, DateTimeOffset Reset)? Pair(HttpHeadersNonValidated raw, string remainingName, string resetName,
