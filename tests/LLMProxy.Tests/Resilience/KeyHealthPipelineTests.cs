@@ -44,6 +44,9 @@ public class KeyHealthPipelineTests
         Assert.Contains("\"disabled\":{\"reason\":\"status_401\"", health);
         MetricsText.AssertSample(await proxy.Admin.GetStringAsync("/metrics"), "llmproxy_upstream_disabled{upstream=\"bad\"}", 1);
         MetricsText.AssertSample(await proxy.Admin.GetStringAsync("/metrics"), "llmproxy_upstream_disabled{upstream=\"good\"}", 0);
+        var counted = await proxy.Admin.GetStringAsync("/metrics");
+        MetricsText.AssertSample(counted, "llmproxy_upstream_errors_total{group=\"g\",upstream=\"bad\",error=\"bad_key\"}", 1);
+        MetricsText.AssertSample(counted, "llmproxy_retries_total{group=\"g\",reason=\"bad_key\"}", 1);
 
         // Recheck due while the key is still bad: exactly one trial reaches it, fails over, and the wait restarts.
         time.Advance(TimeSpan.FromMilliseconds(1001));

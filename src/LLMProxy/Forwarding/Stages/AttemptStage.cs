@@ -144,12 +144,13 @@ internal sealed class AttemptStage : IRequestStage
 
         if (error == ForwarderError.None && !attempt.ProtocolViolation)
         {
-            // An answer arrived: 5xx counts against the breaker, 429 is an account signal only.
-            var kind = status >= 500 ? AttemptError.Status5xx : status == StatusCodes.Status429TooManyRequests ? AttemptError.Status429 : AttemptError.StatusOther;
+            // An answer arrived: 5xx counts against the breaker, 429 and a bad key (SPEC §13.4) are account signals only.
+            var kind = attempt.BadKey is not null ? AttemptError.BadKey
+                : status >= 500 ? AttemptError.Status5xx : status == StatusCodes.Status429TooManyRequests ? AttemptError.Status429 : AttemptError.StatusOther;
             lease.Record(kind switch
             {
                 AttemptError.Status5xx => AttemptVerdict.Failure,
-                AttemptError.Status429 => AttemptVerdict.Neutral,
+                AttemptError.Status429 or AttemptError.BadKey => AttemptVerdict.Neutral,
                 _ => AttemptVerdict.Success,
             });
             if (kind != AttemptError.StatusOther)
@@ -166,6 +167,7 @@ internal sealed class AttemptStage : IRequestStage
             {
                 AttemptError.Status5xx => RequestOutcome.UpstreamError,
                 AttemptError.Status429 => RequestOutcome.Upstream429,
+                AttemptError.BadKey when status == StatusCodes.Status429TooManyRequests => RequestOutcome.Upstream429,
                 _ => RequestOutcome.Ok,
             };
             if (request.ResponseBody.UsageFilter is not null)
