@@ -213,6 +213,37 @@ public class KeyHealthPipelineTests
         Assert.Contains("\"reason\":\"insufficient_quota\"", await HealthAsync(proxy));
     }
 
+    [Fact]
+    public async Task Quota429_BodyBreaksWhileRead_ClientGetsAnError_ProxyKeepsServing()
+    {
+        var broken = 1;
+        await using var ups = await Upstreams.StartAsync(("a", async ctx =>
+        {
+            if (Interlocked.Exchange(ref broken, 0) == 1)
+            {
+                ctx.Response.StatusCode = 429;
+                ctx.Response.ContentType = "application/json";
+                ctx.Response.ContentLength = 500;
+                await ctx.Response.WriteAsync("{\"error\":{\"code\":");
+                await ctx.Response.Body.FlushAsync();
+                ctx.Abort();
+                return;
+            }
+            await ScriptedUpstream.Json("a")(ctx);
+        }));
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config(ups.Yaml(_ => Auth), ups.Members()));
+
+        // Nothing was sent yet, so the broken read is a transport failure like any other: 502 (or another member).
+        using (var first = await proxy.Client.GetAsync("/"))
+        {
+            Assert.Equal(HttpStatusCode.BadGateway, first.StatusCode);
+            Assert.Contains("upstream_unavailable", await first.Content.ReadAsStringAsync());
+        }
+        using var second = await proxy.Client.GetAsync("/");
+        Assert.Equal(HttpStatusCode.OK, second.StatusCode);
+        Assert.Contains("\"disabled\":null", await HealthAsync(proxy));
+    }
+
     [Theory]
     [InlineData("{\"error\":{\"code\":\"insufficient_quota\",\"type\":\"x\"}}", "insufficient_quota")]
     [InlineData("{\"error\":{\"type\":\"insufficient_quota\"}}", "insufficient_quota")]
