@@ -146,6 +146,26 @@ internal sealed class AdminEndpoints(RuntimeHolder holder, Hosting.ConfigReloade
         {
             json.WriteNull("coolingUntil");
         }
+        if (u.Disabled is { } disabled)
+        {
+            // SPEC §13.4: the key was disabled as bad; nextTrial only when recheck lets one through.
+            json.WriteStartObject("disabled");
+            json.WriteString("reason", disabled.Reason);
+            json.WriteString("since", disabled.Since);
+            if (u.Recheck > TimeSpan.Zero)
+            {
+                json.WriteString("nextTrial", disabled.NextTrial);
+            }
+            else
+            {
+                json.WriteNull("nextTrial");
+            }
+            json.WriteEndObject();
+        }
+        else
+        {
+            json.WriteNull("disabled");
+        }
         json.WriteNumber("inFlight", u.InFlight);
         json.WriteBoolean("available", u.Check() == Unavailability.None);
         WriteBudgets(json, u, now);

@@ -12,7 +12,7 @@ internal static class ConfigKeys
     public static readonly string[] ForwardRateLimit = ["perSecond", "burst"];
     public static readonly string[] ServerTimeout = ["idle", "read", "write"];
     public static readonly string[] Admin = ["port", "address", "timeout", "token"];
-    public static readonly string[] Upstream = ["name", "url", "auth", "headers", "breaker", "ratelimit", "models", "modelMap"];
+    public static readonly string[] Upstream = ["name", "url", "auth", "headers", "breaker", "ratelimit", "models", "modelMap", "recheck"];
     public static readonly string[] Auth = ["type", "token", "username", "password"];
     public static readonly string[] Header = ["op", "key", "value"];
     public static readonly string[] Breaker = ["threshold", "cooldown", "maxRequests", "interval", "minRequests"];

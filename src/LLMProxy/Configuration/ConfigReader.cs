@@ -292,6 +292,7 @@ internal sealed class ConfigReader(ConfigReadContext ctx)
             Ratelimit = ratelimit,
             Models = models,
             ModelMap = ReadModelMap(m, models, modelsValid),
+            Recheck = m.Int("recheck", UpstreamConfig.DefaultRecheck, 0),
         };
     }
 

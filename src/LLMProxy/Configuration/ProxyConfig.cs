@@ -112,6 +112,11 @@ public sealed record UpstreamConfig
     /// names compared ignoring case, like every model match; a model without an entry is sent unchanged.
     /// Null (key absent or empty mapping) = no rewriting.</summary>
     public IReadOnlyDictionary<string, string>? ModelMap { get; init; }
+    /// <summary>(ext) SPEC §13.4: ms between single trial requests to a key disabled as bad (401/402/403, quota or
+    /// billing 429); 0 = never (only a reload that changes this upstream brings it back). Default 600000.</summary>
+    public int Recheck { get; init; } = DefaultRecheck;
+
+    public const int DefaultRecheck = 600_000;
 }
 
 /// <summary><c>upstreams[].auth</c>: type none (default) / bearer (token) / basic (username+password).</summary>

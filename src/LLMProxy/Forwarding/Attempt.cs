@@ -24,6 +24,8 @@ internal sealed class Attempt
     /// <summary>The upstream answered something the proxy must not pass on (<see cref="ResponseScreen.IsPassable"/>).</summary>
     public bool ProtocolViolation { get; set; }
     public TimeSpan? RetryAfterHint { get; set; }
+    /// <summary>Why the answer says the upstream's key is bad (SPEC §13.4), e.g. <c>status_401</c>; null otherwise.</summary>
+    public string? BadKey { get; set; }
     public long Started { get; private set; }
     public double TimeToFirstByteSeconds { get; set; }
 
@@ -43,6 +45,7 @@ internal sealed class Attempt
         Diverted = false;
         ProtocolViolation = false;
         RetryAfterHint = null;
+        BadKey = null;
         TimeToFirstByteSeconds = 0;
         Started = Stopwatch.GetTimestamp();
     }

@@ -62,7 +62,7 @@ internal static class Outcomes
         t[(int)RequestOutcome.RequestTimeout] = new("request_timeout", StatusCodes.Status408RequestTimeout, ProxyErrors.RequestTimeout,
             "The request body arrived too slowly.");
         t[(int)RequestOutcome.NoAvailableUpstream] = new("no_available_upstream", StatusCodes.Status503ServiceUnavailable, ProxyErrors.NoAvailableUpstream,
-            "No upstream is available right now (circuit breakers open); retry after the time in Retry-After.");
+            "No upstream is available right now (circuit breakers open or keys disabled); retry after the time in Retry-After.");
         t[(int)RequestOutcome.UpstreamRateLimited] = new("upstream_rate_limited", StatusCodes.Status429TooManyRequests, ProxyErrors.UpstreamRateLimited,
             "Every upstream account is rate limited or cooling down after 429; retry after the time in Retry-After.");
         t[(int)RequestOutcome.UpstreamUnavailable] = new("upstream_unavailable", StatusCodes.Status502BadGateway, ProxyErrors.UpstreamUnavailable,

@@ -140,10 +140,19 @@ internal sealed class UpstreamTransformer(RequestContext ctx, Attempt attempt, S
             return false;
         }
         // Provider headroom (SPEC §13.1) from every answer, 429 or not: a few header lookups, parsed only when present.
-        attempt.Lease!.Upstream.Learn(proxyResponse.Headers);
+        var upstream = attempt.Lease!.Upstream;
+        upstream.Learn(proxyResponse.Headers);
         if (status == StatusCodes.Status429TooManyRequests)
         {
             attempt.RetryAfterHint = RetryAfter.Parse(proxyResponse.Headers, ctx.Services.Time.GetUtcNow());
+        }
+        if (upstream.InjectsCredentials && status is >= 401 and <= 403 or StatusCodes.Status429TooManyRequests)
+        {
+            // SPEC §13.4: the proxy's own key may be bad. Only a 429's body is read (bounded), before anything is sent.
+            attempt.BadKey = KeyHealthScreen.StatusReason(status)
+                ?? (status == StatusCodes.Status429TooManyRequests
+                    ? await KeyHealthScreen.Inspect429Async(proxyResponse, cancellationToken).ConfigureAwait(false)
+                    : null);
         }
         if (stage.Diverts(ctx, attempt, status))
         {

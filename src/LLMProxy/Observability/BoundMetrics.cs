@@ -3,7 +3,7 @@ using Prometheus;
 namespace LLMProxy.Observability;
 
 /// <summary>Kinds of failed upstream attempts: the <c>error</c> and <c>reason</c> label values.</summary>
-internal enum AttemptError { Connect, Timeout, Reset, Stream, Status5xx, Status429, StatusOther, Protocol }
+internal enum AttemptError { Connect, Timeout, Reset, Stream, Status5xx, Status429, StatusOther, Protocol, BadKey }
 
 /// <summary>
 /// Metric children resolved once per index and kept: the hot path never builds label arrays or looks
@@ -64,7 +64,7 @@ internal sealed class ForwardMetrics
 /// <summary>Pre-bound metrics of one upstream as a member of one group.</summary>
 internal sealed class MemberMetrics
 {
-    internal static readonly string[] ErrorLabels = ["connect", "timeout", "reset", "stream", "status_5xx", "status_429", "status_other", "protocol"];
+    internal static readonly string[] ErrorLabels = ["connect", "timeout", "reset", "stream", "status_5xx", "status_429", "status_other", "protocol", "bad_key"];
     private readonly LabelCache<Counter.Child> _requests;
     private readonly LabelCache<Counter.Child> _errors;
 

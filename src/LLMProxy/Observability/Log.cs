@@ -26,6 +26,14 @@ internal static partial class Log
         Message = "upstream {Upstream} answered 429: parked for {Milliseconds} ms")]
     public static partial void CoolingDown(ILogger logger, string upstream, long milliseconds);
 
+    [LoggerMessage(EventId = 45, EventName = "KeyDisabled", Level = LogLevel.Warning,
+        Message = "upstream {Upstream} key disabled: {Reason}")]
+    public static partial void KeyDisabled(ILogger logger, string upstream, string reason);
+
+    [LoggerMessage(EventId = 46, EventName = "KeyEnabled", Level = LogLevel.Warning,
+        Message = "upstream {Upstream} key enabled again after a successful trial")]
+    public static partial void KeyEnabled(ILogger logger, string upstream);
+
     [LoggerMessage(EventId = 6, EventName = "ShuttingDown", Level = LogLevel.Information,
         Message = "shutting down: draining in-flight requests for up to {TimeoutMs} ms")]
     public static partial void ShuttingDown(ILogger logger, long timeoutMs);

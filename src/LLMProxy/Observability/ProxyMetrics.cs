@@ -33,6 +33,8 @@ internal sealed class ProxyMetrics
     public Counter UpstreamTokens { get; }
     /// <summary>SPEC §13.1 budgets per upstream, refreshed on every scrape (<see cref="Runtime.ProxyRuntime.RefreshBudgetMetrics"/>).</summary>
     public Gauge BudgetRemaining { get; }
+    /// <summary>SPEC §13.4: 1 while an upstream's key is disabled as bad, else 0; refreshed on every scrape.</summary>
+    public Gauge UpstreamDisabled { get; }
     public Counter RouteRequests { get; }
     public Counter ClientStalls { get; }
     public Gauge ClientConnections { get; }
@@ -93,6 +95,8 @@ internal sealed class ProxyMetrics
             "What an upstream's budgets have left: requests_per_minute, tokens_per_minute (negative in debt), concurrent, and "
             + "the provider's own learned_requests / learned_tokens until their reset. Only configured or known budgets appear.",
             "upstream", "budget");
+        UpstreamDisabled = f.CreateGauge("llmproxy_upstream_disabled",
+            "1 while an upstream's key is disabled as bad (401/402/403, or a 429 saying quota or billing), else 0.", "upstream");
         ClientStalls = f.CreateCounter("llmproxy_client_stalls_total",
             "Requests ended because the client made no progress: its request body stopped arriving for timeout.read (direction=read; 408 or cut) or it stopped reading the response for timeout.write (direction=write; cut).",
             "forward", "direction");
@@ -130,6 +134,7 @@ internal sealed class ProxyMetrics
         RemoveOutside(UpstreamTokens, scope);
         RemoveOutside(RouteRequests, scope);
         RemoveOutside(BudgetRemaining, scope);
+        RemoveOutside(UpstreamDisabled, scope);
     }
 
     private static void RemoveOutside<TChild>(Collector<TChild> family, MetricScope scope) where TChild : ChildBase

@@ -75,7 +75,7 @@ internal sealed class ProxyRuntime : IDisposable
 
     public void RequestEnded() => Interlocked.Decrement(ref _activeRequests);
 
-    /// <summary>Sets <c>llmproxy_upstream_budget_remaining</c> from every upstream's budgets (called before a scrape, so
+    /// <summary>Sets <c>llmproxy_upstream_disabled</c> and <c>llmproxy_upstream_budget_remaining</c> from every upstream's state and budgets (called before a scrape, so
     /// the hot path pays nothing); a budget not configured, or learned headroom unknown or past its reset, has no series.</summary>
     public void RefreshBudgetMetrics()
     {
@@ -89,6 +89,7 @@ internal sealed class ProxyRuntime : IDisposable
             var learned = u.Learned;
             Set(gauge, u.Name, "learned_requests", learned?.RequestsReset > now ? learned.RemainingRequests : null);
             Set(gauge, u.Name, "learned_tokens", learned?.TokensReset > now ? learned.RemainingTokens : null);
+            Metrics.UpstreamDisabled.WithLabels(u.Name).Set(u.Disabled is null ? 0 : 1);
         }
 
         static void Set(Prometheus.Gauge gauge, string upstream, string budget, long? value)

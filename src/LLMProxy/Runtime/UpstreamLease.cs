@@ -32,6 +32,25 @@ internal sealed class UpstreamLease : IDisposable
     /// <summary>The member's metrics in its group.</summary>
     public MemberMetrics Metrics { get; }
     public AttemptVerdict Verdict { get; private set; }
+    /// <summary>This attempt is the single trial of a disabled key (SPEC §13.4).</summary>
+    public bool IsTrial { get; init; }
+    private int _trialEnded;
+
+    /// <summary>Settles the key-health side of the attempt once an answer arrived: <paramref name="badKey"/> (a reason)
+    /// disables the key, or restarts its wait when this was its trial; a trial answered 2xx enables it, any other
+    /// answer keeps it out. A lease disposed without this (a transport failure, an abort) counts as a failed trial.</summary>
+    public void KeyAnswer(int status, string? badKey)
+    {
+        var trial = IsTrial && Interlocked.Exchange(ref _trialEnded, 1) == 0;
+        if (badKey is not null)
+        {
+            Upstream.Disable(badKey, trial);
+        }
+        else if (trial)
+        {
+            Upstream.EndTrial(status is >= 200 and < 300);
+        }
+    }
 
     /// <summary>Records what the attempt says about the upstream; the last verdict recorded counts.</summary>
     public void Record(AttemptVerdict verdict) => Verdict = verdict;
@@ -62,6 +81,10 @@ internal sealed class UpstreamLease : IDisposable
                 Upstream.Tpm?.Refund(reserved);
             }
             Upstream.Release(Verdict);
+            if (IsTrial && Interlocked.Exchange(ref _trialEnded, 1) == 0)
+            {
+                Upstream.EndTrial(success: false);
+            }
         }
     }
 }

@@ -12,11 +12,14 @@ namespace LLMProxy.Runtime;
 internal enum Unavailability
 {
     None = 0,
+    /// <summary>The key was disabled as bad (SPEC §13.4) and no trial is due. Ranked below the others, so a group with
+    /// some member only rate-limited still answers 429 with Retry-After.</summary>
+    Disabled = 1,
     /// <summary>Parked after a 429, out of upstream rate-limit tokens or of a budget (RPM, TPM, concurrency, learned
     /// provider headroom): an account signal.</summary>
-    RateLimited = 1,
+    RateLimited = 2,
     /// <summary>Breaker open or half-open with every trial slot taken.</summary>
-    BreakerOpen = 2,
+    BreakerOpen = 3,
 }
 
 /// <summary>
@@ -55,6 +58,12 @@ internal sealed class UpstreamRuntime
             _ => null,
         };
         HeaderOps = [.. config.Headers];
+        InjectsCredentials = Authorization is not null || HeaderOps.Any(op =>
+            op.Op is HeaderOp.Insert or HeaderOp.Replace
+            && (string.Equals(op.Key, "Authorization", StringComparison.OrdinalIgnoreCase)
+                || string.Equals(op.Key, "x-api-key", StringComparison.OrdinalIgnoreCase)
+                || string.Equals(op.Key, "api-key", StringComparison.OrdinalIgnoreCase)));
+        Recheck = TimeSpan.FromMilliseconds(config.Recheck);
         _models = config.Models is { } models ? [.. models.Select(ModelGlob.Parse)] : null;
         // Each mapping's JSON token is encoded once; a request only splices it in.
         _modelMap = config.ModelMap?.ToDictionary(m => m.Key, m => ModelRewrite.EncodeModel(m.Value), StringComparer.OrdinalIgnoreCase);
@@ -113,6 +122,51 @@ internal sealed class UpstreamRuntime
     /// <summary>Precomputed Authorization header value, null for auth type none.</summary>
     public string? Authorization { get; }
     public HeaderOpConfig[] HeaderOps { get; }
+    /// <summary>Whether the proxy sends its own key here (auth bearer/basic, or a header op inserting or replacing
+    /// <c>Authorization</c>, <c>x-api-key</c> or <c>api-key</c>): only then can an answer say the key is bad (SPEC §13.4).</summary>
+    public bool InjectsCredentials { get; }
+    /// <summary><c>recheck</c>: the wait between trials of a disabled key; zero = never.</summary>
+    public TimeSpan Recheck { get; }
+
+    private KeyDisabled? _disabled;
+    private int _trialTaken;
+
+    /// <summary>Why and since when this key is disabled (SPEC §13.4); null while it is enabled.</summary>
+    public KeyDisabled? Disabled => Volatile.Read(ref _disabled);
+
+    /// <summary>Disables this key for <paramref name="reason"/> (e.g. <c>status_401</c>, <c>insufficient_quota</c>).
+    /// A key already disabled keeps its first reason and time unless <paramref name="trial"/> failed, which restarts
+    /// the wait for the next one.</summary>
+    public void Disable(string reason, bool trial = false)
+    {
+        var now = _time.GetUtcNow();
+        var current = Volatile.Read(ref _disabled);
+        if (current is not null && !trial)
+        {
+            return;
+        }
+        Volatile.Write(ref _disabled, new KeyDisabled(reason, current?.Since ?? now, now + Recheck));
+        Volatile.Write(ref _trialTaken, 0);
+    }
+
+    /// <summary>Ends a trial of a disabled key: a 2xx answer enables it, anything else keeps it disabled and restarts
+    /// the wait for the next trial.</summary>
+    public void EndTrial(bool success)
+    {
+        if (success)
+        {
+            Volatile.Write(ref _disabled, null);
+            Volatile.Write(ref _trialTaken, 0);
+        }
+        else if (Volatile.Read(ref _disabled) is { } d)
+        {
+            Disable(d.Reason, trial: true);
+        }
+    }
+
+    /// <summary>Whether a disabled key's trial is due and not taken by another request.</summary>
+    private bool TrialDue(KeyDisabled d) =>
+        Recheck > TimeSpan.Zero && _time.GetUtcNow() >= d.NextTrial && Volatile.Read(ref _trialTaken) == 0;
     public CircuitBreaker? Breaker { get; }
     public CoolDown CoolDown { get; }
     public TokenBucketLimiter? Limiter { get; }
@@ -143,6 +197,10 @@ internal sealed class UpstreamRuntime
     /// LLM tokens (0 = "any request at all"); takes nothing.</summary>
     public Unavailability Check(long tokens = 0)
     {
+        if (Volatile.Read(ref _disabled) is { } disabled && !TrialDue(disabled))
+        {
+            return Unavailability.Disabled;
+        }
         if (Breaker is { IsAvailable: false })
         {
             return Unavailability.BreakerOpen;
@@ -182,6 +240,10 @@ internal sealed class UpstreamRuntime
         if (Volatile.Read(ref _inFlight) >= MaxConcurrent)
         {
             Later(ref at, now + ConcurrencyRetry);
+        }
+        if (Volatile.Read(ref _disabled) is { } disabled && Recheck > TimeSpan.Zero && disabled.NextTrial > now)
+        {
+            Later(ref at, disabled.NextTrial);
         }
         return ResilienceAvailableAt(time) is { } other ? Max(other, at) : at;
     }
@@ -226,13 +288,25 @@ internal sealed class UpstreamRuntime
     /// gives them back; provider headroom is only checked (<see cref="Check"/>), never reserved.</remarks>
     public UpstreamLease? TryLease(int index, MemberMetrics metrics, long estimate = 0)
     {
+        // A disabled key takes only its one due trial; the claim is given back if the rest of the lease fails.
+        var trial = false;
+        if (Volatile.Read(ref _disabled) is { } disabled)
+        {
+            if (!TrialDue(disabled) || Interlocked.CompareExchange(ref _trialTaken, 1, 0) != 0)
+            {
+                return null;
+            }
+            trial = true;
+        }
         if (Breaker is { } b && !b.TryAcquire())
         {
+            ReturnTrial(trial);
             return null;
         }
         if (!TryEnter())
         {
             Breaker?.Release();
+            ReturnTrial(trial);
             return null;
         }
         var reserved = Tpm?.TryReserve(estimate) ?? 0;
@@ -247,6 +321,7 @@ internal sealed class UpstreamRuntime
             }
             Interlocked.Decrement(ref _inFlight);
             Breaker?.Release();
+            ReturnTrial(trial);
             return null;
         }
         if (Volatile.Read(ref _learned) is not null)
@@ -255,7 +330,15 @@ internal sealed class UpstreamRuntime
             Interlocked.Add(ref _tokensSinceLearned, estimate);
         }
         metrics.InFlight.Inc();
-        return new UpstreamLease(this, index, metrics, tokens, reserved);
+        return new UpstreamLease(this, index, metrics, tokens, reserved) { IsTrial = trial };
+    }
+
+    private void ReturnTrial(bool trial)
+    {
+        if (trial)
+        {
+            Volatile.Write(ref _trialTaken, 0);
+        }
     }
 
     /// <summary>Takes an in-flight slot, within <see cref="MaxConcurrent"/>.</summary>
@@ -293,3 +376,7 @@ internal sealed class UpstreamRuntime
         }
     }
 }
+
+/// <summary>A key disabled as bad (SPEC §13.4): the reason, when it was first disabled, and when its next trial is due
+/// (meaningless with <c>recheck: 0</c>).</summary>
+internal sealed record KeyDisabled(string Reason, DateTimeOffset Since, DateTimeOffset NextTrial);

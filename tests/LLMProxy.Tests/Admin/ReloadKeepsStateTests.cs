@@ -165,4 +165,34 @@ public class ReloadKeepsStateTests
         Assert.All(kept, k => Assert.Contains(after, a => a.Name == k.Name && a.Labels.SequenceEqual(k.Labels) && a.Value >= k.Value));
         Assert.Contains(after, s => s.Name == "llmproxy_circuit_breaker_state" && s.Label("upstream") == "keep");
     }
+
+    [Theory]
+    [InlineData(false, 1)]
+    [InlineData(true, 2)]
+    public async Task Reload_DisabledKey_StaysOutUnlessItsConfigChanged(bool changeKey, int badRequestsAfter)
+    {
+        await using var ups = await Upstreams.StartAsync(
+            ("bad", ctx => { ctx.Response.StatusCode = 401; return Task.CompletedTask; }),
+            ("good", ScriptedUpstream.Json("good")));
+        var token = "sk-old";
+        string Current() => TestProxy.Config(ups.Yaml(n => n == "bad" ? $"auth:\n  type: bearer\n  token: {token}" : "auth:\n  type: bearer\n  token: sk-good"), ups.Members());
+        await using var proxy = await TestProxy.StartAsync(Current(), new FakeTimeProvider(DateTimeOffset.UtcNow), reloadYaml: Current);
+        for (var i = 0; i < 3; i++)
+        {
+            Assert.Equal("good", await GetUpstreamAsync(proxy));
+        }
+        Assert.Equal(1, ups["bad"].Count);
+
+        if (changeKey)
+        {
+            token = "sk-new";
+        }
+        await ReloadAsync(proxy);
+        for (var i = 0; i < 3; i++)
+        {
+            Assert.Equal("good", await GetUpstreamAsync(proxy));
+        }
+        // Unchanged: still disabled, never tried. Changed key: tried again (and disabled again by its 401).
+        Assert.Equal(badRequestsAfter, ups["bad"].Count);
+    }
 }

@@ -354,4 +354,18 @@ public class ConfigRoutingTests
         Assert.Contains("f1  0.0.0.0:3000 -> g1  (no ratelimit, 2 route(s))", summary, StringComparison.Ordinal);
         Assert.Contains("1 model glob(s), 1 model mapping(s)", summary, StringComparison.Ordinal);
     }
+
+    // ---- recheck (SPEC §13.4) -----------------------------------------------------------------------
+
+    [Fact]
+    public void Recheck_DefaultsToTenMinutes_ZeroMeansNever()
+    {
+        Assert.Equal(600_000, LoadValid(Valid).Upstreams[0].Recheck);
+        Assert.Equal(0, LoadValid(OnUpstream0("recheck: 0")).Upstreams[0].Recheck);
+        Assert.Equal(5000, LoadValid(OnUpstream0("recheck: 5000")).Upstreams[0].Recheck);
+    }
+
+    [Fact]
+    public void Recheck_Negative_ErrorWithItsPath() =>
+        AssertSingleError(Load(OnUpstream0("recheck: -1")), "upstreams[0].recheck", "must be at least 0");
 }

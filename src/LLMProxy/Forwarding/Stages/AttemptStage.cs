@@ -92,9 +92,11 @@ internal sealed class AttemptStage : IRequestStage
         return null;
     }
 
-    /// <summary>Whether an answer with <paramref name="status"/> is held back from the client to retry elsewhere.</summary>
+    /// <summary>Whether an answer with <paramref name="status"/> is held back from the client to retry elsewhere: a
+    /// retry status, or an answer saying the upstream's key is bad (SPEC §13.4), whatever <c>retry.statusCodes</c> says.</summary>
     public bool Diverts(RequestContext request, Attempt attempt, int status) =>
-        attempt.MayRetry && request.Group.IsRetryStatus(status) && request.Group.HasAlternative(attempt.Tried, request.TokenEstimate);
+        attempt.MayRetry && (request.Group.IsRetryStatus(status) || attempt.BadKey is not null)
+        && request.Group.HasAlternative(attempt.Tried, request.TokenEstimate);
 
     private static async ValueTask<(Next, AttemptFailure?)> SendAsync(RequestContext request, Attempt attempt, UpstreamTransformer transformer,
         UpstreamLease lease, int maxAttempts)
@@ -128,7 +130,11 @@ internal sealed class AttemptStage : IRequestStage
             member.TimeToFirstByte.Observe(attempt.TimeToFirstByteSeconds);
         }
         member.Requests(status).Inc();
-        if (status == StatusCodes.Status429TooManyRequests)
+        if (status != 0)
+        {
+            KeyAnswer(services, lease, status, attempt.BadKey);
+        }
+        if (status == StatusCodes.Status429TooManyRequests && attempt.BadKey is null)
         {
             var park = RetryAfter.CoolDownFor(attempt.RetryAfterHint);
             upstream.CoolDown.Park(park);
@@ -138,12 +144,13 @@ internal sealed class AttemptStage : IRequestStage
 
         if (error == ForwarderError.None && !attempt.ProtocolViolation)
         {
-            // An answer arrived: 5xx counts against the breaker, 429 is an account signal only.
-            var kind = status >= 500 ? AttemptError.Status5xx : status == StatusCodes.Status429TooManyRequests ? AttemptError.Status429 : AttemptError.StatusOther;
+            // An answer arrived: 5xx counts against the breaker, 429 and a bad key (SPEC §13.4) are account signals only.
+            var kind = attempt.BadKey is not null ? AttemptError.BadKey
+                : status >= 500 ? AttemptError.Status5xx : status == StatusCodes.Status429TooManyRequests ? AttemptError.Status429 : AttemptError.StatusOther;
             lease.Record(kind switch
             {
                 AttemptError.Status5xx => AttemptVerdict.Failure,
-                AttemptError.Status429 => AttemptVerdict.Neutral,
+                AttemptError.Status429 or AttemptError.BadKey => AttemptVerdict.Neutral,
                 _ => AttemptVerdict.Success,
             });
             if (kind != AttemptError.StatusOther)
@@ -160,6 +167,7 @@ internal sealed class AttemptStage : IRequestStage
             {
                 AttemptError.Status5xx => RequestOutcome.UpstreamError,
                 AttemptError.Status429 => RequestOutcome.Upstream429,
+                AttemptError.BadKey when status == StatusCodes.Status429TooManyRequests => RequestOutcome.Upstream429,
                 _ => RequestOutcome.Ok,
             };
             if (request.ResponseBody.UsageFilter is not null)
@@ -201,6 +209,23 @@ internal sealed class AttemptStage : IRequestStage
         }
         request.Outcome = failure.Outcome;
         return (Next.Done, null);
+    }
+
+    /// <summary>Key health (SPEC §13.4): a bad-key answer disables the key (or keeps it out, after its trial); a trial
+    /// answered 2xx enables it again.</summary>
+    private static void KeyAnswer(PipelineServices services, UpstreamLease lease, int status, string? badKey)
+    {
+        var upstream = lease.Upstream;
+        var wasDisabled = upstream.Disabled is not null;
+        lease.KeyAnswer(status, badKey);
+        if (badKey is not null && !wasDisabled)
+        {
+            Log.KeyDisabled(services.Logger, upstream.Name, badKey);
+        }
+        else if (wasDisabled && upstream.Disabled is null)
+        {
+            Log.KeyEnabled(services.Logger, upstream.Name);
+        }
     }
 
     /// <summary>An event the upstream left without its blank line was held by the usage filter: it goes to the client

@@ -1,0 +1,170 @@
+using System.Net;
+using System.Text.Json;
+
+namespace LLMProxy.Forwarding;
+
+/// <summary>
+/// SPEC §13.4: whether an answer from an upstream where the proxy injects its own key says <i>this key</i> is bad —
+/// 401, 402, 403, or a 429 whose body's error is <c>insufficient_quota</c> (OpenAI <c>error.code</c>/<c>error.type</c>)
+/// or <c>billing_error</c>/<c>permission_error</c> (Anthropic <c>error.type</c>). Only a 429's body is read, and only
+/// up to <see cref="Bound"/> bytes; what was read is put back in front of the rest, so the client gets the answer
+/// unchanged when it is passed on.
+/// </summary>
+internal static class KeyHealthScreen
+{
+    /// <summary>The most of a 429 body read to classify it; a longer body is no quota error as far as the proxy knows.</summary>
+    public const int Bound = 16 * 1024;
+
+    /// <summary>The reason for a bad-key status (<c>status_401</c>, …), or null when the status alone says nothing.</summary>
+    public static string? StatusReason(int status) => status switch
+    {
+        401 => "status_401",
+        402 => "status_402",
+        403 => "status_403",
+        _ => null,
+    };
+
+    /// <summary>Reads at most <see cref="Bound"/> bytes of a 429 body and classifies it; the response's content is
+    /// replaced by one that yields the bytes read and then the rest, with the same content headers.</summary>
+    public static async ValueTask<string?> Inspect429Async(HttpResponseMessage response, CancellationToken cancellationToken)
+    {
+        var content = response.Content;
+        if (content.Headers.ContentLength is > Bound)
+        {
+            return null;
+        }
+        var stream = await content.ReadAsStreamAsync(cancellationToken).ConfigureAwait(false);
+        var buffer = new byte[Bound];
+        var length = 0;
+        var ended = false;
+        while (length < Bound)
+        {
+            var read = await stream.ReadAsync(buffer.AsMemory(length), cancellationToken).ConfigureAwait(false);
+            if (read == 0)
+            {
+                ended = true;
+                break;
+            }
+            length += read;
+        }
+        response.Content = new PrefixedContent(content, buffer, length, ended ? null : stream);
+        return ended ? Classify(buffer.AsSpan(0, length)) : null;
+    }
+
+    /// <summary>The quota/billing reason an error body gives, or null.</summary>
+    internal static string? Classify(ReadOnlySpan<byte> body)
+    {
+        try
+        {
+            var reader = new Utf8JsonReader(body);
+            using var doc = JsonDocument.ParseValue(ref reader);
+            if (doc.RootElement.ValueKind != JsonValueKind.Object
+                || !doc.RootElement.TryGetProperty("error", out var error) || error.ValueKind != JsonValueKind.Object)
+            {
+                return null;
+            }
+            return Reason(error, "code") ?? Reason(error, "type");
+        }
+        catch (JsonException)
+        {
+            return null;
+        }
+    }
+
+    private static string? Reason(JsonElement error, string name) =>
+        error.TryGetProperty(name, out var value) && value.ValueKind == JsonValueKind.String
+            && value.GetString() is { } reason && reason is "insufficient_quota" or "billing_error" or "permission_error"
+            ? reason
+            : null;
+
+    /// <summary>The bytes already read followed by the rest of the upstream's body (none when it had ended).</summary>
+    private sealed class PrefixedContent : HttpContent
+    {
+        private readonly HttpContent _inner;
+        private readonly byte[] _prefix;
+        private readonly int _length;
+        private readonly Stream? _rest;
+
+        public PrefixedContent(HttpContent inner, byte[] prefix, int length, Stream? rest)
+        {
+            _inner = inner;
+            _prefix = prefix;
+            _length = length;
+            _rest = rest;
+            foreach (var header in inner.Headers)
+            {
+                Headers.TryAddWithoutValidation(header.Key, header.Value);
+            }
+        }
+
+        protected override Task<Stream> CreateContentReadStreamAsync(CancellationToken cancellationToken) =>
+            Task.FromResult<Stream>(new PrefixedStream(_prefix, _length, _rest));
+
+        protected override Task<Stream> CreateContentReadStreamAsync() => CreateContentReadStreamAsync(CancellationToken.None);
+
+        protected override async Task SerializeToStreamAsync(Stream stream, TransportContext? context)
+        {
+            await stream.WriteAsync(_prefix.AsMemory(0, _length)).ConfigureAwait(false);
+            if (_rest is not null)
+            {
+                await _rest.CopyToAsync(stream).ConfigureAwait(false);
+            }
+        }
+
+        protected override bool TryComputeLength(out long length)
+        {
+            length = 0;
+            return false;
+        }
+
+        protected override void Dispose(bool disposing)
+        {
+            if (disposing)
+            {
+                _inner.Dispose();
+            }
+            base.Dispose(disposing);
+        }
+    }
+
+    private sealed class PrefixedStream(byte[] prefix, int length, Stream? rest) : Stream
+    {
+        private int _position;
+
+        public override async ValueTask<int> ReadAsync(Memory<byte> destination, CancellationToken cancellationToken = default)
+        {
+            if (_position < length)
+            {
+                var n = Math.Min(destination.Length, length - _position);
+                prefix.AsMemory(_position, n).CopyTo(destination);
+                _position += n;
+                return n;
+            }
+            return rest is null ? 0 : await rest.ReadAsync(destination, cancellationToken).ConfigureAwait(false);
+        }
+
+        public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
+            ReadAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
+
+        public override int Read(byte[] buffer, int offset, int count) => ReadAsync(buffer.AsMemory(offset, count)).AsTask().GetAwaiter().GetResult();
+
+        protected override void Dispose(bool disposing)
+        {
+            if (disposing)
+            {
+                rest?.Dispose();
+            }
+            base.Dispose(disposing);
+        }
+
+        public override bool CanRead => true;
+        public override bool CanSeek => false;
+        public override bool CanWrite => false;
+        public override long Length => throw new NotSupportedException();
+        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+        public override void Flush() { }
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+        public override void SetLength(long value) => throw new NotSupportedException();
+        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+    }
+}

@@ -1,0 +1,259 @@
+using System.Net;
+using LLMProxy.Forwarding;
+using LLMProxy.Tests.Infrastructure;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.Time.Testing;
+
+namespace LLMProxy.Tests.Resilience;
+
+/// <summary>SPEC §13.4 key health through the real pipeline (fake time).</summary>
+public class KeyHealthPipelineTests
+{
+    private const string Auth = "auth:\n  type: bearer\n  token: sk-test";
+
+    private static async Task<string> HealthAsync(TestProxy proxy) => await (await proxy.Admin.GetAsync("/health")).Content.ReadAsStringAsync();
+
+    private static Func<HttpContext, Task> Error(int status, string body) => async ctx =>
+    {
+        ctx.Response.StatusCode = status;
+        ctx.Response.ContentType = "application/json";
+        await ctx.Response.WriteAsync(body);
+    };
+
+    [Fact]
+    public async Task Key401_Disabled_FailsOver_NeverTriedAgain_UntilTrialSucceeds()
+    {
+        var bad = 1;
+        await using var ups = await Upstreams.StartAsync(
+            ("bad", ctx => Volatile.Read(ref bad) == 1
+                ? Error(401, "{\"error\":{\"code\":\"invalid_api_key\"}}")(ctx)
+                : ScriptedUpstream.Json("bad")(ctx)),
+            ("good", ScriptedUpstream.Json("good")));
+        var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config(ups.Yaml(_ => Auth + "\nrecheck: 1000"), ups.Members()), time);
+
+        for (var i = 0; i < 6; i++)
+        {
+            // 401 is not in retry.statusCodes, yet the bad key's answer is held back and the other key serves.
+            using var r = await proxy.Client.GetAsync("/");
+            Assert.Equal(HttpStatusCode.OK, r.StatusCode);
+            Assert.Equal("good", r.UpstreamName());
+        }
+        Assert.Equal(1, ups["bad"].Count);
+        var health = await HealthAsync(proxy);
+        Assert.Contains("\"disabled\":{\"reason\":\"status_401\"", health);
+        MetricsText.AssertSample(await proxy.Admin.GetStringAsync("/metrics"), "llmproxy_upstream_disabled{upstream=\"bad\"}", 1);
+        MetricsText.AssertSample(await proxy.Admin.GetStringAsync("/metrics"), "llmproxy_upstream_disabled{upstream=\"good\"}", 0);
+        var counted = await proxy.Admin.GetStringAsync("/metrics");
+        MetricsText.AssertSample(counted, "llmproxy_upstream_errors_total{group=\"g\",upstream=\"bad\",error=\"bad_key\"}", 1);
+        MetricsText.AssertSample(counted, "llmproxy_retries_total{group=\"g\",reason=\"bad_key\"}", 1);
+
+        // Recheck due while the key is still bad: exactly one trial reaches it, fails over, and the wait restarts.
+        time.Advance(TimeSpan.FromMilliseconds(1001));
+        for (var i = 0; i < 4; i++)
+        {
+            using var r = await proxy.Client.GetAsync("/");
+            Assert.Equal("good", r.UpstreamName());
+        }
+        Assert.Equal(2, ups["bad"].Count);
+        time.Advance(TimeSpan.FromMilliseconds(500));
+        for (var i = 0; i < 3; i++)
+        {
+            using var r = await proxy.Client.GetAsync("/");
+            Assert.Equal("good", r.UpstreamName());
+        }
+        Assert.Equal(2, ups["bad"].Count);
+
+        // The key is fixed: the next trial succeeds and the key is back in the rotation.
+        Volatile.Write(ref bad, 0);
+        time.Advance(TimeSpan.FromMilliseconds(501));
+        var names = new List<string>();
+        for (var i = 0; i < 4; i++)
+        {
+            using var r = await proxy.Client.GetAsync("/");
+            Assert.Equal(HttpStatusCode.OK, r.StatusCode);
+            names.Add(r.UpstreamName());
+        }
+        Assert.True(names.Count(n => n == "bad") >= 2, string.Join(",", names));
+        Assert.DoesNotContain("\"reason\":", await HealthAsync(proxy));
+        MetricsText.AssertSample(await proxy.Admin.GetStringAsync("/metrics"), "llmproxy_upstream_disabled{upstream=\"bad\"}", 0);
+    }
+
+    [Fact]
+    public async Task QuotaBody429_Disables_PlainRateLimit429_OnlyCoolsDown()
+    {
+        await using var ups = await Upstreams.StartAsync(
+            ("quota", Error(429, "{\"error\":{\"message\":\"You exceeded your current quota\",\"type\":\"insufficient_quota\",\"code\":\"insufficient_quota\"}}")),
+            ("limited", async ctx =>
+            {
+                ctx.Response.Headers.RetryAfter = "5";
+                await Error(429, "{\"error\":{\"message\":\"Rate limit reached\",\"type\":\"requests\",\"code\":\"rate_limit_exceeded\"}}")(ctx);
+            }),
+            ("good", ScriptedUpstream.Json("good")));
+        var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config(ups.Yaml(_ => Auth), ups.Members(), groupExtra: "retry:\n  attempts: 3"), time);
+
+        for (var i = 0; i < 6; i++)
+        {
+            using var r = await proxy.Client.GetAsync("/");
+            Assert.Equal(HttpStatusCode.OK, r.StatusCode);
+            Assert.Equal("good", r.UpstreamName());
+        }
+        var health = await HealthAsync(proxy);
+        Assert.Contains("\"name\":\"quota\",\"host\":", health);
+        Assert.Contains("\"reason\":\"insufficient_quota\"", health);
+        // One key disabled, the rate-limited one only parked.
+        Assert.Equal(1, health.Split("\"reason\":").Length - 1);
+        Assert.Contains("\"coolingUntil\":\"", health);
+        var metrics = await proxy.Admin.GetStringAsync("/metrics");
+        MetricsText.AssertSample(metrics, "llmproxy_upstream_disabled{upstream=\"quota\"}", 1);
+        MetricsText.AssertSample(metrics, "llmproxy_upstream_disabled{upstream=\"limited\"}", 0);
+        MetricsText.AssertSample(metrics, "llmproxy_upstream_cooldowns_total{upstream=\"limited\"}", 1);
+
+        // The cool-down ends and the rate-limited key is tried again; the quota key (recheck default 10 min) is not.
+        time.Advance(TimeSpan.FromSeconds(6));
+        for (var i = 0; i < 3; i++)
+        {
+            using var r = await proxy.Client.GetAsync("/");
+            Assert.Equal("good", r.UpstreamName());
+        }
+        Assert.Equal(2, ups["limited"].Count);
+        Assert.Equal(1, ups["quota"].Count);
+    }
+
+    [Fact]
+    public async Task WithoutInjectedCredentials_401_IsTheClientsProblem_NotDisabled()
+    {
+        await using var ups = await Upstreams.StartAsync(("a", Error(401, "{\"error\":{\"code\":\"invalid_api_key\"}}")));
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config(ups.Yaml(), ups.Members()));
+
+        for (var i = 0; i < 3; i++)
+        {
+            using var r = await proxy.Client.GetAsync("/");
+            Assert.Equal(HttpStatusCode.Unauthorized, r.StatusCode);
+            Assert.Contains("invalid_api_key", await r.Content.ReadAsStringAsync());
+        }
+        Assert.Equal(3, ups["a"].Count);
+        Assert.Contains("\"disabled\":null", await HealthAsync(proxy));
+        MetricsText.AssertSample(await proxy.Admin.GetStringAsync("/metrics"), "llmproxy_upstream_disabled{upstream=\"a\"}", 0);
+    }
+
+    [Fact]
+    public async Task EveryKeyDisabled_503NoAvailableUpstream_LastAnswerPassedOnAsItWas()
+    {
+        const string billing = "{\"type\":\"error\",\"error\":{\"type\":\"billing_error\",\"message\":\"credit balance too low\"}}";
+        await using var ups = await Upstreams.StartAsync(
+            ("a", Error(403, "{\"error\":{\"code\":\"forbidden\"}}")),
+            ("b", Error(429, billing)));
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config(ups.Yaml(_ => Auth), ups.Members()));
+
+        // The first key fails over; the second is the last one left: its 429 reaches the client byte for byte.
+        using (var first = await proxy.Client.GetAsync("/"))
+        {
+            var body = await first.Content.ReadAsStringAsync();
+            Assert.True(first.StatusCode is HttpStatusCode.Forbidden or HttpStatusCode.TooManyRequests, body);
+            if (first.StatusCode == HttpStatusCode.TooManyRequests)
+            {
+                Assert.Equal(billing, body);
+            }
+        }
+        Assert.Equal(1, ups["a"].Count);
+        Assert.Equal(1, ups["b"].Count);
+        using (var second = await proxy.Client.GetAsync("/"))
+        {
+            Assert.Equal(HttpStatusCode.ServiceUnavailable, second.StatusCode);
+            Assert.Contains("no_available_upstream", await second.Content.ReadAsStringAsync());
+        }
+        Assert.Equal(1, ups["a"].Count);
+        Assert.Equal(1, ups["b"].Count);
+        var health = await HealthAsync(proxy);
+        Assert.Contains("\"reason\":\"status_403\"", health);
+        Assert.Contains("\"reason\":\"billing_error\"", health);
+    }
+
+    [Fact]
+    public async Task Huge429Body_ReadOnlyUpToTheBound_ReachesTheClientWhole()
+    {
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var head = "{\"error\":{\"code\":\"insufficient_quota\",\"message\":\"" + new string('x', KeyHealthScreen.Bound + 4096);
+        const string tail = "\"}}";
+        await using var ups = await Upstreams.StartAsync(("a", async ctx =>
+        {
+            ctx.Response.StatusCode = 429;
+            ctx.Response.ContentType = "application/json";
+            await ctx.Response.WriteAsync(head);
+            await ctx.Response.Body.FlushAsync();
+            // The rest only once the client has the headers: a proxy reading past the bound would wait here forever.
+            await release.Task.WaitAsync(TimeSpan.FromSeconds(20));
+            await ctx.Response.WriteAsync(tail);
+        }));
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config(ups.Yaml(_ => Auth), ups.Members()));
+
+        using var response = await proxy.Client.GetAsync("/", HttpCompletionOption.ResponseHeadersRead).WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.Equal(HttpStatusCode.TooManyRequests, response.StatusCode);
+        release.SetResult();
+        Assert.Equal(head + tail, await response.Content.ReadAsStringAsync());
+        // Not classified past the bound: a plain 429, the key stays enabled.
+        Assert.Contains("\"disabled\":null", await HealthAsync(proxy));
+    }
+
+    [Fact]
+    public async Task Small429Body_Alone_PassedOnUnchanged_KeyDisabled()
+    {
+        const string quota = "{\"error\":{\"message\":\"quota\",\"type\":\"insufficient_quota\",\"param\":null,\"code\":\"insufficient_quota\"}}";
+        await using var ups = await Upstreams.StartAsync(("a", Error(429, quota)));
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config(ups.Yaml(_ => Auth), ups.Members()));
+
+        using (var r = await proxy.Client.GetAsync("/"))
+        {
+            Assert.Equal(HttpStatusCode.TooManyRequests, r.StatusCode);
+            Assert.Equal("application/json", r.Content.Headers.ContentType?.MediaType);
+            Assert.Equal(quota, await r.Content.ReadAsStringAsync());
+        }
+        Assert.Contains("\"reason\":\"insufficient_quota\"", await HealthAsync(proxy));
+    }
+
+    [Fact]
+    public async Task Quota429_BodyBreaksWhileRead_ClientGetsAnError_ProxyKeepsServing()
+    {
+        var broken = 1;
+        await using var ups = await Upstreams.StartAsync(("a", async ctx =>
+        {
+            if (Interlocked.Exchange(ref broken, 0) == 1)
+            {
+                ctx.Response.StatusCode = 429;
+                ctx.Response.ContentType = "application/json";
+                ctx.Response.ContentLength = 500;
+                await ctx.Response.WriteAsync("{\"error\":{\"code\":");
+                await ctx.Response.Body.FlushAsync();
+                ctx.Abort();
+                return;
+            }
+            await ScriptedUpstream.Json("a")(ctx);
+        }));
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config(ups.Yaml(_ => Auth), ups.Members()));
+
+        // Nothing was sent yet, so the broken read is a transport failure like any other: 502 (or another member).
+        using (var first = await proxy.Client.GetAsync("/"))
+        {
+            Assert.Equal(HttpStatusCode.BadGateway, first.StatusCode);
+            Assert.Contains("upstream_unavailable", await first.Content.ReadAsStringAsync());
+        }
+        using var second = await proxy.Client.GetAsync("/");
+        Assert.Equal(HttpStatusCode.OK, second.StatusCode);
+        Assert.Contains("\"disabled\":null", await HealthAsync(proxy));
+    }
+
+    [Theory]
+    [InlineData("{\"error\":{\"code\":\"insufficient_quota\",\"type\":\"x\"}}", "insufficient_quota")]
+    [InlineData("{\"error\":{\"type\":\"insufficient_quota\"}}", "insufficient_quota")]
+    [InlineData("{\"type\":\"error\",\"error\":{\"type\":\"billing_error\"}}", "billing_error")]
+    [InlineData("{\"type\":\"error\",\"error\":{\"type\":\"permission_error\"}}", "permission_error")]
+    [InlineData("{\"type\":\"error\",\"error\":{\"type\":\"rate_limit_error\"}}", null)]
+    [InlineData("{\"error\":{\"code\":\"rate_limit_exceeded\",\"type\":\"requests\"}}", null)]
+    [InlineData("{\"error\":\"insufficient_quota\"}", null)]
+    [InlineData("not json", null)]
+    [InlineData("", null)]
+    public void Classify_ReadsOpenAIAndAnthropicErrorShapes(string body, string? expected) =>
+        Assert.Equal(expected, KeyHealthScreen.Classify(System.Text.Encoding.UTF8.GetBytes(body)));
+}
