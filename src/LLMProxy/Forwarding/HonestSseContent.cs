@@ -1,4 +1,3 @@
-using System.Net;
 using System.Text;
 
 namespace LLMProxy.Forwarding;
@@ -12,7 +11,7 @@ namespace LLMProxy.Forwarding;
 /// fake <c>[DONE]</c>. Cancellation (the client left, or an activity timeout) is passed on as it is.
 /// Replaces the upstream response's content in the transformer, because YARP reads the body from it after headers.
 /// </summary>
-internal sealed class HonestSseContent : HttpContent
+internal sealed class HonestSseContent(HttpContent inner) : ReplacedContent(inner)
 {
     /// <summary>The final event, as sent.</summary>
     public static readonly byte[] Notice = Encoding.UTF8.GetBytes(
@@ -21,38 +20,8 @@ internal sealed class HonestSseContent : HttpContent
     /// <summary>How long the notice is given to reach the socket before the connection is aborted.</summary>
     private static readonly TimeSpan NoticeGrace = TimeSpan.FromMilliseconds(100);
 
-    private readonly HttpContent _inner;
-
-    public HonestSseContent(HttpContent inner)
-    {
-        _inner = inner;
-        foreach (var header in inner.Headers)
-        {
-            Headers.TryAddWithoutValidation(header.Key, header.Value);
-        }
-    }
-
-    protected override async Task<Stream> CreateContentReadStreamAsync(CancellationToken cancellationToken) =>
-        new NoticeStream(await _inner.ReadAsStreamAsync(cancellationToken).ConfigureAwait(false));
-
-    protected override Task<Stream> CreateContentReadStreamAsync() => CreateContentReadStreamAsync(CancellationToken.None);
-
-    protected override Task SerializeToStreamAsync(Stream stream, TransportContext? context) => _inner.CopyToAsync(stream, context);
-
-    protected override bool TryComputeLength(out long length)
-    {
-        length = 0;
-        return false;
-    }
-
-    protected override void Dispose(bool disposing)
-    {
-        if (disposing)
-        {
-            _inner.Dispose();
-        }
-        base.Dispose(disposing);
-    }
+    protected override async Task<Stream> OpenAsync(HttpContent inner, CancellationToken cancellationToken) =>
+        new NoticeStream(await inner.ReadAsStreamAsync(cancellationToken).ConfigureAwait(false));
 
     private sealed class NoticeStream(Stream inner) : Stream
     {

@@ -78,53 +78,10 @@ internal static class KeyHealthScreen
             : null;
 
     /// <summary>The bytes already read followed by the rest of the upstream's body (none when it had ended).</summary>
-    private sealed class PrefixedContent : HttpContent
+    private sealed class PrefixedContent(HttpContent inner, byte[] prefix, int length, Stream? rest) : ReplacedContent(inner)
     {
-        private readonly HttpContent _inner;
-        private readonly byte[] _prefix;
-        private readonly int _length;
-        private readonly Stream? _rest;
-
-        public PrefixedContent(HttpContent inner, byte[] prefix, int length, Stream? rest)
-        {
-            _inner = inner;
-            _prefix = prefix;
-            _length = length;
-            _rest = rest;
-            foreach (var header in inner.Headers)
-            {
-                Headers.TryAddWithoutValidation(header.Key, header.Value);
-            }
-        }
-
-        protected override Task<Stream> CreateContentReadStreamAsync(CancellationToken cancellationToken) =>
-            Task.FromResult<Stream>(new PrefixedStream(_prefix, _length, _rest));
-
-        protected override Task<Stream> CreateContentReadStreamAsync() => CreateContentReadStreamAsync(CancellationToken.None);
-
-        protected override async Task SerializeToStreamAsync(Stream stream, TransportContext? context)
-        {
-            await stream.WriteAsync(_prefix.AsMemory(0, _length)).ConfigureAwait(false);
-            if (_rest is not null)
-            {
-                await _rest.CopyToAsync(stream).ConfigureAwait(false);
-            }
-        }
-
-        protected override bool TryComputeLength(out long length)
-        {
-            length = 0;
-            return false;
-        }
-
-        protected override void Dispose(bool disposing)
-        {
-            if (disposing)
-            {
-                _inner.Dispose();
-            }
-            base.Dispose(disposing);
-        }
+        protected override Task<Stream> OpenAsync(HttpContent inner, CancellationToken cancellationToken) =>
+            Task.FromResult<Stream>(new PrefixedStream(prefix, length, rest));
     }
 
     private sealed class PrefixedStream(byte[] prefix, int length, Stream? rest) : Stream

@@ -1,0 +1,50 @@
+using System.Net;
+
+namespace LLMProxy.Forwarding;
+
+/// <summary>
+/// An upstream response's content replaced by a stream of the proxy's (in the transformer, before YARP reads the
+/// body): keeps the upstream's content headers, owns the upstream content, and announces no length of its own.
+/// Subclasses only say which stream the body is read from.
+/// </summary>
+internal abstract class ReplacedContent : HttpContent
+{
+    private readonly HttpContent _inner;
+
+    protected ReplacedContent(HttpContent inner)
+    {
+        _inner = inner;
+        foreach (var header in inner.Headers)
+        {
+            Headers.TryAddWithoutValidation(header.Key, header.Value);
+        }
+    }
+
+    /// <summary>The body as the client is to receive it.</summary>
+    protected abstract Task<Stream> OpenAsync(HttpContent inner, CancellationToken cancellationToken);
+
+    protected sealed override Task<Stream> CreateContentReadStreamAsync(CancellationToken cancellationToken) => OpenAsync(_inner, cancellationToken);
+
+    protected sealed override Task<Stream> CreateContentReadStreamAsync() => OpenAsync(_inner, CancellationToken.None);
+
+    protected sealed override async Task SerializeToStreamAsync(Stream stream, TransportContext? context)
+    {
+        await using var body = await OpenAsync(_inner, CancellationToken.None).ConfigureAwait(false);
+        await body.CopyToAsync(stream).ConfigureAwait(false);
+    }
+
+    protected sealed override bool TryComputeLength(out long length)
+    {
+        length = 0;
+        return false;
+    }
+
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing)
+        {
+            _inner.Dispose();
+        }
+        base.Dispose(disposing);
+    }
+}
