@@ -142,6 +142,36 @@ cpu_ticks() {
     echo "$total"
 }
 
+# "user system" clock ticks of the given PIDs and their direct children (as cpu_ticks, split).
+cpu_ticks_split() {
+    local pids=("$@") all=() p c kids
+    for p in "${pids[@]}"; do
+        all+=("$p")
+        if [[ -r "/proc/$p/task/$p/children" ]]; then
+            kids=(); read -r -a kids <"/proc/$p/task/$p/children" || true
+            for c in "${kids[@]}"; do all+=("$c"); done
+        fi
+    done
+    local user=0 sys=0 stat rest
+    for p in "${all[@]}"; do
+        stat="$(cat "/proc/$p/stat" 2>/dev/null)" || continue
+        rest="${stat##*) }"
+        # shellcheck disable=SC2086
+        set -- $rest
+        user=$((user + ${12})); sys=$((sys + ${13}))
+    done
+    echo "$user $sys"
+}
+
+# forget_pid PID : a process we started and already waited for; the exit trap must not signal its (reusable) PID.
+forget_pid() {
+    local i
+    for i in "${!STARTED_PIDS[@]}"; do
+        [[ "${STARTED_PIDS[i]}" != "$1" ]] || unset 'STARTED_PIDS[i]'
+    done
+    STARTED_PIDS=("${STARTED_PIDS[@]}")
+}
+
 rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
 
 build_llmproxy() {
