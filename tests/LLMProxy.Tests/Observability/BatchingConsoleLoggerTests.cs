@@ -55,6 +55,61 @@ public class BatchingConsoleLoggerTests
         Assert.Contains("400 line(s) dropped", text);
     }
 
+    [Fact]
+    public async Task Running_LinesWrittenWithinTheInterval_WithoutDispose()
+    {
+        var output = new StringWriter();
+        using var provider = new BatchingConsoleLoggerProvider(TextWriter.Synchronized(output), json: false, interval: TimeSpan.FromMilliseconds(20));
+        var logger = provider.CreateLogger("LLMProxy.Access");
+        Log.Access(logger, "POST", "/v1/chat/completions", 200, "fwd", "u1", 1, 1.5, 42, "ok", "req-live", "g", "m");
+
+        await WaitUntilAsync(() => output.ToString().Contains("request_id=req-live", StringComparison.Ordinal), TimeSpan.FromSeconds(10));
+    }
+
+    [Fact]
+    public async Task Burst_WrittenBeforeTheInterval_WhenFlushThresholdReached()
+    {
+        var output = new StringWriter();
+        // An hour-long interval: only the threshold can make the writer write before Dispose.
+        using var provider = new BatchingConsoleLoggerProvider(TextWriter.Synchronized(output), json: false,
+            interval: TimeSpan.FromHours(1), flushAtQueued: 50);
+        var logger = provider.CreateLogger("LLMProxy.Access");
+        for (var i = 0; i < 50; i++)
+        {
+            Log.Access(logger, "POST", "/v1/chat/completions", 200, "fwd", "u1", 1, 1.5, 42, "ok", $"req-{i}", "g", "m");
+        }
+
+        await WaitUntilAsync(() => output.ToString().Contains("request_id=req-49", StringComparison.Ordinal), TimeSpan.FromSeconds(10));
+    }
+
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task Dispose_AfterConcurrentLogging_EveryLineWrittenOnce(bool dedicatedThread)
+    {
+        var output = new StringWriter();
+        var provider = new BatchingConsoleLoggerProvider(TextWriter.Synchronized(output), json: false,
+            interval: TimeSpan.FromMilliseconds(5), dedicatedThread: dedicatedThread);
+        var logger = provider.CreateLogger("LLMProxy.Access");
+        const int Threads = 4, PerThread = 2000;
+        using var started = new CountdownEvent(Threads);
+        var writers = Enumerable.Range(0, Threads).Select(t => Task.Run(() =>
+        {
+            started.Signal();
+            for (var i = 0; i < PerThread; i++)
+            {
+                Log.Access(logger, "POST", "/p", 200, "fwd", "u1", 1, 1.5, 42, "ok", $"t{t}-{i}", "g", "m");
+            }
+        })).ToArray();
+        started.Wait();
+        await Task.WhenAll(writers);
+        provider.Dispose();
+
+        var lines = output.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Equal(Threads * PerThread, lines.Length);
+        Assert.Equal(Threads * PerThread, lines.Distinct().Count());
+    }
+
     private static string RunOne(bool json, Action<ILogger> log)
     {
         var output = new StringWriter();
