@@ -49,6 +49,10 @@ def load(path, clk_tck):
                 "perf": ({k: int(v) / int(kv["perf_requests"]) for k, v in kv.items()
                           if k.startswith("sc_") or k in ("eagain", "wakeups", "switches", "preempted")}
                          if int(kv.get("perf_requests", 0) or 0) > 0 else None),
+                # thr_<key> = "thread:count|...": counts by thread name (summed over rounds in the report).
+                "threads": {k[4:]: {t.rsplit(":", 1)[0].replace("_", " "): int(t.rsplit(":", 1)[1]) for t in v.split("|") if ":" in t}
+                            for k, v in kv.items() if k.startswith("thr_")},
+                "perf_requests": int(kv.get("perf_requests", 0) or 0),
             }
             run["error_total"] = sum(run["errors"].values())
             runs.append(run)
@@ -181,6 +185,35 @@ def main():
             rs = [r for r in select(runs, hi, t) if r["perf"]]
             if rs:
                 print(f"| {name(t)} | " + " | ".join(perf_cell(rs, k) for k in cols) + " |")
+        print()
+
+    if any(r["threads"] for r in runs):
+        print("### By thread: where the switches, wake-ups and spins happen (per request, all rounds' counting runs)")
+        print()
+        print("Thread names as the kernel knows them (`.NET Sockets` = the socket event threads that also run the "
+              "request path with inline completions; `.NET TP Worker` = thread pool; `nginx` = nginx's workers). "
+              "Only threads with at least 0.01 of something per request.")
+        print()
+        tkeys = ["switches", "preempted", "wakeups", "sc_sched_yield", "sc_futex", "sc_total"]
+        tlabel = {"switches": "switches", "preempted": "preempted", "wakeups": "wake-ups", "sc_sched_yield": "sched_yield",
+                  "sc_futex": "futex", "sc_total": "syscalls"}
+        print("| target | thread | " + " | ".join(tlabel[k] for k in tkeys) + " |")
+        print("|---|---|" + "---:|" * len(tkeys))
+        for t in targets:
+            rs = [r for r in select(runs, hi, t) if r["threads"]]
+            req = sum(r["perf_requests"] for r in rs)
+            if not req:
+                continue
+            sums = {}
+            for r in rs:
+                for key, per in r["threads"].items():
+                    for th, c in per.items():
+                        sums.setdefault(th, {}).setdefault(key, 0)
+                        sums[th][key] += c
+            for th in sorted(sums, key=lambda x: -sums[x].get("sc_total", 0)):
+                vals = [sums[th].get(k, 0) / req for k in tkeys]
+                if max(vals) >= 0.01:
+                    print(f"| {name(t)} | {th} | " + " | ".join(f"{v:.3f}" for v in vals) + " |")
         print()
 
     print(f"### Ratios LLMProxy ÷ nginx proxy ({conns} connections)")

@@ -278,7 +278,7 @@ perf_count() {
     ((${#pids[@]})) || return 0
     pf="$RUN_DIR/perf/${target//:/-}-$round.csv"
     out="$RUN_DIR/perf/${target//:/-}-$round-wrk.txt"
-    perf stat -x, -o "$pf" "${PERF_ARGS[@]}" -p "$(all_pids "${pids[@]}")" >"$RUN_DIR/perf/perf.log" 2>&1 &
+    perf stat --per-thread -x, -o "$pf" "${PERF_ARGS[@]}" -p "$(all_pids "${pids[@]}")" >"$RUN_DIR/perf/perf.log" 2>&1 &
     perf_pid=$!
     STARTED_PIDS+=("$perf_pid")
     sleep 0.3
@@ -288,12 +288,31 @@ perf_count() {
     forget_pid "$perf_pid"
     line="$(grep '^BENCH ' "$out")" || return 0
     line="${line#BENCH }"; line="${line%% *}"   # requests=N
-    # perf's CSV: value,unit,event,... one line per counter in the order given; "<not counted>" = 0.
+    # perf's per-thread CSV: "comm-tid,value,unit,event,..." — one block per counter in the order given, one line per
+    # thread in each block; "<not counted>" = 0. Totals per counter, and for the scheduler counters and sched_yield/futex
+    # a breakdown by thread name ("thr_<key>=name:count|name:count", spaces in names as _).
     awk -F, -v keys="${PERF_KEYS[*]}" -v req="${line#requests=}" '
-        BEGIN { n = split(keys, k, " "); printf "perf_requests=%s", req }
-        /^#/ || NF < 3 { next }
-        { i++; v = ($1 ~ /^[0-9]+$/) ? $1 : 0; if (i <= n) printf " %s=%s", k[i], v }
-        END { printf "\n" }' "$pf"
+        /^#/ || NF < 4 { next }
+        FNR == NR { if (!($1 in seen)) { seen[$1] = 1; threads++ } next }
+        {
+            e = int(i / threads) + 1; i++
+            v = ($2 ~ /^[0-9]+$/) ? $2 : 0
+            total[e] += v
+            name = $1; sub(/-[0-9]+$/, "", name); gsub(/[ |:=]/, "_", name)
+            if (v > 0) { by[e, name] += v; names[name] = 1 }
+        }
+        END {
+            n = split(keys, k, " ")
+            printf "perf_requests=%s", req
+            for (e = 1; e <= n; e++) printf " %s=%d", k[e], total[e]
+            for (e = 1; e <= n; e++) {
+                if (k[e] !~ /^(wakeups|switches|preempted|sc_sched_yield|sc_futex|sc_total)$/) continue
+                out = ""
+                for (nm in names) if ((e, nm) in by) out = out (out == "" ? "" : "|") nm ":" by[e, nm]
+                if (out != "") printf " thr_%s=%s", k[e], out
+            }
+            printf "\n"
+        }' "$pf" "$pf"
 }
 mkdir -p "$RUN_DIR/perf"
 
