@@ -110,6 +110,25 @@ public class BatchingConsoleLoggerTests
         Assert.Equal(Threads * PerThread, lines.Distinct().Count());
     }
 
+    [Theory]
+    [InlineData("2026-11-30T13:05:11.0000000+00:00")]
+    [InlineData("2026-11-30T13:05:11.0070000+00:00")]
+    [InlineData("2026-11-30T13:05:11.0990000+00:00")]
+    [InlineData("2026-11-30T13:05:11.9999999+00:00")]
+    [InlineData("2026-11-30T13:05:12.5000000+00:00")]
+    [InlineData("2026-11-30T14:05:12.5000000+01:00")]
+    [InlineData("1999-12-31T23:59:59.9990000+00:00")]
+    [InlineData("2000-01-01T00:00:00.0010000+00:00")]
+    public void Timestamp_SameTextAsTheDateTimeFormat_InUtc(string iso)
+    {
+        var time = DateTimeOffset.Parse(iso, System.Globalization.CultureInfo.InvariantCulture);
+
+        var expected = time.UtcDateTime.ToString("yyyy-MM-ddTHH:mm:ss.fffZ", System.Globalization.CultureInfo.InvariantCulture);
+        Assert.Equal(expected, BatchingConsoleLoggerProvider.Timestamp(time));
+        // Again: now from the cached second.
+        Assert.Equal(expected, BatchingConsoleLoggerProvider.Timestamp(time));
+    }
+
     private static string RunOne(bool json, Action<ILogger> log)
     {
         var output = new StringWriter();
