@@ -155,8 +155,10 @@ internal sealed class BatchingConsoleLoggerProvider : ILoggerProvider
         {
             // One entry is one line: whatever a message carries (a client's path, a config key) is escaped, and an
             // exception's lines are indented, so no text can start a line that looks like an entry of its own.
-            var text = $"{Timestamp(time)} {LevelName(level)}: {category}[{id.Id}] {LogText.Escape(message)}";
-            return exception is null ? text + "\n" : $"{text}\n{Indented(exception.ToString())}\n";
+            // The line and its newline built at once: no second copy of every access line just to end it.
+            return exception is null
+                ? $"{Timestamp(time)} {LevelName(level)}: {category}[{id.Id}] {LogText.Escape(message)}\n"
+                : $"{Timestamp(time)} {LevelName(level)}: {category}[{id.Id}] {LogText.Escape(message)}\n{Indented(exception.ToString())}\n";
         }
         var buffer = new ArrayBufferWriter<byte>(256);
         using (var json = new Utf8JsonWriter(buffer))
