@@ -1,0 +1,67 @@
+using LLMProxy.Configuration;
+
+namespace LLMProxy.RateLimiting;
+
+/// <summary>
+/// The limits of one client key (SPEC §15): a request bucket (<c>ratelimit</c>) and a per-minute token budget
+/// (<c>tokensPerMinute</c>, reserve-then-settle like an upstream's). The seam a shared (cluster) store can implement
+/// later, as the per-client-IP limiter's; <see cref="ClientKeyLimiter"/> is the local one.
+/// </summary>
+internal interface IClientKeyLimiter
+{
+    /// <summary>Takes one request from the key's bucket; false means 429 with <paramref name="retryAfter"/>.</summary>
+    bool TryAcquire(out TimeSpan retryAfter);
+
+    /// <summary>Reserves <paramref name="tokens"/> of the key's budget: the amount taken (what <see cref="Settle"/> must be
+    /// given), 0 without a budget, or -1 when refused (429 with <paramref name="retryAfter"/>).</summary>
+    long TryReserve(long tokens, out TimeSpan retryAfter);
+
+    /// <summary>Replaces a reservation by the real usage (returns the surplus, takes the shortfall).</summary>
+    void Settle(long reserved, long used);
+}
+
+/// <summary>The in-process <see cref="IClientKeyLimiter"/>: a <see cref="TokenBucketLimiter"/> and a
+/// <see cref="TokenBudget"/> on a <see cref="TimeProvider"/>, each only when configured. Holds no timer, so a reload
+/// that keeps the key just keeps the object.</summary>
+internal sealed class ClientKeyLimiter : IClientKeyLimiter
+{
+    private readonly TokenBucketLimiter? _requests;
+
+    public ClientKeyLimiter(ClientKeyConfig config, TimeProvider time)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        ArgumentNullException.ThrowIfNull(time);
+        _requests = config.Ratelimit is { } r ? new TokenBucketLimiter(r.PerSecond, Math.Max(1, r.EffectiveBurst), time) : null;
+        Tokens = config.TokensPerMinute is { } tpm ? new TokenBudget(tpm, time) : null;
+    }
+
+    /// <summary>The token budget, null without <c>tokensPerMinute</c>.</summary>
+    public TokenBudget? Tokens { get; }
+
+    public bool TryAcquire(out TimeSpan retryAfter)
+    {
+        if (_requests is null)
+        {
+            retryAfter = TimeSpan.Zero;
+            return true;
+        }
+        return _requests.TryTake(out retryAfter);
+    }
+
+    public long TryReserve(long tokens, out TimeSpan retryAfter)
+    {
+        retryAfter = TimeSpan.Zero;
+        if (Tokens is not { } budget || tokens <= 0)
+        {
+            return 0;
+        }
+        var taken = budget.TryReserve(tokens);
+        if (taken < 0)
+        {
+            retryAfter = budget.TimeUntil(tokens);
+        }
+        return taken;
+    }
+
+    public void Settle(long reserved, long used) => Tokens?.Settle(reserved, used);
+}
