@@ -73,7 +73,7 @@ internal sealed class ForwardHandler
         }
         finally
         {
-            if (request.ClientTokensReserved > 0)
+            if (request.ClientTokens is not null)
             {
                 Stages.AuthorizeClientStage.Settle(request);
             }

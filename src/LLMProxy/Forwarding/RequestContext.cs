@@ -64,8 +64,8 @@ internal sealed class RequestContext : IDisposable
     public ClientKeyRuntime? ClientKey { get; set; }
     /// <summary>Which headers carried the client key: never sent upstream.</summary>
     public ClientKeyHeaders KeyHeaders { get; set; }
-    /// <summary>Tokens reserved on the client key's <c>tokensPerMinute</c> and not settled yet.</summary>
-    public long ClientTokensReserved { get; set; }
+    /// <summary>The request's reservation on its client key's <c>tokensPerMinute</c>; refunded on dispose unless settled.</summary>
+    public RateLimiting.ClientTokenLease? ClientTokens { get; set; }
 
     /// <summary>The group the request goes to (the forward's default until a route says otherwise).</summary>
     public GroupRuntime Group { get; set; }
@@ -96,12 +96,7 @@ internal sealed class RequestContext : IDisposable
 
     public void Dispose()
     {
-        if (ClientTokensReserved > 0)
-        {
-            // Not settled (a surprise ended the request early): the reservation goes back whole.
-            ClientKey?.Limiter.Settle(ClientTokensReserved, 0);
-            ClientTokensReserved = 0;
-        }
+        ClientTokens?.Dispose();
         if (Body is { } body)
         {
             Body = null;

@@ -65,3 +65,45 @@ internal sealed class ClientKeyLimiter : IClientKeyLimiter
 
     public void Settle(long reserved, long used) => Tokens?.Settle(reserved, used);
 }
+
+/// <summary>
+/// One request's reservation on a client key's token budget (STYLE 16: acquire and release are one object): taken by
+/// <see cref="TryTake"/>, settled once to the real usage by <see cref="Settle"/>, and refunded whole when disposed
+/// unsettled — so no path between the reservation and the end of the request can leak it.
+/// </summary>
+internal sealed class ClientTokenLease : IDisposable
+{
+    private readonly IClientKeyLimiter _limiter;
+    private long _reserved;
+
+    private ClientTokenLease(IClientKeyLimiter limiter, long reserved)
+    {
+        _limiter = limiter;
+        _reserved = reserved;
+    }
+
+    /// <summary>Reserves <paramref name="tokens"/>: a lease (null when nothing needed reserving: no budget, no tokens), or
+    /// <paramref name="refused"/> true with <paramref name="retryAfter"/> when the budget cannot cover them.</summary>
+    public static ClientTokenLease? TryTake(IClientKeyLimiter limiter, long tokens, out bool refused, out TimeSpan retryAfter)
+    {
+        var reserved = limiter.TryReserve(tokens, out retryAfter);
+        refused = reserved < 0;
+        return reserved > 0 ? new ClientTokenLease(limiter, reserved) : null;
+    }
+
+    /// <summary>Tokens reserved and not settled yet.</summary>
+    public long Reserved => Interlocked.Read(ref _reserved);
+
+    /// <summary>Replaces the reservation by <paramref name="used"/> (null = keep the estimate as spent). Once.</summary>
+    public void Settle(long? used)
+    {
+        var reserved = Interlocked.Exchange(ref _reserved, 0);
+        if (reserved > 0)
+        {
+            _limiter.Settle(reserved, used is { } u ? Math.Max(0, u) : reserved);
+        }
+    }
+
+    /// <summary>Refunds the reservation if it was not settled.</summary>
+    public void Dispose() => Settle(0);
+}

@@ -56,6 +56,31 @@ public class ClientKeyLimiterTests
         Assert.Equal(1000, limiter.Tokens!.Available);
     }
 
+    [Fact]
+    public void Lease_DisposedUnsettledRefunds_SettledOnceOnly_RefusedGivesNoLease()
+    {
+        var limiter = Limiter(new FakeTimeProvider(), tpm: 6000);
+        using (var lease = ClientTokenLease.TryTake(limiter, 4000, out var refused, out _))
+        {
+            Assert.False(refused);
+            Assert.Equal(4000, lease!.Reserved);
+            Assert.Equal(2000, limiter.Tokens!.Available);
+        }
+        Assert.Equal(6000, limiter.Tokens!.Available); // disposed unsettled: refunded
+
+        var kept = ClientTokenLease.TryTake(limiter, 4000, out _, out _)!;
+        kept.Settle(null);                               // an answer without usage keeps the estimate
+        kept.Settle(0);                                  // a second settlement changes nothing
+        kept.Dispose();                                  // nor does disposing
+        Assert.Equal(2000, limiter.Tokens.Available);
+
+        Assert.Null(ClientTokenLease.TryTake(limiter, 4000, out var over, out var retryAfter));
+        Assert.True(over);
+        Assert.Equal(TimeSpan.FromSeconds(20), retryAfter);
+        Assert.Null(ClientTokenLease.TryTake(Limiter(new FakeTimeProvider()), 4000, out var unlimited, out _));
+        Assert.False(unlimited);
+    }
+
     /// <summary>Many requests reserving and settling at once (usage never above the estimate): the budget never goes
     /// below zero and never admits more than it holds.</summary>
     [Fact]

@@ -1,3 +1,4 @@
+using LLMProxy.RateLimiting;
 using Microsoft.AspNetCore.Http;
 
 namespace LLMProxy.Forwarding.Stages;
@@ -28,13 +29,12 @@ internal sealed class AuthorizeClientStage : IRequestStage
         }
         if (key.Limiter.Tokens is not null && hasBody)
         {
-            var reserved = key.Limiter.TryReserve(AttemptStage.EstimateTokens(request), out var retryAfter);
-            if (reserved < 0)
+            request.ClientTokens = ClientTokenLease.TryTake(key.Limiter, AttemptStage.EstimateTokens(request), out var refused, out var retryAfter);
+            if (refused)
             {
                 request.Forward.Metrics.ClientKeyRejections.Inc();
                 return ValueTask.FromResult(request.Stop(RequestOutcome.ClientKeyRateLimited, retryAfter));
             }
-            request.ClientTokensReserved = reserved;
         }
         return ValueTask.FromResult(true);
     }
@@ -44,20 +44,18 @@ internal sealed class AuthorizeClientStage : IRequestStage
     /// the client left — so leaving early is no way around the budget); else refunds it (nothing was answered).</summary>
     public static void Settle(RequestContext request)
     {
-        var reserved = request.ClientTokensReserved;
-        if (reserved == 0 || request.ClientKey is not { } key)
+        if (request.ClientTokens is not { } lease)
         {
             return;
         }
-        request.ClientTokensReserved = 0;
         if (request.ResponseBody.Usage?.Usage is { Found: true } usage)
         {
-            key.Limiter.Settle(reserved, Math.Max(0, usage.Total));
+            lease.Settle(usage.Total);
             return;
         }
         var response = request.Http.Response;
         var answered = request.Attempts > 0 && response.HasStarted && !request.Outcome.Info().IsProxyError
             && response.StatusCode is >= StatusCodes.Status200OK and < 300;
-        key.Limiter.Settle(reserved, answered ? reserved : 0);
+        lease.Settle(answered ? null : 0);
     }
 }
