@@ -160,18 +160,25 @@ public class ClientKeyPipelineTests
         Assert.Equal(1, upstream.Count);
     }
 
-    public static TheoryData<string, bool> HeaderForms => new()
+    public static TheoryData<string, string> HeaderForms => new()
     {
-        { "Authorization", false }, { "Authorization", true }, { "x-api-key", false }, { "x-api-key", true },
+        { "Authorization", "none" }, { "Authorization", "bearer" }, { "Authorization", "insert-x-api-key" },
+        { "x-api-key", "none" }, { "x-api-key", "bearer" }, { "x-api-key", "insert-x-api-key" },
     };
 
+    /// <summary>Upstreams without credentials, with <c>auth</c>, and with a header rule that inserts the provider's
+    /// <c>x-api-key</c> only when absent (Anthropic's set-up): the client's key is removed before either applies.</summary>
     [Theory]
     [MemberData(nameof(HeaderForms))]
-    public async Task Key_NeverSentUpstream_UpstreamAuthAndOtherClientHeadersStillGo(string header, bool upstreamAuth)
+    public async Task Key_NeverSentUpstream_UpstreamAuthAndOtherClientHeadersStillGo(string header, string upstreamKind)
     {
         await using var upstream = await ScriptedUpstream.StartAsync(ScriptedUpstream.Json("u"));
-        await using var proxy = await StartAsync(upstream, Keys(),
-            upstreamExtra: upstreamAuth ? "  auth: { type: bearer, token: \"provider-token-1\" }" : "");
+        await using var proxy = await StartAsync(upstream, Keys(), upstreamExtra: upstreamKind switch
+        {
+            "bearer" => "  auth: { type: bearer, token: \"provider-token-1\" }",
+            "insert-x-api-key" => "  headers:\n    - { op: insert, key: x-api-key, value: \"provider-key-2\" }",
+            _ => "",
+        });
 
         var request = Post(header, header == "Authorization" ? "Bearer " + KeyA : KeyA);
         request.Headers.Add("X-Client-Header", "kept");
@@ -185,8 +192,8 @@ public class ClientKeyPipelineTests
         var received = Assert.Single(upstream.Received);
         Assert.Equal("kept", received.Header("X-Client-Header"));
         Assert.DoesNotContain(received.Headers, h => h.Value.Any(v => v.Contains(KeyA, StringComparison.Ordinal)));
-        Assert.Null(received.Header("x-api-key"));
-        Assert.Equal(upstreamAuth ? "Bearer provider-token-1" : null, received.Header("Authorization"));
+        Assert.Equal(upstreamKind == "insert-x-api-key" ? "provider-key-2" : null, received.Header("x-api-key"));
+        Assert.Equal(upstreamKind == "bearer" ? "Bearer provider-token-1" : null, received.Header("Authorization"));
         if (header == "x-api-key")
         {
             Assert.Equal("org-1", received.Header("OpenAI-Organization"));
