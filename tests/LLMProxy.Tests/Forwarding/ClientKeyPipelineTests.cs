@@ -274,6 +274,36 @@ public class ClientKeyPipelineTests
         Assert.Equal(11, upstream.Count);
     }
 
+    /// <summary>Streams settle too: the built-in mock streams without usage unless asked, the proxy asks for it (SPEC
+    /// §13.2), and the key's reservation settles to what the stream reported.</summary>
+    [Fact]
+    public async Task Tpm_StreamedAnswers_SettleToTheStreamsUsage_CountedUnderTheKey()
+    {
+        await using var mock = await LLMProxy.Tests.Mock.MockTestSupport.StartAsync(new LLMProxy.Mock.MockOptions { Chunks = 4, ChunkIntervalMs = 0 });
+        var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        // Each stream reserves ~1,040 (no max_tokens): three at once would not fit, ten settled to their usage do.
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config($"- name: m\n  url: \"{mock.BaseUrl.ToString().TrimEnd('/')}\"", "- name: m",
+            forwardExtra: Keys("tokensPerMinute: 2500")), time);
+
+        for (var i = 0; i < 10; i++)
+        {
+            await Eventually.WaitUntilAsync(async () =>
+            {
+                using var stream = LLMProxy.Tests.Mock.MockTestSupport.StreamChat();
+                stream.Headers.Add("x-api-key", KeyA);
+                using var response = await proxy.Client.SendAsync(stream);
+                if (response.StatusCode != HttpStatusCode.OK)
+                {
+                    return false; // the previous stream's settlement lands a moment after its end
+                }
+                Assert.EndsWith("data: [DONE]\n\n", await response.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+                return true;
+            }, TimeSpan.FromSeconds(5));
+        }
+        await AssertSampleAsync(proxy.Admin, "llmproxy_upstream_tokens_total{group=\"g\",upstream=\"m\",type=\"completion\",client=\"team_a\"}", 40);
+        AssertSample(await proxy.Admin.GetStringAsync("/metrics"), "llmproxy_http_requests_total{forward=\"fwd\",method=\"POST\",status=\"200\",client=\"team_a\"}", 10);
+    }
+
     [Fact]
     public async Task Tpm_ConcurrentRequests_NeverAdmitMoreThanTheBudgetCovers()
     {
