@@ -9,6 +9,9 @@ namespace LLMProxy.RateLimiting;
 /// </summary>
 internal interface IClientKeyLimiter
 {
+    /// <summary>Whether the key has a <c>tokensPerMinute</c> budget (else <see cref="TryReserve"/> always returns 0).</summary>
+    bool HasTokenBudget { get; }
+
     /// <summary>Takes one request from the key's bucket; false means 429 with <paramref name="retryAfter"/>.</summary>
     bool TryAcquire(out TimeSpan retryAfter);
 
@@ -37,6 +40,8 @@ internal sealed class ClientKeyLimiter : IClientKeyLimiter
 
     /// <summary>The token budget, null without <c>tokensPerMinute</c>.</summary>
     public TokenBudget? Tokens { get; }
+
+    public bool HasTokenBudget => Tokens is not null;
 
     public bool TryAcquire(out TimeSpan retryAfter)
     {

@@ -15,7 +15,7 @@ internal sealed class ClientKeyRuntime
     private readonly ProxyMetrics _metrics;
     private readonly ConcurrentDictionary<MemberMetrics, TokenCounters> _tokens = new();
 
-    public ClientKeyRuntime(ClientKeyConfig config, string forward, ProxyMetrics metrics, ClientKeyLimiter limiter)
+    public ClientKeyRuntime(ClientKeyConfig config, string forward, ProxyMetrics metrics, IClientKeyLimiter limiter)
     {
         Config = config;
         Name = config.Name;
@@ -31,8 +31,9 @@ internal sealed class ClientKeyRuntime
     public string Name { get; }
     /// <summary>SHA-256 of the key's UTF-8 bytes (32 bytes).</summary>
     public byte[] Digest { get; }
-    /// <summary>The local limiter, kept across a reload that leaves this key's config unchanged.</summary>
-    public ClientKeyLimiter Limiter { get; }
+    /// <summary>The key's limits (local today; the seam a shared store can fill), kept across a reload that leaves this
+    /// key's config unchanged.</summary>
+    public IClientKeyLimiter Limiter { get; }
     public ForwardMetrics.ClientRequests Requests { get; }
 
     /// <summary>Whether <c>models</c> restricts this key.</summary>

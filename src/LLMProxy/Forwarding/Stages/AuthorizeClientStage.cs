@@ -27,7 +27,7 @@ internal sealed class AuthorizeClientStage : IRequestStage
         {
             return ValueTask.FromResult(request.Stop(RequestOutcome.ModelNotAllowed));
         }
-        if (key.Limiter.Tokens is not null && hasBody)
+        if (key.Limiter.HasTokenBudget && hasBody)
         {
             request.ClientTokens = ClientTokenLease.TryTake(key.Limiter, AttemptStage.EstimateTokens(request), out var refused, out var retryAfter);
             if (refused)
