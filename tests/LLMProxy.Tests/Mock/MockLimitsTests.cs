@@ -284,6 +284,40 @@ public class MockLimitsTests
         Assert.Equal(HttpStatusCode.OK, again.StatusCode);
     }
 
+    /// <summary>A provider's reset is when its bucket is full again, and it refills all along: with the limit in the
+    /// headers the proxy sends to the exhausted key again as soon as one request's worth has come back (12 s for 20
+    /// tokens at 100 a minute), not a whole minute later — and still never into a 429.</summary>
+    [Fact]
+    public async Task ThroughProxy_ExhaustedKey_BackAsSoonAsItHasRefilledEnough()
+    {
+        var time = Time();
+        await using var mock = await StartAsync(Limited(time));
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config($"""
+            - name: a
+              url: "{mock.BaseUrl.ToString().TrimEnd('/')}"
+              auth: {"{"} type: bearer, token: key-a {"}"}
+            """, "- name: a"), time);
+
+        for (var i = 0; i < 5; i++)
+        {
+            using var ok = await proxy.Client.SendAsync(Chat(Body));
+            Assert.Equal(HttpStatusCode.OK, ok.StatusCode);
+        }
+        using (var limited = await proxy.Client.SendAsync(Chat(Body)))
+        {
+            await StreamingAndErrorTests.AssertErrorBody(limited, HttpStatusCode.TooManyRequests, "upstream_rate_limited");
+            Assert.Equal(TimeSpan.FromSeconds(12), limited.Headers.RetryAfter?.Delta);
+        }
+        time.Advance(TimeSpan.FromSeconds(11));
+        using (var early = await proxy.Client.SendAsync(Chat(Body)))
+            Assert.Equal(HttpStatusCode.TooManyRequests, early.StatusCode);
+        time.Advance(TimeSpan.FromSeconds(1));
+        using (var back = await proxy.Client.SendAsync(Chat(Body)))
+            Assert.Equal(HttpStatusCode.OK, back.StatusCode);
+        Assert.Equal(0, mock.RateLimitedCount);
+        Assert.Equal(6, mock.RequestCount);
+    }
+
     [Fact]
     public async Task Cli_MockTpmFlag_Enforced()
     {
