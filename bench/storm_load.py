@@ -133,7 +133,8 @@ def summarize(scn, data, before, after, keys, tpm, steady_from):
         "p50_all": pct(lat_all, 50), "p99_all": pct(lat_all, 99),
         "per_10s": bins,
         "mean_attempts": sum(attempts) / len(attempts) if attempts else float("nan"),
-        "up_requests": after["requests"] - before["requests"], "up_429": after["rateLimited"] - before["rateLimited"],
+        # The mock counts every request from its start, so the stats request that read "after" counted itself.
+        "up_requests": after["requests"] - before["requests"] - 1, "up_429": after["rateLimited"] - before["rateLimited"],
         "up_tokens": after["tokensCharged"] - before["tokensCharged"],
     }
 
