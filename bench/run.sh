@@ -114,7 +114,7 @@ LLM_PID=${PIDS_OF[llmproxy]}
 LLM_LOG="$RUN_DIR/llmproxy.log"
 for t in "${LLM_TARGETS[@]}"; do
     wait_http "$t admin" "${PIDS_OF[$t]}" "http://127.0.0.1:${ADMIN_OF[$t]}/ping" GET 30
-    wait_http "$t forward" "${PIDS_OF[$t]}" "http://127.0.0.1:${PORT_OF[$t]}/v1/chat/completions" POST 30
+    wait_http "$t forward" "${PIDS_OF[$t]}" "http://127.0.0.1:${PORT_OF[$t]}/v1/chat/completions" POST 30 "Authorization: Bearer $BENCH_CLIENT_KEY"
 done
 
 # --- preflight: every target answers a real POST with the mock's chat.completion -------------------
@@ -135,7 +135,7 @@ target_pids() {
     esac
 }
 for t in "${TARGETS[@]}"; do
-    body="$(curl -s --max-time 5 -X POST -H 'Content-Type: application/json' -d '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}' -w '\n%{http_code}' "$(target_url "$t")")" \
+    body="$(curl -s --max-time 5 -X POST -H 'Content-Type: application/json' -H "Authorization: Bearer $BENCH_CLIENT_KEY" -d '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}' -w '\n%{http_code}' "$(target_url "$t")")" \
         || die "preflight: $t did not answer"
     [[ "${body##*$'\n'}" == 200 && "$body" == *'"chat.completion"'* ]] || die "preflight: $t answered unexpectedly: $body"
 done
@@ -329,7 +329,7 @@ REPORT="$RUN_DIR/report.md"
     echo
     machine_info
     echo "- CPU busy before start (other load): ${BUSY_BEFORE}%"
-    echo "- config: BENCH_FEATURES=${BENCH_FEATURES:-all} ($([[ "${BENCH_FEATURES:-all}" == all ]] && echo "requests/tokens per minute and concurrency budgets, model lists and a model route on top of breaker, ratelimits, retry, metrics and the access log" || echo "breaker, ratelimits, retry, metrics and the access log"))"
+    echo "- config: BENCH_FEATURES=${BENCH_FEATURES:-all} ($([[ "${BENCH_FEATURES:-all}" == all ]] && echo "a client key (Bearer, with request and token limits and a model list), requests/tokens per minute and concurrency budgets, model lists and a model route on top of breaker, ratelimits, retry, metrics and the access log" || echo "breaker, ratelimits, retry, metrics and the access log"))"
     for t in "${LLM_TARGETS[@]:1}"; do echo "- variant \`${t#llmproxy:}\`: the same binary and config with \`${ENV_OF[$t]}\`"; done
     echo "- $PERF_NOTE"
     echo "- settings: ${ROUNDS} rounds; ${CONNS} connections x ${DURATION}s and 1 connection x ${LAT_DURATION}s per target and round; wrk -t${THREADS}; nginx worker_processes ${BENCH_NGINX_WORKERS:-auto} (both instances)"

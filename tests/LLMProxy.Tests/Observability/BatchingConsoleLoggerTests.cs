@@ -61,7 +61,7 @@ public class BatchingConsoleLoggerTests
         var output = new StringWriter();
         using var provider = new BatchingConsoleLoggerProvider(TextWriter.Synchronized(output), json: false, interval: TimeSpan.FromMilliseconds(20));
         var logger = provider.CreateLogger("LLMProxy.Access");
-        Log.Access(logger, "POST", "/v1/chat/completions", 200, "fwd", "u1", 1, 1.5, 42, "ok", "req-live", "g", "m");
+        Log.Access(logger, "POST", "/v1/chat/completions", 200, "fwd", "u1", 1, 1.5, 42, "ok", "req-live", "g", "m", "-");
 
         await WaitUntilAsync(() => output.ToString().Contains("request_id=req-live", StringComparison.Ordinal), TimeSpan.FromSeconds(10));
     }
@@ -76,7 +76,7 @@ public class BatchingConsoleLoggerTests
         var logger = provider.CreateLogger("LLMProxy.Access");
         for (var i = 0; i < 50; i++)
         {
-            Log.Access(logger, "POST", "/v1/chat/completions", 200, "fwd", "u1", 1, 1.5, 42, "ok", $"req-{i}", "g", "m");
+            Log.Access(logger, "POST", "/v1/chat/completions", 200, "fwd", "u1", 1, 1.5, 42, "ok", $"req-{i}", "g", "m", "-");
         }
 
         await WaitUntilAsync(() => output.ToString().Contains("request_id=req-49", StringComparison.Ordinal), TimeSpan.FromSeconds(10));
@@ -98,7 +98,7 @@ public class BatchingConsoleLoggerTests
             started.Signal();
             for (var i = 0; i < PerThread; i++)
             {
-                Log.Access(logger, "POST", "/p", 200, "fwd", "u1", 1, 1.5, 42, "ok", $"t{t}-{i}", "g", "m");
+                Log.Access(logger, "POST", "/p", 200, "fwd", "u1", 1, 1.5, 42, "ok", $"t{t}-{i}", "g", "m", "-");
             }
         })).ToArray();
         started.Wait();
