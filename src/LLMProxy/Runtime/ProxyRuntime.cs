@@ -75,21 +75,38 @@ internal sealed class ProxyRuntime : IDisposable
 
     public void RequestEnded() => Interlocked.Decrement(ref _activeRequests);
 
-    /// <summary>Sets <c>llmproxy_upstream_disabled</c> and <c>llmproxy_upstream_budget_remaining</c> from every upstream's state and budgets (called before a scrape, so
-    /// the hot path pays nothing); a budget not configured, or learned headroom unknown or past its reset, has no series.</summary>
+    /// <summary>Sets the gauges of live state — <c>llmproxy_upstream_disabled</c>, <c>llmproxy_upstream_budget_remaining</c> and
+    /// <c>_limit</c>, <c>llmproxy_upstream_cooldown_remaining_seconds</c>, <c>llmproxy_group_available_upstreams</c> — from every
+    /// upstream's state and budgets (called before a scrape, so the hot path pays nothing); a budget not configured, or learned
+    /// headroom unknown or past its reset, has no series.</summary>
     public void RefreshBudgetMetrics()
     {
         var gauge = Metrics.BudgetRemaining;
+        var limit = Metrics.BudgetLimit;
         var now = Time.GetUtcNow();
         foreach (var u in Upstreams.Values)
         {
             Set(gauge, u.Name, "requests_per_minute", u.Rpm?.AvailableTokens);
+            Set(limit, u.Name, "requests_per_minute", u.Rpm?.Burst);
             Set(gauge, u.Name, "tokens_per_minute", u.Tpm?.Available);
+            Set(limit, u.Name, "tokens_per_minute", u.Tpm?.Capacity);
             Set(gauge, u.Name, "concurrent", u.MaxConcurrent == int.MaxValue ? null : u.MaxConcurrent - u.InFlight);
+            Set(limit, u.Name, "concurrent", u.MaxConcurrent == int.MaxValue ? null : u.MaxConcurrent);
             var learned = u.Learned;
             Set(gauge, u.Name, "learned_requests", learned?.RequestsReset > now ? learned.RemainingRequests : null);
             Set(gauge, u.Name, "learned_tokens", learned?.TokensReset > now ? learned.RemainingTokens : null);
             Metrics.UpstreamDisabled.WithLabels(u.Name).Set(u.Disabled is null ? 0 : 1);
+            Metrics.CoolDownRemaining.WithLabels(u.Name).Set(u.CoolDown.Until is { } until && until > now ? (until - now).TotalSeconds : 0);
+        }
+        foreach (var g in Groups.Values)
+        {
+            var available = 0;
+            foreach (var m in g.Members)
+            {
+                available += m.Check() == Unavailability.None ? 1 : 0;
+            }
+            Metrics.GroupAvailableUpstreams.WithLabels(g.Name).Set(available);
+            Metrics.GroupUpstreams.WithLabels(g.Name).Set(g.Members.Length);
         }
 
         static void Set(Prometheus.Gauge gauge, string upstream, string budget, long? value)
