@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Globalization;
 using System.Net;
 using System.Text.Json;
 using System.Text.RegularExpressions;
@@ -162,6 +163,33 @@ public partial class DashboardTests
         var (code, output) = await RunAsync(ExternalTool.Find("promtool") ?? "promtool", "test", "rules", tests);
         Assert.True(code == 0, "promtool test rules failed:\n" + output);
         Assert.Contains("SUCCESS", output);
+    }
+
+    /// <summary>Every panel query is valid PromQL: promtool parses them as recording rules, with Grafana's variables replaced
+    /// by what Grafana sends (<c>$__rate_interval</c> a duration, a multi-value variable a regex).</summary>
+    [RequiresToolFact("promtool", "prometheus")]
+    public async Task Dashboard_EveryPanelQuery_ParsesAsPromQl()
+    {
+        var queries = DashboardExpressions().Where(e => e.Where.StartsWith("panel", StringComparison.Ordinal)).ToList();
+        var rules = new System.Text.StringBuilder("groups:\n  - name: dashboard\n    rules:\n");
+        for (var i = 0; i < queries.Count; i++)
+        {
+            var expr = queries[i].Expr.Replace("$__rate_interval", "5m", StringComparison.Ordinal).Replace("$__range", "1h", StringComparison.Ordinal);
+            expr = Variable().Replace(expr, ".*");
+            rules.Append(CultureInfo.InvariantCulture, $"      - record: dashboard_query_{i}\n        expr: {JsonSerializer.Serialize(expr)}\n");
+        }
+        var file = Path.Combine(Path.GetTempPath(), $"llmproxy-dashboard-{Guid.NewGuid():N}.yaml");
+        await File.WriteAllTextAsync(file, rules.ToString());
+        try
+        {
+            var (code, output) = await RunAsync(ExternalTool.Find("promtool") ?? "promtool", "check", "rules", file);
+            Assert.True(code == 0, "a dashboard query is not valid PromQL:\n" + output);
+            Assert.Contains($"SUCCESS: {queries.Count} rules found", output);
+        }
+        finally
+        {
+            File.Delete(file);
+        }
     }
 
     /// <summary>The demo's config (as <see cref="DemoConfigTests"/> runs it), with its flaky account failing every time so
