@@ -60,6 +60,13 @@ internal sealed class RequestContext : IDisposable
     /// <summary>Estimated LLM tokens of this request (SPEC §13.1), set by the attempt stage: what budgets reserve.</summary>
     public long TokenEstimate { get; set; }
 
+    /// <summary>The client key the request presented (SPEC §15); null on a forward without <c>keys</c>.</summary>
+    public ClientKeyRuntime? ClientKey { get; set; }
+    /// <summary>Which headers carried the client key: never sent upstream.</summary>
+    public ClientKeyHeaders KeyHeaders { get; set; }
+    /// <summary>The request's reservation on its client key's <c>tokensPerMinute</c>; refunded on dispose unless settled.</summary>
+    public RateLimiting.ClientTokenLease? ClientTokens { get; set; }
+
     /// <summary>The group the request goes to (the forward's default until a route says otherwise).</summary>
     public GroupRuntime Group { get; set; }
     /// <summary>Index of the route that chose <see cref="Group"/>; -1 = the default group.</summary>
@@ -89,10 +96,20 @@ internal sealed class RequestContext : IDisposable
 
     public void Dispose()
     {
+        ClientTokens?.Dispose();
         if (Body is { } body)
         {
             Body = null;
             ArrayPool<byte>.Shared.Return(body);
         }
     }
+}
+
+/// <summary>The request headers a client key came in (SPEC §15).</summary>
+[Flags]
+internal enum ClientKeyHeaders
+{
+    None = 0,
+    Authorization = 1,
+    ApiKey = 2,
 }

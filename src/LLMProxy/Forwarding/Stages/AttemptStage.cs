@@ -36,9 +36,7 @@ internal sealed class AttemptStage : IRequestStage
         var transformer = new UpstreamTransformer(request, attempt, this);
         // The body length: buffered bytes, else what Content-Length announces, else only the output estimate. A request
         // without a body (GET /v1/models) is no LLM call and reserves nothing.
-        request.TokenEstimate = HasBody(request)
-            ? TokenEstimate.For(request.Body is not null ? request.BodyLength : request.Http.Request.ContentLength ?? 0, request.Facts.MaxOutputTokens)
-            : 0;
+        request.TokenEstimate = EstimateTokens(request);
         var balancing = new BalancingContext(request.Client) { Tokens = request.TokenEstimate };
         AttemptFailure? lastTransport = null;
         var affinityKey = AffinityKeyOf(request, group.AffinityKeys);
@@ -176,7 +174,14 @@ internal sealed class AttemptStage : IRequestStage
             }
             if (request.ResponseBody.Usage?.Usage is { Found: true } usage)
             {
-                member.CountTokens(usage);
+                if (request.ClientKey is { } key)
+                {
+                    key.TokensOn(member).Count(usage);
+                }
+                else
+                {
+                    member.CountTokens(usage);
+                }
             }
             return (Next.Done, null);
         }
@@ -263,7 +268,12 @@ internal sealed class AttemptStage : IRequestStage
         }
     }
 
-    private static bool HasBody(RequestContext request) =>
+    /// <summary>The request's estimated LLM tokens (SPEC §13.1): 0 without a body.</summary>
+    internal static long EstimateTokens(RequestContext request) => HasBody(request)
+        ? TokenEstimate.For(request.Body is not null ? request.BodyLength : request.Http.Request.ContentLength ?? 0, request.Facts.MaxOutputTokens)
+        : 0;
+
+    internal static bool HasBody(RequestContext request) =>
         request.Body is not null || request.Http.Request.ContentLength > 0 || request.Http.Request.Headers.TransferEncoding.Count > 0;
 
     private static bool NoUpstream(RequestContext request, GroupRuntime group, Unavailability reason)
