@@ -125,6 +125,7 @@ public partial class DashboardTests
         ];
         var all = string.Join("\n", DashboardExpressions().Select(e => e.Expr));
         Assert.All(shown, name => Assert.Matches($@"\b{name}\b", all));
+        Assert.Contains("sum by (client, type) (rate(llmproxy_upstream_tokens_total", all, StringComparison.Ordinal); // tokens/s per client key (SPEC §15)
     }
 
     [Fact]
