@@ -156,6 +156,7 @@ internal sealed class AttemptStage : IRequestStage
             if (kind != AttemptError.StatusOther)
             {
                 member.Errors(kind).Inc();
+                upstream.RecordError(MemberMetrics.Label(kind), status);
                 Log.AttemptFailed(services.Logger, group.Name, upstream.Name, MemberMetrics.Label(kind), status, request.RequestId);
             }
             if (attempt.Diverted)
@@ -177,6 +178,7 @@ internal sealed class AttemptStage : IRequestStage
             if (request.ResponseBody.Usage?.Usage is { Found: true } usage)
             {
                 member.CountTokens(usage);
+                upstream.Recent.AddTokens(usage.Total);
             }
             return (Next.Done, null);
         }
@@ -195,6 +197,7 @@ internal sealed class AttemptStage : IRequestStage
 
         lease.Record(AttemptVerdict.Failure);
         member.Errors(failure.Kind).Inc();
+        upstream.RecordError(MemberMetrics.Label(failure.Kind), status);
         Log.AttemptFailed(services.Logger, group.Name, upstream.Name, MemberMetrics.Label(failure.Kind), status, request.RequestId);
         if (http.Response.HasStarted)
         {
