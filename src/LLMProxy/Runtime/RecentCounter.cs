@@ -3,7 +3,7 @@ namespace LLMProxy.Runtime;
 /// <summary>
 /// Requests and LLM tokens of one upstream in the last minute, for the admin API and status page: 60 one-second slots
 /// per count on the injected <see cref="TimeProvider"/>. Written by hand because it sits on the hot path: an add is one
-/// timestamp read and one compare-and-swap on a slot that packs its second (upper bits) with its count (lower bits), so a
+/// coarse clock read and one compare-and-swap on a slot that packs its second (upper bits) with its count (lower bits), so a
 /// slot from a minute ago is reset by the same CAS that adds to it — no lock, no allocation, no timer. Reading sums the
 /// slots whose second lies within the last 60 (only the admin API reads).
 /// </summary>
@@ -18,11 +18,13 @@ internal sealed class RecentCounter
     private readonly long[] _tokens = new long[Slots];
     private readonly TimeProvider _time;
     private readonly long _frequency;
+    private readonly bool _system;
 
     public RecentCounter(TimeProvider time)
     {
         _time = time;
         _frequency = time.TimestampFrequency;
+        _system = ReferenceEquals(time, TimeProvider.System);
     }
 
     /// <summary>Counts one request sent to the upstream.</summary>
@@ -44,7 +46,9 @@ internal sealed class RecentCounter
     /// <summary>LLM tokens counted in the last minute.</summary>
     public long Tokens => Sum(_tokens);
 
-    private long Second() => _time.GetTimestamp() / _frequency;
+    // The system clock's seconds come from the coarse tick count (no clock hardware read: a few ns where a precise
+    // timestamp can cost ~60 ns on a VM); any other TimeProvider (fake time in tests) is asked directly.
+    private long Second() => _system ? Environment.TickCount64 / 1000 : _time.GetTimestamp() / _frequency;
 
     private void Add(long[] slots, long n)
     {
