@@ -146,27 +146,34 @@ internal sealed class UpstreamRuntime
         {
             return;
         }
-        Volatile.Write(ref _disabled, new KeyDisabled(reason, current?.Since ?? now, now + Recheck));
-        Volatile.Write(ref _trialTaken, 0);
+        // Compare-and-swap: an operator's disable or enable that lands meanwhile wins over this automatic one.
+        if (Interlocked.CompareExchange(ref _disabled, new KeyDisabled(reason, current?.Since ?? now, now + Recheck), current) == current)
+        {
+            Volatile.Write(ref _trialTaken, 0);
+        }
     }
 
     /// <summary>Ends a trial of a disabled key: a 2xx answer enables it, anything else keeps it disabled and restarts
     /// the wait for the next trial.</summary>
     public void EndTrial(bool success)
     {
-        if (Volatile.Read(ref _disabled) is { ByAdmin: true })
+        var current = Volatile.Read(ref _disabled);
+        if (current is { ByAdmin: true })
         {
             // The operator disabled it while the trial was out: the trial's answer changes nothing.
             Volatile.Write(ref _trialTaken, 0);
         }
         else if (success)
         {
-            Volatile.Write(ref _disabled, null);
+            if (current is not null)
+            {
+                Interlocked.CompareExchange(ref _disabled, null, current);
+            }
             Volatile.Write(ref _trialTaken, 0);
         }
-        else if (Volatile.Read(ref _disabled) is { } d)
+        else if (current is not null)
         {
-            Disable(d.Reason, trial: true);
+            Disable(current.Reason, trial: true);
         }
     }
 

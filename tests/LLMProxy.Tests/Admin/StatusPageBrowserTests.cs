@@ -101,7 +101,7 @@ public class StatusPageBrowserTests(BrowserFixture fixture) : IClassFixture<Brow
             var api = await ApiMembersAsync(proxy);
             Assert.Equal(5, api.Count);
 
-            var page = await browser.NewPageAsync();
+            var page = await browser.NewPageAsync(1280, 640);
             await page.GotoAsync($"http://127.0.0.1:{proxy.AdminPort}/?every=300");
             await page.Locator("article[data-upstream]").Nth(api.Count - 1).WaitForAsync();
             Assert.Equal(api.Count, await page.Locator("article[data-upstream]").CountAsync());
@@ -122,7 +122,8 @@ public class StatusPageBrowserTests(BrowserFixture fixture) : IClassFixture<Brow
                 Assert.Equal(HttpStatusCode.OK, disable.StatusCode);
             }
             var started = await AttributeAsync(page, "data-started");
-            await page.WaitForFunctionAsync($"Number(document.body.getAttribute('data-refreshes')) >= {started + 1}");
+            // Polled from here: the page's CSP forbids the eval Playwright's WaitForFunction would need.
+            await WaitUntilAsync(async () => await AttributeAsync(page, "data-refreshes") >= started + 1, TimeSpan.FromSeconds(20));
             Assert.Equal("disabled", await Card(page, "account-b").GetAttributeAsync("data-state"));
             Assert.Contains("admin", await Card(page, "account-b").TextContentAsync());
 
