@@ -69,18 +69,45 @@ internal sealed class AdminEndpoints(RuntimeHolder holder, Hosting.ConfigReloade
                 "Method not allowed on this admin endpoint.");
             return;
         }
+        if (CrossOrigin(context))
+        {
+            Refused(context, "cross-origin action");
+            await WriteErrorAsync(context, StatusCodes.Status403Forbidden, "forbidden", "Cross-origin admin actions are refused.");
+            return;
+        }
         if (!route.Open && !Authorized(context, holder.Current))
         {
-            var runtime = holder.Current;
-            runtime.Metrics.AdminUnauthorized.Inc();
-            if (_unauthorizedLog.TryEnter(out var occurrences))
-            {
-                Log.AdminUnauthorized(logger, Client(context), occurrences);
-            }
+            Refused(context, "no valid admin token");
             await ProxyErrors.WriteUnauthorizedAsync(context);
             return;
         }
         await next(context);
+    }
+
+    /// <summary>Counts a refused request; a log line at most every 10 s (a flood of refusals cannot flood the log).</summary>
+    private void Refused(HttpContext context, string reason)
+    {
+        holder.Current.Metrics.AdminUnauthorized.Inc();
+        if (_unauthorizedLog.TryEnter(out var occurrences))
+        {
+            Log.AdminUnauthorized(logger, Client(context), reason, occurrences);
+        }
+    }
+
+    /// <summary>A state-changing request a browser sent from another site's page (CSRF): with no admin token set, a form on
+    /// any web page the operator opens could otherwise disable keys. Browsers send <c>Origin</c> on every POST; the status
+    /// page's own requests carry this listener's origin. Clients without <c>Origin</c> (curl, scripts) are unaffected.</summary>
+    private static bool CrossOrigin(HttpContext context)
+    {
+        var request = context.Request;
+        if (HttpMethods.IsGet(request.Method) || HttpMethods.IsHead(request.Method) || request.Headers.Origin.Count == 0)
+        {
+            return false;
+        }
+        var origin = request.Headers.Origin.ToString();
+        return !Uri.TryCreate(origin, UriKind.Absolute, out var uri)
+            || !string.Equals(uri.Authority, request.Host.Value, StringComparison.OrdinalIgnoreCase)
+            || !string.Equals(uri.Scheme, request.Scheme, StringComparison.OrdinalIgnoreCase);
     }
 
     /// <summary>Constant time whatever the length: both sides are hashed first, so neither content nor length leaks.</summary>

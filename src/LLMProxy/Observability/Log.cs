@@ -39,8 +39,8 @@ internal static partial class Log
     public static partial void AdminAction(ILogger logger, string action, string target, string client, string result);
 
     [LoggerMessage(EventId = 61, EventName = "AdminUnauthorized", Level = LogLevel.Warning,
-        Message = "admin request without a valid token from {Client} ({Occurrences} in the last interval)")]
-    public static partial void AdminUnauthorized(ILogger logger, string client, long occurrences);
+        Message = "admin request refused from {Client}: {Reason} ({Occurrences} refused since the last such line)")]
+    public static partial void AdminUnauthorized(ILogger logger, string client, string reason, long occurrences);
 
     [LoggerMessage(EventId = 6, EventName = "ShuttingDown", Level = LogLevel.Information,
         Message = "shutting down: draining in-flight requests for up to {TimeoutMs} ms")]

@@ -42,7 +42,7 @@ internal sealed class ProxyMetrics
     public Counter AcceptPauses { get; }
     /// <summary>Operator actions on the admin API (disable, enable, reset, reload) by result.</summary>
     public Counter AdminActions { get; }
-    /// <summary>Admin requests refused for a missing or wrong <c>admin.token</c>.</summary>
+    /// <summary>Admin requests refused: a missing or wrong <c>admin.token</c>, or a cross-origin action.</summary>
     public Counter AdminUnauthorized { get; }
 
     public ProxyMetrics(bool includeProcessMetrics = true)
@@ -114,7 +114,7 @@ internal sealed class ProxyMetrics
             "Operator actions on the admin API: action disable, enable, reset or reload; result ok, not_found (no such upstream) or rejected (an invalid config file).",
             "action", "result");
         AdminUnauthorized = f.CreateCounter("llmproxy_admin_unauthorized_total",
-            "Admin API requests refused (401) because admin.token is set and the request did not carry it.");
+            "Admin API requests refused: 401 because admin.token is set and the request did not carry it, or 403 for a cross-origin action (CSRF).");
     }
 
     /// <summary>

@@ -314,6 +314,33 @@ public class AdminApiTests
     }
 
     [Fact]
+    public async Task Actions_FromAnotherSitesPage_RefusedAsCsrf_SameOriginAndNoOriginAccepted()
+    {
+        await using var a = await MockServer.StartAsync(new MockOptions { Port = 0, Name = "a" });
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config(Upstream("a", a.BaseUrl.ToString().TrimEnd('/')), "- name: a"));
+
+        using (var evil = new HttpRequestMessage(HttpMethod.Post, "/api/v1/upstreams/a/disable"))
+        {
+            evil.Headers.Add("Origin", "https://evil.example");
+            using var refused = await proxy.Admin.SendAsync(evil);
+            await StreamingAndErrorTests.AssertErrorBody(refused, HttpStatusCode.Forbidden, "forbidden");
+        }
+        using (var nullOrigin = new HttpRequestMessage(HttpMethod.Post, "/api/v1/upstreams/a/disable"))
+        {
+            nullOrigin.Headers.Add("Origin", "null"); // a sandboxed frame or a file:// page
+            Assert.Equal(HttpStatusCode.Forbidden, (await proxy.Admin.SendAsync(nullOrigin)).StatusCode);
+        }
+        Assert.Equal(JsonValueKind.Null, (await MembersAsync(proxy.Admin))["a"].GetProperty("disabled").ValueKind);
+
+        using (var page = new HttpRequestMessage(HttpMethod.Post, "/api/v1/upstreams/a/disable"))
+        {
+            page.Headers.Add("Origin", $"http://127.0.0.1:{proxy.AdminPort}");
+            Assert.Equal(HttpStatusCode.OK, (await proxy.Admin.SendAsync(page)).StatusCode);
+        }
+        Assert.Equal("disabled", (await ActAsync(proxy.Admin, "a", "disable")).GetProperty("state").GetString());
+    }
+
+    [Fact]
     public async Task StatusPage_SelfContained_StrictHeaders_PolicyHashesMatchItsInlineScriptAndStyle()
     {
         await using var a = await MockServer.StartAsync(new MockOptions { Port = 0, Name = "a" });
