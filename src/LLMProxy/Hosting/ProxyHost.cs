@@ -76,7 +76,9 @@ internal sealed class ProxyHost : IAsyncDisposable
         options ??= new ProxyHostOptions();
         var logger = loggerFactory.CreateLogger("LLMProxy");
         var metrics = new ProxyMetrics(options.ProcessMetrics);
-        var runtime = new ProxyRuntime(config, metrics, options.Time, logger);
+        // SPEC §17: one connection for the process, kept across reloads; requests decide locally until Redis answers.
+        var cluster = config.Cluster?.Redis is { } redis ? new Cluster.RedisCluster(redis, metrics, logger) : null;
+        var runtime = new ProxyRuntime(config, metrics, options.Time, logger, cluster: cluster);
         var holder = new RuntimeHolder(runtime);
         var reloader = new ConfigReloader(holder, options.ReloadSource, logger);
         Log.Starting(logger, Cli.VersionInfo.Version, config.HttpServer.Forwards.Count, config.UpstreamGroups.Count, config.Upstreams.Count);
@@ -123,6 +125,7 @@ internal sealed class ProxyHost : IAsyncDisposable
                 await app.DisposeAsync().ConfigureAwait(false);
             }
             runtime.Dispose();
+            cluster?.Dispose();
             throw;
         }
         var trimmer = new IdleMemoryTrimmer(() => holder.Current.ActiveRequests, () => holder.Current.StartedRequests, options.Time);
@@ -210,6 +213,7 @@ internal sealed class ProxyHost : IAsyncDisposable
             await app.DisposeAsync().ConfigureAwait(false);
         }
         Runtime.Dispose();
+        Runtime.Cluster?.Dispose();
     }
 
     private sealed class NoopLifetime : IHostLifetime

@@ -14,7 +14,7 @@ internal sealed class ForwardRuntime : IDisposable
     /// <param name="previous">On reload, the forward of the same name in the runtime being replaced: its client buckets
     /// are kept when <c>ratelimit</c> did not change, so a client that spent its burst does not get a new one.</param>
     public ForwardRuntime(ForwardConfig config, IReadOnlyDictionary<string, GroupRuntime> groups, ProxyMetrics metrics, TimeProvider time,
-        ForwardRuntime? previous = null)
+        ForwardRuntime? previous = null, Cluster.RedisCluster? cluster = null)
     {
         Config = config;
         Name = config.Name;
@@ -32,6 +32,9 @@ internal sealed class ForwardRuntime : IDisposable
             : previous?._limiter is { } kept && ConfigEquality.Same(previous.Config.Ratelimit, r) ? kept.Share()
             : Shared<ClientRateLimiter>.Create(new ClientRateLimiter(r, time));
         Limiter = _limiter?.Value;
+        SharedClients = cluster is not null && config.Ratelimit is { } shared
+            ? new Cluster.SharedBucket(cluster, "fwd:" + config.Name + ":ip", shared.PerSecond, shared.Burst)
+            : null;
         IpResolver = config.TrustedProxies.Count > 0 ? new ClientIpResolver(config.TrustedProxies) : null;
         Stages = PipelineComposer.Compose(this);
     }
@@ -56,6 +59,8 @@ internal sealed class ForwardRuntime : IDisposable
     public bool BuffersBodies { get; }
     public ForwardMetrics Metrics { get; }
     public ClientRateLimiter? Limiter { get; }
+    /// <summary>The per-IP limit on the cluster (SPEC §17); null without <c>cluster.redis</c> or <c>ratelimit</c>.</summary>
+    public Cluster.SharedBucket? SharedClients { get; }
     /// <summary>Null when no proxy is trusted: the client is always the TCP peer.</summary>
     public ClientIpResolver? IpResolver { get; }
     /// <summary>The request pipeline, in order.</summary>

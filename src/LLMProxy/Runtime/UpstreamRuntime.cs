@@ -1,4 +1,5 @@
 using System.Text;
+using LLMProxy.Cluster;
 using LLMProxy.Configuration;
 using LLMProxy.Forwarding;
 using LLMProxy.Routing;
@@ -139,14 +140,27 @@ internal sealed class UpstreamRuntime
     /// the wait for the next one.</summary>
     public void Disable(string reason, bool trial = false)
     {
+        if (SetDisabled(reason, trial))
+        {
+            Shared?.Disable(reason);
+        }
+    }
+
+    /// <summary>Disables this key because the cluster says another instance found it bad (SPEC §17): like
+    /// <see cref="Disable"/>, without telling the cluster again.</summary>
+    public void AdoptDisabled(string reason) => SetDisabled(reason, trial: false);
+
+    private bool SetDisabled(string reason, bool trial)
+    {
         var now = _time.GetUtcNow();
         var current = Volatile.Read(ref _disabled);
         if (current is not null && !trial)
         {
-            return;
+            return false;
         }
         Volatile.Write(ref _disabled, new KeyDisabled(reason, current?.Since ?? now, now + Recheck));
         Volatile.Write(ref _trialTaken, 0);
+        return true;
     }
 
     /// <summary>Ends a trial of a disabled key: a 2xx answer enables it, anything else keeps it disabled and restarts
@@ -157,6 +171,7 @@ internal sealed class UpstreamRuntime
         {
             Volatile.Write(ref _disabled, null);
             Volatile.Write(ref _trialTaken, 0);
+            Shared?.Enable();
         }
         else if (Volatile.Read(ref _disabled) is { } d)
         {
@@ -169,6 +184,40 @@ internal sealed class UpstreamRuntime
         Recheck > TimeSpan.Zero && _time.GetUtcNow() >= d.NextTrial && Volatile.Read(ref _trialTaken) == 0;
     public CircuitBreaker? Breaker { get; }
     public CoolDown CoolDown { get; }
+
+    /// <summary>This upstream's shared state when <c>cluster.redis</c> is set (SPEC §17); null otherwise.</summary>
+    public SharedUpstream? Shared { get; private set; }
+
+    /// <summary>Shares this upstream's limits and health through <paramref name="cluster"/> (once, when compiled).</summary>
+    public void AttachShared(RedisCluster cluster) => Shared ??= new SharedUpstream(cluster, Config, Authorization);
+
+    private long _sharedBlockUntil; // UTC ticks; the cluster said a budget is empty until then (0 = never)
+
+    /// <summary>Keeps this upstream out of selection for <paramref name="duration"/> because the cluster's shared
+    /// budgets (rate, TPM or learned headroom) are empty: the next requests choose another member without asking.</summary>
+    public void BlockShared(TimeSpan duration)
+    {
+        var until = _time.GetUtcNow().UtcTicks + duration.Ticks;
+        var current = Volatile.Read(ref _sharedBlockUntil);
+        while (current < until)
+        {
+            var seen = Interlocked.CompareExchange(ref _sharedBlockUntil, until, current);
+            if (seen == current)
+            {
+                return;
+            }
+            current = seen;
+        }
+    }
+
+    private DateTimeOffset? SharedBlockedUntil
+    {
+        get
+        {
+            var until = Volatile.Read(ref _sharedBlockUntil);
+            return until != 0 && _time.GetUtcNow().UtcTicks < until ? new DateTimeOffset(until, TimeSpan.Zero) : null;
+        }
+    }
     public TokenBucketLimiter? Limiter { get; }
     /// <summary><c>ratelimit.requestsPerMinute</c>: capacity = the value, refilled over a minute; null when not set.</summary>
     public TokenBucketLimiter? Rpm { get; }
@@ -187,6 +236,7 @@ internal sealed class UpstreamRuntime
         if (Headroom.Parse(headers, _time.GetUtcNow()) is { } learned)
         {
             Volatile.Write(ref _learned, learned);
+            Shared?.Learn(learned, _time.GetUtcNow());
             // Approximate on purpose: requests still in flight may or may not be in the provider's numbers.
             Interlocked.Exchange(ref _sentSinceLearned, 0);
             Interlocked.Exchange(ref _tokensSinceLearned, 0);
@@ -205,7 +255,8 @@ internal sealed class UpstreamRuntime
         {
             return Unavailability.BreakerOpen;
         }
-        if (CoolDown.IsCooling || Limiter is { HasToken: false } || !HasBudget(tokens))
+        if (CoolDown.IsCooling || Limiter is { HasToken: false } || !HasBudget(tokens)
+            || (Volatile.Read(ref _sharedBlockUntil) != 0 && SharedBlockedUntil is not null))
         {
             return Unavailability.RateLimited;
         }
@@ -240,6 +291,10 @@ internal sealed class UpstreamRuntime
         if (Volatile.Read(ref _inFlight) >= MaxConcurrent)
         {
             Later(ref at, now + ConcurrencyRetry);
+        }
+        if (SharedBlockedUntil is { } shared)
+        {
+            Later(ref at, shared);
         }
         if (Volatile.Read(ref _disabled) is { } disabled && Recheck > TimeSpan.Zero && disabled.NextTrial > now)
         {

@@ -15,7 +15,7 @@ internal static class PipelineComposer
         }
         if (forward.Limiter is { } limiter)
         {
-            stages.Add(new AdmitClientStage(limiter, forward.Metrics));
+            stages.Add(new AdmitClientStage(limiter, forward.Metrics, forward.SharedClients));
         }
         stages.Add(new ScreenStage(forward.Config.MaxRequestBodySize));
         // Always: include_usage (SPEC §13.2) reads the facts of completions requests even where nothing else needs a body.
