@@ -61,6 +61,17 @@ internal sealed class RedisCluster : IDisposable
     /// <summary>Key prefix (<c>cluster.redis.prefix</c>).</summary>
     public string Prefix { get; }
 
+    /// <summary>Where the cluster's own lines go (and those about state learned from it).</summary>
+    public ILogger Logger => _logger;
+
+    /// <summary>Raised when Redis answers again after being down: what this instance learned alone meanwhile
+    /// (cool-downs, disabled keys) is written back, so an emptied or restarted Redis learns it too.</summary>
+    public event Action? Resumed;
+
+    /// <summary>Raised after every probe that found Redis up (once a second), off the request path: where state that
+    /// a request never asks about — a key another instance enabled again — is read back.</summary>
+    public event Func<Task>? Tick;
+
     /// <summary>Whether shared operations go to Redis now (false until the first probe answered).</summary>
     public bool IsUp => Volatile.Read(ref _state) == UpState;
 
@@ -85,6 +96,29 @@ internal sealed class RedisCluster : IDisposable
             Down(ex is TimeoutException ? $"no answer within {(long)_timeout.TotalMilliseconds} ms" : Reason(ex));
             _metrics.Fallbacks.Inc();
             return null;
+        }
+    }
+
+    /// <summary>Reads one hash field, waiting at most the timeout; null when absent, or when Redis is down or slow
+    /// (then also <paramref name="answered"/> is false).</summary>
+    public async ValueTask<(bool Answered, string? Value)> HashGetAsync(RedisKey key, RedisValue field)
+    {
+        if (Volatile.Read(ref _state) != UpState || _database is not { } db)
+        {
+            return (false, null);
+        }
+        Task<RedisValue>? call = null;
+        try
+        {
+            call = db.HashGetAsync(key, field);
+            var value = await call.WaitAsync(_timeout).ConfigureAwait(false);
+            return (true, value.IsNull ? null : (string?)value);
+        }
+        catch (Exception ex) when (ex is RedisException or TimeoutException or ObjectDisposedException)
+        {
+            Observe(call);
+            Down(ex is TimeoutException ? $"no answer within {(long)_timeout.TotalMilliseconds} ms" : Reason(ex));
+            return (false, null);
         }
     }
 
@@ -144,6 +178,10 @@ internal sealed class RedisCluster : IDisposable
             _metrics.Up.Set(1);
             var first = Interlocked.Exchange(ref _wasEverUp, 1) == 0;
             Log.ClusterRedisUp(_logger, _shown, first ? "connected" : "back: sharing state again");
+            if (!first)
+            {
+                Resumed?.Invoke();
+            }
         }
     }
 
@@ -174,6 +212,10 @@ internal sealed class RedisCluster : IDisposable
                     ping = _database.PingAsync();
                     await ping.WaitAsync(_timeout, stop).ConfigureAwait(false);
                     Up();
+                    if (Tick is { } tick)
+                    {
+                        await tick().WaitAsync(ProbeInterval, stop).ConfigureAwait(false);
+                    }
                 }
                 catch (Exception ex) when (ex is RedisException or TimeoutException)
                 {

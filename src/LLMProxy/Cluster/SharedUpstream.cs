@@ -107,7 +107,11 @@ internal sealed class SharedUpstream
                 upstream.CoolDown.Park(wait);
                 return (SharedVerdict.UpstreamRefused, wait, 0);
             case 2:
-                upstream.AdoptDisabled(answer.Length > 2 ? Reason((string?)answer[2]) : "disabled");
+                var reason = answer.Length > 2 ? Reason((string?)answer[2]) : "disabled";
+                if (upstream.AdoptDisabled(reason))
+                {
+                    Observability.Log.KeyDisabled(_cluster.Logger, upstream.Name, reason + " (found by another instance)");
+                }
                 return (SharedVerdict.UpstreamRefused, TimeSpan.Zero, 0);
             case 3:
                 upstream.BlockShared(wait);
@@ -145,6 +149,27 @@ internal sealed class SharedUpstream
 
     /// <summary>Tells the cluster this key is good again (a trial passed, or an operator enabled it).</summary>
     public void Enable() => _cluster.Send(SharedScripts.Enable, _offKey, [Fingerprint]);
+
+    /// <summary>Writes back what this instance learned alone while Redis was away: its cool-down and disabled state.</summary>
+    public void Republish(Runtime.UpstreamRuntime upstream, DateTimeOffset now)
+    {
+        if (upstream.CoolDown.Until is { } until && until > now)
+        {
+            Park(until - now);
+        }
+        if (upstream.Disabled is { } disabled)
+        {
+            Disable(disabled.Reason);
+        }
+    }
+
+    /// <summary>Whether the cluster still holds this key as disabled (for this credential); null when Redis did not
+    /// answer. Read once a second for keys disabled here, so a key enabled by another instance comes back here too.</summary>
+    public async ValueTask<bool?> StillDisabledAsync()
+    {
+        var (answered, fingerprint) = await _cluster.HashGetAsync(_offKey[0], "f").ConfigureAwait(false);
+        return answered ? fingerprint == Fingerprint : null;
+    }
 
     /// <summary>Shares what the provider said about this key's remaining limits (SPEC §13.1).</summary>
     public void Learn(Headroom learned, DateTimeOffset now)

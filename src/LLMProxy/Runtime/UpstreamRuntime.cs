@@ -148,7 +148,20 @@ internal sealed class UpstreamRuntime
 
     /// <summary>Disables this key because the cluster says another instance found it bad (SPEC §17): like
     /// <see cref="Disable"/>, without telling the cluster again.</summary>
-    public void AdoptDisabled(string reason) => SetDisabled(reason, trial: false);
+    public bool AdoptDisabled(string reason) => SetDisabled(reason, trial: false);
+
+    /// <summary>Enables this key because the cluster no longer holds it as disabled (another instance's trial passed,
+    /// or an operator enabled it there), without telling the cluster again. False when it was not disabled.</summary>
+    public bool AdoptEnabled()
+    {
+        if (Volatile.Read(ref _disabled) is null)
+        {
+            return false;
+        }
+        Volatile.Write(ref _disabled, null);
+        Volatile.Write(ref _trialTaken, 0);
+        return true;
+    }
 
     private bool SetDisabled(string reason, bool trial)
     {

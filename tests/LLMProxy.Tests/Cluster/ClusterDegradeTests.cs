@@ -23,12 +23,13 @@ public sealed class ClusterDegradeTests
             cluster:
               redis:
                 url: "{redis.Url}"
-                timeout: 50
+                timeout: 300
             """;
         await using var proxy = await TestProxy.StartAsync(yaml);
         await proxy.Admin.AssertRedisUpAsync(1);
 
-        // Redis holds every client (the probe's PING included) for 4 s: slower than the 50 ms timeout.
+        // Redis holds every client (the probe's PING included) for 4 s: far slower than the 300 ms timeout (a
+        // generous one: on a loaded test machine an idle Redis can take longer than the default 50 ms).
         Assert.Equal("+OK", await redis.CommandAsync("CLIENT PAUSE 4000 ALL"));
         var statuses = new List<HttpStatusCode>();
         for (var i = 0; i < 6; i++)
@@ -46,7 +47,10 @@ public sealed class ClusterDegradeTests
         Assert.True(Sample(metrics, "llmproxy_cluster_fallbacks_total") >= statuses.Count(s => s == HttpStatusCode.OK), Lines(metrics, "llmproxy_cluster"));
 
         await proxy.Admin.AssertRedisUpAsync(1, TimeSpan.FromSeconds(15));
-        Assert.Single(proxy.Logs.Entries, e => e.Id.Id == 70);
+        // One line per transition, never per request: connected, unavailable, back (and so on, alternating).
+        var transitions = proxy.Logs.Entries.Where(e => e.Id.Id is 70 or 71).Select(e => e.Id.Id).ToList();
+        Assert.True(transitions.Count >= 3, string.Join(",", transitions));
+        Assert.All(transitions.Select((id, i) => (id, i)), t => Assert.Equal(t.i % 2 == 0 ? 71 : 70, t.id));
         Assert.Contains(proxy.Logs.Entries, e => e.Id.Id == 71 && e.Message.Contains("sharing state again", StringComparison.Ordinal));
         using var after = await proxy.Client.PostAsync("/v1/chat/completions", new StringContent("{}"));
         Assert.True(after.StatusCode is HttpStatusCode.OK or HttpStatusCode.TooManyRequests);
