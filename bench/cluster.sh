@@ -8,7 +8,7 @@
 #      local pair admit about twice as much).
 # Usage: bench/cluster.sh   (about 2 minutes)
 # Environment (optional): BENCH_ROUNDS=2 BENCH_DURATION=10 BENCH_CONNECTIONS=32 (per instance) BENCH_WARMUP=5
-#   BENCH_PORT_BASE=18080 (uses base+40..+53) BENCH_SKIP_BUILD=0 BENCH_WAIT_QUIET=0
+#   BENCH_PORT_BASE=18080 (uses base+40..+53) BENCH_SKIP_BUILD=0 BENCH_WAIT_QUIET=0 BENCH_REDIS_TIMEOUT=250
 # Everything it writes goes under bench/out/cluster/. See bench/README.md.
 set -euo pipefail
 
@@ -21,6 +21,10 @@ CONNS="${BENCH_CONNECTIONS:-32}"
 WARMUP="${BENCH_WARMUP:-5}"
 BASE="${BENCH_PORT_BASE:-18080}"
 LIMIT=100 # perSecond and burst of the limited upstream
+# cluster.redis.timeout of the Redis pair. Above the 50 ms default on purpose: on a busy machine a Redis call can
+# take longer, and each such call sends the instance to local state for a second; the benchmark should measure
+# sharing, and it reports how many operations fell back all the same.
+REDIS_TIMEOUT="${BENCH_REDIS_TIMEOUT:-250}"
 
 MOCK_PORT=$((BASE + 40))
 REDIS_PORT=$((BASE + 41))
@@ -112,7 +116,7 @@ upstreamGroups:
       httpClient: { connect: { maxPerHost: 100 } }
 YAML
     if [[ "$name" == redis* ]]; then
-        printf 'cluster:\n    redis:\n        url: "redis://127.0.0.1:%s"\n        prefix: "bench:"\n' "$REDIS_PORT"
+        printf 'cluster:\n    redis:\n        url: "redis://127.0.0.1:%s"\n        prefix: "bench:"\n        timeout: %s\n' "$REDIS_PORT" "$REDIS_TIMEOUT"
     fi
 }
 declare -A PID
@@ -186,12 +190,12 @@ log "limit: perSecond $LIMIT burst $LIMIT, ${DURATION}s of load per pair"
 for pair in local redis; do
     before=$(($(metric_sum "${ADM[${pair}1]}" '^llmproxy_upstream_requests_total.*upstream="mocklim".*status_code="200"') \
         + $(metric_sum "${ADM[${pair}2]}" '^llmproxy_upstream_requests_total.*upstream="mocklim".*status_code="200"')))
-    t0="$(now_ms)"
     pair_run "$pair" limit 1 LIM "$DURATION"
-    t1="$(now_ms)"
     after=$(($(metric_sum "${ADM[${pair}1]}" '^llmproxy_upstream_requests_total.*upstream="mocklim".*status_code="200"') \
         + $(metric_sum "${ADM[${pair}2]}" '^llmproxy_upstream_requests_total.*upstream="mocklim".*status_code="200"')))
-    printf 'admitted\t%s\t%s\t%s\n' "$pair" "$((after - before))" "$((t1 - t0))" >>"$RESULTS"
+    # The time the load ran: the longer of the two wrk runs.
+    load_us="$(tail -1 "$RESULTS" | tr '\t ' '\n\n' | awk -F= '$1 == "duration_us" && $2 > m { m = $2 } END { print m + 0 }')"
+    printf 'admitted\t%s\t%s\t%s\n' "$pair" "$((after - before))" "$((load_us / 1000))" >>"$RESULTS"
 done
 for name in redis1 redis2; do
     printf 'fallbacks\t%s\t%s\n' "$name" "$(metric_sum "${ADM[$name]}" '^llmproxy_cluster_fallbacks_total')" >>"$RESULTS"
@@ -206,7 +210,7 @@ REPORT="$RUN_DIR/report.md"
     echo "- redis: $("$REDIS_BIN" --version | awk '{print $3}'); machine busy before start: ${BUSY_BEFORE}%"
     echo "- load: wrk, 1 KB chat body, ${CONNS} connections on each of the two instances of a pair at once, ${DURATION}s per run, ${ROUNDS} round(s)"
     echo
-    awk -F'\t' -v tck="$CLK_TCK" -v limit="$LIMIT" '
+    awk -F'\t' -v tck="$CLK_TCK" -v limit="$LIMIT" -v rt="$REDIS_TIMEOUT" '
         $1 == "throughput" {
             n = split($8 " " $9, kv, " "); req = 0; st = 0; dur = 0; p99 = 0
             for (i = 1; i <= n; i++) { split(kv[i], p, "="); if (p[1] == "requests") req += p[2]; if (p[1] == "status") st += p[2];
@@ -236,7 +240,7 @@ REPORT="$RUN_DIR/report.md"
                 printf "| %s | %.1f s | %.0f | **%d** (%.2f× the limit) |\n", pr == "local" ? "two, local state" : "two, shared on Redis", ms[pr] / 1000, allowed, adm[pr], adm[pr] / allowed
             }
             print ""
-            print "llmproxy_cluster_fallbacks_total at the end: " fb "(0 = Redis answered every call within the 50 ms timeout)."
+            print "llmproxy_cluster_fallbacks_total at the end: " fb "(0 = Redis answered every call within cluster.redis.timeout, " rt " ms here)."
         }' "$RESULTS"
 } >"$REPORT"
 echo >&2

@@ -77,6 +77,7 @@ internal sealed class RedisCluster : IDisposable
 
     /// <summary>Runs <paramref name="script"/> and waits at most the configured timeout. Null — decide locally — when
     /// Redis is down, failed or was too slow (which marks it down until the probe finds it back).</summary>
+    /// <remarks>Whatever goes wrong in the client is caught here: no request fails because Redis did.</remarks>
     public async ValueTask<RedisResult?> EvaluateAsync(string script, RedisKey[] keys, RedisValue[] values)
     {
         if (Volatile.Read(ref _state) != UpState || _database is not { } db)
@@ -90,7 +91,7 @@ internal sealed class RedisCluster : IDisposable
             call = db.ScriptEvaluateAsync(script, keys, values);
             return await call.WaitAsync(_timeout).ConfigureAwait(false);
         }
-        catch (Exception ex) when (ex is RedisException or TimeoutException or ObjectDisposedException)
+        catch (Exception ex) when (ex is not OutOfMemoryException)
         {
             Observe(call);
             Down(ex is TimeoutException ? $"no answer within {(long)_timeout.TotalMilliseconds} ms" : Reason(ex));
@@ -114,7 +115,7 @@ internal sealed class RedisCluster : IDisposable
             var value = await call.WaitAsync(_timeout).ConfigureAwait(false);
             return (true, value.IsNull ? null : (string?)value);
         }
-        catch (Exception ex) when (ex is RedisException or TimeoutException or ObjectDisposedException)
+        catch (Exception ex) when (ex is not OutOfMemoryException)
         {
             Observe(call);
             Down(ex is TimeoutException ? $"no answer within {(long)_timeout.TotalMilliseconds} ms" : Reason(ex));
@@ -135,7 +136,7 @@ internal sealed class RedisCluster : IDisposable
         {
             db.ScriptEvaluate(script, keys, values, CommandFlags.FireAndForget);
         }
-        catch (Exception ex) when (ex is RedisException or ObjectDisposedException)
+        catch (Exception ex) when (ex is not OutOfMemoryException)
         {
             Down(Reason(ex));
             _metrics.Fallbacks.Inc();
@@ -212,15 +213,22 @@ internal sealed class RedisCluster : IDisposable
                     ping = _database.PingAsync();
                     await ping.WaitAsync(_timeout, stop).ConfigureAwait(false);
                     Up();
-                    if (Tick is { } tick)
-                    {
-                        await tick().WaitAsync(ProbeInterval, stop).ConfigureAwait(false);
-                    }
                 }
-                catch (Exception ex) when (ex is RedisException or TimeoutException)
+                catch (Exception ex) when (ex is not OperationCanceledException and not OutOfMemoryException)
                 {
                     Observe(ping);
                     Down(ex is TimeoutException ? "probe unanswered" : Reason(ex));
+                }
+                if (IsUp && Tick is { } tick)
+                {
+                    try
+                    {
+                        // Its own Redis calls degrade like any other; a slow round is simply cut.
+                        await tick().WaitAsync(ProbeInterval, stop).ConfigureAwait(false);
+                    }
+                    catch (TimeoutException)
+                    {
+                    }
                 }
             }
             while (await timer.WaitForNextTickAsync(stop).ConfigureAwait(false));

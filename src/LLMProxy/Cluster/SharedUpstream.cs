@@ -96,9 +96,20 @@ internal sealed class SharedUpstream
         {
             return (SharedVerdict.Admitted, TimeSpan.Zero, 0);
         }
-        var answer = (RedisResult[])result!;
-        var code = (int)answer[0];
-        var wait = answer.Length > 1 ? TimeSpan.FromMilliseconds(Math.Clamp((long)answer[1], 1, (long)RetryAfter.MaxCoolDown.TotalMilliseconds)) : TimeSpan.Zero;
+        int code;
+        TimeSpan wait;
+        RedisResult[] answer;
+        try
+        {
+            answer = (RedisResult[])result!;
+            code = (int)answer[0];
+            wait = answer.Length > 1 ? TimeSpan.FromMilliseconds(Math.Clamp((long)answer[1], 1, (long)RetryAfter.MaxCoolDown.TotalMilliseconds)) : TimeSpan.Zero;
+        }
+        catch (Exception ex) when (ex is InvalidCastException or FormatException or OverflowException or IndexOutOfRangeException)
+        {
+            // Not what the script answers (another writer under this prefix?): decided locally, as when Redis is away.
+            return (SharedVerdict.Admitted, TimeSpan.Zero, 0);
+        }
         switch (code)
         {
             case 0:
@@ -116,8 +127,10 @@ internal sealed class SharedUpstream
             case 3:
                 upstream.BlockShared(wait);
                 return (SharedVerdict.UpstreamRefused, wait, 0);
-            default:
+            case 4:
                 return (SharedVerdict.ClientLimited, wait, 0);
+            default:
+                return (SharedVerdict.Admitted, TimeSpan.Zero, 0);
         }
     }
 

@@ -56,8 +56,19 @@ internal sealed class AttemptStage : IRequestStage
             {
                 // SPEC §17: the cluster's word on this attempt, in one round trip; a refusal is now local state too, so
                 // choosing again skips that member (bounded all the same: a refusal always blocks it for a while).
-                var (verdict, wait, reserved) = await shared.AcquireAsync(lease.Upstream, lease.IsTrial, request.TokenEstimate, request.SharedTakes)
-                    .ConfigureAwait(false);
+                SharedVerdict verdict;
+                TimeSpan wait;
+                long reserved;
+                try
+                {
+                    (verdict, wait, reserved) = await shared.AcquireAsync(lease.Upstream, lease.IsTrial, request.TokenEstimate, request.SharedTakes)
+                        .ConfigureAwait(false);
+                }
+                catch
+                {
+                    lease.Dispose(); // never leaked, whatever happens between acquire and release
+                    throw;
+                }
                 if (verdict != SharedVerdict.Admitted)
                 {
                     lease.Dispose();
