@@ -73,7 +73,10 @@ internal static class RootCommandFactory
         var chunks = new Option<int>("--chunks") { Description = "SSE content chunks per streamed answer.", DefaultValueFactory = _ => 10 };
         var interval = new Option<int>("--chunk-interval-ms") { Description = "Gap between SSE chunks.", DefaultValueFactory = _ => 20 };
         var name = new Option<string>("--name") { Description = "Name echoed in X-Mock-Name.", DefaultValueFactory = _ => "mock" };
-        var mock = new Command("mock", "Run the built-in OpenAI-compatible mock upstream.") { port, address, latency, status, failRate, chunks, interval, name };
+        var tpm = new Option<long>("--tpm") { Description = "Tokens per minute per API key, enforced with 429s like a provider (0 = off)." };
+        var rpm = new Option<int>("--rpm") { Description = "Requests per minute per API key, enforced with 429s like a provider (0 = off)." };
+        var noHeaders = new Option<bool>("--no-ratelimit-headers") { Description = "With --tpm/--rpm: send only retry-after on a 429, no x-ratelimit-* headers." };
+        var mock = new Command("mock", "Run the built-in OpenAI-compatible mock upstream.") { port, address, latency, status, failRate, chunks, interval, name, tpm, rpm, noHeaders };
         // Ranges are checked by MockOptions.Validate in the handler (exit 2), where defaults are applied.
         mock.SetAction((parse, _) => MockCommand.RunAsync(new MockOptions
         {
@@ -85,6 +88,9 @@ internal static class RootCommandFactory
             Chunks = parse.GetValue(chunks),
             ChunkIntervalMs = parse.GetValue(interval),
             Name = parse.GetValue(name)!,
+            TokensPerMinute = parse.GetValue(tpm),
+            RequestsPerMinute = parse.GetValue(rpm),
+            RateLimitHeaders = !parse.GetValue(noHeaders),
         }, stdout, stderr));
         return mock;
     }

@@ -18,6 +18,11 @@ internal enum SharedVerdict
     ClientLimited,
 }
 
+/// <summary>What the cluster said about one attempt: the verdict, how long until a refusal may pass, the TPM tokens
+/// reserved on the cluster when admitted, and — for <see cref="SharedVerdict.ClientLimited"/> — whether the empty
+/// bucket is a client key's (else a client IP's).</summary>
+internal readonly record struct SharedAdmission(SharedVerdict Verdict, TimeSpan RetryAfter, long Reserved, bool ByClientKey = false);
+
 /// <summary>
 /// One upstream's view of the shared state (SPEC §17): the keys and rates its scripts need, computed once. The local
 /// state (<see cref="Runtime.UpstreamRuntime"/>'s buckets, cool-down, headroom, disabled flag) stays the source of every
@@ -64,7 +69,7 @@ internal sealed class SharedUpstream
     /// TPM tokens available, and each of <paramref name="clients"/> with a token — and takes all of them at once.
     /// A refusal is applied to the local state (cool-down, disabled, a short block) so the next selection skips the
     /// upstream without asking again.</summary>
-    public async ValueTask<(SharedVerdict Verdict, TimeSpan RetryAfter, long Reserved)> AcquireAsync(Runtime.UpstreamRuntime upstream, bool trial,
+    public async ValueTask<SharedAdmission> AcquireAsync(Runtime.UpstreamRuntime upstream, bool trial,
         long estimate, List<SharedBucketTake>? clients)
     {
         var need = _capacity > 0 ? Math.Clamp(estimate, 0, _capacity) : 0;
@@ -94,7 +99,7 @@ internal sealed class SharedUpstream
         var result = await _cluster.EvaluateAsync(SharedScripts.Acquire, keys, values).ConfigureAwait(false);
         if (result is null || result.Resp2Type != ResultType.Array)
         {
-            return (SharedVerdict.Admitted, TimeSpan.Zero, 0);
+            return new(SharedVerdict.Admitted, TimeSpan.Zero, 0);
         }
         int code;
         TimeSpan wait;
@@ -108,29 +113,31 @@ internal sealed class SharedUpstream
         catch (Exception ex) when (ex is InvalidCastException or FormatException or OverflowException or IndexOutOfRangeException)
         {
             // Not what the script answers (another writer under this prefix?): decided locally, as when Redis is away.
-            return (SharedVerdict.Admitted, TimeSpan.Zero, 0);
+            return new(SharedVerdict.Admitted, TimeSpan.Zero, 0);
         }
         switch (code)
         {
             case 0:
-                return (SharedVerdict.Admitted, TimeSpan.Zero, need);
+                return new(SharedVerdict.Admitted, TimeSpan.Zero, need);
             case 1:
                 upstream.CoolDown.Park(wait);
-                return (SharedVerdict.UpstreamRefused, wait, 0);
+                return new(SharedVerdict.UpstreamRefused, wait, 0);
             case 2:
                 var reason = answer.Length > 2 ? Reason((string?)answer[2]) : "disabled";
                 if (upstream.AdoptDisabled(reason))
                 {
                     Observability.Log.KeyDisabled(_cluster.Logger, upstream.Name, reason + " (found by another instance)");
                 }
-                return (SharedVerdict.UpstreamRefused, TimeSpan.Zero, 0);
+                return new(SharedVerdict.UpstreamRefused, TimeSpan.Zero, 0);
             case 3:
                 upstream.BlockShared(wait);
-                return (SharedVerdict.UpstreamRefused, wait, 0);
+                return new(SharedVerdict.UpstreamRefused, wait, 0);
             case 4:
-                return (SharedVerdict.ClientLimited, wait, 0);
+                // Which bucket (1-based into the takes): the caller answers for that kind of client limit.
+                var which = answer.Length > 2 ? (int)answer[2] - 1 : 0;
+                return new(SharedVerdict.ClientLimited, wait, 0, clients is { } c && which >= 0 && which < c.Count && c[which].Bucket.IsClientKey);
             default:
-                return (SharedVerdict.Admitted, TimeSpan.Zero, 0);
+                return new(SharedVerdict.Admitted, TimeSpan.Zero, 0);
         }
     }
 
@@ -220,14 +227,18 @@ internal sealed class SharedBucket
 {
     /// <param name="cluster">Where the buckets live.</param>
     /// <param name="scope">Names the limit (e.g. <c>fwd:main:ip</c>); ids are unique within it.</param>
-    public SharedBucket(RedisCluster cluster, string scope, double perSecond, int burst)
+    /// <param name="isClientKey">A client key's limit (its refusal is <c>429 client_key_rate_limited</c>-style, counted
+    /// as <c>limit_type="client_key"</c>) rather than a client IP's.</param>
+    public SharedBucket(RedisCluster cluster, string scope, double perSecond, int burst, bool isClientKey = false)
     {
         ArgumentNullException.ThrowIfNull(cluster);
+        IsClientKey = isClientKey;
         KeyPrefix = cluster.Prefix + "cl:" + scope + ":";
         (Interval, Depth) = SharedUpstream.Gcra(perSecond, Math.Max(1, burst));
     }
 
     public string KeyPrefix { get; }
+    public bool IsClientKey { get; }
     public RedisValue Interval { get; }
     public RedisValue Depth { get; }
 

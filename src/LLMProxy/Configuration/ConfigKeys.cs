@@ -9,7 +9,9 @@ internal static class ConfigKeys
     public static readonly string[] Redis = ["url", "prefix", "timeout"];
     public static readonly string[] HttpServer = ["forwards", "admin", "shutdownTimeout"];
     public static readonly string[] Forward =
-        ["name", "port", "address", "defaultGroup", "ratelimit", "timeout", "trustedProxies", "maxRequestBodySize", "routes", "maxConnections", "debugHeaders"];
+        ["name", "port", "address", "defaultGroup", "ratelimit", "timeout", "trustedProxies", "maxRequestBodySize", "routes", "maxConnections", "debugHeaders", "keys"];
+    public static readonly string[] ClientKey = ["name", "key", "sha256", "ratelimit", "tokensPerMinute", "models"];
+    public static readonly string[] ClientKeyRateLimit = ["perSecond", "burst"];
     public static readonly string[] Route = ["name", "path", "model", "group"];
     public static readonly string[] ForwardRateLimit = ["perSecond", "burst"];
     public static readonly string[] ServerTimeout = ["idle", "read", "write"];
@@ -32,6 +34,7 @@ internal static class ConfigKeys
     /// <summary>Every key name that may appear anywhere in a config (used to check the documented default file).</summary>
     public static IEnumerable<string> All =>
         new[] { Root, HttpServer, Forward, Route, ForwardRateLimit, ServerTimeout, Admin, Upstream, Auth, Header, Breaker,
-                UpstreamRateLimit, Group, GroupMember, Balance, HttpClient, Connect, ClientTimeout, Proxy, Retry, Affinity, Cluster, Redis }
+                UpstreamRateLimit, Group, GroupMember, Balance, HttpClient, Connect, ClientTimeout, Proxy, Retry, Affinity, ClientKey, ClientKeyRateLimit,
+                Cluster, Redis }
             .SelectMany(k => k).Distinct(StringComparer.Ordinal);
 }

@@ -136,8 +136,110 @@ internal sealed class ConfigReader(ConfigReadContext ctx)
             Routes = ReadRoutes(m),
             MaxConnections = m.Int("maxConnections", ForwardDefaults.MaxConnections, 1),
             DebugHeaders = m.Bool("debugHeaders", ForwardDefaults.DebugHeaders),
+            Keys = ReadClientKeys(m),
         };
     }
+
+    /// <summary>(ext, §15) <c>keys</c>: every problem of every key with its path; a key's value is never echoed. Names
+    /// label metrics and the access line, so they are plain words; two entries naming the same key (by its SHA-256,
+    /// whether written as <c>key</c> or <c>sha256</c>) are refused, since the second could never be told apart.</summary>
+    private List<ClientKeyConfig> ReadClientKeys(YamlMap forward)
+    {
+        var result = new List<ClientKeyConfig>();
+        var items = forward.List("keys");
+        if (items is null) return result;
+        if (items.Count == 0) forward.Error("keys", "must list at least one key (omit the key to let every client in)");
+
+        var names = new Dictionary<string, string>(StringComparer.Ordinal);
+        var digests = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var (node, path) in items)
+        {
+            if (forward.Item(node, path, ConfigKeys.ClientKey) is not { } k) continue;
+
+            var name = k.RequiredString("name");
+            if (name.Length > 0)
+            {
+                if (ClientKeyNameProblem(name) is { } problem) k.Error("name", problem + k.Got(YamlMap.Quote(name)));
+                else if (names.TryGetValue(name, out var first)) k.Error("name", $"duplicate key name '{name}' (first defined at {first})");
+                else names[name] = k.PathOf("name");
+            }
+
+            // Sensitive: no message here shows the key, only positions and lengths.
+            var key = k.String("key");
+            var sha256 = k.String("sha256");
+            string? digest = null;
+            if (k.Has("key") == k.Has("sha256"))
+            {
+                k.ErrorAt(node.Start, path, "give exactly one of key and sha256");
+            }
+            else if (key is not null)
+            {
+                if (key.Length < ClientKeyConfig.MinKeyLength || key.Length > ClientKeyConfig.MaxKeyLength)
+                {
+                    k.Error("key", $"must be {ClientKeyConfig.MinKeyLength} to {ClientKeyConfig.MaxKeyLength} characters long (got {key.Length}); a short key can be guessed");
+                }
+                else if (key.AsSpan().IndexOfAnyExcept(KeyChars) is var bad and >= 0)
+                {
+                    k.Error("key", $"must be visible ASCII without spaces, as a client sends it in a header; {Offending(key, bad)}");
+                }
+                else
+                {
+                    digest = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(key)));
+                }
+            }
+            else if (sha256 is not null)
+            {
+                var hex = sha256.Trim();
+                if (hex.Length != 64 || !hex.All(char.IsAsciiHexDigit))
+                {
+                    k.Error("sha256", $"must be the 64 hex digits of the key's SHA-256 (e.g. from `printf %s \"$KEY\" | sha256sum`; got {hex.Length} characters)");
+                }
+                else
+                {
+                    digest = hex.ToLowerInvariant();
+                    sha256 = digest;
+                }
+            }
+            if (digest is not null)
+            {
+                var keyPath = k.PathOf(key is not null ? "key" : "sha256");
+                if (digests.TryGetValue(digest, out var first)) k.Error(key is not null ? "key" : "sha256", $"the same key as {first}: each client needs its own key");
+                else digests[digest] = keyPath;
+            }
+
+            ClientKeyRateLimitConfig? ratelimit = null;
+            if (k.Map("ratelimit", ConfigKeys.ClientKeyRateLimit) is { } rl)
+            {
+                ratelimit = new ClientKeyRateLimitConfig
+                {
+                    PerSecond = rl.Int("perSecond", new ClientKeyRateLimitConfig().PerSecond, 1),
+                    Burst = rl.OptionalInt("burst", 1),
+                };
+            }
+            var tpm = k.Has("tokensPerMinute") ? k.Long("tokensPerMinute", 0, 1, UpstreamRateLimitConfig.MaxTokensPerMinute) : (long?)null;
+            var models = ReadModels(k, out _);
+
+            result.Add(new ClientKeyConfig
+            {
+                Name = name,
+                Key = key is not null && digest is not null ? key : null,
+                Sha256 = key is null ? sha256 : null,
+                Ratelimit = ratelimit,
+                TokensPerMinute = tpm is > 0 ? tpm : null,
+                Models = models,
+            });
+        }
+        return result;
+    }
+
+    /// <summary>Why a client key name cannot label a metric or an access-line field, or null.</summary>
+    internal static string? ClientKeyNameProblem(string name) =>
+        name.Length > 64 ? "must be at most 64 characters"
+        : name.All(c => char.IsAsciiLetterOrDigit(c) || c is '_' or '-' or '.') ? null
+        : "must use only letters, digits, '_', '-' and '.' (it is a metric label and an access-line field)";
+
+    /// <summary>Visible ASCII (no space): what a bearer token or an x-api-key value can hold.</summary>
+    private static readonly SearchValues<char> KeyChars = SearchValues.Create(string.Concat(Enumerable.Range(0x21, 0x7f - 0x21).Select(c => (char)c)));
 
     private List<RouteConfig> ReadRoutes(YamlMap forward)
     {
@@ -314,7 +416,7 @@ internal sealed class ConfigReader(ConfigReadContext ctx)
         };
     }
 
-    /// <summary><c>models</c>: null when absent (any model); an empty list is an error, as it would serve nothing.
+    /// <summary><c>models</c> (of an upstream or a client key): null when absent (any model); an empty list is an error, as it would allow nothing.
     /// <paramref name="valid"/> is false when an error was reported, so later checks do not repeat its consequences.</summary>
     private static List<string>? ReadModels(YamlMap upstream, out bool valid)
     {

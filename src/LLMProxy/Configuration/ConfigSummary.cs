@@ -18,7 +18,9 @@ public static class ConfigSummary
         {
             var limit = f.Ratelimit is { } rl ? $"ratelimit {rl.PerSecond}/s burst {rl.Burst}" : "no ratelimit";
             var routes = f.Routes.Count > 0 ? $", {f.Routes.Count} route(s)" : "";
-            s.Append(CultureInfo.InvariantCulture, $"  {f.Name}  {Endpoint(f.Address, f.Port)} -> {f.DefaultGroup}  ({limit}{routes})").AppendLine();
+            // Client keys by name only: never a key or its digest.
+            var keys = f.Keys.Count > 0 ? $", client keys: {string.Join(", ", f.Keys.Select(k => k.Name))}" : "";
+            s.Append(CultureInfo.InvariantCulture, $"  {f.Name}  {Endpoint(f.Address, f.Port)} -> {f.DefaultGroup}  ({limit}{routes}{keys})").AppendLine();
         }
         var token = admin.Token is null ? "open" : "token " + Secrets.Redact(admin.Token);
         s.Append(CultureInfo.InvariantCulture, $"admin: {Endpoint(admin.Address, admin.Port)}  ({token})").AppendLine();

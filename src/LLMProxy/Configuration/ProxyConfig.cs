@@ -73,6 +73,40 @@ public sealed record ForwardConfig
     /// <summary>(ext, §13.6) <c>X-LLMProxy-Upstream</c> (the upstream's name) and <c>X-LLMProxy-Attempts</c> on every
     /// proxied answer. Default true.</summary>
     public bool DebugHeaders { get; init; } = true;
+    /// <summary>(ext, §15) Client keys: when the list is present every request on this forward must present one of them
+    /// (<c>Authorization: Bearer</c> or <c>x-api-key</c>). Default none (empty): no key is asked for.</summary>
+    public IReadOnlyList<ClientKeyConfig> Keys { get; init; } = [];
+}
+
+/// <summary>(ext, §15) <c>httpServer.forwards[].keys[]</c>: one key handed to a client of this forward.</summary>
+public sealed record ClientKeyConfig
+{
+    /// <summary>Label in metrics (<c>client</c>) and the access line, unique within the forward (required). Never the key.</summary>
+    public required string Name { get; init; }
+    /// <summary>The key itself (supports <c>${ENV}</c>); exactly one of <see cref="Key"/> and <see cref="Sha256"/>.</summary>
+    public string? Key { get; init; }
+    /// <summary>Lower-case hex SHA-256 of the key's UTF-8 bytes, for configs that must not hold the key itself.</summary>
+    public string? Sha256 { get; init; }
+    /// <summary>Requests per second this key may make (token bucket); null (block absent) = unlimited.</summary>
+    public ClientKeyRateLimitConfig? Ratelimit { get; init; }
+    /// <summary>LLM tokens per minute this key may spend (reserve an estimate, settle to the answer's usage); null = unlimited.</summary>
+    public long? TokensPerMinute { get; init; }
+    /// <summary>Globs (<c>*</c>, <c>?</c>, case-insensitive) of the models this key may ask for; null (absent) = any.</summary>
+    public IReadOnlyList<string>? Models { get; init; }
+
+    /// <summary>Longest key accepted, in the config and from a client (a longer presented key is refused unhashed).</summary>
+    public const int MaxKeyLength = 1024;
+    /// <summary>Shortest <see cref="Key"/> accepted: anything shorter can be guessed.</summary>
+    public const int MinKeyLength = 16;
+}
+
+/// <summary>(ext, §15) <c>keys[].ratelimit</c>: perSecond default 100, burst default = perSecond.</summary>
+public sealed record ClientKeyRateLimitConfig
+{
+    public int PerSecond { get; init; } = 100;
+    /// <summary>Bucket size; null means equal to PerSecond.</summary>
+    public int? Burst { get; init; }
+    public int EffectiveBurst => Burst ?? PerSecond;
 }
 
 /// <summary>(ext) <c>httpServer.forwards[].routes[]</c>: requests that match go to <see cref="Group"/>. A route has a

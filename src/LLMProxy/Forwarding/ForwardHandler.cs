@@ -73,6 +73,10 @@ internal sealed class ForwardHandler
         }
         finally
         {
+            if (request.ClientTokens is not null)
+            {
+                Stages.AuthorizeClientStage.Settle(request);
+            }
             forward.Metrics.Active.Dec();
             runtime.RequestEnded();
             Account(request, started, counting.Written);
@@ -97,7 +101,14 @@ internal sealed class ForwardHandler
         var outcome = request.Outcome;
         var status = outcome == RequestOutcome.ClientAborted ? Outcomes.ClientClosedRequest : context.Response.StatusCode;
         var metrics = request.Forward.Metrics;
-        metrics.RecordRequest(context.Request.Method, status, elapsed.TotalSeconds);
+        if (request.ClientKey is { } key)
+        {
+            key.Requests.Record(context.Request.Method, status, elapsed.TotalSeconds);
+        }
+        else
+        {
+            metrics.RecordRequest(context.Request.Method, status, elapsed.TotalSeconds);
+        }
         metrics.RequestSize.Observe(context.Request.ContentLength ?? 0);
         metrics.ResponseSize.Observe(bytesWritten);
         if (_logger.IsEnabled(LogLevel.Information))
@@ -107,7 +118,7 @@ internal sealed class ForwardHandler
             // nothing needs encoding.
             Log.Access(_logger, context.Request.Method, context.Request.Path.HasValue ? context.Request.Path.ToUriComponent() : "/", status,
                 request.Forward.Name, request.UpstreamName ?? "-", request.Attempts, elapsed.TotalMilliseconds, bytesWritten, outcome.Label(),
-                request.RequestId, request.Group.Name, ModelForLog(request.Facts.Model));
+                request.RequestId, request.Group.Name, ModelForLog(request.Facts.Model), request.ClientKey?.Name ?? "-");
         }
     }
 }

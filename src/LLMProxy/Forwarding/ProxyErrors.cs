@@ -20,6 +20,8 @@ internal static class ProxyErrors
     public const string Internal = "internal_error";
 
     public const string ModelNotFound = "model_not_found";
+    public const string InvalidApiKey = "invalid_api_key";
+    public const string ModelNotAllowed = "model_not_allowed";
 
     public static byte[] Body(string code, string message) =>
         Encoding.UTF8.GetBytes(
@@ -57,6 +59,11 @@ internal static class ProxyErrors
         if (requestId is not null)
         {
             response.Headers[ForwardingHeaders.RequestId] = requestId;
+        }
+        if (status == StatusCodes.Status401Unauthorized)
+        {
+            // RFC 9110 §11.6.1: a 401 names the scheme it wants.
+            response.Headers.WWWAuthenticate = "Bearer";
         }
         response.ContentLength = body.Length;
         return response.Body.WriteAsync(body, 0, body.Length, CancellationToken.None);

@@ -67,6 +67,12 @@ internal sealed class RequestContext : IDisposable
 
     /// <summary>Adds a token to take from a shared client bucket with the first attempt's admission.</summary>
     public void TakeShared(Cluster.SharedBucketTake take) => (SharedTakes ??= new List<Cluster.SharedBucketTake>(2)).Add(take);
+    /// <summary>The client key the request presented (SPEC §15); null on a forward without <c>keys</c>.</summary>
+    public ClientKeyRuntime? ClientKey { get; set; }
+    /// <summary>Which headers carried the client key: never sent upstream.</summary>
+    public ClientKeyHeaders KeyHeaders { get; set; }
+    /// <summary>The request's reservation on its client key's <c>tokensPerMinute</c>; refunded on dispose unless settled.</summary>
+    public RateLimiting.ClientTokenLease? ClientTokens { get; set; }
 
     /// <summary>The group the request goes to (the forward's default until a route says otherwise).</summary>
     public GroupRuntime Group { get; set; }
@@ -97,10 +103,20 @@ internal sealed class RequestContext : IDisposable
 
     public void Dispose()
     {
+        ClientTokens?.Dispose();
         if (Body is { } body)
         {
             Body = null;
             ArrayPool<byte>.Shared.Return(body);
         }
     }
+}
+
+/// <summary>The request headers a client key came in (SPEC §15).</summary>
+[Flags]
+internal enum ClientKeyHeaders
+{
+    None = 0,
+    Authorization = 1,
+    ApiKey = 2,
 }

@@ -25,6 +25,12 @@ internal enum RequestOutcome
     UpstreamUnavailable,
     UpstreamTimeout,
     ModelNotFound,
+    /// <summary>SPEC §15: no client key, or not one of the forward's.</summary>
+    InvalidApiKey,
+    /// <summary>SPEC §15: the client key may not ask for the request's model.</summary>
+    ModelNotAllowed,
+    /// <summary>SPEC §15: the client key is over its <c>ratelimit</c> or <c>tokensPerMinute</c>.</summary>
+    ClientKeyRateLimited,
     /// <summary>A bug: the one boundary catch answered it.</summary>
     InternalError,
 }
@@ -71,6 +77,12 @@ internal static class Outcomes
             "The upstream did not answer in time.");
         t[(int)RequestOutcome.ModelNotFound] = new("model_not_found", StatusCodes.Status404NotFound, ProxyErrors.ModelNotFound,
             "No upstream of this route serves the requested model.");
+        t[(int)RequestOutcome.InvalidApiKey] = new("invalid_api_key", StatusCodes.Status401Unauthorized, ProxyErrors.InvalidApiKey,
+            "A valid API key is required: send it as 'Authorization: Bearer <key>' or 'x-api-key: <key>'.");
+        t[(int)RequestOutcome.ModelNotAllowed] = new("model_not_allowed", StatusCodes.Status403Forbidden, ProxyErrors.ModelNotAllowed,
+            "This API key may not use the requested model (or the request names no model the proxy could read).");
+        t[(int)RequestOutcome.ClientKeyRateLimited] = new("client_key_rate_limited", StatusCodes.Status429TooManyRequests, ProxyErrors.RateLimited,
+            "This API key is over its request or token limit; retry after the time in Retry-After.");
         t[(int)RequestOutcome.InternalError] = new("internal_error", StatusCodes.Status502BadGateway, ProxyErrors.UpstreamUnavailable,
             "The upstream could not be reached or broke the connection.");
         return t;

@@ -54,6 +54,18 @@ internal sealed class UpstreamTransformer(RequestContext ctx, Attempt attempt, S
         headers.Remove(ForwardingHeaders.RequestId);
         headers.TryAddWithoutValidation(ForwardingHeaders.RequestId, ctx.RequestId);
 
+        if (ctx.KeyHeaders != ClientKeyHeaders.None)
+        {
+            // SPEC §15: the client's key for this proxy never goes upstream, whatever the upstream's own auth does.
+            if ((ctx.KeyHeaders & ClientKeyHeaders.Authorization) != 0)
+            {
+                HeaderEdits.Remove(proxyRequest, "Authorization");
+            }
+            if ((ctx.KeyHeaders & ClientKeyHeaders.ApiKey) != 0)
+            {
+                HeaderEdits.Remove(proxyRequest, Stages.AuthenticateClientStage.ApiKeyHeader);
+            }
+        }
         if (upstream.Authorization is { } auth)
         {
             HeaderEdits.Set(proxyRequest, "Authorization", auth);

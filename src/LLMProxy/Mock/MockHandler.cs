@@ -23,14 +23,24 @@ internal sealed class MockHandler(MockOptions options, CancellationToken stoppin
     private static readonly StringValues RetryAfterOneSecond = new("1");
     private static readonly byte[] OkBody = "ok"u8.ToArray();
 
+    /// <summary><c>GET</c>: <c>{"name","requests","rateLimited","tokensCharged"}</c> (what a benchmark reads).</summary>
+    internal const string StatsPath = "/mock/stats";
+
     private readonly StringValues _name = new(options.Name);
     private readonly ConcurrentDictionary<int, byte[]> _errors = new();
     private readonly Lock _randomLock = new();
     private readonly bool _randomIsShared = ReferenceEquals(options.Random, Random.Shared);
+    private readonly MockLimits _limits = new(options);
     private long _requests;
     private int _inFlight;
 
     public long RequestCount => Interlocked.Read(ref _requests);
+
+    /// <summary>Completions refused with 429 because their key was out of its limits (<see cref="MockOptions.TokensPerMinute"/>).</summary>
+    public long RateLimitedCount => _limits.RateLimited;
+
+    /// <summary>Tokens charged to keys by the limits (0 without limits).</summary>
+    public long TokensCharged => _limits.TokensCharged;
 
     /// <summary>Requests whose handler has not returned yet; lets tests see that an aborted stream was wound down.</summary>
     public int InFlight => Volatile.Read(ref _inFlight);
@@ -146,6 +156,13 @@ internal sealed class MockHandler(MockOptions options, CancellationToken stoppin
             else
                 await WriteErrorAsync(context, StatusCodes.Status405MethodNotAllowed, ct);
         }
+        else if (path.Equals(StatsPath, StringComparison.OrdinalIgnoreCase))
+        {
+            if (isRead)
+                await WriteStatsAsync(context, ct);
+            else
+                await WriteErrorAsync(context, StatusCodes.Status405MethodNotAllowed, ct);
+        }
         else if (path.EndsWith("/models", StringComparison.OrdinalIgnoreCase))
         {
             if (isRead)
@@ -186,6 +203,16 @@ internal sealed class MockHandler(MockOptions options, CancellationToken stoppin
         long reasoning = TryGetInt(headers, MockHeaders.ReasoningTokens, 0, int.MaxValue, out int re) ? re : 0;
         var usage = new Usage(prompt, chunks + reasoning, cached, reasoning);
         int interval = TryGetInt(headers, MockHeaders.ChunkIntervalMs, 0, int.MaxValue, out int i) ? i : options.ChunkIntervalMs;
+        if (_limits.Enabled)
+        {
+            var verdict = _limits.Take(headers, usage.PromptTokens + usage.CompletionTokens);
+            _limits.WriteHeaders(context.Response.Headers, verdict, anthropic);
+            if (!verdict.Allowed)
+            {
+                await WriteBytesAsync(context, StatusCodes.Status429TooManyRequests, JsonContentType, _limits.ErrorBody(verdict, anthropic), ct);
+                return;
+            }
+        }
 
         if (anthropic)
         {
@@ -327,6 +354,23 @@ internal sealed class MockHandler(MockOptions options, CancellationToken stoppin
         response.ContentType = contentType;
         response.ContentLength = body.Length;
         await response.Body.WriteAsync(body, ct);
+    }
+
+    private async Task WriteStatsAsync(HttpContext context, CancellationToken ct)
+    {
+        var response = context.Response;
+        response.StatusCode = StatusCodes.Status200OK;
+        response.ContentType = JsonContentType;
+        await using (var json = new Utf8JsonWriter(response.BodyWriter, MockPayloads.RelaxedJson))
+        {
+            json.WriteStartObject();
+            json.WriteString("name", options.Name);
+            json.WriteNumber("requests", RequestCount);
+            json.WriteNumber("rateLimited", RateLimitedCount);
+            json.WriteNumber("tokensCharged", TokensCharged);
+            json.WriteEndObject();
+        }
+        await response.BodyWriter.FlushAsync(ct);
     }
 
     private async Task WriteEchoAsync(HttpContext context, int status, CancellationToken ct)

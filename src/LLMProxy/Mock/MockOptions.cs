@@ -36,6 +36,20 @@ public sealed record MockOptions
     /// which upstream answered. Default "mock".</summary>
     public string Name { get; init; } = "mock";
 
+    /// <summary>Tokens per minute each API key may use (0 = no limit). Enforced like a provider: a bucket per key
+    /// (<c>Authorization</c>, <c>x-api-key</c> or <c>api-key</c> value; without one, all such requests share a key) holding
+    /// this many tokens and refilling continuously; each completion is charged the usage it reports; one that does not fit
+    /// is answered 429 <c>rate_limit_exceeded</c> with <c>retry-after</c>. Default 0.</summary>
+    public long TokensPerMinute { get; init; }
+
+    /// <summary>Requests per minute each API key may make (0 = no limit); as <see cref="TokensPerMinute"/>. Default 0.</summary>
+    public int RequestsPerMinute { get; init; }
+
+    /// <summary>With a limit set, whether answers carry the key's real <c>x-ratelimit-{limit,remaining,reset}-*</c> headers
+    /// (<c>anthropic-ratelimit-*</c> on <c>/v1/messages</c>); false = only <c>retry-after</c> on a 429, like an
+    /// API that does not tell its headroom. Default true.</summary>
+    public bool RateLimitHeaders { get; init; } = true;
+
     /// <summary>Source of randomness for <see cref="FailRate"/>; inject a seeded one for deterministic tests
     /// (access is serialized, so a plain <see cref="System.Random"/> is safe). Default <see cref="Random.Shared"/>.</summary>
     public Random Random { get; init; } = Random.Shared;
@@ -64,6 +78,10 @@ public sealed record MockOptions
             errors.Add($"chunks: must be >= 0 (got {Chunks})");
         if (ChunkIntervalMs < 0)
             errors.Add($"chunkIntervalMs: must be >= 0 (got {ChunkIntervalMs})");
+        if (TokensPerMinute < 0)
+            errors.Add($"tpm: must be >= 0 (got {TokensPerMinute})");
+        if (RequestsPerMinute < 0)
+            errors.Add($"rpm: must be >= 0 (got {RequestsPerMinute})");
         if (Name is null || !Name.All(static c => c is >= ' ' and <= '~'))
             errors.Add($"name: must be printable ASCII, it is sent as a header value (got {Name})");
         return errors;

@@ -38,6 +38,13 @@ public sealed class MockServer : IAsyncDisposable
     /// <summary>Requests received so far, every path included.</summary>
     public long RequestCount => _handler.RequestCount;
 
+    /// <summary>Completions answered 429 because their API key was out of its limits (<see cref="MockOptions.TokensPerMinute"/>,
+    /// <see cref="MockOptions.RequestsPerMinute"/>); also in <c>GET /mock/stats</c>.</summary>
+    public long RateLimitedCount => _handler.RateLimitedCount;
+
+    /// <summary>Tokens charged to API keys by the limits (0 without limits).</summary>
+    public long TokensCharged => _handler.TokensCharged;
+
     /// <summary>The mock host's services (tests check what is, and is not, registered).</summary>
     internal IServiceProvider Services => _app.Services;
 

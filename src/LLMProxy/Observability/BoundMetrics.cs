@@ -31,8 +31,34 @@ internal sealed class ForwardMetrics
         ResponseSize = metrics.HttpResponseSize.WithLabels(forward);
         ClientRejections = metrics.RateLimitRejections.WithLabels(forward, "client");
         UpstreamRejections = metrics.RateLimitRejections.WithLabels(forward, "upstream");
-        _requests = new(Methods.Length * Statuses, i => metrics.HttpRequests.WithLabels(forward, Methods[i / Statuses], ProxyMetrics.StatusLabel(i % Statuses)));
-        _durations = new(Methods.Length * Statuses, i => metrics.HttpRequestDuration.WithLabels(forward, Methods[i / Statuses], ProxyMetrics.StatusLabel(i % Statuses)));
+        ClientKeyRejections = metrics.RateLimitRejections.WithLabels(forward, "client_key");
+        _requests = new(Methods.Length * Statuses, i => metrics.HttpRequests.WithLabels(forward, Methods[i / Statuses], ProxyMetrics.StatusLabel(i % Statuses), NoClient));
+        _durations = new(Methods.Length * Statuses, i => metrics.HttpRequestDuration.WithLabels(forward, Methods[i / Statuses], ProxyMetrics.StatusLabel(i % Statuses), NoClient));
+    }
+
+    /// <summary>The <c>client</c> label of requests that presented no client key (every request of a forward without
+    /// <c>keys</c>): empty, which Prometheus treats as no label, so queries written before client keys still match.</summary>
+    public const string NoClient = "";
+
+    /// <summary>Requests a rate limit of a client key refused (SPEC §15: its <c>ratelimit</c> or <c>tokensPerMinute</c>).</summary>
+    public Counter.Child ClientKeyRejections { get; }
+
+    /// <summary>Request metrics of one client key of this forward (<c>client</c> = the key's name), bound lazily one
+    /// method at a time: a key costs memory only for the methods it uses.</summary>
+    internal sealed class ClientRequests(ProxyMetrics metrics, string forward, string client)
+    {
+        private readonly LabelCache<LabelCache<Counter.Child>> _requests = new(Methods.Length, m =>
+            new(Statuses, s => metrics.HttpRequests.WithLabels(forward, Methods[m], ProxyMetrics.StatusLabel(s), client)));
+        private readonly LabelCache<LabelCache<Histogram.Child>> _durations = new(Methods.Length, m =>
+            new(Statuses, s => metrics.HttpRequestDuration.WithLabels(forward, Methods[m], ProxyMetrics.StatusLabel(s), client)));
+
+        public void Record(string method, int status, double seconds)
+        {
+            var m = MethodIndex(method);
+            var s = (uint)status < Statuses ? status : 0;
+            _requests[m][s].Inc();
+            _durations[m][s].Observe(seconds);
+        }
     }
 
     public Gauge.Child Active { get; }
@@ -70,40 +96,50 @@ internal sealed class MemberMetrics
 
     public MemberMetrics(ProxyMetrics metrics, string group, string upstream, string strategy)
     {
+        Group = group;
+        Upstream = upstream;
         Selections = metrics.BalancerSelections.WithLabels(group, upstream, strategy);
         InFlight = metrics.UpstreamInFlight.WithLabels(upstream);
         TimeToFirstByte = metrics.UpstreamTimeToFirstByte.WithLabels(group, upstream);
         CoolDowns = metrics.CoolDowns.WithLabels(upstream);
-        PromptTokens = metrics.UpstreamTokens.WithLabels(group, upstream, "prompt");
-        CompletionTokens = metrics.UpstreamTokens.WithLabels(group, upstream, "completion");
-        CachedTokens = metrics.UpstreamTokens.WithLabels(group, upstream, "cached");
-        ReasoningTokens = metrics.UpstreamTokens.WithLabels(group, upstream, "reasoning");
+        Tokens = new TokenCounters(metrics, group, upstream, ForwardMetrics.NoClient);
         _requests = new(600, status => metrics.UpstreamRequests.WithLabels(group, upstream, ProxyMetrics.StatusLabel(status)));
         _errors = new(ErrorLabels.Length, kind => metrics.UpstreamErrors.WithLabels(group, upstream, ErrorLabels[kind]));
     }
 
+    public string Group { get; }
+    public string Upstream { get; }
     public Counter.Child Selections { get; }
     public Gauge.Child InFlight { get; }
     public Histogram.Child TimeToFirstByte { get; }
     public Counter.Child CoolDowns { get; }
-    public Counter.Child PromptTokens { get; }
-    public Counter.Child CompletionTokens { get; }
-    public Counter.Child CachedTokens { get; }
-    public Counter.Child ReasoningTokens { get; }
+    /// <summary><c>llmproxy_upstream_tokens_total</c> of requests without a client key.</summary>
+    public TokenCounters Tokens { get; }
 
-    /// <summary>Counts one answer's usage under <c>llmproxy_upstream_tokens_total</c>.</summary>
-    public void CountTokens(in Forwarding.TokenUsage usage)
-    {
-        PromptTokens.Inc(usage.Prompt);
-        CompletionTokens.Inc(usage.Completion);
-        CachedTokens.Inc(usage.Cached);
-        ReasoningTokens.Inc(usage.Reasoning);
-    }
+    /// <summary>Counts one answer's usage under <c>llmproxy_upstream_tokens_total</c> (no client key).</summary>
+    public void CountTokens(in Forwarding.TokenUsage usage) => Tokens.Count(usage);
 
     public Counter.Child Requests(int status) => _requests[(uint)status < 600 ? status : 0];
     public Counter.Child Errors(AttemptError kind) => _errors[(int)kind];
 
     public static string Label(AttemptError kind) => ErrorLabels[(int)kind];
+}
+
+/// <summary><c>llmproxy_upstream_tokens_total</c> of one member of a group for one <c>client</c> label.</summary>
+internal sealed class TokenCounters(ProxyMetrics metrics, string group, string upstream, string client)
+{
+    private readonly Counter.Child _prompt = metrics.UpstreamTokens.WithLabels(group, upstream, "prompt", client);
+    private readonly Counter.Child _completion = metrics.UpstreamTokens.WithLabels(group, upstream, "completion", client);
+    private readonly Counter.Child _cached = metrics.UpstreamTokens.WithLabels(group, upstream, "cached", client);
+    private readonly Counter.Child _reasoning = metrics.UpstreamTokens.WithLabels(group, upstream, "reasoning", client);
+
+    public void Count(in Forwarding.TokenUsage usage)
+    {
+        _prompt.Inc(usage.Prompt);
+        _completion.Inc(usage.Completion);
+        _cached.Inc(usage.Cached);
+        _reasoning.Inc(usage.Reasoning);
+    }
 }
 
 /// <summary>Pre-bound metrics of one group.</summary>

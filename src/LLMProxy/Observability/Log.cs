@@ -6,9 +6,9 @@ namespace LLMProxy.Observability;
 internal static partial class Log
 {
     [LoggerMessage(EventId = 1, EventName = "Access", Level = LogLevel.Information,
-        Message = "{Method} {Path} {Status} forward={Forward} upstream={Upstream} attempts={Attempts} duration_ms={DurationMs:F1} bytes={Bytes} outcome={Outcome} group={Group} model={Model} request_id={RequestId}")]
+        Message = "{Method} {Path} {Status} forward={Forward} upstream={Upstream} attempts={Attempts} duration_ms={DurationMs:F1} bytes={Bytes} outcome={Outcome} group={Group} model={Model} client={Client} request_id={RequestId}")]
     public static partial void Access(ILogger logger, string method, string path, int status, string forward,
-        string upstream, int attempts, double durationMs, long bytes, string outcome, string requestId, string group, string model);
+        string upstream, int attempts, double durationMs, long bytes, string outcome, string requestId, string group, string model, string client);
 
     [LoggerMessage(EventId = 2, EventName = "Listening", Level = LogLevel.Information,
         Message = "ready: {Kind} {Name} listening on http://{Endpoint}")]

@@ -53,10 +53,10 @@ internal sealed class ProxyMetrics
         // No exemplars: reading the trace context on every Inc/Observe costs time on the hot path and we export none.
         f.ExemplarBehavior = new ExemplarBehavior { DefaultExemplarProvider = static (_, _) => Exemplar.None };
         HttpRequests = f.CreateCounter("llmproxy_http_requests_total",
-            "Requests answered by a forward, by method and status.", "forward", "method", "status");
+            "Requests answered by a forward, by method, status and client key (client = the key's name; empty without one).", "forward", "method", "status", "client");
         HttpRequestDuration = f.CreateHistogram("llmproxy_http_request_duration_seconds",
             "Time from request start to the end of the response.",
-            new HistogramConfiguration { LabelNames = ["forward", "method", "status"], Buckets = DurationBuckets });
+            new HistogramConfiguration { LabelNames = ["forward", "method", "status", "client"], Buckets = DurationBuckets });
         HttpRequestSize = f.CreateHistogram("llmproxy_http_request_size_bytes",
             "Request body bytes received from clients.",
             new HistogramConfiguration { LabelNames = ["forward"], Buckets = SizeBuckets });
@@ -81,7 +81,7 @@ internal sealed class ProxyMetrics
         BalancerSelections = f.CreateCounter("llmproxy_load_balancer_selections_total",
             "Upstreams chosen by the balancer.", "group", "upstream", "strategy");
         RateLimitRejections = f.CreateCounter("llmproxy_rate_limit_rejections_total",
-            "Requests rejected by a rate limit (client = per client IP, upstream = every member out of tokens).", "forward", "limit_type");
+            "Requests rejected by a rate limit (client = per client IP, upstream = every member out of tokens, client_key = a client key's ratelimit or tokensPerMinute).", "forward", "limit_type");
         Retries = f.CreateCounter("llmproxy_retries_total",
             "Failover attempts made after a failed attempt, by reason.", "group", "reason");
         CoolDowns = f.CreateCounter("llmproxy_upstream_cooldowns_total",
@@ -90,7 +90,7 @@ internal sealed class ProxyMetrics
             "Requests by the route that chose their group (route = its name or index; default = no route matched).", "forward", "route", "group");
         UpstreamTokens = f.CreateCounter("llmproxy_upstream_tokens_total",
             "LLM token usage reported by upstream answers (type: prompt, completion, cached, reasoning; cached and reasoning are parts of prompt and completion).",
-            "group", "upstream", "type");
+            "group", "upstream", "type", "client");
         BudgetRemaining = f.CreateGauge("llmproxy_upstream_budget_remaining",
             "What an upstream's budgets have left: requests_per_minute, tokens_per_minute (negative in debt), concurrent, and "
             + "the provider's own learned_requests / learned_tokens until their reset. Only configured or known budgets appear.",
@@ -109,9 +109,9 @@ internal sealed class ProxyMetrics
     }
 
     /// <summary>
-    /// Removes every series whose group, upstream, membership or strategy is outside <paramref name="scope"/> (SPEC §16: a
-    /// reload keeps what did not change, and what it removed must not linger on /metrics). Lists every family — those
-    /// without a group or upstream label are skipped — so a family added later only needs a line here.
+    /// Removes every series whose group, upstream, membership, strategy or client key is outside <paramref name="scope"/>
+    /// (SPEC §16: a reload keeps what did not change, and what it removed must not linger on /metrics). Lists every family
+    /// — those without a group, upstream or client label are skipped — so a family added later only needs a line here.
     /// </summary>
     public void RemoveOutside(MetricScope scope)
     {
@@ -141,14 +141,15 @@ internal sealed class ProxyMetrics
     {
         var names = family.LabelNames;
         int group = Array.IndexOf(names, "group"), upstream = Array.IndexOf(names, "upstream"), strategy = Array.IndexOf(names, "strategy");
-        if (group < 0 && upstream < 0)
+        int forward = Array.IndexOf(names, "forward"), client = Array.IndexOf(names, "client");
+        if (group < 0 && upstream < 0 && client < 0)
         {
             return;
         }
         // A copy: removing while enumerating the family's children is not allowed.
         foreach (var values in family.GetAllLabelValues().ToArray())
         {
-            if (!scope.Contains(At(values, group), At(values, upstream), At(values, strategy)))
+            if (!scope.Contains(At(values, group), At(values, upstream), At(values, strategy), At(values, forward), At(values, client)))
             {
                 family.RemoveLabelled(values);
             }

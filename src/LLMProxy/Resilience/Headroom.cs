@@ -5,12 +5,17 @@ namespace LLMProxy.Resilience;
 
 /// <summary>
 /// What a provider said about a key's remaining rate limits on its last answer (SPEC §13.1): remaining requests and
-/// tokens, each with the moment it resets. A key whose learned remaining cannot cover the next request is skipped
-/// until that reset — before the provider answers 429. Values are hostile input: negative, huge or unparseable
-/// numbers, resets in the past or unparseable are ignored (a remaining without a usable future reset means nothing),
-/// and resets are capped at <see cref="MaxReset"/> so a wrong header cannot take a key out for long.
+/// tokens, each with the moment it resets, and the limit when the provider sent it. A key whose learned remaining
+/// cannot cover the next request is skipped — before the provider answers 429 — until it has regained enough: OpenAI's
+/// reset is when the limit "resets to its initial state" and Anthropic's when it is "fully replenished", and both
+/// refill continuously, so with the limit known the key regains (limit − remaining) evenly between the answer and the
+/// reset; without it, the whole wait until the reset is assumed. Values are hostile input: negative, huge or
+/// unparseable numbers, resets in the past or unparseable are ignored (a remaining without a usable future reset means
+/// nothing), a limit not above the remaining is ignored, and resets are capped at <see cref="MaxReset"/> so a wrong
+/// header cannot take a key out for long.
 /// </summary>
-internal sealed record Headroom(long? RemainingRequests, DateTimeOffset? RequestsReset, long? RemainingTokens, DateTimeOffset? TokensReset)
+internal sealed record Headroom(long? RemainingRequests, DateTimeOffset? RequestsReset, long? RemainingTokens, DateTimeOffset? TokensReset,
+    long? RequestsLimit = null, long? TokensLimit = null, DateTimeOffset LearnedAt = default)
 {
     /// <summary>Furthest reset believed; a later one is cut to this.</summary>
     public static readonly TimeSpan MaxReset = RetryAfter.MaxCoolDown;
@@ -19,8 +24,9 @@ internal sealed record Headroom(long? RemainingRequests, DateTimeOffset? Request
     public const long MaxRemaining = 1_000_000_000_000_000;
 
     // Header names built once: this runs on every answer.
-    private static readonly (string Remaining, string Reset)[] AnthropicTokenPairs =
-        [.. new[] { "tokens", "input-tokens", "output-tokens" }.Select(k => ($"anthropic-ratelimit-{k}-remaining", $"anthropic-ratelimit-{k}-reset"))];
+    private static readonly (string Remaining, string Reset, string Limit)[] AnthropicTokenPairs =
+        [.. new[] { "tokens", "input-tokens", "output-tokens" }.Select(k =>
+            ($"anthropic-ratelimit-{k}-remaining", $"anthropic-ratelimit-{k}-reset", $"anthropic-ratelimit-{k}-limit"))];
 
     /// <summary>Whether this headroom says a request of <paramref name="tokens"/> estimated tokens cannot be sent at
     /// <paramref name="now"/>: no requests left, or fewer tokens left than it needs, before the matching reset —
@@ -32,16 +38,35 @@ internal sealed record Headroom(long? RemainingRequests, DateTimeOffset? Request
     /// <summary>When a block by <see cref="Blocks"/> ends (null when it does not block).</summary>
     public DateTimeOffset? BlockedUntil(long tokens, DateTimeOffset now, long requestsSent = 0, long tokensSent = 0)
     {
-        DateTimeOffset? at = null;
-        if (RemainingRequests is { } r && r - requestsSent <= 0 && RequestsReset > now)
+        var requests = Until(RemainingRequests, RequestsReset, RequestsLimit, 1, requestsSent, now);
+        var tokensAt = Until(RemainingTokens, TokensReset, TokensLimit, Math.Max(1, tokens), tokensSent, now);
+        return tokensAt is { } t && (requests is null || t > requests) ? t : requests;
+    }
+
+    /// <summary>When <paramref name="need"/> is there again of what the provider said remains (less what went out since);
+    /// null when it is there now or the numbers no longer hold.</summary>
+    private DateTimeOffset? Until(long? remaining, DateTimeOffset? reset, long? limit, long need, long sent, DateTimeOffset now)
+    {
+        if (remaining is not { } r || reset is not { } end || end <= now)
         {
-            at = RequestsReset;
+            return null;
         }
-        if (RemainingTokens is { } t && t - tokensSent < Math.Max(1, tokens) && TokensReset > now && (at is null || TokensReset > at))
+        long have = r - sent;
+        if (have >= need)
         {
-            at = TokensReset;
+            return null;
         }
-        return at;
+        if (limit is { } l && l > r && LearnedAt != default && end > LearnedAt)
+        {
+            // Refilled evenly: (l - r) over (end - LearnedAt). In doubles: our own counts of what went out may be huge.
+            double ticks = ((double)need - have) * (end - LearnedAt).Ticks / (l - r);
+            if (ticks < (end - LearnedAt).Ticks)
+            {
+                var at = LearnedAt + TimeSpan.FromTicks((long)Math.Ceiling(ticks));
+                return at <= now ? null : at;
+            }
+        }
+        return end;
     }
 
     /// <summary>
@@ -59,30 +84,31 @@ internal sealed record Headroom(long? RemainingRequests, DateTimeOffset? Request
             // Most answers (mocks, self-hosted servers) carry none: one pass over the names, no lookups.
             return null;
         }
-        long? requests = null, tokens = null;
+        long? requests = null, tokens = null, requestsLimit = null, tokensLimit = null;
         DateTimeOffset? requestsReset = null, tokensReset = null;
 
         if (Pair(raw, "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests", now, duration: true) is { } r)
         {
-            (requests, requestsReset) = (r.Remaining, r.Reset);
+            (requests, requestsReset, requestsLimit) = (r.Remaining, r.Reset, Limit(raw, "x-ratelimit-limit-requests"));
         }
         if (Pair(raw, "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens", now, duration: true) is { } t)
         {
-            (tokens, tokensReset) = (t.Remaining, t.Reset);
+            (tokens, tokensReset, tokensLimit) = (t.Remaining, t.Reset, Limit(raw, "x-ratelimit-limit-tokens"));
         }
         if (Pair(raw, "anthropic-ratelimit-requests-remaining", "anthropic-ratelimit-requests-reset", now, duration: false) is { } ar)
         {
-            (requests, requestsReset) = (ar.Remaining, ar.Reset);
+            (requests, requestsReset, requestsLimit) = (ar.Remaining, ar.Reset, Limit(raw, "anthropic-ratelimit-requests-limit"));
         }
-        foreach (var (remainingName, resetName) in AnthropicTokenPairs)
+        foreach (var (remainingName, resetName, limitName) in AnthropicTokenPairs)
         {
             if (Pair(raw, remainingName, resetName, now, duration: false) is { } at
                 && (tokens is null || at.Remaining < tokens))
             {
-                (tokens, tokensReset) = (at.Remaining, at.Reset);
+                (tokens, tokensReset, tokensLimit) = (at.Remaining, at.Reset, Limit(raw, limitName));
             }
         }
-        return requests is null && tokens is null ? null : new Headroom(requests, requestsReset, tokens, tokensReset);
+        return requests is null && tokens is null ? null
+            : new Headroom(requests, requestsReset, tokens, tokensReset, requestsLimit, tokensLimit, now);
     }
 
     private static bool HasRateLimitHeaders(HttpHeadersNonValidated raw)
@@ -97,6 +123,14 @@ internal sealed record Headroom(long? RemainingRequests, DateTimeOffset? Request
         }
         return false;
     }
+
+    /// <summary>A limit header's value when it is one plausible number (else null: the whole wait until reset is assumed).</summary>
+    private static long? Limit(HttpHeadersNonValidated raw, string name) =>
+        raw.TryGetValues(name, out var values) && values.Count == 1
+        && long.TryParse(values.ToString().AsSpan().Trim(), NumberStyles.None, CultureInfo.InvariantCulture, out var limit)
+        && limit is > 0 and <= MaxRemaining
+            ? limit
+            : null;
 
     private static (long Remaining, DateTimeOffset Reset)? Pair(HttpHeadersNonValidated raw, string remainingName, string resetName,
         DateTimeOffset now, bool duration)

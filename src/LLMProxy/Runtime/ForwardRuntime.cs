@@ -25,7 +25,9 @@ internal sealed class ForwardRuntime : IDisposable
         RouteCounters = [.. Enumerable.Range(0, Routes.Count).Select(i => metrics.RouteRequests.WithLabels(Name, Routes.Labels[i], RouteGroups[i].Name)),
             metrics.RouteRequests.WithLabels(Name, DefaultRouteLabel, DefaultGroup.Name)];
         var reachable = RouteGroups.Append(DefaultGroup).ToArray();
-        NeedsFacts = config.Routes.Any(r => r.Model is not null) || reachable.Any(g => g.HasModelRules || g.HasBodyAffinity || g.HasTokenBudgets);
+        ClientKeys = config.Keys.Count > 0 ? new ClientKeyTable(config.Keys, Name, metrics, time, previous?.ClientKeys, cluster) : null;
+        NeedsFacts = config.Routes.Any(r => r.Model is not null) || reachable.Any(g => g.HasModelRules || g.HasBodyAffinity || g.HasTokenBudgets)
+            || ClientKeys?.NeedsFacts == true;
         BuffersBodies = NeedsFacts || reachable.Any(g => g.MaxAttempts > 1);
         // Shared, not moved: the previous runtime's draining requests still take from the same buckets.
         _limiter = config.Ratelimit is not { } r ? null
@@ -51,8 +53,9 @@ internal sealed class ForwardRuntime : IDisposable
     public GroupRuntime[] RouteGroups { get; }
     /// <summary><c>llmproxy_route_requests_total</c> per route index; the last one counts the default group.</summary>
     public Prometheus.Counter.Child[] RouteCounters { get; }
-    /// <summary>Whether a route or a member decides by the request's model, a group's affinity reads a body key, or a
-    /// member has a TPM budget (which reserves the request's max-output field), so the body's facts must be read.</summary>
+    /// <summary>Whether a route or a member decides by the request's model, a group's affinity reads a body key, a
+    /// member or a client key has a TPM budget (which reserves the request's max-output field), or a client key allows
+    /// only some models, so the body's facts must be read.</summary>
     public bool NeedsFacts { get; }
     /// <summary>Whether every request body is buffered: its facts are needed or some reachable group retries. When false,
     /// only requests to a <c>/completions</c> path are (for include_usage, SPEC §13.2; see <see cref="ReadBodyStage"/>).</summary>
@@ -61,6 +64,8 @@ internal sealed class ForwardRuntime : IDisposable
     public ClientRateLimiter? Limiter { get; }
     /// <summary>The per-IP limit on the cluster (SPEC §17); null without <c>cluster.redis</c> or <c>ratelimit</c>.</summary>
     public Cluster.SharedBucket? SharedClients { get; }
+    /// <summary>SPEC §15 client keys; null without <c>keys</c> (then no stage asks for one).</summary>
+    public ClientKeyTable? ClientKeys { get; }
     /// <summary>Null when no proxy is trusted: the client is always the TCP peer.</summary>
     public ClientIpResolver? IpResolver { get; }
     /// <summary>The request pipeline, in order.</summary>

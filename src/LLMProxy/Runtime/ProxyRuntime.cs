@@ -115,7 +115,7 @@ internal sealed class ProxyRuntime : IDisposable
         }
     }
 
-    /// <summary>Removes the metric series of upstreams, groups, memberships and strategies this configuration no longer
+    /// <summary>Removes the metric series of upstreams, groups, memberships, strategies and client keys this configuration no longer
     /// has (after a reload swapped it in, and again once the replaced runtime drained, since its last requests may have
     /// recreated some).</summary>
     public void RemoveStaleMetricSeries()
@@ -128,6 +128,10 @@ internal sealed class ProxyRuntime : IDisposable
         foreach (var group in Groups.Values)
         {
             scope.AddGroup(group.Name, group.StrategyLabel, group.Members.Select(m => m.Name));
+        }
+        foreach (var forward in Forwards)
+        {
+            scope.AddClients(forward.Name, forward.ClientKeys?.Keys.Select(k => k.Name) ?? []);
         }
         Metrics.RemoveOutside(scope);
     }

@@ -39,6 +39,7 @@ public class CommandLineTests
     [InlineData("--no-such-flag")]
     [InlineData("--shutdown-timeout", "abc")]
     [InlineData("mock", "--fail-rate", "3")]
+    [InlineData("mock", "--tpm", "-5")]
     public async Task UsageError_ExitsTwo(params string[] args)
     {
         var (code, _, stderr) = await ProxyProcess.RunAsync(args);

@@ -93,4 +93,45 @@ public sealed class ClusterSyncTests
         var ttl = int.Parse((await redis.CommandAsync($"PTTL {prefix}up:u1:cool"))!.TrimStart(':'), System.Globalization.CultureInfo.InvariantCulture);
         Assert.InRange(ttl, 60_000, 120_000);
     }
+
+    [RedisFact]
+    public async Task ClientKeyRatelimit_TwoInstances_ShareOneBucket()
+    {
+        await using var redis = await RedisServer.StartAsync();
+        await using var upstream = await ScriptedUpstream.StartAsync(ScriptedUpstream.Json("u1"), recordBody: false);
+        const string Key = "ck-cluster-test-team-a-0001";
+        var yaml = TestProxy.Config($"""
+            - name: u1
+              url: "{upstream.Url}"
+            """, "- name: u1", forwardExtra: $"keys:\n  - name: team_a\n    key: \"{Key}\"\n    ratelimit:\n      perSecond: 1\n      burst: 4") + $"""
+
+            cluster:
+              redis:
+                url: "{redis.Url}"
+                timeout: 1000
+            """;
+        await using var a = await TestProxy.StartAsync(yaml);
+        await using var b = await TestProxy.StartAsync(yaml);
+        await a.Admin.AssertRedisUpAsync(1);
+        await b.Admin.AssertRedisUpAsync(1);
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var statuses = new List<HttpStatusCode>();
+        for (var i = 0; i < 12; i++)
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions") { Content = new StringContent("{}") };
+            request.Headers.TryAddWithoutValidation("Authorization", "Bearer " + Key);
+            using var response = await (i % 2 == 0 ? a : b).Client.SendAsync(request);
+            statuses.Add(response.StatusCode);
+        }
+        var elapsed = clock.Elapsed;
+        Assert.All(statuses, s => Assert.True(s is HttpStatusCode.OK or HttpStatusCode.TooManyRequests, s.ToString()));
+        // One bucket of 4 plus a token a second while this ran; two local buckets would have admitted 8 at once.
+        var admitted = statuses.Count(s => s == HttpStatusCode.OK);
+        var bound = 4 + (int)Math.Ceiling(elapsed.TotalSeconds) + 1;
+        Assert.True(admitted >= 4 && admitted <= bound, $"admitted {admitted}, expected 4..{bound} over {elapsed.TotalSeconds:F1} s");
+        Assert.Equal(admitted, upstream.Count);
+        var refusedByKey = Sample(await a.Admin.GetStringAsync("/metrics"), "llmproxy_rate_limit_rejections_total{forward=\"fwd\",limit_type=\"client_key\"}")
+            + Sample(await b.Admin.GetStringAsync("/metrics"), "llmproxy_rate_limit_rejections_total{forward=\"fwd\",limit_type=\"client_key\"}");
+        Assert.Equal(12 - admitted, refusedByKey);
+    }
 }

@@ -9,11 +9,14 @@ namespace LLMProxy.Tests.Infrastructure;
 /// </summary>
 public static partial class MetricsText
 {
-    /// <summary>Value of one exact series (<c>name{labels}</c>), 0 when absent.</summary>
+    /// <summary>Value of one exact series (<c>name{labels}</c>), 0 when absent. As in Prometheus, a label with an empty
+    /// value is no label: <c>client=""</c> (a request without a client key) matches a series written without it.</summary>
     public static double Sample(string metrics, string series)
     {
-        foreach (var line in metrics.Split('\n'))
+        series = WithoutEmptyLabels(series);
+        foreach (var raw in metrics.Split('\n'))
         {
+            var line = raw.Contains("=\"\"", StringComparison.Ordinal) ? WithoutEmptyLabels(raw) : raw;
             if (line.StartsWith(series, StringComparison.Ordinal) && line.Length > series.Length && line[series.Length] == ' ')
             {
                 return double.Parse(line.AsSpan(series.Length + 1).Trim(), CultureInfo.InvariantCulture);
@@ -21,6 +24,14 @@ public static partial class MetricsText
         }
         return 0;
     }
+
+    /// <summary>The series with every <c>name=""</c> label left out (a quote inside a value is escaped, so <c>=""</c>
+    /// only ever ends an empty label); <c>name{}</c> becomes <c>name</c>.</summary>
+    public static string WithoutEmptyLabels(string series) =>
+        EmptyLabel().Replace(series, "").Replace("{,", "{", StringComparison.Ordinal).Replace("{}", "", StringComparison.Ordinal);
+
+    [GeneratedRegex(""",?[a-zA-Z_][a-zA-Z0-9_]*=""(?=[,}])""")]
+    private static partial Regex EmptyLabel();
 
     /// <summary>Sum over every series of a family (counter or gauge, not histogram parts).</summary>
     public static double Sum(string metrics, string family)

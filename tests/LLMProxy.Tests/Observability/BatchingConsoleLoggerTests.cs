@@ -13,7 +13,7 @@ public class BatchingConsoleLoggerTests
         var logger = provider.CreateLogger("LLMProxy.Access");
         for (var i = 0; i < lines; i++)
         {
-            Log.Access(logger, "POST", "/v1/chat/completions", 200, "fwd", "u1", 1, 1.5, 42, "ok", $"req-{i}", "g", "m");
+            Log.Access(logger, "POST", "/v1/chat/completions", 200, "fwd", "u1", 1, 1.5, 42, "ok", $"req-{i}", "g", "m", "-");
         }
         provider.Dispose(); // drains what is queued
         return output.ToString();
@@ -69,7 +69,7 @@ public class BatchingConsoleLoggerTests
     [Fact]
     public void Text_ValuesWithLineBreaksAndControls_EscapedOnOneLine()
     {
-        var text = RunOne(json: false, logger => Log.Access(logger, "GET", ForgedPath, 200, "fwd", "u1", 1, 1.5, 42, "ok", "id\u0085x", "g", "m"));
+        var text = RunOne(json: false, logger => Log.Access(logger, "GET", ForgedPath, 200, "fwd", "u1", 1, 1.5, 42, "ok", "id\u0085x", "g", "m", "-"));
 
         var line = Assert.Single(text.Split('\n', StringSplitOptions.RemoveEmptyEntries));
         Assert.Contains(" GET /v1/x\\r\\n2099-01-01T00:00:00.000Z info: LLMProxy.Access[1] GET /forged 200\\u2028\\x1b[2J 200 forward=fwd ", line, StringComparison.Ordinal);
@@ -79,7 +79,7 @@ public class BatchingConsoleLoggerTests
     [Fact]
     public void Json_ValuesWithLineBreaksAndControls_OneObjectThatRoundTrips()
     {
-        var text = RunOne(json: true, logger => Log.Access(logger, "GET", ForgedPath, 200, "fwd", "u1", 1, 1.5, 42, "ok", "id\u0085x", "g", "m"));
+        var text = RunOne(json: true, logger => Log.Access(logger, "GET", ForgedPath, 200, "fwd", "u1", 1, 1.5, 42, "ok", "id\u0085x", "g", "m", "-"));
 
         var line = Assert.Single(text.Split('\n', StringSplitOptions.RemoveEmptyEntries));
         Assert.DoesNotMatch("[\\x00-\\x1f\\u0085\\u2028]", line);

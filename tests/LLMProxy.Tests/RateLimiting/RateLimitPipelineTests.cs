@@ -1,6 +1,7 @@
 using System.Net;
 using LLMProxy.Tests.Forwarding;
 using LLMProxy.Tests.Infrastructure;
+using Microsoft.Extensions.Time.Testing;
 
 namespace LLMProxy.Tests.RateLimiting;
 
@@ -12,7 +13,9 @@ public class RateLimitPipelineTests
     public async Task ForwardLimit_OverBurst_429WithRetryAfterAndJson()
     {
         await using var up = await ScriptedUpstream.StartAsync(ScriptedUpstream.Json("u"));
-        await using var proxy = await TestProxy.StartAsync(TestProxy.Config($"- name: u\n  url: \"{up.Url}\"", "- name: u", forwardExtra: ForwardLimit));
+        // Fake time: the bucket must not refill between the requests, however slow the machine is.
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config($"- name: u\n  url: \"{up.Url}\"", "- name: u", forwardExtra: ForwardLimit),
+            new FakeTimeProvider(DateTimeOffset.UtcNow));
 
         for (var i = 0; i < 3; i++)
         {

@@ -23,6 +23,9 @@ public class SecretLeakTests
               port: 3101
               address: "127.0.0.1"
               defaultGroup: bearer
+              keys:
+                - name: team_a
+                  key: "${CLIENT_KEY}"
             - name: basic
               port: 3102
               address: "127.0.0.1"
@@ -75,6 +78,7 @@ public class SecretLeakTests
         ["OPENAI_KEY"] = BearerToken,
         ["BASIC_PASSWORD"] = BasicPassword,
         ["ADMIN_TOKEN"] = AdminToken,
+        ["CLIENT_KEY"] = ClientKey,
     };
 
     /// <summary>Every form a secret could leak in: whole, its distinctive middle, the Basic credential, base64.</summary>
@@ -124,10 +128,18 @@ public class SecretLeakTests
                 await Record(forward, r);
             }
         }
+        using (var wrongKey = Client(proxy.ForwardUrl("bearer")))
+        using (var request = Chat())
+        {
+            request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", ClientKey[..^1]);
+            using var r = await wrongKey.SendAsync(request);
+            await Record("bearer", r);
+        }
         // The traffic really failed in the ways it was meant to, and the expanded token really reached its upstream.
         var answers = seen.ToString();
         Assert.Contains("bearer 500", answers);
         Assert.Contains("bearer 200", answers);
+        Assert.Contains("bearer 401", answers);
         Assert.Contains("basic 502", answers);
         Assert.Contains("basic 503", answers);
         Assert.Contains("hang 504", answers);

@@ -107,4 +107,55 @@ public class HeadroomTests
         Assert.False(h.Blocks(1, Now.AddSeconds(3)));
         Assert.False(new Headroom(1, Now.AddSeconds(2), null, null).Blocks(1, Now));
     }
+
+    [Fact]
+    public void Blocks_LimitKnown_RefillsEvenlyUntilReset_NotTheWholeWait()
+    {
+        // 0 of 6,000 left, full again in 60 s: 100 tokens a second come back.
+        var h = new Headroom(null, null, 0, Now.AddSeconds(60), TokensLimit: 6000, LearnedAt: Now);
+        Assert.Equal(Now.AddSeconds(1.5), h.BlockedUntil(150, Now));
+        Assert.True(h.Blocks(150, Now.AddSeconds(1.4)));
+        Assert.False(h.Blocks(150, Now.AddSeconds(1.5)));
+        // 100 estimated tokens sent since the answer: they are not in the provider's numbers yet.
+        Assert.Equal(Now.AddSeconds(2.5), h.BlockedUntil(150, Now, tokensSent: 100));
+        // More than a full bucket: only the reset helps.
+        Assert.Equal(Now.AddSeconds(60), h.BlockedUntil(7000, Now));
+    }
+
+    [Fact]
+    public void Blocks_RequestsLimitKnown_OneRequestBackAfterItsShare()
+    {
+        var h = new Headroom(0, Now.AddSeconds(60), null, null, RequestsLimit: 60, LearnedAt: Now);
+        Assert.Equal(Now.AddSeconds(1), h.BlockedUntil(1, Now));
+        Assert.Equal(Now.AddSeconds(3), h.BlockedUntil(1, Now, requestsSent: 2));
+    }
+
+    [Fact]
+    public void Parse_LimitsRead_AndAHostileLimitFallsBackToTheWholeWait()
+    {
+        var openai = Headroom.Parse(Headers(
+            ("x-ratelimit-limit-tokens", "6000"), ("x-ratelimit-remaining-tokens", "0"), ("x-ratelimit-reset-tokens", "1m0s"),
+            ("x-ratelimit-limit-requests", "60"), ("x-ratelimit-remaining-requests", "5"), ("x-ratelimit-reset-requests", "55s")), Now)!;
+        Assert.Equal(6000, openai.TokensLimit);
+        Assert.Equal(60, openai.RequestsLimit);
+        Assert.Equal(Now, openai.LearnedAt);
+        Assert.Equal(Now.AddSeconds(1.5), openai.BlockedUntil(150, Now));
+
+        var reset = Now.AddSeconds(60).ToString("yyyy-MM-ddTHH:mm:ssZ");
+        var anthropic = Headroom.Parse(Headers(("anthropic-ratelimit-tokens-limit", "6000"),
+            ("anthropic-ratelimit-tokens-remaining", "0"), ("anthropic-ratelimit-tokens-reset", reset)), Now)!;
+        Assert.Equal(Now.AddSeconds(1.5), anthropic.BlockedUntil(150, Now));
+
+        foreach (var hostile in new[] { "-1", "0", "abc", "10000000000000000", "1.5" })
+        {
+            var h = Headroom.Parse(Headers(("x-ratelimit-limit-tokens", hostile), ("x-ratelimit-remaining-tokens", "0"),
+                ("x-ratelimit-reset-tokens", "60s")), Now)!;
+            Assert.Null(h.TokensLimit);
+            Assert.Equal(Now.AddSeconds(60), h.BlockedUntil(150, Now));
+        }
+        // A limit not above the remaining says nothing about a refill rate.
+        var odd = Headroom.Parse(Headers(("x-ratelimit-limit-tokens", "10"), ("x-ratelimit-remaining-tokens", "20"),
+            ("x-ratelimit-reset-tokens", "60s")), Now)!;
+        Assert.Equal(Now.AddSeconds(60), odd.BlockedUntil(150, Now));
+    }
 }

@@ -37,9 +37,7 @@ internal sealed class AttemptStage : IRequestStage
         var transformer = new UpstreamTransformer(request, attempt, this);
         // The body length: buffered bytes, else what Content-Length announces, else only the output estimate. A request
         // without a body (GET /v1/models) is no LLM call and reserves nothing.
-        request.TokenEstimate = HasBody(request)
-            ? TokenEstimate.For(request.Body is not null ? request.BodyLength : request.Http.Request.ContentLength ?? 0, request.Facts.MaxOutputTokens)
-            : 0;
+        request.TokenEstimate = EstimateTokens(request);
         var balancing = new BalancingContext(request.Client) { Tokens = request.TokenEstimate };
         AttemptFailure? lastTransport = null;
         var affinityKey = AffinityKeyOf(request, group.AffinityKeys);
@@ -56,12 +54,10 @@ internal sealed class AttemptStage : IRequestStage
             {
                 // SPEC §17: the cluster's word on this attempt, in one round trip; a refusal is now local state too, so
                 // choosing again skips that member (bounded all the same: a refusal always blocks it for a while).
-                SharedVerdict verdict;
-                TimeSpan wait;
-                long reserved;
+                SharedAdmission admission;
                 try
                 {
-                    (verdict, wait, reserved) = await shared.AcquireAsync(lease.Upstream, lease.IsTrial, request.TokenEstimate, request.SharedTakes)
+                    admission = await shared.AcquireAsync(lease.Upstream, lease.IsTrial, request.TokenEstimate, request.SharedTakes)
                         .ConfigureAwait(false);
                 }
                 catch
@@ -69,9 +65,15 @@ internal sealed class AttemptStage : IRequestStage
                     lease.Dispose(); // never leaked, whatever happens between acquire and release
                     throw;
                 }
+                var (verdict, wait, reserved, byClientKey) = admission;
                 if (verdict != SharedVerdict.Admitted)
                 {
                     lease.Dispose();
+                    if (verdict == SharedVerdict.ClientLimited && byClientKey)
+                    {
+                        request.Forward.Metrics.ClientKeyRejections.Inc();
+                        return request.Stop(RequestOutcome.ClientKeyRateLimited, wait);
+                    }
                     if (verdict == SharedVerdict.ClientLimited)
                     {
                         request.Forward.Metrics.ClientRejections.Inc();
@@ -214,7 +216,14 @@ internal sealed class AttemptStage : IRequestStage
             }
             if (request.ResponseBody.Usage?.Usage is { Found: true } usage)
             {
-                member.CountTokens(usage);
+                if (request.ClientKey is { } key)
+                {
+                    key.TokensOn(member).Count(usage);
+                }
+                else
+                {
+                    member.CountTokens(usage);
+                }
             }
             return (Next.Done, null);
         }
@@ -301,7 +310,12 @@ internal sealed class AttemptStage : IRequestStage
         }
     }
 
-    private static bool HasBody(RequestContext request) =>
+    /// <summary>The request's estimated LLM tokens (SPEC §13.1): 0 without a body.</summary>
+    internal static long EstimateTokens(RequestContext request) => HasBody(request)
+        ? TokenEstimate.For(request.Body is not null ? request.BodyLength : request.Http.Request.ContentLength ?? 0, request.Facts.MaxOutputTokens)
+        : 0;
+
+    internal static bool HasBody(RequestContext request) =>
         request.Body is not null || request.Http.Request.ContentLength > 0 || request.Http.Request.Headers.TransferEncoding.Count > 0;
 
     private static bool NoUpstream(RequestContext request, GroupRuntime group, Unavailability reason)

@@ -1,0 +1,82 @@
+using LLMProxy.Configuration;
+using LLMProxy.Observability;
+using LLMProxy.Runtime;
+using Microsoft.Extensions.Primitives;
+
+namespace LLMProxy.Forwarding.Stages;
+
+/// <summary>
+/// SPEC §15: the request must present one of the forward's client keys, as <c>Authorization: Bearer &lt;key&gt;</c>
+/// (scheme in any case) or <c>x-api-key: &lt;key&gt;</c>; otherwise 401 <c>invalid_api_key</c>. Then the key's request
+/// bucket: over it, 429 <c>rate_limited</c> with Retry-After. Only in the pipeline of a forward with <c>keys</c>.
+/// <para>Refused as 401, never guessed at: no key; an empty one; a header sent twice; an Authorization that is not
+/// Bearer; both headers carrying different values (which one is the proxy's key would be a guess, and the other would
+/// go upstream); a key longer than <see cref="ClientKeyConfig.MaxKeyLength"/>. A key in the query string is not read.
+/// Nothing of an unauthenticated request reaches a limiter, a budget or an upstream.</para>
+/// </summary>
+internal sealed class AuthenticateClientStage(ClientKeyTable keys, ForwardMetrics metrics) : IRequestStage
+{
+    public const string ApiKeyHeader = "x-api-key";
+
+    public ValueTask<bool> RunAsync(RequestContext request)
+    {
+        var headers = request.Http.Request.Headers;
+        var authorization = headers.Authorization;
+        var apiKey = headers[ApiKeyHeader];
+        if (authorization.Count > 1 || apiKey.Count > 1 || (authorization.Count == 0 && apiKey.Count == 0))
+        {
+            return ValueTask.FromResult(request.Stop(RequestOutcome.InvalidApiKey));
+        }
+        ReadOnlySpan<char> presented = default;
+        var from = ClientKeyHeaders.None;
+        if (authorization.Count == 1)
+        {
+            if (!TryBearer(authorization, out presented))
+            {
+                return ValueTask.FromResult(request.Stop(RequestOutcome.InvalidApiKey));
+            }
+            from = ClientKeyHeaders.Authorization;
+        }
+        if (apiKey.Count == 1)
+        {
+            var value = apiKey[0].AsSpan().Trim();
+            if (from != ClientKeyHeaders.None && !value.SequenceEqual(presented))
+            {
+                return ValueTask.FromResult(request.Stop(RequestOutcome.InvalidApiKey));
+            }
+            presented = value;
+            from |= ClientKeyHeaders.ApiKey;
+        }
+        if (keys.Match(presented) is not { } key)
+        {
+            return ValueTask.FromResult(request.Stop(RequestOutcome.InvalidApiKey));
+        }
+        request.ClientKey = key;
+        request.KeyHeaders = from;
+        if (!key.Limiter.TryAcquire(out var retryAfter))
+        {
+            metrics.ClientKeyRejections.Inc();
+            return ValueTask.FromResult(request.Stop(RequestOutcome.ClientKeyRateLimited, retryAfter));
+        }
+        if (key.SharedRequests is { } shared)
+        {
+            request.TakeShared(shared); // SPEC §17: the key's bucket on the cluster, with the first attempt's admission
+        }
+        return ValueTask.FromResult(true);
+    }
+
+    /// <summary>The token of <c>Bearer &lt;token&gt;</c> (RFC 9110 §11.1: the scheme is case-insensitive; one or more
+    /// spaces before the token); false for another scheme or an empty token.</summary>
+    private static bool TryBearer(StringValues header, out ReadOnlySpan<char> token)
+    {
+        var value = header[0].AsSpan().Trim();
+        token = default;
+        const string Scheme = "Bearer";
+        if (value.Length <= Scheme.Length || !value[..Scheme.Length].Equals(Scheme, StringComparison.OrdinalIgnoreCase) || value[Scheme.Length] != ' ')
+        {
+            return false;
+        }
+        token = value[Scheme.Length..].TrimStart(' ');
+        return !token.IsEmpty;
+    }
+}
