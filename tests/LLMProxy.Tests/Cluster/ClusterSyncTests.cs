@@ -103,7 +103,7 @@ public sealed class ClusterSyncTests
         var yaml = TestProxy.Config($"""
             - name: u1
               url: "{upstream.Url}"
-            """, "- name: u1", forwardExtra: $"keys:\n  - name: team_a\n    key: \"{Key}\"\n    ratelimit:\n      perSecond: 1\n      burst: 4") + $"""
+            """, "- name: u1", forwardExtra: $"keys:\n  - name: team_a\n    key: \"{Key}\"\n    ratelimit:\n      perSecond: 1\n      burst: 6") + $"""
 
             cluster:
               redis:
@@ -116,7 +116,7 @@ public sealed class ClusterSyncTests
         await b.Admin.AssertRedisUpAsync(1);
         var clock = System.Diagnostics.Stopwatch.StartNew();
         var statuses = new List<HttpStatusCode>();
-        for (var i = 0; i < 12; i++)
+        for (var i = 0; i < 16; i++)
         {
             using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions") { Content = new StringContent("{}") };
             request.Headers.TryAddWithoutValidation("Authorization", "Bearer " + Key);
@@ -125,13 +125,13 @@ public sealed class ClusterSyncTests
         }
         var elapsed = clock.Elapsed;
         Assert.All(statuses, s => Assert.True(s is HttpStatusCode.OK or HttpStatusCode.TooManyRequests, s.ToString()));
-        // One bucket of 4 plus a token a second while this ran; two local buckets would have admitted 8 at once.
+        // One bucket of 6 plus a token a second while this ran; two local buckets would have admitted 12 at once.
         var admitted = statuses.Count(s => s == HttpStatusCode.OK);
-        var bound = 4 + (int)Math.Ceiling(elapsed.TotalSeconds) + 1;
-        Assert.True(admitted >= 4 && admitted <= bound, $"admitted {admitted}, expected 4..{bound} over {elapsed.TotalSeconds:F1} s");
+        var bound = 6 + (int)Math.Ceiling(elapsed.TotalSeconds) + 1;
+        Assert.True(admitted >= 6 && admitted <= bound, $"admitted {admitted}, expected 6..{bound} over {elapsed.TotalSeconds:F1} s");
         Assert.Equal(admitted, upstream.Count);
         var refusedByKey = Sample(await a.Admin.GetStringAsync("/metrics"), "llmproxy_rate_limit_rejections_total{forward=\"fwd\",limit_type=\"client_key\"}")
             + Sample(await b.Admin.GetStringAsync("/metrics"), "llmproxy_rate_limit_rejections_total{forward=\"fwd\",limit_type=\"client_key\"}");
-        Assert.Equal(12 - admitted, refusedByKey);
+        Assert.Equal(16 - admitted, refusedByKey);
     }
 }
