@@ -120,15 +120,22 @@ internal static class SharedScripts
         return 0
         """;
 
-    /// <summary>A key disabled as bad: KEYS off; ARGV reason, fingerprint. The first reason for a credential stays.</summary>
+    /// <summary>A key disabled as bad: KEYS off; ARGV reason, fingerprint. The first reason for a credential stays,
+    /// except that an operator's (<c>admin</c>) replaces it.</summary>
     public const string Disable = """
-        if redis.call('HGET', KEYS[1], 'f') ~= ARGV[2] then redis.call('HSET', KEYS[1], 'r', ARGV[1], 'f', ARGV[2]) end
+        if redis.call('HGET', KEYS[1], 'f') ~= ARGV[2] or ARGV[1] == 'admin' then redis.call('HSET', KEYS[1], 'r', ARGV[1], 'f', ARGV[2]) end
         return 0
         """;
 
     /// <summary>A key enabled again: KEYS off; ARGV fingerprint (a record for another credential is left alone).</summary>
     public const string Enable = """
         if redis.call('HGET', KEYS[1], 'f') == ARGV[1] then redis.call('DEL', KEYS[1]) end
+        return 0
+        """;
+
+    /// <summary>An operator's reset: KEYS cool, head — the cool-down and the learned headroom are forgotten.</summary>
+    public const string Reset = """
+        redis.call('DEL', KEYS[1], KEYS[2])
         return 0
         """;
 

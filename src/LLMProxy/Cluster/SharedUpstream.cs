@@ -167,6 +167,9 @@ internal sealed class SharedUpstream
     /// <summary>Tells the cluster this key is bad (SPEC §13.4).</summary>
     public void Disable(string reason) => _cluster.Send(SharedScripts.Disable, _offKey, [reason, Fingerprint]);
 
+    /// <summary>Tells the cluster an operator reset this upstream: its cool-down and learned headroom end everywhere.</summary>
+    public void Reset() => _cluster.Send(SharedScripts.Reset, [_keys[0], _keys[2]], []);
+
     /// <summary>Tells the cluster this key is good again (a trial passed, or an operator enabled it).</summary>
     public void Enable() => _cluster.Send(SharedScripts.Enable, _offKey, [Fingerprint]);
 

@@ -115,8 +115,7 @@ internal sealed class ProxyHost : IAsyncDisposable
             var a = config.HttpServer.Admin;
             var admin = BuildApp(loggerFactory, a.Address, options.EphemeralPorts ? 0 : a.Port, a.Timeout, 1024 * 1024,
                 config.HttpServer.ShutdownTimeout, inlineScheduling: false, acceptPauses);
-            var endpoints = new AdminEndpoints(holder, reloader);
-            admin.Run(endpoints.HandleAsync);
+            new AdminEndpoints(holder, reloader, loggerFactory.CreateLogger("LLMProxy.Admin"), options.Time).Map(admin);
             adminPort = await StartAppAsync(admin, a.Address, a.Port, cancellationToken).ConfigureAwait(false);
             apps.Add(admin);
             Log.Listening(logger, "admin", "admin", FormatEndpoint(a.Address, adminPort));
@@ -177,6 +176,7 @@ internal sealed class ProxyHost : IAsyncDisposable
         builder.Services.AddSingleton<IHostLifetime, NoopLifetime>();
         builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromMilliseconds(shutdownTimeoutMs));
         builder.Services.AddHttpForwarder();
+        builder.Services.AddRoutingCore();
         builder.WebHost.UseKestrelCore();
         // Kestrel's socket transport, but pausing instead of spinning when the process is out of file descriptors.
         // Forward connections run the (fully asynchronous) proxy pipeline on the socket's I/O thread rather than

@@ -34,6 +34,14 @@ internal static partial class Log
         Message = "upstream {Upstream} key enabled again after a successful trial")]
     public static partial void KeyEnabled(ILogger logger, string upstream);
 
+    [LoggerMessage(EventId = 60, EventName = "AdminAction", Level = LogLevel.Warning,
+        Message = "admin {Action} {Target} by {Client}: {Result}")]
+    public static partial void AdminAction(ILogger logger, string action, string target, string client, string result);
+
+    [LoggerMessage(EventId = 61, EventName = "AdminUnauthorized", Level = LogLevel.Warning,
+        Message = "admin request refused from {Client}: {Reason} ({Occurrences} refused since the last such line)")]
+    public static partial void AdminUnauthorized(ILogger logger, string client, string reason, long occurrences);
+
     [LoggerMessage(EventId = 6, EventName = "ShuttingDown", Level = LogLevel.Information,
         Message = "shutting down: draining in-flight requests for up to {TimeoutMs} ms")]
     public static partial void ShuttingDown(ILogger logger, long timeoutMs);

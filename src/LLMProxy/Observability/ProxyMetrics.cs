@@ -40,6 +40,10 @@ internal sealed class ProxyMetrics
     public Gauge ClientConnections { get; }
     public Counter ConnectionsRejected { get; }
     public Counter AcceptPauses { get; }
+    /// <summary>Operator actions on the admin API (disable, enable, reset, reload) by result.</summary>
+    public Counter AdminActions { get; }
+    /// <summary>Admin requests refused: a missing or wrong <c>admin.token</c>, or a cross-origin action.</summary>
+    public Counter AdminUnauthorized { get; }
 
     public ProxyMetrics(bool includeProcessMetrics = true)
     {
@@ -106,6 +110,11 @@ internal sealed class ProxyMetrics
             "Client connections closed unanswered because the forward already had maxConnections open.", "forward");
         AcceptPauses = f.CreateCounter("llmproxy_accept_pauses_total",
             "Times a listener paused accepting for 100 ms because the process had no file descriptor (EMFILE/ENFILE) or socket buffer left.");
+        AdminActions = f.CreateCounter("llmproxy_admin_actions_total",
+            "Operator actions on the admin API: action disable, enable, reset or reload; result ok, not_found (no such upstream) or rejected (an invalid config file).",
+            "action", "result");
+        AdminUnauthorized = f.CreateCounter("llmproxy_admin_unauthorized_total",
+            "Admin API requests refused: 401 because admin.token is set and the request did not carry it, or 403 for a cross-origin action (CSRF).");
     }
 
     /// <summary>

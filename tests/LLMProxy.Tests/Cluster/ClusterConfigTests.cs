@@ -77,4 +77,22 @@ public class ClusterConfigTests
         Assert.DoesNotContain("s3cret", summary, StringComparison.Ordinal);
         Assert.DoesNotContain("ops", summary, StringComparison.Ordinal);
     }
+
+    [Theory]
+    [InlineData("redis://ops:s3cret-pass@cache.internal:6380/1")]
+    [InlineData("cache.internal:6380,password=s3cret-pass,ssl=true")]
+    public void AdminConfigReport_NeverShowsThePassword(string url)
+    {
+        var config = ConfigTestYaml.LoadValid(WithCluster($"  redis:\n    url: \"{url}\"\n"));
+        using var buffer = new MemoryStream();
+        using (var json = new System.Text.Json.Utf8JsonWriter(buffer))
+        {
+            json.WriteStartObject();
+            LLMProxy.Admin.ConfigReport.Write(json, config);
+            json.WriteEndObject();
+        }
+        var text = System.Text.Encoding.UTF8.GetString(buffer.ToArray());
+        Assert.Contains("\"cluster\"", text, StringComparison.Ordinal);
+        Assert.DoesNotContain("s3cret", text, StringComparison.Ordinal);
+    }
 }

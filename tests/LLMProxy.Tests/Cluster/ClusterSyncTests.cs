@@ -134,4 +134,40 @@ public sealed class ClusterSyncTests
             + Sample(await b.Admin.GetStringAsync("/metrics"), "llmproxy_rate_limit_rejections_total{forward=\"fwd\",limit_type=\"client_key\"}");
         Assert.Equal(16 - admitted, refusedByKey);
     }
+
+    [RedisFact]
+    public async Task AdminDisableOnOneInstance_HoldsOnAll_UntilAdminEnable()
+    {
+        await using var redis = await RedisServer.StartAsync();
+        await using var upstream = await ScriptedUpstream.StartAsync(ScriptedUpstream.Json("u1"), recordBody: false);
+        var prefix = "s" + Guid.NewGuid().ToString("N")[..8] + ":";
+        await using var a = await TestProxy.StartAsync(Yaml(upstream.Url, redis.Url, prefix, recheck: 500));
+        await using var b = await TestProxy.StartAsync(Yaml(upstream.Url, redis.Url, prefix, recheck: 500));
+        await a.Admin.AssertRedisUpAsync(1);
+        await b.Admin.AssertRedisUpAsync(1);
+
+        using (var disable = await a.Admin.PostAsync("/api/v1/upstreams/u1/disable", null))
+        {
+            Assert.Equal(HttpStatusCode.OK, disable.StatusCode);
+        }
+        await WaitUntilAsync(async () => await redis.CommandAsync($"EXISTS {prefix}up:u1:off") == ":1", TimeSpan.FromSeconds(5));
+        // B refuses too, and — an operator's decision — never lets a key-health trial through, recheck or not.
+        for (var i = 0; i < 3; i++)
+        {
+            using var refused = await b.Client.PostAsync("/v1/chat/completions", new StringContent("{}"));
+            Assert.Equal(HttpStatusCode.ServiceUnavailable, refused.StatusCode);
+            await Task.Delay(300);
+        }
+        Assert.Equal(0, upstream.Count);
+        Assert.Contains("\"reason\":\"admin\"", await b.Admin.GetStringAsync("/api/v1/upstreams"), StringComparison.Ordinal);
+
+        using (var enable = await a.Admin.PostAsync("/api/v1/upstreams/u1/enable", null))
+        {
+            Assert.Equal(HttpStatusCode.OK, enable.StatusCode);
+        }
+        await WaitUntilAsync(async () => Sample(await b.Admin.GetStringAsync("/metrics"), "llmproxy_upstream_disabled{upstream=\"u1\"}") == 0,
+            TimeSpan.FromSeconds(10));
+        using var served = await b.Client.PostAsync("/v1/chat/completions", new StringContent("{}"));
+        Assert.Equal(HttpStatusCode.OK, served.StatusCode);
+    }
 }

@@ -196,6 +196,7 @@ internal sealed class AttemptStage : IRequestStage
             if (kind != AttemptError.StatusOther)
             {
                 member.Errors(kind).Inc();
+                upstream.RecordError(MemberMetrics.Label(kind), status);
                 Log.AttemptFailed(services.Logger, group.Name, upstream.Name, MemberMetrics.Label(kind), status, request.RequestId);
             }
             if (attempt.Diverted)
@@ -224,6 +225,7 @@ internal sealed class AttemptStage : IRequestStage
                 {
                     member.CountTokens(usage);
                 }
+                upstream.Recent.AddTokens(usage.Total);
             }
             return (Next.Done, null);
         }
@@ -242,6 +244,7 @@ internal sealed class AttemptStage : IRequestStage
 
         lease.Record(AttemptVerdict.Failure);
         member.Errors(failure.Kind).Inc();
+        upstream.RecordError(MemberMetrics.Label(failure.Kind), status);
         Log.AttemptFailed(services.Logger, group.Name, upstream.Name, MemberMetrics.Label(failure.Kind), status, request.RequestId);
         if (http.Response.HasStarted)
         {
