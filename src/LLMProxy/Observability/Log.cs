@@ -96,4 +96,12 @@ internal static partial class Log
     [LoggerMessage(EventId = 44, EventName = "OpenFileLimitLow", Level = LogLevel.Warning,
         Message = "open-file limit {Limit} is below the {Needed} descriptors the connection caps allow (maxConnections of every forward, maxPerHost per upstream host, {Reserve} for the rest): raise it (docker run --ulimit nofile=65536:65536, systemd LimitNOFILE=65536) or lower maxConnections")]
     public static partial void OpenFileLimitLow(ILogger logger, long limit, long needed, int reserve);
+
+    [LoggerMessage(EventId = 70, EventName = "ClusterRedisDown", Level = LogLevel.Warning,
+        Message = "cluster: redis {Redis} unavailable ({Reason}); limits, cool-downs and key health are decided on this instance's own state until it answers again")]
+    public static partial void ClusterRedisDown(ILogger logger, string redis, string reason);
+
+    [LoggerMessage(EventId = 71, EventName = "ClusterRedisUp", Level = LogLevel.Information,
+        Message = "cluster: redis {Redis} {What}")]
+    public static partial void ClusterRedisUp(ILogger logger, string redis, string what);
 }

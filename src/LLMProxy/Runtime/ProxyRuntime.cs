@@ -11,9 +11,13 @@ internal sealed class ProxyRuntime : IDisposable
     /// <param name="previous">On reload, the runtime being replaced. What did not change is carried over (SPEC §16): an
     /// upstream whose config did not change keeps its live state (breaker, 429 cool-down, token bucket) by being reused as
     /// is; a group keeps its balancer and connection pool, a forward its client buckets (see their constructors).</param>
-    public ProxyRuntime(ProxyConfig config, ProxyMetrics metrics, TimeProvider time, ILogger logger, ProxyRuntime? previous = null)
+    /// <param name="cluster">The shared state of SPEC §17 (<c>cluster.redis</c>), owned by the host and the same across
+    /// reloads; null = every decision is this instance's own.</param>
+    public ProxyRuntime(ProxyConfig config, ProxyMetrics metrics, TimeProvider time, ILogger logger, ProxyRuntime? previous = null,
+        Cluster.RedisCluster? cluster = null)
     {
         Config = config;
+        Cluster = cluster;
         Metrics = metrics;
         Time = time;
         var created = new List<UpstreamRuntime>();
@@ -24,13 +28,17 @@ internal sealed class ProxyRuntime : IDisposable
                 return kept;
             }
             var fresh = new UpstreamRuntime(u, time);
+            if (cluster is not null)
+            {
+                fresh.AttachShared(cluster);
+            }
             created.Add(fresh);
             return fresh;
         }, StringComparer.Ordinal);
         Groups = config.UpstreamGroups.ToDictionary(g => g.Name,
             g => new GroupRuntime(g, Upstreams, metrics, previous?.Groups.GetValueOrDefault(g.Name)), StringComparer.Ordinal);
         Forwards = [.. config.HttpServer.Forwards.Select(f =>
-            new ForwardRuntime(f, Groups, metrics, time, previous?.Forwards.FirstOrDefault(p => p.Name == f.Name)))];
+            new ForwardRuntime(f, Groups, metrics, time, previous?.Forwards.FirstOrDefault(p => p.Name == f.Name), cluster))];
 
         // Carried-over upstreams are already wired to the metrics; only new breakers are.
         foreach (var upstream in created)
@@ -52,6 +60,8 @@ internal sealed class ProxyRuntime : IDisposable
     }
 
     public ProxyConfig Config { get; }
+    /// <summary>The shared state (SPEC §17), or null without <c>cluster.redis</c>.</summary>
+    public Cluster.RedisCluster? Cluster { get; }
     public ProxyMetrics Metrics { get; }
     public TimeProvider Time { get; }
     public IReadOnlyDictionary<string, UpstreamRuntime> Upstreams { get; }

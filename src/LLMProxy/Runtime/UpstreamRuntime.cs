@@ -1,4 +1,5 @@
 using System.Text;
+using LLMProxy.Cluster;
 using LLMProxy.Configuration;
 using LLMProxy.Forwarding;
 using LLMProxy.Routing;
@@ -140,17 +141,47 @@ internal sealed class UpstreamRuntime
     /// the wait for the next one. A key the operator disabled stays so (only <see cref="AdminEnable"/> ends that).</summary>
     public void Disable(string reason, bool trial = false)
     {
+        if (SetDisabled(reason, trial, byAdmin: false))
+        {
+            Shared?.Disable(reason);
+        }
+    }
+
+    /// <summary>Disables this key because the cluster says another instance found it bad, or its operator disabled it
+    /// (SPEC §17): like <see cref="Disable"/> (or <see cref="AdminDisable"/> for reason <c>admin</c>, so no trial
+    /// undoes an operator's decision), without telling the cluster again. False when it was already disabled.</summary>
+    public bool AdoptDisabled(string reason) => SetDisabled(reason, trial: false, byAdmin: reason == AdminReason);
+
+    /// <summary>Enables this key because the cluster no longer holds it as disabled (another instance's trial passed,
+    /// or an operator enabled it there), without telling the cluster again. False when it was not disabled.</summary>
+    public bool AdoptEnabled()
+    {
+        if (Volatile.Read(ref _disabled) is not { } current || Interlocked.CompareExchange(ref _disabled, null, current) != current)
+        {
+            return false;
+        }
+        Volatile.Write(ref _trialTaken, 0);
+        return true;
+    }
+
+    private bool SetDisabled(string reason, bool trial, bool byAdmin)
+    {
         var now = _time.GetUtcNow();
         var current = Volatile.Read(ref _disabled);
         if (current is not null && (!trial || current.ByAdmin))
         {
-            return;
+            return false;
         }
+        var next = byAdmin
+            ? new KeyDisabled(AdminReason, now, DateTimeOffset.MaxValue, ByAdmin: true)
+            : new KeyDisabled(reason, current?.Since ?? now, now + Recheck);
         // Compare-and-swap: an operator's disable or enable that lands meanwhile wins over this automatic one.
-        if (Interlocked.CompareExchange(ref _disabled, new KeyDisabled(reason, current?.Since ?? now, now + Recheck), current) == current)
+        if (Interlocked.CompareExchange(ref _disabled, next, current) == current)
         {
             Volatile.Write(ref _trialTaken, 0);
+            return true;
         }
+        return false;
     }
 
     /// <summary>Ends a trial of a disabled key: a 2xx answer enables it, anything else keeps it disabled and restarts
@@ -165,9 +196,9 @@ internal sealed class UpstreamRuntime
         }
         else if (success)
         {
-            if (current is not null)
+            if (current is not null && Interlocked.CompareExchange(ref _disabled, null, current) == current)
             {
-                Interlocked.CompareExchange(ref _disabled, null, current);
+                Shared?.Enable();
             }
             Volatile.Write(ref _trialTaken, 0);
         }
@@ -186,6 +217,7 @@ internal sealed class UpstreamRuntime
     {
         Volatile.Write(ref _disabled, new KeyDisabled(AdminReason, _time.GetUtcNow(), DateTimeOffset.MaxValue, ByAdmin: true));
         Volatile.Write(ref _trialTaken, 0);
+        Shared?.Disable(AdminReason); // SPEC §17: an operator's decision holds on every instance
     }
 
     /// <summary>Enabled by the operator: ends any disabled state, the operator's or key health's (SPEC §13.4).</summary>
@@ -193,6 +225,7 @@ internal sealed class UpstreamRuntime
     {
         Volatile.Write(ref _disabled, null);
         Volatile.Write(ref _trialTaken, 0);
+        Shared?.Enable();
     }
 
     /// <summary>Reset by the operator: breaker closed, 429 cool-down ended, learned provider headroom forgotten. A disabled
@@ -201,6 +234,8 @@ internal sealed class UpstreamRuntime
     {
         Breaker?.Reset();
         CoolDown.Clear();
+        Volatile.Write(ref _sharedBlockUntil, 0);
+        Shared?.Reset(); // the cluster's cool-down and learned headroom too; the shared buckets are not the operator's to refill
         Volatile.Write(ref _learned, null);
         Interlocked.Exchange(ref _sentSinceLearned, 0);
         Interlocked.Exchange(ref _tokensSinceLearned, 0);
@@ -221,6 +256,40 @@ internal sealed class UpstreamRuntime
     public RecentCounter Recent { get; }
     public CircuitBreaker? Breaker { get; }
     public CoolDown CoolDown { get; }
+
+    /// <summary>This upstream's shared state when <c>cluster.redis</c> is set (SPEC §17); null otherwise.</summary>
+    public SharedUpstream? Shared { get; private set; }
+
+    /// <summary>Shares this upstream's limits and health through <paramref name="cluster"/> (once, when compiled).</summary>
+    public void AttachShared(RedisCluster cluster) => Shared ??= new SharedUpstream(cluster, Config, Authorization);
+
+    private long _sharedBlockUntil; // UTC ticks; the cluster said a budget is empty until then (0 = never)
+
+    /// <summary>Keeps this upstream out of selection for <paramref name="duration"/> because the cluster's shared
+    /// budgets (rate, TPM or learned headroom) are empty: the next requests choose another member without asking.</summary>
+    public void BlockShared(TimeSpan duration)
+    {
+        var until = _time.GetUtcNow().UtcTicks + duration.Ticks;
+        var current = Volatile.Read(ref _sharedBlockUntil);
+        while (current < until)
+        {
+            var seen = Interlocked.CompareExchange(ref _sharedBlockUntil, until, current);
+            if (seen == current)
+            {
+                return;
+            }
+            current = seen;
+        }
+    }
+
+    private DateTimeOffset? SharedBlockedUntil
+    {
+        get
+        {
+            var until = Volatile.Read(ref _sharedBlockUntil);
+            return until != 0 && _time.GetUtcNow().UtcTicks < until ? new DateTimeOffset(until, TimeSpan.Zero) : null;
+        }
+    }
     public TokenBucketLimiter? Limiter { get; }
     /// <summary><c>ratelimit.requestsPerMinute</c>: capacity = the value, refilled over a minute; null when not set.</summary>
     public TokenBucketLimiter? Rpm { get; }
@@ -239,6 +308,7 @@ internal sealed class UpstreamRuntime
         if (Headroom.Parse(headers, _time.GetUtcNow()) is { } learned)
         {
             Volatile.Write(ref _learned, learned);
+            Shared?.Learn(learned, _time.GetUtcNow());
             // Approximate on purpose: requests still in flight may or may not be in the provider's numbers.
             Interlocked.Exchange(ref _sentSinceLearned, 0);
             Interlocked.Exchange(ref _tokensSinceLearned, 0);
@@ -257,7 +327,8 @@ internal sealed class UpstreamRuntime
         {
             return Unavailability.BreakerOpen;
         }
-        if (CoolDown.IsCooling || Limiter is { HasToken: false } || !HasBudget(tokens))
+        if (CoolDown.IsCooling || Limiter is { HasToken: false } || !HasBudget(tokens)
+            || (Volatile.Read(ref _sharedBlockUntil) != 0 && SharedBlockedUntil is not null))
         {
             return Unavailability.RateLimited;
         }
@@ -292,6 +363,10 @@ internal sealed class UpstreamRuntime
         if (Volatile.Read(ref _inFlight) >= MaxConcurrent)
         {
             Later(ref at, now + ConcurrencyRetry);
+        }
+        if (SharedBlockedUntil is { } shared)
+        {
+            Later(ref at, shared);
         }
         if (Volatile.Read(ref _disabled) is { ByAdmin: false } disabled && Recheck > TimeSpan.Zero && disabled.NextTrial > now)
         {
