@@ -66,21 +66,14 @@ public partial class KubernetesManifestTests
             .Where(e => At(e, "valueFrom", "secretKeyRef") is not null)
             .ToDictionary(e => Str(e, "name")!, e => (Str(e, "valueFrom", "secretKeyRef", "name")!, Str(e, "valueFrom", "secretKeyRef", "key")!));
 
-    /// <summary>The embedded config, loaded by the proxy's loader with a value for exactly the env vars the Secret feeds.
-    /// Until the loader knows <c>cluster</c> (SPEC §17, added with the Redis work), that block is checked on its own
-    /// and the rest is loaded without it.</summary>
+    /// <summary>The embedded config (with its <c>cluster.redis</c>), loaded by the proxy's loader with a value for exactly
+    /// the env vars the Secret feeds.</summary>
     private static (ProxyConfig Config, Dictionary<object, object> Raw) LoadEmbeddedConfig(Manifests m)
     {
         var yaml = Str(m.One("ConfigMap", "llmproxy-config"), "data", "config.yaml")!;
         var env = SecretEnv(Container(m.One("Deployment", "llmproxy")));
         var raw = Map(Assert.Single(LoadAll(yaml)), "config.yaml");
-        var toLoad = yaml;
-        if (!ConfigKeys.Root.Contains("cluster"))
-        {
-            toLoad = ClusterBlock().Replace(yaml, "");
-            Assert.DoesNotContain("cluster:", toLoad, StringComparison.Ordinal);
-        }
-        var result = ConfigLoader.LoadYaml(toLoad, name => env.ContainsKey(name) ? Placeholder + name : null);
+        var result = ConfigLoader.LoadYaml(yaml, name => env.ContainsKey(name) ? Placeholder + name : null);
         Assert.True(result.Success, "the ConfigMap's config does not load:\n" + ConfigTestYaml.Describe(result));
         return (result.Config!, raw);
     }
@@ -220,8 +213,8 @@ public partial class KubernetesManifestTests
         Assert.True(Selects(Map(At(pdb, "spec", "selector", "matchLabels"), "pdb"), At(m.One("Deployment", "llmproxy"), "spec", "template", "metadata", "labels")));
 
         // cluster.redis.url names the Redis Service and its port.
-        var (_, raw) = LoadEmbeddedConfig(m);
-        var url = new Uri(Str(raw, "cluster", "redis", "url") ?? throw new Xunit.Sdk.XunitException("configmap.yaml: no cluster.redis.url"));
+        var (config, _) = LoadEmbeddedConfig(m);
+        var url = new Uri(config.Cluster?.Redis?.Url ?? throw new Xunit.Sdk.XunitException("configmap.yaml: no cluster.redis.url"));
         Assert.Equal("redis", url.Scheme);
         var redis = m.One("Service", url.Host);
         Assert.Contains(List(At(redis, "spec", "ports"), "ports"), p => Int(At(p, "port"), "port") == url.Port);
@@ -237,8 +230,4 @@ public partial class KubernetesManifestTests
 
     [GeneratedRegex(@"http://127\.0\.0\.1:(?<port>[0-9]+)(?<path>/[^\s'""]*)")]
     private static partial Regex LocalUrl();
-
-    /// <summary>The top-level <c>cluster:</c> block (up to the next top-level key or the end).</summary>
-    [GeneratedRegex(@"^cluster:\n(?:[ #].*\n|\n)*", RegexOptions.Multiline)]
-    private static partial Regex ClusterBlock();
 }
