@@ -4,59 +4,113 @@ using System.Text.Json;
 using LLMProxy.Forwarding;
 using LLMProxy.Observability;
 using LLMProxy.Runtime;
+using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Routing;
+using Microsoft.Extensions.Logging;
 using Prometheus;
 
 namespace LLMProxy.Admin;
 
 /// <summary>
-/// The admin listener: <c>/ping</c>, <c>/metrics</c> (always open), <c>/health</c> and
-/// <c>POST /api/v1/reload</c> (behind <c>admin.token</c> when set). Nothing else is reachable: no debug or
-/// profiling endpoints.
+/// The admin listener (SPEC §7, §16) as routed endpoints behind one guard: <c>/ping</c>, <c>/metrics</c> and the status
+/// page <c>/</c> are open; <c>/health</c> and everything under <c>/api/v1</c> need <c>admin.token</c> when one is set.
+/// An unknown path is 404, a known path with another method 405, a missing token 401 — each one JSON error (SPEC §6).
+/// Nothing else is reachable: no debug or profiling endpoints.
 /// </summary>
-internal sealed class AdminEndpoints(RuntimeHolder holder, Hosting.ConfigReloader reloader)
+internal sealed class AdminEndpoints(RuntimeHolder holder, Hosting.ConfigReloader reloader, ILogger logger, TimeProvider time)
 {
     private static readonly byte[] Pong = "success"u8.ToArray();
+    private static readonly string[] Reads = [HttpMethods.Get, HttpMethods.Head];
+    private static readonly string[] Actions = ["disable", "enable", "reset"];
 
-    public async Task HandleAsync(HttpContext context)
+    /// <summary>Whether a route needs the admin token: read by the one guard in front of every endpoint.</summary>
+    private sealed record AdminRoute(bool Open);
+
+    private static readonly AdminRoute OpenRoute = new(true), TokenRoute = new(false);
+
+    private readonly LogThrottle _unauthorizedLog = new(time, TimeSpan.FromSeconds(10));
+
+    /// <summary>Routes the admin app: the guard runs after routing chose an endpoint and before it executes.</summary>
+    public void Map(WebApplication app)
     {
-        var path = context.Request.Path.Value;
-        var isRead = HttpMethods.IsGet(context.Request.Method) || HttpMethods.IsHead(context.Request.Method);
-        var runtime = holder.Current;
-        switch (path)
+        app.UseRouting();
+        app.Use(GuardAsync);
+        app.MapMethods("/ping", Reads, PingAsync).WithMetadata(OpenRoute);
+        app.MapMethods("/metrics", Reads, MetricsAsync).WithMetadata(OpenRoute);
+        // The page holds no state and no data: the API calls it makes carry the token (SPEC §16).
+        app.MapMethods("/", Reads, StatusPage.WriteAsync).WithMetadata(OpenRoute);
+        app.MapMethods("/health", Reads, HealthAsync).WithMetadata(TokenRoute);
+        app.MapMethods("/api/v1/upstreams", Reads, UpstreamsAsync).WithMetadata(TokenRoute);
+        foreach (var action in Actions)
         {
-            case "/ping" when isRead:
-                context.Response.ContentType = "text/plain; charset=utf-8";
-                context.Response.ContentLength = Pong.Length;
-                await context.Response.Body.WriteAsync(Pong);
-                return;
-            case "/metrics" when isRead:
-                context.Response.ContentType = "text/plain; version=0.0.4; charset=utf-8";
-                runtime.RefreshBudgetMetrics();
-                await runtime.Metrics.Registry.CollectAndExportAsTextAsync(context.Response.Body, context.RequestAborted);
-                return;
-            case "/health" when isRead:
-                if (!Authorized(context, runtime))
-                {
-                    await ProxyErrors.WriteUnauthorizedAsync(context);
-                    return;
-                }
-                await WriteHealthAsync(context, runtime);
-                return;
-            case "/api/v1/reload" when HttpMethods.IsPost(context.Request.Method) && reloader.Available:
-                if (!Authorized(context, runtime))
-                {
-                    await ProxyErrors.WriteUnauthorizedAsync(context);
-                    return;
-                }
-                await WriteReloadAsync(context);
-                return;
-            default:
-                context.Response.StatusCode = StatusCodes.Status404NotFound;
-                return;
+            app.MapPost("/api/v1/upstreams/{name}/" + action, context => ActionAsync(context, action)).WithMetadata(TokenRoute);
+        }
+        app.MapMethods("/api/v1/config", Reads, ConfigAsync).WithMetadata(TokenRoute);
+        if (reloader.Available)
+        {
+            app.MapPost("/api/v1/reload", ReloadAsync).WithMetadata(TokenRoute);
         }
     }
 
+    private async Task GuardAsync(HttpContext context, RequestDelegate next)
+    {
+        var endpoint = context.GetEndpoint();
+        if (endpoint?.Metadata.GetMetadata<AdminRoute>() is not { } route)
+        {
+            if (endpoint is null)
+            {
+                await WriteErrorAsync(context, StatusCodes.Status404NotFound, "not_found", "No such admin endpoint.");
+                return;
+            }
+            // Routing's own 405 endpoint: it sets Allow; the body is ours.
+            await endpoint.RequestDelegate!(context);
+            await WriteErrorAsync(context, StatusCodes.Status405MethodNotAllowed, ProxyErrors.MethodNotAllowed,
+                "Method not allowed on this admin endpoint.");
+            return;
+        }
+        if (CrossOrigin(context))
+        {
+            Refused(context, "cross-origin action");
+            await WriteErrorAsync(context, StatusCodes.Status403Forbidden, "forbidden", "Cross-origin admin actions are refused.");
+            return;
+        }
+        if (!route.Open && !Authorized(context, holder.Current))
+        {
+            Refused(context, "no valid admin token");
+            await ProxyErrors.WriteUnauthorizedAsync(context);
+            return;
+        }
+        await next(context);
+    }
+
+    /// <summary>Counts a refused request; a log line at most every 10 s (a flood of refusals cannot flood the log).</summary>
+    private void Refused(HttpContext context, string reason)
+    {
+        holder.Current.Metrics.AdminUnauthorized.Inc();
+        if (_unauthorizedLog.TryEnter(out var occurrences))
+        {
+            Log.AdminUnauthorized(logger, Client(context), reason, occurrences);
+        }
+    }
+
+    /// <summary>A state-changing request a browser sent from another site's page (CSRF): with no admin token set, a form on
+    /// any web page the operator opens could otherwise disable keys. Browsers send <c>Origin</c> on every POST; the status
+    /// page's own requests carry this listener's origin. Clients without <c>Origin</c> (curl, scripts) are unaffected.</summary>
+    private static bool CrossOrigin(HttpContext context)
+    {
+        var request = context.Request;
+        if (HttpMethods.IsGet(request.Method) || HttpMethods.IsHead(request.Method) || request.Headers.Origin.Count == 0)
+        {
+            return false;
+        }
+        var origin = request.Headers.Origin.ToString();
+        return !Uri.TryCreate(origin, UriKind.Absolute, out var uri)
+            || !string.Equals(uri.Authority, request.Host.Value, StringComparison.OrdinalIgnoreCase)
+            || !string.Equals(uri.Scheme, request.Scheme, StringComparison.OrdinalIgnoreCase);
+    }
+
+    /// <summary>Constant time whatever the length: both sides are hashed first, so neither content nor length leaks.</summary>
     private static bool Authorized(HttpContext context, ProxyRuntime runtime)
     {
         if (runtime.Config.HttpServer.Admin.Token is not { Length: > 0 } token)
@@ -69,14 +123,78 @@ internal sealed class AdminEndpoints(RuntimeHolder holder, Hosting.ConfigReloade
         {
             return false;
         }
-        var given = Encoding.UTF8.GetBytes(header[prefix.Length..].Trim());
-        return CryptographicOperations.FixedTimeEquals(given, Encoding.UTF8.GetBytes(token));
+        var given = SHA256.HashData(Encoding.UTF8.GetBytes(header[prefix.Length..].Trim()));
+        return CryptographicOperations.FixedTimeEquals(given, SHA256.HashData(Encoding.UTF8.GetBytes(token)));
     }
 
-    private async Task WriteReloadAsync(HttpContext context)
+    /// <summary>Who acted, for the log line: the admin client's address (never its token).</summary>
+    private static string Client(HttpContext context) => context.Connection.RemoteIpAddress?.ToString() ?? "unknown";
+
+    private static async Task PingAsync(HttpContext context)
+    {
+        context.Response.ContentType = "text/plain; charset=utf-8";
+        context.Response.ContentLength = Pong.Length;
+        await context.Response.Body.WriteAsync(Pong);
+    }
+
+    private async Task MetricsAsync(HttpContext context)
+    {
+        var runtime = holder.Current;
+        context.Response.ContentType = "text/plain; version=0.0.4; charset=utf-8";
+        runtime.RefreshBudgetMetrics();
+        await runtime.Metrics.Registry.CollectAndExportAsTextAsync(context.Response.Body, context.RequestAborted);
+    }
+
+    private Task UpstreamsAsync(HttpContext context)
+    {
+        var runtime = holder.Current;
+        return WriteJsonAsync(context, StatusCodes.Status200OK, json => UpstreamsReport.Write(json, runtime));
+    }
+
+    private Task ConfigAsync(HttpContext context)
+    {
+        var runtime = holder.Current;
+        return WriteJsonAsync(context, StatusCodes.Status200OK, json => ConfigReport.Write(json, runtime.Config));
+    }
+
+    /// <summary><c>POST /api/v1/upstreams/{name}/disable|enable|reset</c> on the configuration in force; answers the
+    /// upstream's state after the action.</summary>
+    private async Task ActionAsync(HttpContext context, string action)
+    {
+        var runtime = holder.Current;
+        var name = context.GetRouteValue("name") as string ?? "";
+        // Routing leaves an encoded '/' encoded: a name containing '/' arrives as %2F.
+        if (!runtime.Upstreams.TryGetValue(name, out var upstream)
+            && !runtime.Upstreams.TryGetValue(name.Replace("%2F", "/", StringComparison.OrdinalIgnoreCase), out upstream))
+        {
+            runtime.Metrics.AdminActions.WithLabels(action, "not_found").Inc();
+            Log.AdminAction(logger, action, LogText.Escape(name.Length > 64 ? name[..64] : name), Client(context), "no such upstream");
+            await WriteErrorAsync(context, StatusCodes.Status404NotFound, "upstream_not_found", $"No upstream named {JsonSerializer.Serialize(name)}.");
+            return;
+        }
+        switch (action)
+        {
+            case "disable": upstream.AdminDisable(); break;
+            case "enable": upstream.AdminEnable(); break;
+            default: upstream.AdminReset(); break;
+        }
+        runtime.Metrics.AdminActions.WithLabels(action, "ok").Inc();
+        Log.AdminAction(logger, action, upstream.Name, Client(context), "done");
+        var now = runtime.Time.GetUtcNow();
+        await WriteJsonAsync(context, StatusCodes.Status200OK, json =>
+        {
+            json.WritePropertyName("upstream");
+            UpstreamsReport.WriteUpstream(json, upstream, now);
+        });
+    }
+
+    private async Task ReloadAsync(HttpContext context)
     {
         // Reading and validating the file is blocking work; keep it off the admin connection's thread.
         var outcome = await Task.Run(reloader.Reload, context.RequestAborted);
+        var result = outcome.Applied ? "ok" : "rejected";
+        holder.Current.Metrics.AdminActions.WithLabels("reload", result).Inc();
+        Log.AdminAction(logger, "reload", "config", Client(context), outcome.Applied ? "applied" : "rejected");
         await WriteJsonAsync(context, outcome.Applied ? StatusCodes.Status200OK : StatusCodes.Status400BadRequest, json =>
         {
             json.WriteBoolean("reloaded", outcome.Applied);
@@ -89,7 +207,17 @@ internal sealed class AdminEndpoints(RuntimeHolder holder, Hosting.ConfigReloade
         });
     }
 
-    /// <summary>One JSON object as the whole response, with its Content-Length.</summary>
+    /// <summary>One SPEC §6 error body, keeping headers already set (a 405's Allow).</summary>
+    private static Task WriteErrorAsync(HttpContext context, int status, string code, string message)
+    {
+        var body = ProxyErrors.Body(code, message);
+        context.Response.StatusCode = status;
+        context.Response.ContentType = "application/json";
+        context.Response.ContentLength = body.Length;
+        return context.Response.Body.WriteAsync(body, 0, body.Length, context.RequestAborted);
+    }
+
+    /// <summary>One JSON object as the whole response, with its Content-Length; never cached (live state).</summary>
     private static async Task WriteJsonAsync(HttpContext context, int status, Action<Utf8JsonWriter> writeProperties)
     {
         using var buffer = new MemoryStream();
@@ -101,13 +229,15 @@ internal sealed class AdminEndpoints(RuntimeHolder holder, Hosting.ConfigReloade
         }
         context.Response.StatusCode = status;
         context.Response.ContentType = "application/json";
+        context.Response.Headers.CacheControl = "no-store";
         context.Response.ContentLength = buffer.Length;
         buffer.Position = 0;
         await buffer.CopyToAsync(context.Response.Body, context.RequestAborted);
     }
 
-    private static Task WriteHealthAsync(HttpContext context, ProxyRuntime runtime)
+    private Task HealthAsync(HttpContext context)
     {
+        var runtime = holder.Current;
         var healthy = runtime.Groups.Values.All(g => g.HasAlternative(0));
         return WriteJsonAsync(context, healthy ? StatusCodes.Status200OK : StatusCodes.Status503ServiceUnavailable, json =>
         {
@@ -121,7 +251,7 @@ internal sealed class AdminEndpoints(RuntimeHolder holder, Hosting.ConfigReloade
                 json.WriteStartArray("upstreams");
                 foreach (var u in group.Members)
                 {
-                    WriteUpstream(json, u, runtime.Time.GetUtcNow());
+                    WriteHealthUpstream(json, u, runtime.Time.GetUtcNow());
                 }
                 json.WriteEndArray();
                 json.WriteEndObject();
@@ -131,95 +261,18 @@ internal sealed class AdminEndpoints(RuntimeHolder holder, Hosting.ConfigReloade
         });
     }
 
-    private static void WriteUpstream(Utf8JsonWriter json, UpstreamRuntime u, DateTimeOffset now)
+    private static void WriteHealthUpstream(Utf8JsonWriter json, UpstreamRuntime u, DateTimeOffset now)
     {
         json.WriteStartObject();
         json.WriteString("name", u.Name);
         // Host only: the url's path or query could carry a key.
         json.WriteString("host", u.Host);
         json.WriteString("breaker", u.Breaker is { } b ? ProxyRuntime.StateLabel(b.State) : "disabled");
-        if (u.CoolDown.Until is { } until)
-        {
-            json.WriteString("coolingUntil", until);
-        }
-        else
-        {
-            json.WriteNull("coolingUntil");
-        }
-        if (u.Disabled is { } disabled)
-        {
-            // SPEC §13.4: the key was disabled as bad; nextTrial only when recheck lets one through.
-            json.WriteStartObject("disabled");
-            json.WriteString("reason", disabled.Reason);
-            json.WriteString("since", disabled.Since);
-            if (u.Recheck > TimeSpan.Zero)
-            {
-                json.WriteString("nextTrial", disabled.NextTrial);
-            }
-            else
-            {
-                json.WriteNull("nextTrial");
-            }
-            json.WriteEndObject();
-        }
-        else
-        {
-            json.WriteNull("disabled");
-        }
+        UpstreamsReport.WriteTimeOrNull(json, "coolingUntil", u.CoolDown.Until);
+        UpstreamsReport.WriteDisabled(json, u);
         json.WriteNumber("inFlight", u.InFlight);
         json.WriteBoolean("available", u.Check() == Unavailability.None);
-        WriteBudgets(json, u, now);
+        UpstreamsReport.WriteBudgets(json, u, now);
         json.WriteEndObject();
-    }
-
-    /// <summary>SPEC §13.1: each configured budget as used/limit, and what the provider last said.</summary>
-    private static void WriteBudgets(Utf8JsonWriter json, UpstreamRuntime u, DateTimeOffset now)
-    {
-        json.WriteStartObject("budgets");
-        if (u.Rpm is { } rpm)
-        {
-            WriteBudget(json, "requestsPerMinute", rpm.Burst - rpm.AvailableTokens, rpm.Burst);
-        }
-        if (u.Tpm is { } tpm)
-        {
-            WriteBudget(json, "tokensPerMinute", tpm.Capacity - tpm.Available, tpm.Capacity);
-        }
-        if (u.MaxConcurrent != int.MaxValue)
-        {
-            WriteBudget(json, "concurrent", u.InFlight, u.MaxConcurrent);
-        }
-        json.WriteEndObject();
-        if (u.Learned is not { } learned)
-        {
-            json.WriteNull("learned");
-            return;
-        }
-        json.WriteStartObject("learned");
-        WriteLearned(json, "remainingRequests", "requestsReset", learned.RemainingRequests, learned.RequestsReset, now);
-        WriteLearned(json, "remainingTokens", "tokensReset", learned.RemainingTokens, learned.TokensReset, now);
-        json.WriteEndObject();
-    }
-
-    private static void WriteBudget(Utf8JsonWriter json, string name, long used, long limit)
-    {
-        json.WriteStartObject(name);
-        json.WriteNumber("used", used);
-        json.WriteNumber("limit", limit);
-        json.WriteEndObject();
-    }
-
-    private static void WriteLearned(Utf8JsonWriter json, string remainingName, string resetName, long? remaining, DateTimeOffset? reset, DateTimeOffset now)
-    {
-        // A reset in the past means the provider's numbers no longer hold: shown as unknown.
-        if (remaining is { } r && reset is { } at && at > now)
-        {
-            json.WriteNumber(remainingName, r);
-            json.WriteString(resetName, at);
-        }
-        else
-        {
-            json.WriteNull(remainingName);
-            json.WriteNull(resetName);
-        }
     }
 }

@@ -44,6 +44,7 @@ internal static class DemoCommand
                     stdout.WriteLine($"  curl -s http://127.0.0.1:{p}/v1/chat/completions -H 'Content-Type: application/json' -d '{{\"model\":\"gpt-4o-mini\",\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}]}}'");
                     stdout.WriteLine($"  curl -N http://127.0.0.1:{p}/v1/chat/completions -H 'Content-Type: application/json' -d '{{\"model\":\"gpt-4o-mini\",\"stream\":true,\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}]}}'");
                     stdout.WriteLine($"  curl -s http://127.0.0.1:{host.AdminPort}/health ; curl -s http://127.0.0.1:{host.AdminPort}/metrics | grep llmproxy_");
+                    stdout.WriteLine($"Status page: http://127.0.0.1:{host.AdminPort}/");
                     stdout.WriteLine("Press Ctrl-C to stop.");
                 }).ConfigureAwait(false);
         }

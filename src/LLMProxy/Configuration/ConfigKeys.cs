@@ -4,7 +4,9 @@ namespace LLMProxy.Configuration;
 /// extensions). Anything else is an "unknown key" error, so a typo never silently disables a feature.</summary>
 internal static class ConfigKeys
 {
-    public static readonly string[] Root = ["httpServer", "upstreams", "upstreamGroups"];
+    public static readonly string[] Root = ["httpServer", "upstreams", "upstreamGroups", "cluster"];
+    public static readonly string[] Cluster = ["redis"];
+    public static readonly string[] Redis = ["url", "prefix", "timeout"];
     public static readonly string[] HttpServer = ["forwards", "admin", "shutdownTimeout"];
     public static readonly string[] Forward =
         ["name", "port", "address", "defaultGroup", "ratelimit", "timeout", "trustedProxies", "maxRequestBodySize", "routes", "maxConnections", "debugHeaders", "keys"];
@@ -32,6 +34,7 @@ internal static class ConfigKeys
     /// <summary>Every key name that may appear anywhere in a config (used to check the documented default file).</summary>
     public static IEnumerable<string> All =>
         new[] { Root, HttpServer, Forward, Route, ForwardRateLimit, ServerTimeout, Admin, Upstream, Auth, Header, Breaker,
-                UpstreamRateLimit, Group, GroupMember, Balance, HttpClient, Connect, ClientTimeout, Proxy, Retry, Affinity, ClientKey, ClientKeyRateLimit }
+                UpstreamRateLimit, Group, GroupMember, Balance, HttpClient, Connect, ClientTimeout, Proxy, Retry, Affinity, ClientKey, ClientKeyRateLimit,
+                Cluster, Redis }
             .SelectMany(k => k).Distinct(StringComparer.Ordinal);
 }

@@ -51,7 +51,8 @@ internal sealed class ConfigReader(ConfigReadContext ctx)
 
         var upstreams = ReadList(map, "upstreams", "upstream", ConfigKeys.Upstream, ReadUpstream);
         var groups = ReadList(map, "upstreamGroups", "upstream group", ConfigKeys.Group, ReadGroup);
-        return new ProxyConfig { HttpServer = httpServer, Upstreams = upstreams, UpstreamGroups = groups };
+        var cluster = map.Map("cluster", ConfigKeys.Cluster) is { } c ? ReadCluster(c) : null;
+        return new ProxyConfig { HttpServer = httpServer, Upstreams = upstreams, UpstreamGroups = groups, Cluster = cluster };
     }
 
     /// <summary>A required, non-empty list of mappings.</summary>
@@ -66,6 +67,23 @@ internal sealed class ConfigReader(ConfigReadContext ctx)
             if (parent.Item(node, path, keys) is { } item) result.Add(read(item));
         }
         return result;
+    }
+
+    private static ClusterConfig ReadCluster(YamlMap cluster)
+    {
+        if (cluster.Map("redis", ConfigKeys.Redis) is not { } r) return new ClusterConfig();
+        var url = r.RequiredString("url");
+        // The url may hold a password: an error names what is wrong, never the text.
+        if (url.Length > 0 && !Cluster.RedisUrl.TryParse(url, out _, out var problem)) r.Error("url", problem!);
+        var prefix = r.String("prefix") ?? RedisConfig.DefaultPrefix;
+        if (prefix.Length > 64 || prefix.Any(ch => char.IsWhiteSpace(ch) || char.IsControl(ch)))
+        {
+            r.Error("prefix", "must be at most 64 characters without spaces or control characters" + r.Got(YamlMap.Quote(prefix)));
+        }
+        return new ClusterConfig
+        {
+            Redis = new RedisConfig { Url = url, Prefix = prefix, Timeout = r.Int("timeout", RedisConfig.DefaultTimeout, 1, 10_000) },
+        };
     }
 
     private HttpServerConfig ReadHttpServer(YamlMap? m)

@@ -53,6 +53,12 @@ public static class ConfigSummary
             if (u.ModelMap is { } map) extras.Add($"{map.Count} model mapping(s)");
             s.Append(CultureInfo.InvariantCulture, $"  {u.Name}  {Host(u.Url)}  ({string.Join(", ", extras)})").AppendLine();
         }
+        if (c.Cluster?.Redis is { } redis)
+        {
+            // Endpoints only: the url's user and password never appear.
+            s.Append(CultureInfo.InvariantCulture,
+                $"cluster: redis {Cluster.RedisUrl.Describe(redis.Url)}  (prefix {redis.Prefix}, timeout {redis.Timeout} ms)").AppendLine();
+        }
         return s.ToString();
     }
 

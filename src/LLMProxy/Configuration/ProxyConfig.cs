@@ -9,6 +9,33 @@ public sealed record ProxyConfig
     public required HttpServerConfig HttpServer { get; init; }
     public required IReadOnlyList<UpstreamConfig> Upstreams { get; init; }
     public required IReadOnlyList<UpstreamGroupConfig> UpstreamGroups { get; init; }
+    /// <summary>(ext, SPEC §17) State shared by several instances; null (block absent) = every instance keeps its own.</summary>
+    public ClusterConfig? Cluster { get; init; }
+}
+
+/// <summary><c>cluster</c>: what several instances share.</summary>
+public sealed record ClusterConfig
+{
+    /// <summary><c>cluster.redis</c>; null = nothing shared.</summary>
+    public RedisConfig? Redis { get; init; }
+}
+
+/// <summary><c>cluster.redis</c> (SPEC §17): the Redis that holds the shared limits, cool-downs, learned headroom and
+/// disabled keys.</summary>
+public sealed record RedisConfig
+{
+    /// <summary><c>redis://[user:pass@]host:port[/db]</c>, <c>rediss://…</c> (TLS), or a StackExchange.Redis
+    /// connection string (<c>host:port,password=…,ssl=true</c>). Required. A secret: never printed.</summary>
+    public required string Url { get; init; }
+    /// <summary>Prefix of every key the proxy writes, so instances of different deployments can share one Redis.
+    /// Default <c>llmproxy:</c>.</summary>
+    public string Prefix { get; init; } = DefaultPrefix;
+    /// <summary>How long a request waits for Redis (ms) before it decides on local state alone and the instance
+    /// stops asking Redis until a background probe finds it back. Default 50.</summary>
+    public int Timeout { get; init; } = DefaultTimeout;
+
+    public const string DefaultPrefix = "llmproxy:";
+    public const int DefaultTimeout = 50;
 }
 
 /// <summary><c>httpServer</c>.</summary>

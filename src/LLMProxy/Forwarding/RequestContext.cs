@@ -63,6 +63,13 @@ internal sealed class RequestContext : IDisposable, IBufferedBody
     /// <summary>Estimated LLM tokens of this request (SPEC §13.1), set by the attempt stage: what budgets reserve.</summary>
     public long TokenEstimate { get; set; }
 
+    /// <summary>Client buckets on the cluster (SPEC §17) this request must take a token from: added by the stages
+    /// that admit a client (per IP, per client key), taken atomically with the first attempt's admission. Null
+    /// without <c>cluster.redis</c>.</summary>
+    public List<Cluster.SharedBucketTake>? SharedTakes { get; set; }
+
+    /// <summary>Adds a token to take from a shared client bucket with the first attempt's admission.</summary>
+    public void TakeShared(Cluster.SharedBucketTake take) => (SharedTakes ??= new List<Cluster.SharedBucketTake>(2)).Add(take);
     /// <summary>The client key the request presented (SPEC §15); null on a forward without <c>keys</c>.</summary>
     public ClientKeyRuntime? ClientKey { get; set; }
     /// <summary>Which headers carried the client key: never sent upstream.</summary>

@@ -41,7 +41,11 @@ internal sealed class ConfigReloader(RuntimeHolder holder, Func<ConfigLoadResult
             {
                 return Reject(listenerChanges);
             }
-            var next = new ProxyRuntime(result.Config!, current.Metrics, current.Time, logger, previous: current);
+            if (current.Config.Cluster != result.Config!.Cluster)
+            {
+                return Reject(["cluster: the shared state's settings changed; restart to apply"]);
+            }
+            var next = new ProxyRuntime(result.Config!, current.Metrics, current.Time, logger, previous: current, cluster: current.Cluster);
             Retire(holder.Swap(next));
             next.RemoveStaleMetricSeries();
             Log.Reloaded(logger, next.Config.Upstreams.Count, next.Config.UpstreamGroups.Count);

@@ -76,8 +76,14 @@ internal sealed class ProxyHost : IAsyncDisposable
         options ??= new ProxyHostOptions();
         var logger = loggerFactory.CreateLogger("LLMProxy");
         var metrics = new ProxyMetrics(options.ProcessMetrics);
-        var runtime = new ProxyRuntime(config, metrics, options.Time, logger);
+        // SPEC §17: one connection for the process, kept across reloads; requests decide locally until Redis answers.
+        var cluster = config.Cluster?.Redis is { } redis ? new Cluster.RedisCluster(redis, metrics, logger) : null;
+        var runtime = new ProxyRuntime(config, metrics, options.Time, logger, cluster: cluster);
         var holder = new RuntimeHolder(runtime);
+        if (cluster is not null)
+        {
+            WireCluster(cluster, holder, options.Time, logger);
+        }
         var reloader = new ConfigReloader(holder, options.ReloadSource, logger);
         Log.Starting(logger, Cli.VersionInfo.Version, config.HttpServer.Forwards.Count, config.UpstreamGroups.Count, config.Upstreams.Count);
         FileDescriptorBudget.Check(config, logger);
@@ -109,8 +115,7 @@ internal sealed class ProxyHost : IAsyncDisposable
             var a = config.HttpServer.Admin;
             var admin = BuildApp(loggerFactory, a.Address, options.EphemeralPorts ? 0 : a.Port, a.Timeout, 1024 * 1024,
                 config.HttpServer.ShutdownTimeout, inlineScheduling: false, acceptPauses);
-            var endpoints = new AdminEndpoints(holder, reloader);
-            admin.Run(endpoints.HandleAsync);
+            new AdminEndpoints(holder, reloader, loggerFactory.CreateLogger("LLMProxy.Admin"), options.Time).Map(admin);
             adminPort = await StartAppAsync(admin, a.Address, a.Port, cancellationToken).ConfigureAwait(false);
             apps.Add(admin);
             Log.Listening(logger, "admin", "admin", FormatEndpoint(a.Address, adminPort));
@@ -123,10 +128,38 @@ internal sealed class ProxyHost : IAsyncDisposable
                 await app.DisposeAsync().ConfigureAwait(false);
             }
             runtime.Dispose();
+            cluster?.Dispose();
             throw;
         }
         var trimmer = new IdleMemoryTrimmer(() => holder.Current.ActiveRequests, () => holder.Current.StartedRequests, options.Time);
         return new ProxyHost(holder, reloader, apps, forwardPorts, adminPort, logger, trimmer);
+    }
+
+    /// <summary>SPEC §17, off the request path: after an outage, what this instance learned alone is written back; once
+    /// a second, keys disabled here are checked against the cluster, so a key enabled through another instance (its
+    /// trial passed) is enabled here too.</summary>
+    private static void WireCluster(Cluster.RedisCluster cluster, RuntimeHolder holder, TimeProvider time, ILogger logger)
+    {
+        cluster.Resumed += () =>
+        {
+            var now = time.GetUtcNow();
+            foreach (var upstream in holder.Current.Upstreams.Values)
+            {
+                upstream.Shared?.Republish(upstream, now);
+            }
+        };
+        cluster.Tick += async () =>
+        {
+            foreach (var upstream in holder.Current.Upstreams.Values)
+            {
+                if (upstream is { Disabled: not null, Shared: { } shared }
+                    && await shared.StillDisabledAsync().ConfigureAwait(false) == false
+                    && upstream.AdoptEnabled())
+                {
+                    Log.KeyEnabled(logger, upstream.Name);
+                }
+            }
+        };
     }
 
     private static string FormatEndpoint(string address, int port) =>
@@ -143,6 +176,7 @@ internal sealed class ProxyHost : IAsyncDisposable
         builder.Services.AddSingleton<IHostLifetime, NoopLifetime>();
         builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromMilliseconds(shutdownTimeoutMs));
         builder.Services.AddHttpForwarder();
+        builder.Services.AddRoutingCore();
         builder.WebHost.UseKestrelCore();
         // Kestrel's socket transport, but pausing instead of spinning when the process is out of file descriptors.
         // Forward connections run the (fully asynchronous) proxy pipeline on the socket's I/O thread rather than
@@ -210,6 +244,7 @@ internal sealed class ProxyHost : IAsyncDisposable
             await app.DisposeAsync().ConfigureAwait(false);
         }
         Runtime.Dispose();
+        Runtime.Cluster?.Dispose();
     }
 
     private sealed class NoopLifetime : IHostLifetime

@@ -34,6 +34,14 @@ internal static partial class Log
         Message = "upstream {Upstream} key enabled again after a successful trial")]
     public static partial void KeyEnabled(ILogger logger, string upstream);
 
+    [LoggerMessage(EventId = 60, EventName = "AdminAction", Level = LogLevel.Warning,
+        Message = "admin {Action} {Target} by {Client}: {Result}")]
+    public static partial void AdminAction(ILogger logger, string action, string target, string client, string result);
+
+    [LoggerMessage(EventId = 61, EventName = "AdminUnauthorized", Level = LogLevel.Warning,
+        Message = "admin request refused from {Client}: {Reason} ({Occurrences} refused since the last such line)")]
+    public static partial void AdminUnauthorized(ILogger logger, string client, string reason, long occurrences);
+
     [LoggerMessage(EventId = 6, EventName = "ShuttingDown", Level = LogLevel.Information,
         Message = "shutting down: draining in-flight requests for up to {TimeoutMs} ms")]
     public static partial void ShuttingDown(ILogger logger, long timeoutMs);
@@ -88,4 +96,12 @@ internal static partial class Log
     [LoggerMessage(EventId = 44, EventName = "OpenFileLimitLow", Level = LogLevel.Warning,
         Message = "open-file limit {Limit} is below the {Needed} descriptors the connection caps allow (maxConnections of every forward, maxPerHost per upstream host, {Reserve} for the rest): raise it (docker run --ulimit nofile=65536:65536, systemd LimitNOFILE=65536) or lower maxConnections")]
     public static partial void OpenFileLimitLow(ILogger logger, long limit, long needed, int reserve);
+
+    [LoggerMessage(EventId = 70, EventName = "ClusterRedisDown", Level = LogLevel.Warning,
+        Message = "cluster: redis {Redis} unavailable ({Reason}); limits, cool-downs and key health are decided on this instance's own state until it answers again")]
+    public static partial void ClusterRedisDown(ILogger logger, string redis, string reason);
+
+    [LoggerMessage(EventId = 71, EventName = "ClusterRedisUp", Level = LogLevel.Information,
+        Message = "cluster: redis {Redis} {What}")]
+    public static partial void ClusterRedisUp(ILogger logger, string redis, string what);
 }

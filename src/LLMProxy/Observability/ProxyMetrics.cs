@@ -35,11 +35,23 @@ internal sealed class ProxyMetrics
     public Gauge BudgetRemaining { get; }
     /// <summary>SPEC §13.4: 1 while an upstream's key is disabled as bad, else 0; refreshed on every scrape.</summary>
     public Gauge UpstreamDisabled { get; }
+    /// <summary>The configured limit of each SPEC §13.1 budget (what <see cref="BudgetRemaining"/> is a part of), so a
+    /// dashboard or an alert can show usage as a ratio; refreshed on every scrape.</summary>
+    public Gauge BudgetLimit { get; }
+    /// <summary>Seconds left of an upstream's 429 cool-down (0 when not cooling); refreshed on every scrape.</summary>
+    public Gauge CoolDownRemaining { get; }
+    /// <summary>Members of a group that could take a request now, and members in all; refreshed on every scrape.</summary>
+    public Gauge GroupAvailableUpstreams { get; }
+    public Gauge GroupUpstreams { get; }
     public Counter RouteRequests { get; }
     public Counter ClientStalls { get; }
     public Gauge ClientConnections { get; }
     public Counter ConnectionsRejected { get; }
     public Counter AcceptPauses { get; }
+    /// <summary>Operator actions on the admin API (disable, enable, reset, reload) by result.</summary>
+    public Counter AdminActions { get; }
+    /// <summary>Admin requests refused: a missing or wrong <c>admin.token</c>, or a cross-origin action.</summary>
+    public Counter AdminUnauthorized { get; }
 
     public ProxyMetrics(bool includeProcessMetrics = true)
     {
@@ -97,6 +109,15 @@ internal sealed class ProxyMetrics
             "upstream", "budget");
         UpstreamDisabled = f.CreateGauge("llmproxy_upstream_disabled",
             "1 while an upstream's key is disabled as bad (401/402/403, or a 429 saying quota or billing), else 0.", "upstream");
+        BudgetLimit = f.CreateGauge("llmproxy_upstream_budget_limit",
+            "The configured limit of an upstream's budgets (requests_per_minute, tokens_per_minute, concurrent): "
+            + "used = limit - llmproxy_upstream_budget_remaining. Only configured budgets appear.", "upstream", "budget");
+        CoolDownRemaining = f.CreateGauge("llmproxy_upstream_cooldown_remaining_seconds",
+            "Seconds until an upstream parked after a 429 takes traffic again (0 when not cooling down).", "upstream");
+        GroupAvailableUpstreams = f.CreateGauge("llmproxy_group_available_upstreams",
+            "Members of a group that could take a request now (not disabled, breaker not open, not cooling down, within rate limit "
+            + "and budgets); 0 means the group answers every request with 503 or 429.", "group");
+        GroupUpstreams = f.CreateGauge("llmproxy_group_upstreams", "Members of a group.", "group");
         ClientStalls = f.CreateCounter("llmproxy_client_stalls_total",
             "Requests ended because the client made no progress: its request body stopped arriving for timeout.read (direction=read; 408 or cut) or it stopped reading the response for timeout.write (direction=write; cut).",
             "forward", "direction");
@@ -106,6 +127,11 @@ internal sealed class ProxyMetrics
             "Client connections closed unanswered because the forward already had maxConnections open.", "forward");
         AcceptPauses = f.CreateCounter("llmproxy_accept_pauses_total",
             "Times a listener paused accepting for 100 ms because the process had no file descriptor (EMFILE/ENFILE) or socket buffer left.");
+        AdminActions = f.CreateCounter("llmproxy_admin_actions_total",
+            "Operator actions on the admin API: action disable, enable, reset or reload; result ok, not_found (no such upstream) or rejected (an invalid config file).",
+            "action", "result");
+        AdminUnauthorized = f.CreateCounter("llmproxy_admin_unauthorized_total",
+            "Admin API requests refused: 401 because admin.token is set and the request did not carry it, or 403 for a cross-origin action (CSRF).");
     }
 
     /// <summary>
@@ -135,6 +161,10 @@ internal sealed class ProxyMetrics
         RemoveOutside(RouteRequests, scope);
         RemoveOutside(BudgetRemaining, scope);
         RemoveOutside(UpstreamDisabled, scope);
+        RemoveOutside(BudgetLimit, scope);
+        RemoveOutside(CoolDownRemaining, scope);
+        RemoveOutside(GroupAvailableUpstreams, scope);
+        RemoveOutside(GroupUpstreams, scope);
     }
 
     private static void RemoveOutside<TChild>(Collector<TChild> family, MetricScope scope) where TChild : ChildBase

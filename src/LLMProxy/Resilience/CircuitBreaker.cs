@@ -239,6 +239,49 @@ internal sealed class CircuitBreaker
         }
     }
 
+    /// <summary>Closes the breaker at once (the operator's reset): counts cleared, trial slots forgotten. A request
+    /// still holding a half-open slot ends as an outcome in the closed state, which is harmless.</summary>
+    public void Reset()
+    {
+        Transitions t = default;
+        lock (_lock)
+        {
+            _trialsIssued = 0;
+            _trialsOutstanding = 0;
+            _successes = 0;
+            if (_state == CircuitState.Closed)
+            {
+                _windowActive = false;
+                _requests = 0;
+                _failures = 0;
+            }
+            else
+            {
+                Close(ref t);
+            }
+        }
+
+        Raise(t);
+    }
+
+    /// <summary>Requests and failures counted in the current closed-state window (for the admin API; takes the lock).</summary>
+    public (int Requests, int Failures) Window
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _state == CircuitState.Closed && _windowActive
+                    && (_intervalTicks <= 0 || _time.GetTimestamp() - _windowStart < _intervalTicks)
+                    ? (_requests, _failures)
+                    : (0, 0);
+            }
+        }
+    }
+
+    /// <summary>The configured failure ratio that opens the breaker.</summary>
+    public double Threshold => _threshold;
+
     private void RollWindow(long now)
     {
         if (!_windowActive || (_intervalTicks > 0 && now - _windowStart >= _intervalTicks))

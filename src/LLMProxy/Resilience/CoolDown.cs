@@ -27,6 +27,9 @@ internal sealed class CoolDown
         }
     }
 
+    /// <summary>Ends any cool-down at once (the operator's reset).</summary>
+    public void Clear() => Volatile.Write(ref _untilUtcTicks, 0);
+
     /// <summary>Cools down for <paramref name="duration"/> from now; extends, never shortens, an active cool-down.</summary>
     public void Park(TimeSpan duration)
     {

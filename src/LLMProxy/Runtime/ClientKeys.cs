@@ -34,6 +34,9 @@ internal sealed class ClientKeyRuntime
     /// <summary>The key's limits (local today; the seam a shared store can fill), kept across a reload that leaves this
     /// key's config unchanged.</summary>
     public IClientKeyLimiter Limiter { get; }
+    /// <summary>This key's <c>ratelimit</c> bucket on the cluster (SPEC §17); null without <c>cluster.redis</c> or
+    /// <c>ratelimit</c>. Its <c>tokensPerMinute</c> stays per instance.</summary>
+    public Cluster.SharedBucketTake? SharedRequests { get; init; }
     public ForwardMetrics.ClientRequests Requests { get; }
 
     /// <summary>Whether <c>models</c> restricts this key.</summary>
@@ -74,12 +77,20 @@ internal sealed class ClientKeyTable
 
     /// <param name="previous">On reload, the forward's keys in the runtime being replaced: a key of the same name and the
     /// same config keeps its limiter (request bucket and token budget), so a reload hands no client a fresh allowance.</param>
-    public ClientKeyTable(IReadOnlyList<ClientKeyConfig> keys, string forward, ProxyMetrics metrics, TimeProvider time, ClientKeyTable? previous)
+    /// <param name="cluster">SPEC §17: with <c>cluster.redis</c>, each key's <c>ratelimit</c> is also a bucket on the
+    /// cluster, shared by every instance (taken with the first attempt's admission).</param>
+    public ClientKeyTable(IReadOnlyList<ClientKeyConfig> keys, string forward, ProxyMetrics metrics, TimeProvider time, ClientKeyTable? previous,
+        Cluster.RedisCluster? cluster = null)
     {
         _keys = [.. keys.Select(k =>
         {
             var kept = previous?._keys.FirstOrDefault(p => p.Name == k.Name && ConfigEquality.Same(p.Config, k));
-            return new ClientKeyRuntime(k, forward, metrics, kept?.Limiter ?? new ClientKeyLimiter(k, time));
+            return new ClientKeyRuntime(k, forward, metrics, kept?.Limiter ?? new ClientKeyLimiter(k, time))
+            {
+                SharedRequests = cluster is not null && k.Ratelimit is { } r
+                    ? new Cluster.SharedBucket(cluster, "fwd:" + forward + ":key", r.PerSecond, Math.Max(1, r.EffectiveBurst), isClientKey: true).For(k.Name)
+                    : null,
+            };
         })];
         _digests = new byte[_keys.Length * SHA256.HashSizeInBytes];
         for (var i = 0; i < _keys.Length; i++)

@@ -14,7 +14,7 @@ internal sealed class ForwardRuntime : IDisposable
     /// <param name="previous">On reload, the forward of the same name in the runtime being replaced: its client buckets
     /// are kept when <c>ratelimit</c> did not change, so a client that spent its burst does not get a new one.</param>
     public ForwardRuntime(ForwardConfig config, IReadOnlyDictionary<string, GroupRuntime> groups, ProxyMetrics metrics, TimeProvider time,
-        ForwardRuntime? previous = null)
+        ForwardRuntime? previous = null, Cluster.RedisCluster? cluster = null)
     {
         Config = config;
         Name = config.Name;
@@ -25,7 +25,7 @@ internal sealed class ForwardRuntime : IDisposable
         RouteCounters = [.. Enumerable.Range(0, Routes.Count).Select(i => metrics.RouteRequests.WithLabels(Name, Routes.Labels[i], RouteGroups[i].Name)),
             metrics.RouteRequests.WithLabels(Name, DefaultRouteLabel, DefaultGroup.Name)];
         var reachable = RouteGroups.Append(DefaultGroup).ToArray();
-        ClientKeys = config.Keys.Count > 0 ? new ClientKeyTable(config.Keys, Name, metrics, time, previous?.ClientKeys) : null;
+        ClientKeys = config.Keys.Count > 0 ? new ClientKeyTable(config.Keys, Name, metrics, time, previous?.ClientKeys, cluster) : null;
         NeedsFacts = config.Routes.Any(r => r.Model is not null) || reachable.Any(g => g.HasModelRules || g.HasBodyAffinity || g.HasTokenBudgets)
             || ClientKeys?.NeedsFacts == true;
         BuffersBodies = NeedsFacts || reachable.Any(g => g.MaxAttempts > 1);
@@ -34,6 +34,9 @@ internal sealed class ForwardRuntime : IDisposable
             : previous?._limiter is { } kept && ConfigEquality.Same(previous.Config.Ratelimit, r) ? kept.Share()
             : Shared<ClientRateLimiter>.Create(new ClientRateLimiter(r, time));
         Limiter = _limiter?.Value;
+        SharedClients = cluster is not null && config.Ratelimit is { } shared
+            ? new Cluster.SharedBucket(cluster, "fwd:" + config.Name + ":ip", shared.PerSecond, shared.Burst)
+            : null;
         IpResolver = config.TrustedProxies.Count > 0 ? new ClientIpResolver(config.TrustedProxies) : null;
         Stages = PipelineComposer.Compose(this);
     }
@@ -59,6 +62,8 @@ internal sealed class ForwardRuntime : IDisposable
     public bool BuffersBodies { get; }
     public ForwardMetrics Metrics { get; }
     public ClientRateLimiter? Limiter { get; }
+    /// <summary>The per-IP limit on the cluster (SPEC §17); null without <c>cluster.redis</c> or <c>ratelimit</c>.</summary>
+    public Cluster.SharedBucket? SharedClients { get; }
     /// <summary>SPEC §15 client keys; null without <c>keys</c> (then no stage asks for one).</summary>
     public ClientKeyTable? ClientKeys { get; }
     /// <summary>Null when no proxy is trusted: the client is always the TCP peer.</summary>

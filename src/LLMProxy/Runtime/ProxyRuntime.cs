@@ -11,9 +11,13 @@ internal sealed class ProxyRuntime : IDisposable
     /// <param name="previous">On reload, the runtime being replaced. What did not change is carried over (SPEC §16): an
     /// upstream whose config did not change keeps its live state (breaker, 429 cool-down, token bucket) by being reused as
     /// is; a group keeps its balancer and connection pool, a forward its client buckets (see their constructors).</param>
-    public ProxyRuntime(ProxyConfig config, ProxyMetrics metrics, TimeProvider time, ILogger logger, ProxyRuntime? previous = null)
+    /// <param name="cluster">The shared state of SPEC §17 (<c>cluster.redis</c>), owned by the host and the same across
+    /// reloads; null = every decision is this instance's own.</param>
+    public ProxyRuntime(ProxyConfig config, ProxyMetrics metrics, TimeProvider time, ILogger logger, ProxyRuntime? previous = null,
+        Cluster.RedisCluster? cluster = null)
     {
         Config = config;
+        Cluster = cluster;
         Metrics = metrics;
         Time = time;
         var created = new List<UpstreamRuntime>();
@@ -24,13 +28,17 @@ internal sealed class ProxyRuntime : IDisposable
                 return kept;
             }
             var fresh = new UpstreamRuntime(u, time);
+            if (cluster is not null)
+            {
+                fresh.AttachShared(cluster);
+            }
             created.Add(fresh);
             return fresh;
         }, StringComparer.Ordinal);
         Groups = config.UpstreamGroups.ToDictionary(g => g.Name,
             g => new GroupRuntime(g, Upstreams, metrics, previous?.Groups.GetValueOrDefault(g.Name)), StringComparer.Ordinal);
         Forwards = [.. config.HttpServer.Forwards.Select(f =>
-            new ForwardRuntime(f, Groups, metrics, time, previous?.Forwards.FirstOrDefault(p => p.Name == f.Name)))];
+            new ForwardRuntime(f, Groups, metrics, time, previous?.Forwards.FirstOrDefault(p => p.Name == f.Name), cluster))];
 
         // Carried-over upstreams are already wired to the metrics; only new breakers are.
         foreach (var upstream in created)
@@ -52,6 +60,8 @@ internal sealed class ProxyRuntime : IDisposable
     }
 
     public ProxyConfig Config { get; }
+    /// <summary>The shared state (SPEC §17), or null without <c>cluster.redis</c>.</summary>
+    public Cluster.RedisCluster? Cluster { get; }
     public ProxyMetrics Metrics { get; }
     public TimeProvider Time { get; }
     public IReadOnlyDictionary<string, UpstreamRuntime> Upstreams { get; }
@@ -75,21 +85,38 @@ internal sealed class ProxyRuntime : IDisposable
 
     public void RequestEnded() => Interlocked.Decrement(ref _activeRequests);
 
-    /// <summary>Sets <c>llmproxy_upstream_disabled</c> and <c>llmproxy_upstream_budget_remaining</c> from every upstream's state and budgets (called before a scrape, so
-    /// the hot path pays nothing); a budget not configured, or learned headroom unknown or past its reset, has no series.</summary>
+    /// <summary>Sets the gauges of live state — <c>llmproxy_upstream_disabled</c>, <c>llmproxy_upstream_budget_remaining</c> and
+    /// <c>_limit</c>, <c>llmproxy_upstream_cooldown_remaining_seconds</c>, <c>llmproxy_group_available_upstreams</c> — from every
+    /// upstream's state and budgets (called before a scrape, so the hot path pays nothing); a budget not configured, or learned
+    /// headroom unknown or past its reset, has no series.</summary>
     public void RefreshBudgetMetrics()
     {
         var gauge = Metrics.BudgetRemaining;
+        var limit = Metrics.BudgetLimit;
         var now = Time.GetUtcNow();
         foreach (var u in Upstreams.Values)
         {
             Set(gauge, u.Name, "requests_per_minute", u.Rpm?.AvailableTokens);
+            Set(limit, u.Name, "requests_per_minute", u.Rpm?.Burst);
             Set(gauge, u.Name, "tokens_per_minute", u.Tpm?.Available);
+            Set(limit, u.Name, "tokens_per_minute", u.Tpm?.Capacity);
             Set(gauge, u.Name, "concurrent", u.MaxConcurrent == int.MaxValue ? null : u.MaxConcurrent - u.InFlight);
+            Set(limit, u.Name, "concurrent", u.MaxConcurrent == int.MaxValue ? null : u.MaxConcurrent);
             var learned = u.Learned;
             Set(gauge, u.Name, "learned_requests", learned?.RequestsReset > now ? learned.RemainingRequests : null);
             Set(gauge, u.Name, "learned_tokens", learned?.TokensReset > now ? learned.RemainingTokens : null);
             Metrics.UpstreamDisabled.WithLabels(u.Name).Set(u.Disabled is null ? 0 : 1);
+            Metrics.CoolDownRemaining.WithLabels(u.Name).Set(u.CoolDown.Until is { } until && until > now ? (until - now).TotalSeconds : 0);
+        }
+        foreach (var g in Groups.Values)
+        {
+            var available = 0;
+            foreach (var m in g.Members)
+            {
+                available += m.Check() == Unavailability.None ? 1 : 0;
+            }
+            Metrics.GroupAvailableUpstreams.WithLabels(g.Name).Set(available);
+            Metrics.GroupUpstreams.WithLabels(g.Name).Set(g.Members.Length);
         }
 
         static void Set(Prometheus.Gauge gauge, string upstream, string budget, long? value)

@@ -16,6 +16,7 @@ internal sealed class UpstreamLease : IDisposable
 
     private readonly RateLimitLease? _tokens;
     private long _reserved;
+    private long _sharedReserved; // TPM tokens reserved on the cluster (SPEC §17), settled or refunded like _reserved
 
     internal UpstreamLease(UpstreamRuntime upstream, int index, MemberMetrics metrics, RateLimitLease? tokens, long reservedTokens = 0)
     {
@@ -58,6 +59,12 @@ internal sealed class UpstreamLease : IDisposable
     /// <summary>LLM tokens reserved on the upstream's TPM budget and not settled yet (0 without one).</summary>
     public long ReservedTokens => Interlocked.Read(ref _reserved);
 
+    /// <summary>LLM tokens reserved on the cluster's shared TPM budget and not settled yet.</summary>
+    public long SharedReservedTokens => Interlocked.Read(ref _sharedReserved);
+
+    /// <summary>Records the cluster's TPM reservation for this attempt, settled and refunded with the local one.</summary>
+    internal void ReserveShared(long reserved) => Interlocked.Exchange(ref _sharedReserved, reserved);
+
     /// <summary>Settles the TPM reservation to the real usage (the bucket returns the surplus or takes the
     /// shortfall), or — <paramref name="used"/> null — keeps the estimate as spent (an answer that reported no usage).
     /// A lease disposed without settling refunds the whole reservation: the attempt failed or was aborted.</summary>
@@ -67,6 +74,11 @@ internal sealed class UpstreamLease : IDisposable
         if (Upstream.Tpm is { } tpm && used is { } u)
         {
             tpm.Settle(reserved, Math.Max(0, u));
+        }
+        var shared = Interlocked.Exchange(ref _sharedReserved, 0);
+        if (shared > 0 && used is { } real)
+        {
+            Upstream.Shared?.Settle(shared, Math.Max(0, real));
         }
     }
 
@@ -79,6 +91,10 @@ internal sealed class UpstreamLease : IDisposable
             if (Interlocked.Exchange(ref _reserved, 0) is > 0 and var reserved)
             {
                 Upstream.Tpm?.Refund(reserved);
+            }
+            if (Interlocked.Exchange(ref _sharedReserved, 0) is > 0 and var shared)
+            {
+                Upstream.Shared?.Settle(shared, 0);
             }
             Upstream.Release(Verdict);
             if (IsTrial && Interlocked.Exchange(ref _trialEnded, 1) == 0)

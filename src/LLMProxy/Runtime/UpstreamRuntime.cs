@@ -1,4 +1,5 @@
 using System.Text;
+using LLMProxy.Cluster;
 using LLMProxy.Configuration;
 using LLMProxy.Forwarding;
 using LLMProxy.Routing;
@@ -69,6 +70,7 @@ internal sealed class UpstreamRuntime
         _modelMap = config.ModelMap?.ToDictionary(m => m.Key, m => ModelRewrite.EncodeModel(m.Value), StringComparer.OrdinalIgnoreCase);
         Breaker = config.Breaker is { } b ? new CircuitBreaker(b, time) : null;
         CoolDown = new CoolDown(time);
+        Recent = new RecentCounter(time);
         Limiter = config.Ratelimit is { } r ? TokenBucketLimiter.For(r, time) : null;
         if (config.Ratelimit is { } budgets)
         {
@@ -136,39 +138,158 @@ internal sealed class UpstreamRuntime
 
     /// <summary>Disables this key for <paramref name="reason"/> (e.g. <c>status_401</c>, <c>insufficient_quota</c>).
     /// A key already disabled keeps its first reason and time unless <paramref name="trial"/> failed, which restarts
-    /// the wait for the next one.</summary>
+    /// the wait for the next one. A key the operator disabled stays so (only <see cref="AdminEnable"/> ends that).</summary>
     public void Disable(string reason, bool trial = false)
+    {
+        if (SetDisabled(reason, trial, byAdmin: false))
+        {
+            Shared?.Disable(reason);
+        }
+    }
+
+    /// <summary>Disables this key because the cluster says another instance found it bad, or its operator disabled it
+    /// (SPEC §17): like <see cref="Disable"/> (or <see cref="AdminDisable"/> for reason <c>admin</c>, so no trial
+    /// undoes an operator's decision), without telling the cluster again. False when it was already disabled.</summary>
+    public bool AdoptDisabled(string reason) => SetDisabled(reason, trial: false, byAdmin: reason == AdminReason);
+
+    /// <summary>Enables this key because the cluster no longer holds it as disabled (another instance's trial passed,
+    /// or an operator enabled it there), without telling the cluster again. False when it was not disabled.</summary>
+    public bool AdoptEnabled()
+    {
+        if (Volatile.Read(ref _disabled) is not { } current || Interlocked.CompareExchange(ref _disabled, null, current) != current)
+        {
+            return false;
+        }
+        Volatile.Write(ref _trialTaken, 0);
+        return true;
+    }
+
+    private bool SetDisabled(string reason, bool trial, bool byAdmin)
     {
         var now = _time.GetUtcNow();
         var current = Volatile.Read(ref _disabled);
-        if (current is not null && !trial)
+        if (current is not null && (!trial || current.ByAdmin))
         {
-            return;
+            return false;
         }
-        Volatile.Write(ref _disabled, new KeyDisabled(reason, current?.Since ?? now, now + Recheck));
-        Volatile.Write(ref _trialTaken, 0);
+        var next = byAdmin
+            ? new KeyDisabled(AdminReason, now, DateTimeOffset.MaxValue, ByAdmin: true)
+            : new KeyDisabled(reason, current?.Since ?? now, now + Recheck);
+        // Compare-and-swap: an operator's disable or enable that lands meanwhile wins over this automatic one.
+        if (Interlocked.CompareExchange(ref _disabled, next, current) == current)
+        {
+            Volatile.Write(ref _trialTaken, 0);
+            return true;
+        }
+        return false;
     }
 
     /// <summary>Ends a trial of a disabled key: a 2xx answer enables it, anything else keeps it disabled and restarts
     /// the wait for the next trial.</summary>
     public void EndTrial(bool success)
     {
-        if (success)
+        var current = Volatile.Read(ref _disabled);
+        if (current is { ByAdmin: true })
         {
-            Volatile.Write(ref _disabled, null);
+            // The operator disabled it while the trial was out: the trial's answer changes nothing.
             Volatile.Write(ref _trialTaken, 0);
         }
-        else if (Volatile.Read(ref _disabled) is { } d)
+        else if (success)
         {
-            Disable(d.Reason, trial: true);
+            if (current is not null && Interlocked.CompareExchange(ref _disabled, null, current) == current)
+            {
+                Shared?.Enable();
+            }
+            Volatile.Write(ref _trialTaken, 0);
+        }
+        else if (current is not null)
+        {
+            Disable(current.Reason, trial: true);
         }
     }
 
     /// <summary>Whether a disabled key's trial is due and not taken by another request.</summary>
     private bool TrialDue(KeyDisabled d) =>
-        Recheck > TimeSpan.Zero && _time.GetUtcNow() >= d.NextTrial && Volatile.Read(ref _trialTaken) == 0;
+        !d.ByAdmin && Recheck > TimeSpan.Zero && _time.GetUtcNow() >= d.NextTrial && Volatile.Read(ref _trialTaken) == 0;
+    /// <summary>Disabled by the operator (admin API, reason <c>admin</c>): no trial is ever let through; only
+    /// <see cref="AdminEnable"/> or a reload that changes this upstream brings it back.</summary>
+    public void AdminDisable()
+    {
+        Volatile.Write(ref _disabled, new KeyDisabled(AdminReason, _time.GetUtcNow(), DateTimeOffset.MaxValue, ByAdmin: true));
+        Volatile.Write(ref _trialTaken, 0);
+        Shared?.Disable(AdminReason); // SPEC §17: an operator's decision holds on every instance
+    }
+
+    /// <summary>Enabled by the operator: ends any disabled state, the operator's or key health's (SPEC §13.4).</summary>
+    public void AdminEnable()
+    {
+        Volatile.Write(ref _disabled, null);
+        Volatile.Write(ref _trialTaken, 0);
+        Shared?.Enable();
+    }
+
+    /// <summary>Reset by the operator: breaker closed, 429 cool-down ended, learned provider headroom forgotten. A disabled
+    /// key stays disabled (that is <see cref="AdminEnable"/>'s job).</summary>
+    public void AdminReset()
+    {
+        Breaker?.Reset();
+        CoolDown.Clear();
+        Volatile.Write(ref _sharedBlockUntil, 0);
+        Shared?.Reset(); // the cluster's cool-down and learned headroom too; the shared buckets are not the operator's to refill
+        Volatile.Write(ref _learned, null);
+        Interlocked.Exchange(ref _sentSinceLearned, 0);
+        Interlocked.Exchange(ref _tokensSinceLearned, 0);
+    }
+
+    /// <summary>The disabled reason of a key disabled through the admin API.</summary>
+    public const string AdminReason = "admin";
+
+    private LastError? _lastError;
+
+    /// <summary>The last failed attempt on this upstream (kind, status, when); null until one failed.</summary>
+    public LastError? LastError => Volatile.Read(ref _lastError);
+
+    /// <summary>Remembers a failed attempt for the admin API (failure paths only: one small object each).</summary>
+    public void RecordError(string kind, int status) => Volatile.Write(ref _lastError, new LastError(kind, status, _time.GetUtcNow()));
+
+    /// <summary>Requests sent and tokens reported in the last minute (admin API, status page).</summary>
+    public RecentCounter Recent { get; }
     public CircuitBreaker? Breaker { get; }
     public CoolDown CoolDown { get; }
+
+    /// <summary>This upstream's shared state when <c>cluster.redis</c> is set (SPEC §17); null otherwise.</summary>
+    public SharedUpstream? Shared { get; private set; }
+
+    /// <summary>Shares this upstream's limits and health through <paramref name="cluster"/> (once, when compiled).</summary>
+    public void AttachShared(RedisCluster cluster) => Shared ??= new SharedUpstream(cluster, Config, Authorization);
+
+    private long _sharedBlockUntil; // UTC ticks; the cluster said a budget is empty until then (0 = never)
+
+    /// <summary>Keeps this upstream out of selection for <paramref name="duration"/> because the cluster's shared
+    /// budgets (rate, TPM or learned headroom) are empty: the next requests choose another member without asking.</summary>
+    public void BlockShared(TimeSpan duration)
+    {
+        var until = _time.GetUtcNow().UtcTicks + duration.Ticks;
+        var current = Volatile.Read(ref _sharedBlockUntil);
+        while (current < until)
+        {
+            var seen = Interlocked.CompareExchange(ref _sharedBlockUntil, until, current);
+            if (seen == current)
+            {
+                return;
+            }
+            current = seen;
+        }
+    }
+
+    private DateTimeOffset? SharedBlockedUntil
+    {
+        get
+        {
+            var until = Volatile.Read(ref _sharedBlockUntil);
+            return until != 0 && _time.GetUtcNow().UtcTicks < until ? new DateTimeOffset(until, TimeSpan.Zero) : null;
+        }
+    }
     public TokenBucketLimiter? Limiter { get; }
     /// <summary><c>ratelimit.requestsPerMinute</c>: capacity = the value, refilled over a minute; null when not set.</summary>
     public TokenBucketLimiter? Rpm { get; }
@@ -187,6 +308,7 @@ internal sealed class UpstreamRuntime
         if (Headroom.Parse(headers, _time.GetUtcNow()) is { } learned)
         {
             Volatile.Write(ref _learned, learned);
+            Shared?.Learn(learned, _time.GetUtcNow());
             // Approximate on purpose: requests still in flight may or may not be in the provider's numbers.
             Interlocked.Exchange(ref _sentSinceLearned, 0);
             Interlocked.Exchange(ref _tokensSinceLearned, 0);
@@ -205,7 +327,8 @@ internal sealed class UpstreamRuntime
         {
             return Unavailability.BreakerOpen;
         }
-        if (CoolDown.IsCooling || Limiter is { HasToken: false } || !HasBudget(tokens))
+        if (CoolDown.IsCooling || Limiter is { HasToken: false } || !HasBudget(tokens)
+            || (Volatile.Read(ref _sharedBlockUntil) != 0 && SharedBlockedUntil is not null))
         {
             return Unavailability.RateLimited;
         }
@@ -241,7 +364,11 @@ internal sealed class UpstreamRuntime
         {
             Later(ref at, now + ConcurrencyRetry);
         }
-        if (Volatile.Read(ref _disabled) is { } disabled && Recheck > TimeSpan.Zero && disabled.NextTrial > now)
+        if (SharedBlockedUntil is { } shared)
+        {
+            Later(ref at, shared);
+        }
+        if (Volatile.Read(ref _disabled) is { ByAdmin: false } disabled && Recheck > TimeSpan.Zero && disabled.NextTrial > now)
         {
             Later(ref at, disabled.NextTrial);
         }
@@ -330,6 +457,7 @@ internal sealed class UpstreamRuntime
             Interlocked.Add(ref _tokensSinceLearned, estimate);
         }
         metrics.InFlight.Inc();
+        Recent.AddRequest();
         return new UpstreamLease(this, index, metrics, tokens, reserved) { IsTrial = trial };
     }
 
@@ -379,4 +507,8 @@ internal sealed class UpstreamRuntime
 
 /// <summary>A key disabled as bad (SPEC §13.4): the reason, when it was first disabled, and when its next trial is due
 /// (meaningless with <c>recheck: 0</c>).</summary>
-internal sealed record KeyDisabled(string Reason, DateTimeOffset Since, DateTimeOffset NextTrial);
+internal sealed record KeyDisabled(string Reason, DateTimeOffset Since, DateTimeOffset NextTrial, bool ByAdmin = false);
+
+/// <summary>A failed attempt as the admin API shows it: the error kind (the <c>error</c> label of
+/// <c>llmproxy_upstream_errors_total</c>), the upstream's status (0 = no answer) and when.</summary>
+internal sealed record LastError(string Kind, int Status, DateTimeOffset At);

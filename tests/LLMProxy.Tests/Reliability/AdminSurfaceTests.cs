@@ -6,7 +6,7 @@ using static LLMProxy.Tests.Reliability.ReliabilityKit;
 
 namespace LLMProxy.Tests.Reliability;
 
-/// <summary>The admin listener is small and where it was told to be: three paths, one address, a token on /health.</summary>
+/// <summary>The admin listener is small and where it was told to be: its routed endpoints only, one address, a token on /health and the API.</summary>
 public class AdminSurfaceTests
 {
     private static string Config(string upstreamUrl, string adminAddress, string forwardAddress = "127.0.0.1", string adminExtra = "") => $"""
@@ -63,34 +63,35 @@ public class AdminSurfaceTests
     }
 
     [Theory]
-    [InlineData("GET", "/")]
-    [InlineData("GET", "/debug")]
-    [InlineData("GET", "/debug/pprof")]
-    [InlineData("GET", "/debug/vars")]
-    [InlineData("GET", "/swagger")]
-    [InlineData("GET", "/swagger/index.html")]
-    [InlineData("GET", "/swagger/v1/swagger.json")]
-    [InlineData("GET", "/openapi/v1.json")]
-    [InlineData("GET", "/metrics/")]
-    [InlineData("GET", "/PING")]
-    [InlineData("GET", "/healthz")]
-    [InlineData("GET", "/env")]
-    [InlineData("GET", "/config")]
-    [InlineData("GET", "/api/v1/upstreams")]
-    [InlineData("GET", "/api/v1/reload")] // reload is POST only, and only when started from a file (ReloadTests)
-    [InlineData("POST", "/metrics")]
-    [InlineData("DELETE", "/health")]
-    [InlineData("PUT", "/ping")]
-    [InlineData("GET", "/v1/chat/completions")]
-    public async Task AdminListener_AnythingButPingMetricsHealth_NotFound(string method, string path)
+    [InlineData("GET", "/debug", HttpStatusCode.NotFound, "not_found")]
+    [InlineData("GET", "/debug/pprof", HttpStatusCode.NotFound, "not_found")]
+    [InlineData("GET", "/debug/vars", HttpStatusCode.NotFound, "not_found")]
+    [InlineData("GET", "/swagger", HttpStatusCode.NotFound, "not_found")]
+    [InlineData("GET", "/swagger/index.html", HttpStatusCode.NotFound, "not_found")]
+    [InlineData("GET", "/swagger/v1/swagger.json", HttpStatusCode.NotFound, "not_found")]
+    [InlineData("GET", "/openapi/v1.json", HttpStatusCode.NotFound, "not_found")]
+    [InlineData("GET", "/metrics/x", HttpStatusCode.NotFound, "not_found")]
+    [InlineData("GET", "/healthz", HttpStatusCode.NotFound, "not_found")]
+    [InlineData("GET", "/env", HttpStatusCode.NotFound, "not_found")]
+    [InlineData("GET", "/config", HttpStatusCode.NotFound, "not_found")]
+    [InlineData("GET", "/index.html", HttpStatusCode.NotFound, "not_found")]
+    [InlineData("GET", "/api/v1/upstreams/u1", HttpStatusCode.NotFound, "not_found")]
+    [InlineData("GET", "/api/v1/reload", HttpStatusCode.NotFound, "not_found")] // reload only when started from a file (ReloadTests)
+    [InlineData("GET", "/v1/chat/completions", HttpStatusCode.NotFound, "not_found")]
+    [InlineData("POST", "/metrics", HttpStatusCode.MethodNotAllowed, "method_not_allowed")]
+    [InlineData("DELETE", "/health", HttpStatusCode.MethodNotAllowed, "method_not_allowed")]
+    [InlineData("PUT", "/ping", HttpStatusCode.MethodNotAllowed, "method_not_allowed")]
+    [InlineData("POST", "/", HttpStatusCode.MethodNotAllowed, "method_not_allowed")]
+    [InlineData("GET", "/api/v1/upstreams/u1/disable", HttpStatusCode.MethodNotAllowed, "method_not_allowed")]
+    public async Task AdminListener_AnythingButItsEndpoints_NotFoundOrMethodNotAllowed_OneJsonError(string method, string path,
+        HttpStatusCode status, string code)
     {
         await using var upstream = await ScriptedUpstream.StartAsync(ScriptedUpstream.Json("u1"));
         await using var proxy = await TestProxy.StartAsync(Config(upstream.Url, "127.0.0.1"));
 
         using var response = await proxy.Admin.SendAsync(new HttpRequestMessage(new HttpMethod(method), path));
 
-        Assert.Equal(HttpStatusCode.NotFound, response.StatusCode);
-        Assert.Empty(await response.Content.ReadAsByteArrayAsync());
+        await AssertErrorAsync(response, status, code);
         Assert.Equal(0, upstream.Count); // the admin port never proxies
     }
 

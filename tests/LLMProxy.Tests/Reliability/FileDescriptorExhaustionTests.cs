@@ -11,8 +11,10 @@ namespace LLMProxy.Tests.Reliability;
 /// <summary>
 /// The real binary with a low open-file limit (<c>prlimit</c>) and more client connections than descriptors: accepting
 /// pauses instead of spinning a core (Kestrel's own accept loop retries EMFILE at once), the low limit is warned about at
-/// start, and the proxy serves again as soon as descriptors are free.
+/// start, and the proxy serves again as soon as descriptors are free. Runs alone (the soak collection): a process starved
+/// of descriptors is slow to recover when the suite's parallel tests hold both cores.
 /// </summary>
+[Collection(SoakCollection.Name)]
 public class FileDescriptorExhaustionTests(ITestOutputHelper output)
 {
     private const int FdLimit = 400;

@@ -1,3 +1,4 @@
+using LLMProxy.Cluster;
 using LLMProxy.LoadBalancing;
 using LLMProxy.Observability;
 using LLMProxy.RateLimiting;
@@ -40,6 +41,7 @@ internal sealed class AttemptStage : IRequestStage
         var balancing = new BalancingContext(request.Client) { Tokens = request.TokenEstimate };
         AttemptFailure? lastTransport = null;
         var affinityKey = AffinityKeyOf(request, group.AffinityKeys);
+        var sharedRefusals = 0;
         while (true)
         {
             var lease = group.Select(balancing, attempt.Tried, out var reason, affinityKey);
@@ -47,6 +49,45 @@ internal sealed class AttemptStage : IRequestStage
             {
                 // Every member tried or unavailable after a transport failure: that failure is the answer.
                 return lastTransport is { } last ? request.Stop(last.Outcome) : NoUpstream(request, group, reason);
+            }
+            if (lease.Upstream.Shared is { } shared)
+            {
+                // SPEC §17: the cluster's word on this attempt, in one round trip; a refusal is now local state too, so
+                // choosing again skips that member (bounded all the same: a refusal always blocks it for a while).
+                SharedAdmission admission;
+                try
+                {
+                    admission = await shared.AcquireAsync(lease.Upstream, lease.IsTrial, request.TokenEstimate, request.SharedTakes)
+                        .ConfigureAwait(false);
+                }
+                catch
+                {
+                    lease.Dispose(); // never leaked, whatever happens between acquire and release
+                    throw;
+                }
+                var (verdict, wait, reserved, byClientKey) = admission;
+                if (verdict != SharedVerdict.Admitted)
+                {
+                    lease.Dispose();
+                    if (verdict == SharedVerdict.ClientLimited && byClientKey)
+                    {
+                        request.Forward.Metrics.ClientKeyRejections.Inc();
+                        return request.Stop(RequestOutcome.ClientKeyRateLimited, wait);
+                    }
+                    if (verdict == SharedVerdict.ClientLimited)
+                    {
+                        request.Forward.Metrics.ClientRejections.Inc();
+                        return request.Stop(RequestOutcome.RateLimited, wait);
+                    }
+                    if (++sharedRefusals > 2 * group.Members.Length)
+                    {
+                        return NoUpstream(request, group, Unavailability.RateLimited);
+                    }
+                    continue;
+                }
+                lease.ReserveShared(reserved);
+                // Client buckets are charged once per request, by its first admitted attempt.
+                request.SharedTakes = null;
             }
             Next next;
             AttemptFailure? failure;
@@ -137,6 +178,7 @@ internal sealed class AttemptStage : IRequestStage
         {
             var park = RetryAfter.CoolDownFor(attempt.RetryAfterHint);
             upstream.CoolDown.Park(park);
+            upstream.Shared?.Park(park);
             member.CoolDowns.Inc();
             Log.CoolingDown(services.Logger, upstream.Name, (long)park.TotalMilliseconds);
         }
@@ -155,6 +197,7 @@ internal sealed class AttemptStage : IRequestStage
             if (kind != AttemptError.StatusOther)
             {
                 member.Errors(kind).Inc();
+                upstream.RecordError(MemberMetrics.Label(kind), status);
                 Log.AttemptFailed(services.Logger, group.Name, upstream.Name, MemberMetrics.Label(kind), status, request.RequestId);
             }
             if (attempt.Diverted)
@@ -183,6 +226,7 @@ internal sealed class AttemptStage : IRequestStage
                 {
                     member.CountTokens(usage);
                 }
+                upstream.Recent.AddTokens(usage.Total);
             }
             return (Next.Done, null);
         }
@@ -201,6 +245,7 @@ internal sealed class AttemptStage : IRequestStage
 
         lease.Record(AttemptVerdict.Failure);
         member.Errors(failure.Kind).Inc();
+        upstream.RecordError(MemberMetrics.Label(failure.Kind), status);
         Log.AttemptFailed(services.Logger, group.Name, upstream.Name, MemberMetrics.Label(failure.Kind), status, request.RequestId);
         if (http.Response.HasStarted)
         {
@@ -253,7 +298,7 @@ internal sealed class AttemptStage : IRequestStage
     /// bodyless call such as <c>GET /v1/models</c> — leaves it to the lease, which refunds it.</summary>
     private static void SettleTokens(RequestContext request, UpstreamLease lease, ForwarderError error, int status)
     {
-        if (lease.ReservedTokens == 0)
+        if (lease.ReservedTokens == 0 && lease.SharedReservedTokens == 0)
         {
             return;
         }

@@ -58,6 +58,10 @@ internal sealed class AuthenticateClientStage(ClientKeyTable keys, ForwardMetric
             metrics.ClientKeyRejections.Inc();
             return ValueTask.FromResult(request.Stop(RequestOutcome.ClientKeyRateLimited, retryAfter));
         }
+        if (key.SharedRequests is { } shared)
+        {
+            request.TakeShared(shared); // SPEC §17: the key's bucket on the cluster, with the first attempt's admission
+        }
         return ValueTask.FromResult(true);
     }
 

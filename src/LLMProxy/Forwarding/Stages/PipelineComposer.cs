@@ -15,7 +15,7 @@ internal static class PipelineComposer
         }
         if (forward.Limiter is { } limiter)
         {
-            stages.Add(new AdmitClientStage(limiter, forward.Metrics));
+            stages.Add(new AdmitClientStage(limiter, forward.Metrics, forward.SharedClients));
         }
         // After the per-IP limit, so guessing keys spends the guesser's own bucket.
         if (forward.ClientKeys is { } keys)

@@ -1,0 +1,253 @@
+using System.Security.Cryptography;
+using System.Text;
+using LLMProxy.Configuration;
+using LLMProxy.Resilience;
+using StackExchange.Redis;
+
+namespace LLMProxy.Cluster;
+
+/// <summary>What the shared state said about one attempt.</summary>
+internal enum SharedVerdict
+{
+    /// <summary>Admitted by Redis, or decided locally because Redis is down or slow.</summary>
+    Admitted,
+    /// <summary>The upstream is cooling, disabled or out of a budget on the cluster: the local state now knows it too,
+    /// and the attempt stage chooses again.</summary>
+    UpstreamRefused,
+    /// <summary>A client bucket (IP or client key) is empty on the cluster: the request is answered 429.</summary>
+    ClientLimited,
+}
+
+/// <summary>What the cluster said about one attempt: the verdict, how long until a refusal may pass, the TPM tokens
+/// reserved on the cluster when admitted, and — for <see cref="SharedVerdict.ClientLimited"/> — whether the empty
+/// bucket is a client key's (else a client IP's).</summary>
+internal readonly record struct SharedAdmission(SharedVerdict Verdict, TimeSpan RetryAfter, long Reserved, bool ByClientKey = false);
+
+/// <summary>
+/// One upstream's view of the shared state (SPEC §17): the keys and rates its scripts need, computed once. The local
+/// state (<see cref="Runtime.UpstreamRuntime"/>'s buckets, cool-down, headroom, disabled flag) stays the source of every
+/// decision the instance makes on its own; this adds the cluster's word on top — one script per attempt — and writes
+/// what this instance learns (a 429, a bad key, headroom, real token usage) for the others, without waiting.
+/// </summary>
+internal sealed class SharedUpstream
+{
+    private readonly RedisCluster _cluster;
+    private readonly RedisKey[] _keys;
+    private readonly RedisKey[] _tpmKey, _offKey, _coolKey, _headKey;
+    private readonly RedisValue _rpsInterval, _rpsDepth, _rpmInterval, _rpmDepth, _tpmCap;
+    private readonly long _capacity;
+
+    public SharedUpstream(RedisCluster cluster, UpstreamConfig config, string? authorization)
+    {
+        ArgumentNullException.ThrowIfNull(cluster);
+        ArgumentNullException.ThrowIfNull(config);
+        _cluster = cluster;
+        var root = cluster.Prefix + "up:" + config.Name + ":";
+        _keys = [root + "cool", root + "off", root + "head", root + "rps", root + "rpm", root + "tpm"];
+        (_coolKey, _offKey, _headKey, _tpmKey) = ([_keys[0]], [_keys[1]], [_keys[2]], [_keys[5]]);
+        var limits = config.Ratelimit;
+        (_rpsInterval, _rpsDepth) = limits is { } r ? Gcra(r.PerSecond, Math.Max(1, r.EffectiveBurst)) : (0, 0);
+        (_rpmInterval, _rpmDepth) = limits?.RequestsPerMinute is { } rpm ? Gcra(rpm / 60.0, rpm) : (0, 0);
+        _capacity = limits?.TokensPerMinute ?? 0;
+        _tpmCap = _capacity;
+        Fingerprint = FingerprintOf(config, authorization);
+    }
+
+    /// <summary>Identifies the credential the proxy sends to this upstream (a truncated SHA-256, never the key): a key
+    /// disabled on the cluster stays disabled only for the same credential, so a reload with a rotated key starts clean.</summary>
+    public string Fingerprint { get; }
+
+    /// <summary>GCRA interval and depth in µs for <paramref name="perSecond"/> with <paramref name="burst"/>.</summary>
+    internal static (RedisValue Interval, RedisValue Depth) Gcra(double perSecond, int burst)
+    {
+        var interval = Math.Max(1.0, Math.Round(1_000_000 / perSecond));
+        return (interval, interval * burst);
+    }
+
+    /// <summary>The hot path's one round trip: asks the cluster whether this attempt may go — the upstream not cooling,
+    /// not disabled, not out of learned headroom, a per-second and per-minute token and <paramref name="estimate"/>
+    /// TPM tokens available, and each of <paramref name="clients"/> with a token — and takes all of them at once.
+    /// A refusal is applied to the local state (cool-down, disabled, a short block) so the next selection skips the
+    /// upstream without asking again.</summary>
+    public async ValueTask<SharedAdmission> AcquireAsync(Runtime.UpstreamRuntime upstream, bool trial,
+        long estimate, List<SharedBucketTake>? clients)
+    {
+        var need = _capacity > 0 ? Math.Clamp(estimate, 0, _capacity) : 0;
+        var keys = _keys;
+        var clientCount = clients?.Count ?? 0;
+        if (clientCount > 0)
+        {
+            keys = new RedisKey[6 + clientCount];
+            _keys.CopyTo(keys, 0);
+        }
+        var values = new RedisValue[8 + 2 * clientCount];
+        values[0] = _rpsInterval;
+        values[1] = _rpsDepth;
+        values[2] = _rpmInterval;
+        values[3] = _rpmDepth;
+        values[4] = _tpmCap;
+        values[5] = need;
+        values[6] = trial ? "" : Fingerprint;
+        values[7] = Math.Max(0, estimate);
+        for (var i = 0; i < clientCount; i++)
+        {
+            var take = clients![i];
+            keys[6 + i] = take.Key;
+            values[8 + 2 * i] = take.Bucket.Interval;
+            values[9 + 2 * i] = take.Bucket.Depth;
+        }
+        var result = await _cluster.EvaluateAsync(SharedScripts.Acquire, keys, values).ConfigureAwait(false);
+        if (result is null || result.Resp2Type != ResultType.Array)
+        {
+            return new(SharedVerdict.Admitted, TimeSpan.Zero, 0);
+        }
+        int code;
+        TimeSpan wait;
+        RedisResult[] answer;
+        try
+        {
+            answer = (RedisResult[])result!;
+            code = (int)answer[0];
+            wait = answer.Length > 1 ? TimeSpan.FromMilliseconds(Math.Clamp((long)answer[1], 1, (long)RetryAfter.MaxCoolDown.TotalMilliseconds)) : TimeSpan.Zero;
+        }
+        catch (Exception ex) when (ex is InvalidCastException or FormatException or OverflowException or IndexOutOfRangeException)
+        {
+            // Not what the script answers (another writer under this prefix?): decided locally, as when Redis is away.
+            return new(SharedVerdict.Admitted, TimeSpan.Zero, 0);
+        }
+        switch (code)
+        {
+            case 0:
+                return new(SharedVerdict.Admitted, TimeSpan.Zero, need);
+            case 1:
+                upstream.CoolDown.Park(wait);
+                return new(SharedVerdict.UpstreamRefused, wait, 0);
+            case 2:
+                var reason = answer.Length > 2 ? Reason((string?)answer[2]) : "disabled";
+                if (upstream.AdoptDisabled(reason))
+                {
+                    Observability.Log.KeyDisabled(_cluster.Logger, upstream.Name, reason + " (found by another instance)");
+                }
+                return new(SharedVerdict.UpstreamRefused, TimeSpan.Zero, 0);
+            case 3:
+                upstream.BlockShared(wait);
+                return new(SharedVerdict.UpstreamRefused, wait, 0);
+            case 4:
+                // Which bucket (1-based into the takes): the caller answers for that kind of client limit.
+                var which = answer.Length > 2 ? (int)answer[2] - 1 : 0;
+                return new(SharedVerdict.ClientLimited, wait, 0, clients is { } c && which >= 0 && which < c.Count && c[which].Bucket.IsClientKey);
+            default:
+                return new(SharedVerdict.Admitted, TimeSpan.Zero, 0);
+        }
+    }
+
+    // A reason read back from Redis is shown in the admin API and logs: keep it to what this proxy writes.
+    private static string Reason(string? text) =>
+        text is { Length: > 0 and <= 64 } && text.All(c => char.IsAsciiLetterOrDigit(c) || c is '_' or '-') ? text : "disabled";
+
+    /// <summary>Replaces a shared TPM reservation of <paramref name="reserved"/> by the real <paramref name="used"/>
+    /// (0 = a refund), without waiting.</summary>
+    public void Settle(long reserved, long used)
+    {
+        if (_capacity > 0 && reserved != used)
+        {
+            _cluster.Send(SharedScripts.Settle, _tpmKey, [_tpmCap, reserved - used]);
+        }
+    }
+
+    /// <summary>Tells the cluster this upstream answered 429: every instance parks it for <paramref name="duration"/>.</summary>
+    public void Park(TimeSpan duration)
+    {
+        if (duration > TimeSpan.Zero)
+        {
+            _cluster.Send(SharedScripts.Park, _coolKey, [(long)Math.Ceiling(duration.TotalMilliseconds)]);
+        }
+    }
+
+    /// <summary>Tells the cluster this key is bad (SPEC §13.4).</summary>
+    public void Disable(string reason) => _cluster.Send(SharedScripts.Disable, _offKey, [reason, Fingerprint]);
+
+    /// <summary>Tells the cluster an operator reset this upstream: its cool-down and learned headroom end everywhere.</summary>
+    public void Reset() => _cluster.Send(SharedScripts.Reset, [_keys[0], _keys[2]], []);
+
+    /// <summary>Tells the cluster this key is good again (a trial passed, or an operator enabled it).</summary>
+    public void Enable() => _cluster.Send(SharedScripts.Enable, _offKey, [Fingerprint]);
+
+    /// <summary>Writes back what this instance learned alone while Redis was away: its cool-down and disabled state.</summary>
+    public void Republish(Runtime.UpstreamRuntime upstream, DateTimeOffset now)
+    {
+        if (upstream.CoolDown.Until is { } until && until > now)
+        {
+            Park(until - now);
+        }
+        if (upstream.Disabled is { } disabled)
+        {
+            Disable(disabled.Reason);
+        }
+    }
+
+    /// <summary>Whether the cluster still holds this key as disabled (for this credential); null when Redis did not
+    /// answer. Read once a second for keys disabled here, so a key enabled by another instance comes back here too.</summary>
+    public async ValueTask<bool?> StillDisabledAsync()
+    {
+        var (answered, fingerprint) = await _cluster.HashGetAsync(_offKey[0], "f").ConfigureAwait(false);
+        return answered ? fingerprint == Fingerprint : null;
+    }
+
+    /// <summary>Shares what the provider said about this key's remaining limits (SPEC §13.1).</summary>
+    public void Learn(Headroom learned, DateTimeOffset now)
+    {
+        static long Ms(DateTimeOffset? reset, DateTimeOffset now) =>
+            reset is { } r && r > now ? (long)Math.Ceiling((r - now).TotalMilliseconds) : 0;
+        var requestsMs = learned.RemainingRequests is null ? 0 : Ms(learned.RequestsReset, now);
+        var tokensMs = learned.RemainingTokens is null ? 0 : Ms(learned.TokensReset, now);
+        if (requestsMs == 0 && tokensMs == 0)
+        {
+            return;
+        }
+        _cluster.Send(SharedScripts.Learn, _headKey,
+            [requestsMs > 0 ? learned.RemainingRequests!.Value : -1, requestsMs, tokensMs > 0 ? learned.RemainingTokens!.Value : -1, tokensMs]);
+    }
+
+    private static string FingerprintOf(UpstreamConfig config, string? authorization)
+    {
+        var text = new StringBuilder(config.Url).Append('\n').Append(authorization);
+        foreach (var op in config.Headers)
+        {
+            text.Append('\n').Append(op.Op.ToString()).Append(':').Append(op.Key).Append('=').Append(op.Value);
+        }
+        var hash = SHA256.HashData(Encoding.UTF8.GetBytes(text.ToString()));
+        return Convert.ToHexStringLower(hash.AsSpan(0, 8));
+    }
+}
+
+/// <summary>
+/// A shared request bucket (GCRA) that many ids each have their own of — the seam for client limits on the cluster:
+/// the forward's per-IP <c>ratelimit</c> today, a client key's <c>ratelimit</c> (SPEC §15) likewise. Its tokens are
+/// taken in the same script as the attempt's upstream admission, so sharing a client limit adds no round trip.
+/// </summary>
+internal sealed class SharedBucket
+{
+    /// <param name="cluster">Where the buckets live.</param>
+    /// <param name="scope">Names the limit (e.g. <c>fwd:main:ip</c>); ids are unique within it.</param>
+    /// <param name="isClientKey">A client key's limit (its refusal is <c>429 client_key_rate_limited</c>-style, counted
+    /// as <c>limit_type="client_key"</c>) rather than a client IP's.</param>
+    public SharedBucket(RedisCluster cluster, string scope, double perSecond, int burst, bool isClientKey = false)
+    {
+        ArgumentNullException.ThrowIfNull(cluster);
+        IsClientKey = isClientKey;
+        KeyPrefix = cluster.Prefix + "cl:" + scope + ":";
+        (Interval, Depth) = SharedUpstream.Gcra(perSecond, Math.Max(1, burst));
+    }
+
+    public string KeyPrefix { get; }
+    public bool IsClientKey { get; }
+    public RedisValue Interval { get; }
+    public RedisValue Depth { get; }
+
+    /// <summary>A take of one token from <paramref name="id"/>'s bucket, to ride along with the next admission.</summary>
+    public SharedBucketTake For(string id) => new(this, KeyPrefix + id);
+}
+
+/// <summary>One token to take from one id's shared bucket.</summary>
+internal readonly record struct SharedBucketTake(SharedBucket Bucket, RedisKey Key);

@@ -1,0 +1,173 @@
+using System.Net;
+using LLMProxy.Tests.Infrastructure;
+using Microsoft.AspNetCore.Http;
+
+namespace LLMProxy.Tests.Cluster;
+
+/// <summary>State a request never asks the cluster about (SPEC §17): a key enabled again through one instance comes
+/// back on the others, and what an instance learned while Redis was away is written back when it returns.</summary>
+public sealed class ClusterSyncTests
+{
+    private static string Yaml(string upstreamUrl, string redisUrl, string prefix, int recheck) => TestProxy.Config($"""
+        - name: u1
+          url: "{upstreamUrl}"
+          recheck: {recheck}
+          auth:
+            type: bearer
+            token: "sk-cluster-sync-test-1234"
+        """, "- name: u1") + $"""
+
+        cluster:
+          redis:
+            url: "{redisUrl}"
+            prefix: "{prefix}"
+            timeout: 1000
+        """;
+
+    [RedisFact]
+    public async Task KeyEnabledByATrialOnOneInstance_IsEnabledOnTheOthers()
+    {
+        await using var redis = await RedisServer.StartAsync();
+        var revoked = 1;
+        await using var upstream = await ScriptedUpstream.StartAsync(async ctx =>
+        {
+            ctx.Response.StatusCode = Volatile.Read(ref revoked) == 1 ? StatusCodes.Status401Unauthorized : StatusCodes.Status200OK;
+            await ctx.Response.WriteAsync("{}");
+        }, recordBody: false);
+        var prefix = "s" + Guid.NewGuid().ToString("N")[..8] + ":";
+        // A retries its disabled key every 500 ms; B never would on its own.
+        await using var a = await TestProxy.StartAsync(Yaml(upstream.Url, redis.Url, prefix, recheck: 500));
+        await using var b = await TestProxy.StartAsync(Yaml(upstream.Url, redis.Url, prefix, recheck: 0));
+        await a.Admin.AssertRedisUpAsync(1);
+        await b.Admin.AssertRedisUpAsync(1);
+
+        using (var first = await a.Client.PostAsync("/v1/chat/completions", new StringContent("{}")))
+        {
+            Assert.Equal(HttpStatusCode.Unauthorized, first.StatusCode); // the only member: its answer goes through
+        }
+        await WaitUntilAsync(async () => await redis.CommandAsync($"EXISTS {prefix}up:u1:off") == ":1", TimeSpan.FromSeconds(5));
+        // B learns it on its first request: refused by the cluster, so nothing is sent to the revoked key.
+        using (var refused = await b.Client.PostAsync("/v1/chat/completions", new StringContent("{}")))
+        {
+            Assert.Equal(HttpStatusCode.ServiceUnavailable, refused.StatusCode);
+        }
+        Assert.Equal(1, upstream.Count);
+        await AssertSampleAsync(b.Admin, "llmproxy_upstream_disabled{upstream=\"u1\"}", 1);
+
+        // The key is good again; A's trial finds it out and enables it on the cluster; B follows without a trial.
+        Volatile.Write(ref revoked, 0);
+        await WaitUntilAsync(async () =>
+        {
+            using var response = await a.Client.PostAsync("/v1/chat/completions", new StringContent("{}"));
+            return response.StatusCode == HttpStatusCode.OK;
+        }, TimeSpan.FromSeconds(10));
+        await WaitUntilAsync(async () => Sample(await b.Admin.GetStringAsync("/metrics"), "llmproxy_upstream_disabled{upstream=\"u1\"}") == 0,
+            TimeSpan.FromSeconds(10));
+        using var served = await b.Client.PostAsync("/v1/chat/completions", new StringContent("{}"));
+        Assert.Equal(HttpStatusCode.OK, served.StatusCode);
+        Assert.Contains(b.Logs.Entries, e => e.Id.Id == 46); // KeyEnabled, logged where it happened
+    }
+
+    [RedisFact]
+    public async Task CoolDownLearnedWhileRedisWasAway_IsWrittenBackWhenItReturns()
+    {
+        await using var redis = await RedisServer.StartAsync();
+        await using var upstream = await ScriptedUpstream.StartAsync(async ctx =>
+        {
+            ctx.Response.StatusCode = StatusCodes.Status429TooManyRequests;
+            ctx.Response.Headers.RetryAfter = "120";
+            await ctx.Response.WriteAsync("{}");
+        }, recordBody: false);
+        var prefix = "s" + Guid.NewGuid().ToString("N")[..8] + ":";
+        await using var a = await TestProxy.StartAsync(Yaml(upstream.Url, redis.Url, prefix, recheck: 0));
+        await a.Admin.AssertRedisUpAsync(1);
+        redis.Kill();
+        await a.Admin.AssertRedisUpAsync(0);
+        using (var limited = await a.Client.PostAsync("/v1/chat/completions", new StringContent("{}")))
+        {
+            Assert.Equal(HttpStatusCode.TooManyRequests, limited.StatusCode); // parked here only: Redis is away
+        }
+        await redis.StartAgainAsync(); // empty
+        await a.Admin.AssertRedisUpAsync(1, TimeSpan.FromSeconds(20));
+        await WaitUntilAsync(async () => await redis.CommandAsync($"EXISTS {prefix}up:u1:cool") == ":1", TimeSpan.FromSeconds(5));
+        var ttl = int.Parse((await redis.CommandAsync($"PTTL {prefix}up:u1:cool"))!.TrimStart(':'), System.Globalization.CultureInfo.InvariantCulture);
+        Assert.InRange(ttl, 60_000, 120_000);
+    }
+
+    [RedisFact]
+    public async Task ClientKeyRatelimit_TwoInstances_ShareOneBucket()
+    {
+        await using var redis = await RedisServer.StartAsync();
+        await using var upstream = await ScriptedUpstream.StartAsync(ScriptedUpstream.Json("u1"), recordBody: false);
+        const string Key = "ck-cluster-test-team-a-0001";
+        var yaml = TestProxy.Config($"""
+            - name: u1
+              url: "{upstream.Url}"
+            """, "- name: u1", forwardExtra: $"keys:\n  - name: team_a\n    key: \"{Key}\"\n    ratelimit:\n      perSecond: 1\n      burst: 6") + $"""
+
+            cluster:
+              redis:
+                url: "{redis.Url}"
+                timeout: 1000
+            """;
+        await using var a = await TestProxy.StartAsync(yaml);
+        await using var b = await TestProxy.StartAsync(yaml);
+        await a.Admin.AssertRedisUpAsync(1);
+        await b.Admin.AssertRedisUpAsync(1);
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var statuses = new List<HttpStatusCode>();
+        for (var i = 0; i < 16; i++)
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions") { Content = new StringContent("{}") };
+            request.Headers.TryAddWithoutValidation("Authorization", "Bearer " + Key);
+            using var response = await (i % 2 == 0 ? a : b).Client.SendAsync(request);
+            statuses.Add(response.StatusCode);
+        }
+        var elapsed = clock.Elapsed;
+        Assert.All(statuses, s => Assert.True(s is HttpStatusCode.OK or HttpStatusCode.TooManyRequests, s.ToString()));
+        // One bucket of 6 plus a token a second while this ran; two local buckets would have admitted 12 at once.
+        var admitted = statuses.Count(s => s == HttpStatusCode.OK);
+        var bound = 6 + (int)Math.Ceiling(elapsed.TotalSeconds) + 1;
+        Assert.True(admitted >= 6 && admitted <= bound, $"admitted {admitted}, expected 6..{bound} over {elapsed.TotalSeconds:F1} s");
+        Assert.Equal(admitted, upstream.Count);
+        var refusedByKey = Sample(await a.Admin.GetStringAsync("/metrics"), "llmproxy_rate_limit_rejections_total{forward=\"fwd\",limit_type=\"client_key\"}")
+            + Sample(await b.Admin.GetStringAsync("/metrics"), "llmproxy_rate_limit_rejections_total{forward=\"fwd\",limit_type=\"client_key\"}");
+        Assert.Equal(16 - admitted, refusedByKey);
+    }
+
+    [RedisFact]
+    public async Task AdminDisableOnOneInstance_HoldsOnAll_UntilAdminEnable()
+    {
+        await using var redis = await RedisServer.StartAsync();
+        await using var upstream = await ScriptedUpstream.StartAsync(ScriptedUpstream.Json("u1"), recordBody: false);
+        var prefix = "s" + Guid.NewGuid().ToString("N")[..8] + ":";
+        await using var a = await TestProxy.StartAsync(Yaml(upstream.Url, redis.Url, prefix, recheck: 500));
+        await using var b = await TestProxy.StartAsync(Yaml(upstream.Url, redis.Url, prefix, recheck: 500));
+        await a.Admin.AssertRedisUpAsync(1);
+        await b.Admin.AssertRedisUpAsync(1);
+
+        using (var disable = await a.Admin.PostAsync("/api/v1/upstreams/u1/disable", null))
+        {
+            Assert.Equal(HttpStatusCode.OK, disable.StatusCode);
+        }
+        await WaitUntilAsync(async () => await redis.CommandAsync($"EXISTS {prefix}up:u1:off") == ":1", TimeSpan.FromSeconds(5));
+        // B refuses too, and — an operator's decision — never lets a key-health trial through, recheck or not.
+        for (var i = 0; i < 3; i++)
+        {
+            using var refused = await b.Client.PostAsync("/v1/chat/completions", new StringContent("{}"));
+            Assert.Equal(HttpStatusCode.ServiceUnavailable, refused.StatusCode);
+            await Task.Delay(300);
+        }
+        Assert.Equal(0, upstream.Count);
+        Assert.Contains("\"reason\":\"admin\"", await b.Admin.GetStringAsync("/api/v1/upstreams"), StringComparison.Ordinal);
+
+        using (var enable = await a.Admin.PostAsync("/api/v1/upstreams/u1/enable", null))
+        {
+            Assert.Equal(HttpStatusCode.OK, enable.StatusCode);
+        }
+        await WaitUntilAsync(async () => Sample(await b.Admin.GetStringAsync("/metrics"), "llmproxy_upstream_disabled{upstream=\"u1\"}") == 0,
+            TimeSpan.FromSeconds(10));
+        using var served = await b.Client.PostAsync("/v1/chat/completions", new StringContent("{}"));
+        Assert.Equal(HttpStatusCode.OK, served.StatusCode);
+    }
+}
