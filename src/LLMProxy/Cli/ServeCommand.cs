@@ -42,6 +42,15 @@ internal static class ServeCommand
         ProxyHostOptions options, TimeSpan drain, TextWriter stderr, Action<ProxyHost>? onStarted)
     {
         using var signal = new ShutdownSignal();
+        // SIGHUP reloads the config file (the outcome is logged); the process keeps running either way. Registered before
+        // the listeners start: a SIGHUP right after "ready" was logged must not meet the default action (terminate). One
+        // that arrives while the host starts is kept and reloads once it has started.
+        var hangups = new HangupRelay();
+        using var hangup = PosixSignalRegistration.Create(PosixSignal.SIGHUP, context =>
+        {
+            context.Cancel = true;
+            hangups.Raise();
+        });
         ProxyHost host;
         try
         {
@@ -54,16 +63,47 @@ internal static class ServeCommand
         }
         await using (host.ConfigureAwait(false))
         {
-            // SIGHUP reloads the config file (the outcome is logged); the process keeps running either way.
-            using var hangup = PosixSignalRegistration.Create(PosixSignal.SIGHUP, context =>
-            {
-                context.Cancel = true;
-                _ = Task.Run(host.Reload);
-            });
+            hangups.Attach(() => host.Reload());
             onStarted?.Invoke(host);
             await signal.Task.ConfigureAwait(false);
             await host.StopAsync(drain).ConfigureAwait(false);
         }
         return ExitCodes.Ok;
+    }
+
+    /// <summary>Runs the host's reload per SIGHUP; one raised before the host is attached runs when it is.</summary>
+    private sealed class HangupRelay
+    {
+        private readonly Lock _lock = new();
+        private Action? _reload;
+        private bool _pending;
+
+        public void Raise()
+        {
+            Action? reload;
+            lock (_lock)
+            {
+                reload = _reload;
+                _pending = reload is null;
+            }
+            if (reload is not null)
+            {
+                _ = Task.Run(reload);
+            }
+        }
+
+        public void Attach(Action reload)
+        {
+            lock (_lock)
+            {
+                _reload = reload;
+                if (!_pending)
+                {
+                    return;
+                }
+                _pending = false;
+            }
+            _ = Task.Run(reload);
+        }
     }
 }

@@ -16,7 +16,7 @@ internal sealed record PipelineServices(IHttpForwarder Forwarder, TimeProvider T
 /// later ones need travels here — the client, the buffered body, the group chosen — and the outcome the last stage
 /// to decide set. The pipeline answers a proxy-error outcome, accounts for the request and returns the body buffer.
 /// </summary>
-internal sealed class RequestContext : IDisposable
+internal sealed class RequestContext : IDisposable, IBufferedBody
 {
     private string? _peerIp;
 
@@ -48,6 +48,9 @@ internal sealed class RequestContext : IDisposable
     /// <summary>The request body, when it was buffered (replayable across attempts): rented, returned on dispose.</summary>
     public byte[]? Body { get; private set; }
     public int BodyLength { get; private set; }
+    /// <summary>The body the current attempt sends, when buffered (<see cref="Body"/>, or a copy with its model or
+    /// include_usage rewritten); empty when the body streams from the client.</summary>
+    public ArraySegment<byte> AttemptBody { get; set; }
     /// <summary>Whether every attempt can send the body again: none, or buffered.</summary>
     public bool Replayable { get; set; }
 
@@ -107,6 +110,7 @@ internal sealed class RequestContext : IDisposable
         if (Body is { } body)
         {
             Body = null;
+            AttemptBody = default;
             ArrayPool<byte>.Shared.Return(body);
         }
     }

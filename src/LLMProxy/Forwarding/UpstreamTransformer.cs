@@ -85,6 +85,8 @@ internal sealed class UpstreamTransformer(RequestContext ctx, Attempt attempt, S
         {
             ApplyHeaderOp(proxyRequest, ops[i]);
         }
+        // A small buffered body goes out in the same write as the head (Runtime/OneSendHandler).
+        OneSendHandler.Offer(proxyRequest, ctx);
     }
 
     private static bool IsLlmPayload(string? mediaType) =>

@@ -62,7 +62,7 @@ internal sealed class GroupRuntime : IDisposable, IMemberLoad
         // holds a reference and the handler is disposed with the last one.
         _pool = previous is not null && ConfigEquality.Same(previous.Config.HttpClient, config.HttpClient)
             ? previous._pool.Share()
-            : Shared<HttpMessageInvoker>.Create(new HttpMessageInvoker(CreateHandler(config.HttpClient, proxy), disposeHandler: true));
+            : Shared<HttpMessageInvoker>.Create(new HttpMessageInvoker(new OneSendHandler(CreateHandler(config.HttpClient, proxy)), disposeHandler: true));
         Invoker = _pool.Value;
         RequestConfig = new ForwarderRequestConfig
         {

@@ -55,6 +55,80 @@ public class BatchingConsoleLoggerTests
         Assert.Contains("400 line(s) dropped", text);
     }
 
+    [Fact]
+    public async Task Running_LinesWrittenWithinTheInterval_WithoutDispose()
+    {
+        var output = new StringWriter();
+        using var provider = new BatchingConsoleLoggerProvider(TextWriter.Synchronized(output), json: false, interval: TimeSpan.FromMilliseconds(20));
+        var logger = provider.CreateLogger("LLMProxy.Access");
+        Log.Access(logger, "POST", "/v1/chat/completions", 200, "fwd", "u1", 1, 1.5, 42, "ok", "req-live", "g", "m", "-");
+
+        await WaitUntilAsync(() => output.ToString().Contains("request_id=req-live", StringComparison.Ordinal), TimeSpan.FromSeconds(10));
+    }
+
+    [Fact]
+    public async Task Burst_WrittenBeforeTheInterval_WhenFlushThresholdReached()
+    {
+        var output = new StringWriter();
+        // An hour-long interval: only the threshold can make the writer write before Dispose.
+        using var provider = new BatchingConsoleLoggerProvider(TextWriter.Synchronized(output), json: false,
+            interval: TimeSpan.FromHours(1), flushAtQueued: 50);
+        var logger = provider.CreateLogger("LLMProxy.Access");
+        for (var i = 0; i < 50; i++)
+        {
+            Log.Access(logger, "POST", "/v1/chat/completions", 200, "fwd", "u1", 1, 1.5, 42, "ok", $"req-{i}", "g", "m", "-");
+        }
+
+        await WaitUntilAsync(() => output.ToString().Contains("request_id=req-49", StringComparison.Ordinal), TimeSpan.FromSeconds(10));
+    }
+
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task Dispose_AfterConcurrentLogging_EveryLineWrittenOnce(bool dedicatedThread)
+    {
+        var output = new StringWriter();
+        var provider = new BatchingConsoleLoggerProvider(TextWriter.Synchronized(output), json: false,
+            interval: TimeSpan.FromMilliseconds(5), dedicatedThread: dedicatedThread);
+        var logger = provider.CreateLogger("LLMProxy.Access");
+        const int Threads = 4, PerThread = 2000;
+        using var started = new CountdownEvent(Threads);
+        var writers = Enumerable.Range(0, Threads).Select(t => Task.Run(() =>
+        {
+            started.Signal();
+            for (var i = 0; i < PerThread; i++)
+            {
+                Log.Access(logger, "POST", "/p", 200, "fwd", "u1", 1, 1.5, 42, "ok", $"t{t}-{i}", "g", "m", "-");
+            }
+        })).ToArray();
+        started.Wait();
+        await Task.WhenAll(writers);
+        provider.Dispose();
+
+        var lines = output.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Equal(Threads * PerThread, lines.Length);
+        Assert.Equal(Threads * PerThread, lines.Distinct().Count());
+    }
+
+    [Theory]
+    [InlineData("2026-11-30T13:05:11.0000000+00:00")]
+    [InlineData("2026-11-30T13:05:11.0070000+00:00")]
+    [InlineData("2026-11-30T13:05:11.0990000+00:00")]
+    [InlineData("2026-11-30T13:05:11.9999999+00:00")]
+    [InlineData("2026-11-30T13:05:12.5000000+00:00")]
+    [InlineData("2026-11-30T14:05:12.5000000+01:00")]
+    [InlineData("1999-12-31T23:59:59.9990000+00:00")]
+    [InlineData("2000-01-01T00:00:00.0010000+00:00")]
+    public void Timestamp_SameTextAsTheDateTimeFormat_InUtc(string iso)
+    {
+        var time = DateTimeOffset.Parse(iso, System.Globalization.CultureInfo.InvariantCulture);
+
+        var expected = time.UtcDateTime.ToString("yyyy-MM-ddTHH:mm:ss.fffZ", System.Globalization.CultureInfo.InvariantCulture);
+        Assert.Equal(expected, BatchingConsoleLoggerProvider.Timestamp(time));
+        // Again: now from the cached second.
+        Assert.Equal(expected, BatchingConsoleLoggerProvider.Timestamp(time));
+    }
+
     private static string RunOne(bool json, Action<ILogger> log)
     {
         var output = new StringWriter();

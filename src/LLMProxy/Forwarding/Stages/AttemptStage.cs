@@ -155,8 +155,9 @@ internal sealed class AttemptStage : IRequestStage
             var token = upstream.MappedModel(request.Facts.Model);
             var mapped = token is null && !request.InjectsUsage ? null
                 : IncludeUsage.Compose(body.AsSpan(0, request.BodyLength), request.Facts, request.InjectsUsage, token);
-            http.Request.Body = mapped is null ? new MemoryStream(body, 0, request.BodyLength, writable: false) : new MemoryStream(mapped, writable: false);
-            http.Request.ContentLength = mapped?.Length ?? request.BodyLength;
+            request.AttemptBody = mapped is null ? new ArraySegment<byte>(body, 0, request.BodyLength) : new ArraySegment<byte>(mapped);
+            http.Request.Body = new MemoryStream(request.AttemptBody.Array!, request.AttemptBody.Offset, request.AttemptBody.Count, writable: false);
+            http.Request.ContentLength = request.AttemptBody.Count;
         }
 
         var error = await services.Forwarder.SendAsync(http, upstream.Url, group.Invoker, group.RequestConfig, transformer, http.RequestAborted)

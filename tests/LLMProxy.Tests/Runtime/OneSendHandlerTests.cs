@@ -1,0 +1,101 @@
+using System.Net;
+using System.Net.Http.Headers;
+using LLMProxy.Runtime;
+
+namespace LLMProxy.Tests.Runtime;
+
+public class OneSendHandlerTests
+{
+    private sealed class Body(byte[] bytes, int offset, int count) : IBufferedBody
+    {
+        public ArraySegment<byte> AttemptBody { get; } = new(bytes, offset, count);
+    }
+
+    /// <summary>What reached the inner handler (SocketsHttpHandler's place).</summary>
+    private sealed class Capture : HttpMessageHandler
+    {
+        public HttpContent? Content { get; private set; }
+        public byte[] Bytes { get; private set; } = [];
+
+        protected override async Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
+        {
+            Content = request.Content;
+            Bytes = request.Content is null ? [] : await request.Content.ReadAsByteArrayAsync(cancellationToken);
+            return new HttpResponseMessage(HttpStatusCode.OK);
+        }
+    }
+
+    /// <summary>Stands in for YARP's content: streams the body, carries the content headers the transforms set.</summary>
+    private static HttpRequestMessage Request(byte[] streamed)
+    {
+        var content = new StreamContent(new MemoryStream(streamed));
+        content.Headers.ContentType = new MediaTypeHeaderValue("application/json") { CharSet = "utf-8" };
+        content.Headers.ContentLanguage.Add("de");
+        content.Headers.ContentLength = streamed.Length;
+        return new HttpRequestMessage(HttpMethod.Post, "http://127.0.0.1:1/v1/chat/completions") { Content = content };
+    }
+
+    private static async Task<Capture> SendAsync(HttpRequestMessage request)
+    {
+        var capture = new Capture();
+        using var invoker = new HttpMessageInvoker(new OneSendHandler(capture));
+        using var response = await invoker.SendAsync(request, CancellationToken.None);
+        return capture;
+    }
+
+    [Fact]
+    public async Task SmallBufferedBody_SentAsOneByteArrayContent_WithTheContentHeaders()
+    {
+        Assert.True(OneSendHandler.Enabled, $"{OneSendHandler.Variable} is set in the test environment");
+        var buffer = new byte[64];
+        var json = """{"model":"gpt-4o-mini","messages":[]}"""u8.ToArray();
+        json.CopyTo(buffer, 7);
+        using var request = Request(json);
+        OneSendHandler.Offer(request, new Body(buffer, 7, json.Length));
+
+        var capture = await SendAsync(request);
+
+        Assert.IsType<ByteArrayContent>(capture.Content);
+        Assert.Equal(json, capture.Bytes);
+        Assert.Equal(json.Length, capture.Content!.Headers.ContentLength);
+        Assert.Equal("application/json; charset=utf-8", capture.Content.Headers.ContentType?.ToString());
+        Assert.Equal("de", Assert.Single(capture.Content.Headers.ContentLanguage));
+    }
+
+    [Fact]
+    public async Task BodyLargerThanTheWriteBuffer_KeepsTheStreamedContent()
+    {
+        var big = new byte[OneSendHandler.MaxBody + 1];
+        using var request = Request(big);
+        var streamed = request.Content;
+        OneSendHandler.Offer(request, new Body(big, 0, big.Length));
+
+        var capture = await SendAsync(request);
+
+        Assert.Same(streamed, capture.Content);
+        Assert.Equal(big.Length, capture.Bytes.Length);
+    }
+
+    [Fact]
+    public async Task NotOffered_KeepsTheStreamedContent()
+    {
+        using var request = Request("{}"u8.ToArray());
+        var streamed = request.Content;
+
+        var capture = await SendAsync(request);
+
+        Assert.Same(streamed, capture.Content);
+    }
+
+    [Fact]
+    public async Task EmptyBody_NotSwapped()
+    {
+        using var request = Request([]);
+        var streamed = request.Content;
+        OneSendHandler.Offer(request, new Body([], 0, 0));
+
+        var capture = await SendAsync(request);
+
+        Assert.Same(streamed, capture.Content);
+    }
+}
