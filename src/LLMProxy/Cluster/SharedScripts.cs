@@ -8,7 +8,8 @@ namespace LLMProxy.Cluster;
 /// <para>Keys of one upstream: <c>{prefix}up:{name}:cool</c> (a 429 cool-down: the key's own TTL), <c>:off</c> (a
 /// disabled key: reason and credential fingerprint), <c>:head</c> (learned headroom and what was sent since),
 /// <c>:rps</c> / <c>:rpm</c> (GCRA: the theoretical arrival time), <c>:tpm</c> (token bucket: level and stamp). A shared
-/// bucket of a client (IP or client key) is <c>{prefix}cl:{id}</c> (GCRA). Every key expires once it means nothing
+/// bucket of a client (IP or client key) is <c>{prefix}cl:{id}</c> (GCRA); a client key's token budget is
+/// <c>{prefix}cl:fwd:{forward}:tpm:{key name}</c> (level and stamp, as an upstream's <c>:tpm</c>). Every key expires once it means nothing
 /// any more (a full bucket is the same as a missing one), except <c>:off</c>, which lasts until the key is enabled.</para>
 /// </summary>
 internal static class SharedScripts
@@ -39,20 +40,28 @@ internal static class SharedScripts
 
     /// <summary>
     /// One attempt's admission, the hot path's only round trip. KEYS: cool, off, head, rps, rpm, tpm, then one key per
-    /// client bucket. ARGV: rps interval and depth (µs; interval 0 = none), rpm interval and depth, TPM capacity
-    /// (0 = none), tokens to reserve, credential fingerprint ("" = a key-health trial: not refused for being
-    /// disabled), estimated tokens (headroom accounting), then interval and depth per client bucket.
-    /// Client buckets are checked first, everything is checked before anything is taken, so a refusal takes nothing.
+    /// client bucket, then — with a client key's token budget — that budget's key. ARGV: rps interval and depth (µs;
+    /// interval 0 = none), rpm interval and depth, TPM capacity (0 = none), tokens to reserve, credential fingerprint
+    /// ("" = a key-health trial: not refused for being disabled), estimated tokens (headroom accounting), the client
+    /// key's TPM capacity (0 = none) and tokens to reserve on it, then interval and depth per client bucket.
+    /// Client limits are checked first, everything is checked before anything is taken, so a refusal takes nothing.
     /// Returns {0} admitted, {1, ms} cooling, {2, 0, reason} disabled, {3, ms} out of a budget (rate, TPM or learned
-    /// headroom), {4, ms, i} client bucket i empty.
+    /// headroom), {4, ms, i} client bucket i empty, {5, ms} the client key's token budget short.
     /// </summary>
     public const string Acquire = Prelude + "\n" + """
+        local ccap, cneed = tonumber(ARGV[9]), tonumber(ARGV[10])
         local n = #KEYS - 6
+        if ccap > 0 then n = n - 1 end
         local clients = {}
         for i = 1, n do
-          local nxt, wait = gcra(KEYS[6 + i], tonumber(ARGV[7 + 2 * i]), tonumber(ARGV[8 + 2 * i]))
+          local nxt, wait = gcra(KEYS[6 + i], tonumber(ARGV[9 + 2 * i]), tonumber(ARGV[10 + 2 * i]))
           if not nxt then return {4, ms(wait), i} end
           clients[i] = nxt
+        end
+        local cl
+        if ccap > 0 then
+          cl = level(KEYS[#KEYS], ccap)
+          if cl < cneed then return {5, ms((cneed - cl) * 60000000 / ccap)} end
         end
         local cool = redis.call('PTTL', KEYS[1])
         if cool > 0 then return {1, cool} end
@@ -88,6 +97,10 @@ internal static class SharedScripts
           if l < need then return {3, ms((need - l) * 60000000 / cap)} end
         end
         for i = 1, n do put(KEYS[6 + i], clients[i]) end
+        if ccap > 0 and cneed > 0 then
+          redis.call('HSET', KEYS[#KEYS], 'l', string.format('%.6f', cl - cneed), 's', f0(now))
+          redis.call('PEXPIRE', KEYS[#KEYS], 121000)
+        end
         if rps then put(KEYS[4], rps) end
         if rpm then put(KEYS[5], rpm) end
         if cap > 0 and need > 0 then
@@ -101,8 +114,9 @@ internal static class SharedScripts
         return {0}
         """;
 
-    /// <summary>Settles a TPM reservation: KEYS tpm; ARGV capacity, reserved − used (negative takes the shortfall).
-    /// The level stays within ±capacity: a hostile usage block cannot lock a key out for hours.</summary>
+    /// <summary>Settles a TPM reservation (an upstream's or a client key's): KEYS tpm; ARGV capacity, reserved − used
+    /// (negative takes the shortfall). The level stays within ±capacity: a hostile usage block cannot lock a key out
+    /// for hours.</summary>
     public const string Settle = Prelude + "\n" + """
         local cap = tonumber(ARGV[1])
         local l = level(KEYS[1], cap) + tonumber(ARGV[2])

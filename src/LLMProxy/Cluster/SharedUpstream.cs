@@ -19,9 +19,10 @@ internal enum SharedVerdict
 }
 
 /// <summary>What the cluster said about one attempt: the verdict, how long until a refusal may pass, the TPM tokens
-/// reserved on the cluster when admitted, and — for <see cref="SharedVerdict.ClientLimited"/> — whether the empty
-/// bucket is a client key's (else a client IP's).</summary>
-internal readonly record struct SharedAdmission(SharedVerdict Verdict, TimeSpan RetryAfter, long Reserved, bool ByClientKey = false);
+/// reserved on the cluster when admitted (the upstream's, and the client key's), and — for
+/// <see cref="SharedVerdict.ClientLimited"/> — whether the empty bucket or budget is a client key's (else a client IP's).</summary>
+internal readonly record struct SharedAdmission(SharedVerdict Verdict, TimeSpan RetryAfter, long Reserved, bool ByClientKey = false,
+    long ClientReserved = 0);
 
 /// <summary>
 /// One upstream's view of the shared state (SPEC §17): the keys and rates its scripts need, computed once. The local
@@ -66,21 +67,30 @@ internal sealed class SharedUpstream
 
     /// <summary>The hot path's one round trip: asks the cluster whether this attempt may go — the upstream not cooling,
     /// not disabled, not out of learned headroom, a per-second and per-minute token and <paramref name="estimate"/>
-    /// TPM tokens available, and each of <paramref name="clients"/> with a token — and takes all of them at once.
-    /// A refusal is applied to the local state (cool-down, disabled, a short block) so the next selection skips the
-    /// upstream without asking again.</summary>
+    /// TPM tokens available, each of <paramref name="clients"/> with a token, and <paramref name="clientTokens"/>'
+    /// budget holding its tokens — and takes all of them at once. A refusal is applied to the local state (cool-down,
+    /// disabled, a short block) so the next selection skips the upstream without asking again.</summary>
+    /// <remarks>Admitted by Redis, <see cref="SharedAdmission.Reserved"/> is the upstream's reservation and
+    /// <see cref="SharedAdmission.ClientReserved"/> the client key's, settled by whoever holds them
+    /// (<see cref="SharedBudget.Settle"/>); both are 0 when decided locally.</remarks>
     public async ValueTask<SharedAdmission> AcquireAsync(Runtime.UpstreamRuntime upstream, bool trial,
-        long estimate, List<SharedBucketTake>? clients)
+        long estimate, List<SharedBucketTake>? clients, SharedBudgetTake? clientTokens = null)
     {
         var need = _capacity > 0 ? Math.Clamp(estimate, 0, _capacity) : 0;
         var keys = _keys;
         var clientCount = clients?.Count ?? 0;
-        if (clientCount > 0)
+        var budget = clientTokens is { Tokens: > 0 } wanted ? wanted.Budget : null;
+        var clientNeed = budget is null ? 0 : Math.Min(clientTokens!.Value.Tokens, budget.Capacity);
+        if (clientCount > 0 || budget is not null)
         {
-            keys = new RedisKey[6 + clientCount];
+            keys = new RedisKey[6 + clientCount + (budget is null ? 0 : 1)];
             _keys.CopyTo(keys, 0);
+            if (budget is not null)
+            {
+                keys[^1] = budget.Key;
+            }
         }
-        var values = new RedisValue[8 + 2 * clientCount];
+        var values = new RedisValue[10 + 2 * clientCount];
         values[0] = _rpsInterval;
         values[1] = _rpsDepth;
         values[2] = _rpmInterval;
@@ -89,12 +99,14 @@ internal sealed class SharedUpstream
         values[5] = need;
         values[6] = trial ? "" : Fingerprint;
         values[7] = Math.Max(0, estimate);
+        values[8] = budget is null ? 0 : budget.Capacity;
+        values[9] = clientNeed;
         for (var i = 0; i < clientCount; i++)
         {
             var take = clients![i];
             keys[6 + i] = take.Key;
-            values[8 + 2 * i] = take.Bucket.Interval;
-            values[9 + 2 * i] = take.Bucket.Depth;
+            values[10 + 2 * i] = take.Bucket.Interval;
+            values[11 + 2 * i] = take.Bucket.Depth;
         }
         var result = await _cluster.EvaluateAsync(SharedScripts.Acquire, keys, values).ConfigureAwait(false);
         if (result is null || result.Resp2Type != ResultType.Array)
@@ -118,7 +130,7 @@ internal sealed class SharedUpstream
         switch (code)
         {
             case 0:
-                return new(SharedVerdict.Admitted, TimeSpan.Zero, need);
+                return new(SharedVerdict.Admitted, TimeSpan.Zero, need, ClientReserved: clientNeed);
             case 1:
                 upstream.CoolDown.Park(wait);
                 return new(SharedVerdict.UpstreamRefused, wait, 0);
@@ -136,6 +148,8 @@ internal sealed class SharedUpstream
                 // Which bucket (1-based into the takes): the caller answers for that kind of client limit.
                 var which = answer.Length > 2 ? (int)answer[2] - 1 : 0;
                 return new(SharedVerdict.ClientLimited, wait, 0, clients is { } c && which >= 0 && which < c.Count && c[which].Bucket.IsClientKey);
+            case 5:
+                return new(SharedVerdict.ClientLimited, wait, 0, ByClientKey: true);
             default:
                 return new(SharedVerdict.Admitted, TimeSpan.Zero, 0);
         }
@@ -251,3 +265,44 @@ internal sealed class SharedBucket
 
 /// <summary>One token to take from one id's shared bucket.</summary>
 internal readonly record struct SharedBucketTake(SharedBucket Bucket, RedisKey Key);
+
+/// <summary>
+/// A client key's <c>tokensPerMinute</c> on the cluster (SPEC §15, §17): one token bucket (level and stamp, in Redis
+/// time) that every instance reserves from with the first attempt's admission — no round trip of its own — and
+/// settles to the real usage, or refunds, without waiting, through the same script as an upstream's TPM.
+/// </summary>
+internal sealed class SharedBudget
+{
+    private readonly RedisCluster _cluster;
+    private readonly RedisKey[] _key;
+    private readonly RedisValue _capacity;
+
+    /// <param name="scope">Names the budget (e.g. <c>fwd:main:tpm:team_a</c>), unique on the cluster's prefix.</param>
+    /// <param name="perMinute">Capacity and refill per minute, as the local budget's.</param>
+    public SharedBudget(RedisCluster cluster, string scope, long perMinute)
+    {
+        ArgumentNullException.ThrowIfNull(cluster);
+        ArgumentOutOfRangeException.ThrowIfLessThan(perMinute, 1);
+        _cluster = cluster;
+        Key = cluster.Prefix + "cl:" + scope;
+        _key = [Key];
+        Capacity = perMinute;
+        _capacity = perMinute;
+    }
+
+    public RedisKey Key { get; }
+    public long Capacity { get; }
+
+    /// <summary>Replaces a reservation of <paramref name="reserved"/> by the real <paramref name="used"/> (0 = a refund),
+    /// without waiting; skipped (and counted) while Redis is away.</summary>
+    public void Settle(long reserved, long used)
+    {
+        if (reserved != used)
+        {
+            _cluster.Send(SharedScripts.Settle, _key, [_capacity, reserved - used]);
+        }
+    }
+}
+
+/// <summary>Tokens to reserve on a client key's shared budget with the next admission (at most its capacity).</summary>
+internal readonly record struct SharedBudgetTake(SharedBudget Budget, long Tokens);

@@ -4,8 +4,9 @@ namespace LLMProxy.RateLimiting;
 
 /// <summary>
 /// The limits of one client key (SPEC §15): a request bucket (<c>ratelimit</c>) and a per-minute token budget
-/// (<c>tokensPerMinute</c>, reserve-then-settle like an upstream's). The seam a shared (cluster) store can implement
-/// later, as the per-client-IP limiter's; <see cref="ClientKeyLimiter"/> is the local one.
+/// (<c>tokensPerMinute</c>, reserve-then-settle like an upstream's). This instance's own state, which decides alone while
+/// Redis is away; with <c>cluster.redis</c> the cluster's bucket and budget of the key are taken on top, with the first
+/// attempt's admission (<see cref="ClientTokenLease"/>). <see cref="ClientKeyLimiter"/> is the implementation.
 /// </summary>
 internal interface IClientKeyLimiter
 {
@@ -75,37 +76,83 @@ internal sealed class ClientKeyLimiter : IClientKeyLimiter
 /// One request's reservation on a client key's token budget (STYLE 16: acquire and release are one object): taken by
 /// <see cref="TryTake"/>, settled once to the real usage by <see cref="Settle"/>, and refunded whole when disposed
 /// unsettled — so no path between the reservation and the end of the request can leak it.
+/// <para>With <c>cluster.redis</c> (SPEC §17) the key's budget is also one on the cluster: the same tokens are reserved
+/// there with the first attempt's admission (<see cref="SharedPending"/>, then <see cref="ReservedShared"/>) and
+/// settled or refunded there with the local reservation. While Redis is away nothing is reserved there, and the local
+/// budget alone decides — as an upstream's <c>tokensPerMinute</c> does.</para>
 /// </summary>
 internal sealed class ClientTokenLease : IDisposable
 {
     private readonly IClientKeyLimiter _limiter;
+    private readonly Cluster.SharedBudget? _shared;
     private long _reserved;
+    private long _sharedPending; // to reserve on the cluster with the first admission; 0 once asked
+    private long _sharedReserved;
 
-    private ClientTokenLease(IClientKeyLimiter limiter, long reserved)
+    private ClientTokenLease(IClientKeyLimiter limiter, long reserved, Cluster.SharedBudget? shared)
     {
         _limiter = limiter;
         _reserved = reserved;
+        _shared = shared;
+        _sharedPending = shared is null ? 0 : reserved;
     }
 
     /// <summary>Reserves <paramref name="tokens"/>: a lease (null when nothing needed reserving: no budget, no tokens), or
     /// <paramref name="refused"/> true with <paramref name="retryAfter"/> when the budget cannot cover them.</summary>
-    public static ClientTokenLease? TryTake(IClientKeyLimiter limiter, long tokens, out bool refused, out TimeSpan retryAfter)
+    /// <param name="shared">The key's budget on the cluster, reserved from later (with the admission), or null.</param>
+    public static ClientTokenLease? TryTake(IClientKeyLimiter limiter, long tokens, out bool refused, out TimeSpan retryAfter,
+        Cluster.SharedBudget? shared = null)
     {
         var reserved = limiter.TryReserve(tokens, out retryAfter);
         refused = reserved < 0;
-        return reserved > 0 ? new ClientTokenLease(limiter, reserved) : null;
+        return reserved > 0 ? new ClientTokenLease(limiter, reserved, shared) : null;
     }
 
     /// <summary>Tokens reserved and not settled yet.</summary>
     public long Reserved => Interlocked.Read(ref _reserved);
 
-    /// <summary>Replaces the reservation by <paramref name="used"/> (null = keep the estimate as spent). Once.</summary>
+    /// <summary>What the next admission must reserve on the cluster: the local reservation, on the key's shared budget;
+    /// null without one, or once an admission has answered (<see cref="ReservedShared"/>).</summary>
+    public Cluster.SharedBudgetTake? SharedPending =>
+        _shared is not null && Interlocked.Read(ref _sharedPending) is > 0 and var tokens ? new Cluster.SharedBudgetTake(_shared, tokens) : null;
+
+    /// <summary>Tokens reserved on the cluster and not settled yet.</summary>
+    public long SharedReserved => Interlocked.Read(ref _sharedReserved);
+
+    /// <summary>Records what the first admission reserved on the cluster (0 when Redis was away: the local budget alone
+    /// then stands for this request); later attempts reserve nothing more. A lease already settled refunds it at once.</summary>
+    public void ReservedShared(long tokens)
+    {
+        Interlocked.Exchange(ref _sharedPending, 0);
+        if (tokens > 0)
+        {
+            Interlocked.Exchange(ref _sharedReserved, tokens);
+            if (Interlocked.Read(ref _reserved) == 0)
+            {
+                SettleShared(0); // ended meanwhile: never leaked
+            }
+        }
+    }
+
+    /// <summary>Replaces the reservation by <paramref name="used"/> (null = keep the estimate as spent), here and on the
+    /// cluster. Once.</summary>
     public void Settle(long? used)
     {
+        Interlocked.Exchange(ref _sharedPending, 0);
         var reserved = Interlocked.Exchange(ref _reserved, 0);
         if (reserved > 0)
         {
             _limiter.Settle(reserved, used is { } u ? Math.Max(0, u) : reserved);
+        }
+        SettleShared(used);
+    }
+
+    private void SettleShared(long? used)
+    {
+        var shared = Interlocked.Exchange(ref _sharedReserved, 0);
+        if (shared > 0)
+        {
+            _shared!.Settle(shared, used is { } u ? Math.Max(0, u) : shared);
         }
     }
 

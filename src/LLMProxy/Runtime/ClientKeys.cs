@@ -31,12 +31,14 @@ internal sealed class ClientKeyRuntime
     public string Name { get; }
     /// <summary>SHA-256 of the key's UTF-8 bytes (32 bytes).</summary>
     public byte[] Digest { get; }
-    /// <summary>The key's limits (local today; the seam a shared store can fill), kept across a reload that leaves this
-    /// key's config unchanged.</summary>
+    /// <summary>The key's limits on this instance, kept across a reload that leaves this key's config unchanged.</summary>
     public IClientKeyLimiter Limiter { get; }
     /// <summary>This key's <c>ratelimit</c> bucket on the cluster (SPEC §17); null without <c>cluster.redis</c> or
-    /// <c>ratelimit</c>. Its <c>tokensPerMinute</c> stays per instance.</summary>
+    /// <c>ratelimit</c>.</summary>
     public Cluster.SharedBucketTake? SharedRequests { get; init; }
+    /// <summary>This key's <c>tokensPerMinute</c> budget on the cluster (SPEC §17), reserved from with the first
+    /// attempt's admission; null without <c>cluster.redis</c> or <c>tokensPerMinute</c>.</summary>
+    public Cluster.SharedBudget? SharedTokens { get; init; }
     public ForwardMetrics.ClientRequests Requests { get; }
 
     /// <summary>Whether <c>models</c> restricts this key.</summary>
@@ -77,8 +79,9 @@ internal sealed class ClientKeyTable
 
     /// <param name="previous">On reload, the forward's keys in the runtime being replaced: a key of the same name and the
     /// same config keeps its limiter (request bucket and token budget), so a reload hands no client a fresh allowance.</param>
-    /// <param name="cluster">SPEC §17: with <c>cluster.redis</c>, each key's <c>ratelimit</c> is also a bucket on the
-    /// cluster, shared by every instance (taken with the first attempt's admission).</param>
+    /// <param name="cluster">SPEC §17: with <c>cluster.redis</c>, each key's <c>ratelimit</c> and <c>tokensPerMinute</c>
+    /// are also a bucket and a budget on the cluster, shared by every instance (taken with the first attempt's
+    /// admission).</param>
     public ClientKeyTable(IReadOnlyList<ClientKeyConfig> keys, string forward, ProxyMetrics metrics, TimeProvider time, ClientKeyTable? previous,
         Cluster.RedisCluster? cluster = null)
     {
@@ -89,6 +92,9 @@ internal sealed class ClientKeyTable
             {
                 SharedRequests = cluster is not null && k.Ratelimit is { } r
                     ? new Cluster.SharedBucket(cluster, "fwd:" + forward + ":key", r.PerSecond, Math.Max(1, r.EffectiveBurst), isClientKey: true).For(k.Name)
+                    : null,
+                SharedTokens = cluster is not null && k.TokensPerMinute is { } tpm
+                    ? new Cluster.SharedBudget(cluster, "fwd:" + forward + ":tpm:" + k.Name, tpm)
                     : null,
             };
         })];

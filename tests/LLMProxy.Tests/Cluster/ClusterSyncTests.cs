@@ -135,6 +135,115 @@ public sealed class ClusterSyncTests
         Assert.Equal(16 - admitted, refusedByKey);
     }
 
+    private const string TeamKey = "ck-cluster-test-team-b-0002";
+    // 31 bytes: an estimate of 31 / 4 + 1 000 = 1 007 tokens; a budget of 3 100 covers three, and its refill (3 100 a
+    // minute) a fourth only after 18 s.
+    private const string TokenBody = "{\"model\":\"m\",\"max_tokens\":1000}";
+    private const long Estimate = 1_007, Budget = 3_100;
+
+    private static string TokenYaml(string upstreamUrl, string redisUrl, string prefix) => TestProxy.Config($"""
+        - name: u1
+          url: "{upstreamUrl}"
+        """, "- name: u1", forwardExtra: $"keys:\n  - name: team_b\n    key: \"{TeamKey}\"\n    tokensPerMinute: {Budget}") + $"""
+
+        cluster:
+          redis:
+            url: "{redisUrl}"
+            prefix: "{prefix}"
+            timeout: 1000
+        """;
+
+    private static async Task<HttpStatusCode> SendTokensAsync(TestProxy proxy)
+    {
+        using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions")
+        {
+            Content = new StringContent(TokenBody, System.Text.Encoding.UTF8, "application/json"),
+        };
+        request.Headers.TryAddWithoutValidation("Authorization", "Bearer " + TeamKey);
+        using var response = await proxy.Client.SendAsync(request);
+        return response.StatusCode;
+    }
+
+    // Whole estimates a budget covers after spending spent, at most, with elapsed of refill.
+    private static int Covered(long spent, TimeSpan elapsed) => (int)((Budget - spent + elapsed.TotalSeconds * Budget / 60) / Estimate);
+
+    [RedisFact]
+    public async Task ClientKeyTokensPerMinute_TwoInstances_ShareOneBudget_EachFallsBackToItsOwn()
+    {
+        await using var redis = await RedisServer.StartAsync();
+        // Answers without usage: each admitted request keeps its estimate as spent.
+        await using var upstream = await ScriptedUpstream.StartAsync(ScriptedUpstream.Json("u1"), recordBody: false);
+        var prefix = "s" + Guid.NewGuid().ToString("N")[..8] + ":";
+        await using var a = await TestProxy.StartAsync(TokenYaml(upstream.Url, redis.Url, prefix));
+        await using var b = await TestProxy.StartAsync(TokenYaml(upstream.Url, redis.Url, prefix));
+        await a.Admin.AssertRedisUpAsync(1);
+        await b.Admin.AssertRedisUpAsync(1);
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var admittedBy = new int[2];
+        for (var i = 0; i < 8; i++)
+        {
+            var status = await SendTokensAsync(i % 2 == 0 ? a : b);
+            Assert.True(status is HttpStatusCode.OK or HttpStatusCode.TooManyRequests, status.ToString());
+            admittedBy[i % 2] += status == HttpStatusCode.OK ? 1 : 0;
+        }
+        // One budget: three estimates (a fourth only with 18 s of refill); a budget per instance would have admitted six.
+        var admitted = admittedBy.Sum();
+        var elapsed = clock.Elapsed;
+        Assert.True(admitted >= 3 && admitted <= Covered(0, elapsed), $"admitted {admitted} ({admittedBy[0]} + {admittedBy[1]}) in {elapsed.TotalSeconds:F1} s");
+        Assert.Equal(admitted, upstream.Count);
+        var refusedByKey = Sample(await a.Admin.GetStringAsync("/metrics"), "llmproxy_rate_limit_rejections_total{forward=\"fwd\",limit_type=\"client_key\"}")
+            + Sample(await b.Admin.GetStringAsync("/metrics"), "llmproxy_rate_limit_rejections_total{forward=\"fwd\",limit_type=\"client_key\"}");
+        Assert.Equal(8 - admitted, refusedByKey);
+        Assert.InRange(await SharedScriptsTests.Level(redis, $"{prefix}cl:fwd:fwd:tpm:team_b"), 0,
+            Budget - admitted * Estimate + clock.Elapsed.TotalSeconds * Budget / 60);
+
+        // Redis away: each instance decides on its own budget, as with an upstream's tokensPerMinute — charged for what
+        // it admitted, refunded for what the cluster refused.
+        redis.Kill();
+        await a.Admin.AssertRedisUpAsync(0);
+        await b.Admin.AssertRedisUpAsync(0);
+        for (var p = 0; p < 2; p++)
+        {
+            var proxy = p == 0 ? a : b;
+            var more = 0;
+            for (var i = 0; i < 4; i++)
+            {
+                more += await SendTokensAsync(proxy) == HttpStatusCode.OK ? 1 : 0;
+            }
+            var own = Covered(admittedBy[p] * Estimate, TimeSpan.Zero);
+            Assert.True(more >= own && more <= Covered(admittedBy[p] * Estimate, clock.Elapsed),
+                $"instance {p} admitted {more} on its own budget after {admittedBy[p]} shared, expected {own} in {clock.Elapsed.TotalSeconds:F1} s");
+        }
+        Assert.True(Sample(await a.Admin.GetStringAsync("/metrics"), "llmproxy_cluster_fallbacks_total")
+            + Sample(await b.Admin.GetStringAsync("/metrics"), "llmproxy_cluster_fallbacks_total") >= 1);
+    }
+
+    [RedisFact]
+    public async Task ClientKeyTokensPerMinute_SettledToRealUsage_OnTheCluster()
+    {
+        await using var redis = await RedisServer.StartAsync();
+        await using var upstream = await ScriptedUpstream.StartAsync(async context =>
+        {
+            context.Response.ContentType = "application/json";
+            await context.Response.WriteAsync("""{"id":"x","usage":{"prompt_tokens":4,"completion_tokens":3,"total_tokens":7}}""");
+        }, recordBody: false);
+        var prefix = "s" + Guid.NewGuid().ToString("N")[..8] + ":";
+        await using var a = await TestProxy.StartAsync(TokenYaml(upstream.Url, redis.Url, prefix));
+        await using var b = await TestProxy.StartAsync(TokenYaml(upstream.Url, redis.Url, prefix));
+        await a.Admin.AssertRedisUpAsync(1);
+        await b.Admin.AssertRedisUpAsync(1);
+        // Each request reserves 1 007 on the cluster and settles to the 7 it used: ten fit in a budget of three
+        // estimates only if every settlement reaches the cluster (it lands a moment after the answer, so wait when refused).
+        for (var i = 0; i < 10; i++)
+        {
+            var proxy = i % 2 == 0 ? a : b;
+            await WaitUntilAsync(async () => await SendTokensAsync(proxy) == HttpStatusCode.OK, TimeSpan.FromSeconds(5));
+        }
+        Assert.Equal(10, upstream.Count);
+        var key = $"{prefix}cl:fwd:fwd:tpm:team_b";
+        await WaitUntilAsync(async () => await SharedScriptsTests.Level(redis, key) >= Budget - 10 * 7, TimeSpan.FromSeconds(5));
+    }
+
     [RedisFact]
     public async Task AdminDisableOnOneInstance_HoldsOnAll_UntilAdminEnable()
     {

@@ -73,15 +73,20 @@ public sealed class SharedScriptsTests : IAsyncLifetime
     }
 
     /// <summary>The shared TPM level as stored (whole tokens, rounded down).</summary>
-    private async Task<double> TpmLevel(string name) =>
-        double.Parse(await SecondLine($"EVAL \"return tostring(math.floor(tonumber(redis.call('HGET', KEYS[1], 'l'))))\" 1 {_prefix}up:{name}:tpm"),
+    private Task<double> TpmLevel(string name) => Level($"{_prefix}up:{name}:tpm");
+
+    /// <summary>A stored token-bucket level (whole tokens, rounded down).</summary>
+    internal static async Task<double> Level(RedisServer redis, string key) =>
+        double.Parse(await SecondLine(redis, $"EVAL \"return tostring(math.floor(tonumber(redis.call('HGET', KEYS[1], 'l'))))\" 1 {key}"),
             System.Globalization.CultureInfo.InvariantCulture);
 
+    private Task<double> Level(string key) => Level(_redis, key);
+
     // A bulk reply: "$<length>", then the value.
-    private async Task<string> SecondLine(string command)
+    private static async Task<string> SecondLine(RedisServer redis, string command)
     {
         using var client = new System.Net.Sockets.TcpClient();
-        await client.ConnectAsync(System.Net.IPAddress.Loopback, _redis.Port);
+        await client.ConnectAsync(System.Net.IPAddress.Loopback, redis.Port);
         var stream = client.GetStream();
         await stream.WriteAsync(System.Text.Encoding.ASCII.GetBytes(command + "\r\n"));
         using var reader = new StreamReader(stream, System.Text.Encoding.ASCII);
@@ -172,6 +177,54 @@ public sealed class SharedScriptsTests : IAsyncLifetime
         Assert.InRange(limited.RetryAfter.TotalSeconds, 90, 100);
         // Another client has its own bucket.
         Assert.Equal(SharedVerdict.Admitted, (await other.Shared!.AcquireAsync(other, false, 0, [bucket.For("10.0.0.2")])).Verdict);
+    }
+
+    [RedisFact]
+    public async Task ClientKeyBudget_ReservedWithTheAdmission_OnlyWhenAdmitted_SettledAndRefunded()
+    {
+        // 6 000 tokens a minute: 100 a second of refill, so levels are read with that slack.
+        var budget = new SharedBudget(_cluster, "fwd:main:tpm:team", 6_000);
+        var key = _prefix + "cl:fwd:main:tpm:team";
+        Assert.Equal((RedisKey)key, budget.Key);
+        var (busy, _) = Upstream("ckb", new UpstreamRateLimitConfig { PerSecond = 1000, RequestsPerMinute = 1 });
+        Assert.Equal(SharedVerdict.Admitted, (await busy.Shared!.AcquireAsync(busy, false, 0, null)).Verdict);
+        // The upstream's one request a minute is spent: refused, and the key's budget is not charged for it.
+        var refused = await busy.Shared!.AcquireAsync(busy, false, 4_000, null, new SharedBudgetTake(budget, 4_000));
+        Assert.Equal(SharedVerdict.UpstreamRefused, refused.Verdict);
+        Assert.Equal(":0", await _redis.CommandAsync($"EXISTS {key}"));
+
+        var (free, _) = Upstream("ckf", new UpstreamRateLimitConfig { PerSecond = 1000 });
+        var admitted = await free.Shared!.AcquireAsync(free, false, 4_000, null, new SharedBudgetTake(budget, 4_000));
+        Assert.Equal((SharedVerdict.Admitted, 4_000L), (admitted.Verdict, admitted.ClientReserved));
+        Assert.InRange(await Level(key), 2_000, 2_500);
+        // 2 000 short of 4 000 at 100 a second: 20 s; a client key's refusal, whatever the upstream could take.
+        var limited = await free.Shared!.AcquireAsync(free, false, 4_000, null, new SharedBudgetTake(budget, 4_000));
+        Assert.Equal((SharedVerdict.ClientLimited, true, 0L), (limited.Verdict, limited.ByClientKey, limited.ClientReserved));
+        Assert.InRange(limited.RetryAfter.TotalSeconds, 14, 20);
+        Assert.InRange(await Level(key), 2_000, 2_500); // the refusal took nothing
+
+        budget.Settle(4_000, 1_000); // real usage below the estimate gives the rest back
+        await WaitUntilAsync(async () => await Level(key) >= 5_000, TimeSpan.FromSeconds(5));
+        budget.Settle(4_000, 0); // a refund, capped at the capacity
+        await WaitUntilAsync(async () => await Level(key) == 6_000, TimeSpan.FromSeconds(5));
+        // A request larger than the whole budget reserves the whole budget (it waits for a full one, never forever).
+        var whole = await free.Shared!.AcquireAsync(free, false, 50_000, null, new SharedBudgetTake(budget, 50_000));
+        Assert.Equal((SharedVerdict.Admitted, 6_000L), (whole.Verdict, whole.ClientReserved));
+    }
+
+    [RedisFact]
+    public async Task ClientKeyBudget_AndClientBuckets_RideTheSameAdmission()
+    {
+        var (upstream, _) = Upstream("ckmix", new UpstreamRateLimitConfig { PerSecond = 1000 });
+        var bucket = new SharedBucket(_cluster, "fwd:main:key", 0.01, 1, isClientKey: true);
+        var budget = new SharedBudget(_cluster, "fwd:main:tpm:mix", 600); // 10 tokens a second of refill
+        var first = await upstream.Shared!.AcquireAsync(upstream, false, 100, [bucket.For("mix")], new SharedBudgetTake(budget, 100));
+        Assert.Equal((SharedVerdict.Admitted, 100L), (first.Verdict, first.ClientReserved));
+        // The key's request bucket (burst 1) is empty now: refused by it, and the budget is not charged.
+        var level = await Level(_prefix + "cl:fwd:main:tpm:mix");
+        var second = await upstream.Shared!.AcquireAsync(upstream, false, 100, [bucket.For("mix")], new SharedBudgetTake(budget, 100));
+        Assert.Equal((SharedVerdict.ClientLimited, true), (second.Verdict, second.ByClientKey));
+        Assert.InRange(await Level(_prefix + "cl:fwd:main:tpm:mix"), level, level + 50);
     }
 
     [RedisFact]

@@ -14,7 +14,8 @@ namespace LLMProxy.Tests.Observability;
 /// <summary>
 /// <c>deploy/grafana/llmproxy.json</c> and <c>deploy/prometheus/alerts.yaml</c> (SPEC §16) against what the proxy really
 /// exports: every metric, label and exact label value their PromQL uses must be on <c>/metrics</c> after a run of the
-/// demo's config, so a renamed metric or label fails here instead of leaving an empty panel or an alert that never fires.
+/// demo's config (and, for the cluster's families, of the demo's config with a <c>cluster.redis</c> nobody answers), so a
+/// renamed metric or label fails here instead of leaving an empty panel or an alert that never fires.
 /// </summary>
 public partial class DashboardTests
 {
@@ -24,8 +25,11 @@ public partial class DashboardTests
     [Fact]
     public async Task DashboardAndAlerts_EveryMetricLabelAndValueTheyUse_IsExportedAfterADemoRun()
     {
-        var metrics = await ScrapeAfterDemoTrafficAsync();
-        var catalog = new MetricCatalog(metrics);
+        var (metrics, cluster) = await ScrapeAfterDemoTrafficAsync();
+        // The cluster's families exist only with cluster.redis: that run's scrape adds them.
+        Assert.Equal(0, Sample(cluster, "llmproxy_cluster_redis_up"));
+        Assert.True(Sample(cluster, "llmproxy_cluster_fallbacks_total") > 0, "no request fell back to local state");
+        var catalog = new MetricCatalog(metrics + "\n" + cluster);
 
         var expressions = DashboardExpressions().Concat(AlertRules().Select(r => (Where: "alert " + r.Name, r.Expr))).ToList();
         Assert.True(expressions.Count > 20, $"only {expressions.Count} expressions found: the readers below lost some");
@@ -122,6 +126,7 @@ public partial class DashboardTests
             "llmproxy_http_requests_total", "llmproxy_http_request_duration_seconds_bucket", "llmproxy_upstream_ttfb_seconds_bucket",
             "llmproxy_upstream_tokens_total", "llmproxy_circuit_breaker_state", "llmproxy_upstream_cooldowns_total", "llmproxy_upstream_disabled",
             "llmproxy_upstream_budget_limit", "llmproxy_retries_total", "llmproxy_group_available_upstreams",
+            "llmproxy_cluster_redis_up", "llmproxy_cluster_fallbacks_total",
         ];
         var all = string.Join("\n", DashboardExpressions().Select(e => e.Expr));
         Assert.All(shown, name => Assert.Matches($@"\b{name}\b", all));
@@ -147,6 +152,8 @@ public partial class DashboardTests
         Assert.Contains(rules, r => r.Expr.Contains("llmproxy_http_requests_total{status=~\"5..\"}", StringComparison.Ordinal));
         Assert.Contains(rules, r => r.Expr.Contains("llmproxy_upstream_budget_limit", StringComparison.Ordinal) && r.Expr.Contains("> 0.9", StringComparison.Ordinal));
         Assert.Contains(rules, r => r.Expr.Contains("llmproxy_circuit_breaker_state == 2", StringComparison.Ordinal));
+        // SPEC §17: an instance that lost its Redis enforces every limit alone.
+        Assert.Contains(rules, r => r.Expr.Contains("llmproxy_cluster_redis_up == 0", StringComparison.Ordinal) && r.For == "2m" && r.Severity == "warning");
     }
 
     [RequiresToolFact("promtool", "prometheus")]
@@ -195,8 +202,9 @@ public partial class DashboardTests
 
     /// <summary>The demo's config (as <see cref="DemoConfigTests"/> runs it), with its flaky account failing every time so
     /// its breaker opens: after the run every family the dashboard charts has series — a disabled key, a budget, retries,
-    /// breaker transitions, tokens.</summary>
-    private static async Task<string> ScrapeAfterDemoTrafficAsync()
+    /// breaker transitions, tokens. Then the same config with <c>cluster.redis</c> on a loopback port where nothing
+    /// listens, and a few requests: the cluster's families (Redis down, fallbacks counted).</summary>
+    private static async Task<(string Metrics, string Cluster)> ScrapeAfterDemoTrafficAsync()
     {
         var mocks = new List<MockServer>
         {
@@ -217,7 +225,16 @@ public partial class DashboardTests
             }
             Assert.True(Sum(metrics, "llmproxy_circuit_breaker_state_changes_total") > 0, "the failing account's breaker never opened");
             await ReliabilityKit.AssertIdleAsync(proxy.Admin);
-            return await proxy.Admin.GetStringAsync("/metrics");
+            metrics = await proxy.Admin.GetStringAsync("/metrics");
+
+            await using var alone = await TestProxy.StartAsync(DemoCommand.DemoConfig(3000, 9000, mocks)
+                + $"\ncluster:\n  redis:\n    url: \"redis://127.0.0.1:{ClosedPort()}\"\n");
+            for (var i = 0; i < 3; i++)
+            {
+                using var r = await alone.Client.SendAsync(ReliabilityKit.Chat());
+                Assert.Equal(HttpStatusCode.OK, r.StatusCode); // decided on local state: Redis never answers
+            }
+            return (metrics, await alone.Admin.GetStringAsync("/metrics"));
         }
         finally
         {
@@ -226,6 +243,16 @@ public partial class DashboardTests
                 await m.DisposeAsync();
             }
         }
+    }
+
+    // A loopback port nothing listens on (taken, then released).
+    private static int ClosedPort()
+    {
+        using var listener = new System.Net.Sockets.TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        var port = ((IPEndPoint)listener.LocalEndpoint).Port;
+        listener.Stop();
+        return port;
     }
 
     private static IEnumerable<JsonElement> AllPanels(JsonElement root)

@@ -57,15 +57,15 @@ internal sealed class AttemptStage : IRequestStage
                 SharedAdmission admission;
                 try
                 {
-                    admission = await shared.AcquireAsync(lease.Upstream, lease.IsTrial, request.TokenEstimate, request.SharedTakes)
-                        .ConfigureAwait(false);
+                    admission = await shared.AcquireAsync(lease.Upstream, lease.IsTrial, request.TokenEstimate, request.SharedTakes,
+                        request.ClientTokens?.SharedPending).ConfigureAwait(false);
                 }
                 catch
                 {
                     lease.Dispose(); // never leaked, whatever happens between acquire and release
                     throw;
                 }
-                var (verdict, wait, reserved, byClientKey) = admission;
+                var (verdict, wait, reserved, byClientKey, clientReserved) = admission;
                 if (verdict != SharedVerdict.Admitted)
                 {
                     lease.Dispose();
@@ -86,8 +86,9 @@ internal sealed class AttemptStage : IRequestStage
                     continue;
                 }
                 lease.ReserveShared(reserved);
-                // Client buckets are charged once per request, by its first admitted attempt.
+                // Client buckets and the client key's budget are charged once per request, by its first admitted attempt.
                 request.SharedTakes = null;
+                request.ClientTokens?.ReservedShared(clientReserved);
             }
             Next next;
             AttemptFailure? failure;

@@ -7,7 +7,9 @@ namespace LLMProxy.Forwarding.Stages;
 /// SPEC §15, once the request's facts are read: the client key's <c>models</c> (403 <c>model_not_allowed</c>) and its
 /// <c>tokensPerMinute</c> (reserve the request's estimate, as an upstream budget does; 429 <c>rate_limited</c> with
 /// Retry-After when the budget cannot cover it). The reservation is settled when the request ends
-/// (<see cref="Settle"/>). Only in the pipeline of a forward with <c>keys</c>, after <see cref="AuthenticateClientStage"/>.
+/// (<see cref="Settle"/>). With <c>cluster.redis</c> the same tokens are reserved on the cluster's budget of the key
+/// with the first attempt's admission (<see cref="AttemptStage"/>), and settled with the local reservation. Only in the
+/// pipeline of a forward with <c>keys</c>, after <see cref="AuthenticateClientStage"/>.
 /// <para>A key with <c>models</c> and a request with a body whose model the proxy could not read (not JSON, chunked, over
 /// the 4 MiB buffer) is refused: an unreadable body must not be a way around the list. A request without a body (such
 /// as <c>GET /v1/models</c>) calls no model and passes.</para>
@@ -29,7 +31,8 @@ internal sealed class AuthorizeClientStage : IRequestStage
         }
         if (key.Limiter.HasTokenBudget && hasBody)
         {
-            request.ClientTokens = ClientTokenLease.TryTake(key.Limiter, AttemptStage.EstimateTokens(request), out var refused, out var retryAfter);
+            request.ClientTokens = ClientTokenLease.TryTake(key.Limiter, AttemptStage.EstimateTokens(request), out var refused, out var retryAfter,
+                key.SharedTokens);
             if (refused)
             {
                 request.Forward.Metrics.ClientKeyRejections.Inc();
