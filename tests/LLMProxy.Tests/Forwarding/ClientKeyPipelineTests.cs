@@ -200,6 +200,26 @@ public class ClientKeyPipelineTests
         }
     }
 
+    /// <summary>The key is removed from each attempt's request, not only the first: a retried attempt on another member
+    /// (after a 500) carries neither header either.</summary>
+    [Fact]
+    public async Task Key_NeverSentUpstream_OnARetriedAttemptEither()
+    {
+        var calls = 0;
+        Func<HttpContext, Task> firstFails = context =>
+            ScriptedUpstream.Json("u", Interlocked.Increment(ref calls) == 1 ? 500 : 200)(context);
+        await using var ups = await Upstreams.StartAsync(("a", firstFails), ("b", firstFails));
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config(ups.Yaml(), ups.Members(), forwardExtra: Keys()));
+
+        var request = Post(value: "Bearer " + KeyA);
+        request.Headers.Add("x-api-key", KeyA);
+        Assert.Equal(HttpStatusCode.OK, await SendAsync(proxy, request));
+
+        var received = ups["a"].Received.Concat(ups["b"].Received).ToList();
+        Assert.Equal(2, received.Count);
+        Assert.All(received, r => Assert.DoesNotContain(r.Headers, h => h.Value.Any(v => v.Contains(KeyA, StringComparison.Ordinal))));
+    }
+
     [Fact]
     public async Task Ratelimit_OverBurst_429RateLimitedWithRetryAfter_PerKey_UnauthenticatedSpendNothing_RefillsWithTime()
     {
