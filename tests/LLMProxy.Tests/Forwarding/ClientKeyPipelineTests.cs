@@ -76,6 +76,10 @@ public class ClientKeyPipelineTests
     [InlineData("Authorization", "{A}", HttpStatusCode.Unauthorized)]       // no scheme
     [InlineData("Authorization", "Basic {A}", HttpStatusCode.Unauthorized)]
     [InlineData("Authorization", "Bearer{A}", HttpStatusCode.Unauthorized)]
+    [InlineData("Authorization", "Bearer\t{A}", HttpStatusCode.Unauthorized)]      // only SP separates scheme and token (RFC 9110 §11.4)
+    [InlineData("Authorization", "Bearer {A}, Bearer {A}", HttpStatusCode.Unauthorized)] // two credentials folded into one line
+    [InlineData("Authorization", "Bearer {A} ", HttpStatusCode.OK)]           // trailing whitespace is not part of the key
+    [InlineData("x-api-key", "Bearer {A}", HttpStatusCode.Unauthorized)]      // x-api-key carries the bare key
     [InlineData("Authorization", "Bearer {A}x", HttpStatusCode.Unauthorized)]
     [InlineData("Authorization", "Bearer team-a-key-012345678", HttpStatusCode.Unauthorized)] // a prefix of the key
     [InlineData("Authorization", "Bearer TEAM-A-KEY-0123456789", HttpStatusCode.Unauthorized)] // keys are case-sensitive
