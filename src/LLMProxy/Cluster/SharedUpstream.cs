@@ -38,6 +38,11 @@ internal sealed class SharedUpstream
     private readonly RedisValue _rpsInterval, _rpsDepth, _rpmInterval, _rpmDepth, _tpmCap;
     private readonly long _capacity;
 
+    /// <summary>The most an attempt adds to the tokens sent against learned headroom: a client's <c>max_tokens</c> makes
+    /// the estimate up to <c>long.MaxValue / 2</c>, which Lua hands to <c>HINCRBY</c> as a float (a script error, and
+    /// Redis marked down for every request); 2^32 is still more than any provider's remaining tokens.</summary>
+    private const long MaxHeadroomEstimate = 1L << 32;
+
     public SharedUpstream(RedisCluster cluster, UpstreamConfig config, string? authorization)
     {
         ArgumentNullException.ThrowIfNull(cluster);
@@ -98,7 +103,7 @@ internal sealed class SharedUpstream
         values[4] = _tpmCap;
         values[5] = need;
         values[6] = trial ? "" : Fingerprint;
-        values[7] = Math.Max(0, estimate);
+        values[7] = Math.Clamp(estimate, 0, MaxHeadroomEstimate);
         values[8] = budget is null ? 0 : budget.Capacity;
         values[9] = clientNeed;
         for (var i = 0; i < clientCount; i++)

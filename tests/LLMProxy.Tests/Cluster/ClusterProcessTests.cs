@@ -163,23 +163,7 @@ public sealed class ClusterProcessTests
         var instances = await StartAsync(3, UpstreamsYaml(limited.Url, healthy.Url), "      - name: u1\n      - name: u2", redis, prefix);
         try
         {
-            // Through the first instance until the limited key has answered once (round robin: within two requests).
-            while (limited.Count == 0)
-            {
-                using var response = await PostAsync(instances[0].Client);
-                Assert.Equal(HttpStatusCode.OK, response.StatusCode); // failed over to u2
-            }
-            await WaitUntilAsync(async () => await redis.CommandAsync($"EXISTS {prefix}up:u1:cool") == ":1", TimeSpan.FromSeconds(5));
-            foreach (var other in instances.Skip(1))
-            {
-                for (var i = 0; i < 6; i++)
-                {
-                    using var response = await PostAsync(other.Client);
-                    Assert.Equal(HttpStatusCode.OK, response.StatusCode);
-                }
-            }
-            // Without sharing, each other instance would have sent u1 its own first request.
-            Assert.Equal(1, limited.Count);
+            await LearnedThroughFirstServedByOthersAsync(instances, limited, redis, $"{prefix}up:u1:cool");
         }
         finally
         {
@@ -201,18 +185,7 @@ public sealed class ClusterProcessTests
         var instances = await StartAsync(2, UpstreamsYaml(revoked.Url, healthy.Url), "      - name: u1\n      - name: u2", redis, prefix);
         try
         {
-            while (revoked.Count == 0)
-            {
-                using var response = await PostAsync(instances[0].Client);
-                Assert.Equal(HttpStatusCode.OK, response.StatusCode);
-            }
-            await WaitUntilAsync(async () => await redis.CommandAsync($"EXISTS {prefix}up:u1:off") == ":1", TimeSpan.FromSeconds(5));
-            for (var i = 0; i < 6; i++)
-            {
-                using var response = await PostAsync(instances[1].Client);
-                Assert.Equal(HttpStatusCode.OK, response.StatusCode);
-            }
-            Assert.Equal(1, revoked.Count);
+            await LearnedThroughFirstServedByOthersAsync(instances, revoked, redis, $"{prefix}up:u1:off");
             // The second instance learned it from the cluster and shows it as its own state.
             await AssertSampleAsync(instances[1].Admin, "llmproxy_upstream_disabled{upstream=\"u1\"}", 1);
         }
@@ -284,6 +257,28 @@ public sealed class ClusterProcessTests
         {
             await DisposeAllAsync(instances);
         }
+    }
+
+    /// <summary>Through the first instance until <paramref name="failing"/> (u1) has answered once — round robin: within
+    /// two requests, failed over to u2 — and Redis holds <paramref name="key"/>; then six requests through each other
+    /// instance, all served by u2. Without sharing, each other instance would have sent u1 its own first request.</summary>
+    private static async Task LearnedThroughFirstServedByOthersAsync(Instance[] instances, ScriptedUpstream failing, RedisServer redis, string key)
+    {
+        while (failing.Count == 0)
+        {
+            using var response = await PostAsync(instances[0].Client);
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        }
+        await WaitUntilAsync(async () => await redis.CommandAsync($"EXISTS {key}") == ":1", TimeSpan.FromSeconds(5));
+        foreach (var other in instances.Skip(1))
+        {
+            for (var i = 0; i < 6; i++)
+            {
+                using var response = await PostAsync(other.Client);
+                Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+            }
+        }
+        Assert.Equal(1, failing.Count);
     }
 
     private static string UpstreamsYaml(string first, string second) => $"""

@@ -243,4 +243,23 @@ public sealed class SharedScriptsTests : IAsyncLifetime
         Assert.Equal(SharedVerdict.UpstreamRefused, blocked.Verdict);
         Assert.InRange(blocked.RetryAfter.TotalSeconds, 20, 30);
     }
+    [RedisFact]
+    public async Task Headroom_EstimateAsLargeAsAClientCanAsk_IsCountedAndKeepsRedisUp()
+    {
+        // Requests learned, tokens unknown: the admission adds the estimate to what was sent since. A client's
+        // max_tokens makes it up to long.MaxValue / 2 (TokenEstimate.For), which Lua cannot hand to HINCRBY as is.
+        var (upstream, _) = Upstream("huge", new UpstreamRateLimitConfig { PerSecond = 1000 });
+        using var response = new HttpResponseMessage();
+        response.Headers.TryAddWithoutValidation("x-ratelimit-remaining-requests", "2");
+        response.Headers.TryAddWithoutValidation("x-ratelimit-reset-requests", "30s");
+        upstream.Learn(response.Headers);
+        await WaitUntilAsync(async () => await _redis.CommandAsync($"EXISTS {_prefix}up:huge:head") == ":1", TimeSpan.FromSeconds(5));
+        var huge = global::LLMProxy.RateLimiting.TokenEstimate.For(0, long.MaxValue);
+        Assert.Equal(SharedVerdict.Admitted, (await upstream.Shared!.AcquireAsync(upstream, false, huge, null)).Verdict);
+        Assert.True(_cluster.IsUp);
+        Assert.Equal(SharedVerdict.Admitted, (await upstream.Shared!.AcquireAsync(upstream, false, huge, null)).Verdict);
+        // Both were counted by Redis (not let through locally): the learned two requests are spent.
+        Assert.Equal(SharedVerdict.UpstreamRefused, (await upstream.Shared!.AcquireAsync(upstream, false, 10, null)).Verdict);
+        Assert.True(_cluster.IsUp);
+    }
 }
