@@ -123,26 +123,12 @@ wait_http() {
 
 # Sum of utime+stime (clock ticks) of the given PIDs and, for each, its direct children (nginx workers).
 cpu_ticks() {
-    local pids=("$@") all=() p c kids
-    for p in "${pids[@]}"; do
-        all+=("$p")
-        if [[ -r "/proc/$p/task/$p/children" ]]; then
-            kids=(); read -r -a kids <"/proc/$p/task/$p/children" || true
-            for c in "${kids[@]}"; do all+=("$c"); done
-        fi
-    done
-    local total=0 stat rest
-    for p in "${all[@]}"; do
-        stat="$(cat "/proc/$p/stat" 2>/dev/null)" || continue
-        rest="${stat##*) }"        # fields after "(comm) ": state is field 3 of the original numbering
-        # shellcheck disable=SC2086
-        set -- $rest
-        total=$((total + ${12} + ${13}))   # utime = field 14, stime = field 15
-    done
-    echo "$total"
+    local user sys
+    read -r user sys < <(cpu_ticks_split "$@")
+    echo $((user + sys))
 }
 
-# "user system" clock ticks of the given PIDs and their direct children (as cpu_ticks, split).
+# "user system" clock ticks of the given PIDs and, for each, its direct children (nginx workers).
 cpu_ticks_split() {
     local pids=("$@") all=() p c kids
     for p in "${pids[@]}"; do

@@ -27,6 +27,7 @@ internal sealed class MockLimits
     private readonly MockOptions _options;
     private readonly TimeProvider _time;
     private readonly ConcurrentDictionary<UInt128, KeyState> _keys = new();
+    private volatile bool _full;
     private long _rateLimited;
     private long _tokensCharged;
 
@@ -81,7 +82,9 @@ internal sealed class MockLimits
     {
         if (_keys.TryGetValue(key, out var state))
             return state;
-        if (_keys.Count >= MaxKeys)
+        // Keys are never removed, so once full stays full: ConcurrentDictionary.Count takes every bucket lock, and a
+        // client inventing a key per request would otherwise take them all on every request.
+        if (_full || (_full = _keys.Count >= MaxKeys))
             key = OverflowKey;
         return _keys.GetOrAdd(key, static (_, self) => self.NewState(), this);
     }

@@ -72,6 +72,13 @@ internal sealed class BatchingConsoleLoggerProvider : ILoggerProvider
             return;
         }
         _queue.Enqueue(line);
+        if (_stopping)
+        {
+            // Logged during or after Dispose (shutdown order is the host's): the writer is gone, write it here.
+            // Checked after the enqueue, so a line is either seen by Dispose's last drain or drained by its logger.
+            Drain();
+            return;
+        }
         if (queued == _flushAtQueued && _thread is not null)
         {
             // A burst: write now rather than at the next tick (once per crossing, not per line).

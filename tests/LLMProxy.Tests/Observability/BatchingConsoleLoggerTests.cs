@@ -32,6 +32,21 @@ public class BatchingConsoleLoggerTests
     }
 
     [Fact]
+    public void LoggedAfterDispose_StillWritten()
+    {
+        // Shutdown order is not ours: a request finishing (its access line) or a hosted service stopping may log
+        // after the factory disposed this provider; the writer has stopped, so nothing else would ever drain it.
+        var output = new StringWriter();
+        var provider = new BatchingConsoleLoggerProvider(TextWriter.Synchronized(output), json: false, interval: TimeSpan.FromHours(1));
+        var logger = provider.CreateLogger("LLMProxy.Access");
+        provider.Dispose();
+
+        Log.Access(logger, "POST", "/v1/chat/completions", 200, "fwd", "u1", 1, 1.5, 42, "ok", "req-late", "g", "m", "-");
+
+        Assert.EndsWith("request_id=req-late\n", output.ToString());
+    }
+
+    [Fact]
     public void Json_OneObjectPerLine_WithStateFields()
     {
         var lines = Run(json: true, lines: 10).Split('\n', StringSplitOptions.RemoveEmptyEntries);

@@ -62,6 +62,26 @@ public class OneSendHandlerTests
         Assert.Equal("de", Assert.Single(capture.Content.Headers.ContentLanguage));
     }
 
+    [Theory]
+    [InlineData(1)]
+    [InlineData(OneSendHandler.MaxBody - 1)]
+    [InlineData(OneSendHandler.MaxBody)]
+    public async Task BodyUpToTheWriteBuffer_Swapped_EveryByteSent(int size)
+    {
+        // Offset into a larger (pooled-size) array, as ReadBodyStage's rented buffer: only the segment goes out.
+        var buffer = new byte[size + 100];
+        Random.Shared.NextBytes(buffer);
+        var body = buffer.AsSpan(50, size).ToArray();
+        using var request = Request(body);
+        OneSendHandler.Offer(request, new Body(buffer, 50, size));
+
+        var capture = await SendAsync(request);
+
+        Assert.IsType<ByteArrayContent>(capture.Content);
+        Assert.Equal(body, capture.Bytes);
+        Assert.Equal(size, capture.Content!.Headers.ContentLength);
+    }
+
     [Fact]
     public async Task BodyLargerThanTheWriteBuffer_KeepsTheStreamedContent()
     {
