@@ -21,7 +21,10 @@ internal sealed class OneSendHandler(HttpMessageHandler inner) : DelegatingHandl
 {
     public const string Variable = "LLMPROXY_ONE_SEND";
 
-    /// <summary>SocketsHttpHandler's HTTP/1.1 write buffer: a body up to this size is always copied into it.</summary>
+    /// <summary>
+    /// SocketsHttpHandler's HTTP/1.1 write buffer. A body up to this size is handed over as one array; it goes out in the
+    /// same send as the head only when head and body together fit the buffer (otherwise two sends, as before).
+    /// </summary>
     public const int MaxBody = 4096;
 
     public static readonly bool Enabled = Environment.GetEnvironmentVariable(Variable) != "0";
