@@ -6,6 +6,7 @@ using LLMProxy.Observability;
 using LLMProxy.Runtime;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.Features;
 using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.Logging;
 using Prometheus;
@@ -162,10 +163,8 @@ internal sealed class AdminEndpoints(RuntimeHolder holder, Hosting.ConfigReloade
     private async Task ActionAsync(HttpContext context, string action)
     {
         var runtime = holder.Current;
-        var name = context.GetRouteValue("name") as string ?? "";
-        // Routing leaves an encoded '/' encoded: a name containing '/' arrives as %2F.
-        if (!runtime.Upstreams.TryGetValue(name, out var upstream)
-            && !runtime.Upstreams.TryGetValue(name.Replace("%2F", "/", StringComparison.OrdinalIgnoreCase), out upstream))
+        var name = UpstreamName(context, action);
+        if (!runtime.Upstreams.TryGetValue(name, out var upstream))
         {
             runtime.Metrics.AdminActions.WithLabels(action, "not_found").Inc();
             Log.AdminAction(logger, action, LogText.Escape(name.Length > 64 ? name[..64] : name), Client(context), "no such upstream");
@@ -186,6 +185,31 @@ internal sealed class AdminEndpoints(RuntimeHolder holder, Hosting.ConfigReloade
             json.WritePropertyName("upstream");
             UpstreamsReport.WriteUpstream(json, upstream, now);
         });
+    }
+
+    /// <summary>The upstream name as the client escaped it. The server decodes every escape in the path but <c>%2F</c>, and
+    /// decodes <c>%25</c> too, so the route value cannot tell <c>a%2Fb</c> (the name <c>a/b</c>) from <c>a%252Fb</c> (the
+    /// name <c>a%2Fb</c>); the raw request target can, once it is checked to be the segment routing saw.</summary>
+    private static string UpstreamName(HttpContext context, string action)
+    {
+        var routed = context.GetRouteValue("name") as string ?? "";
+        if (!routed.Contains('%', StringComparison.Ordinal))
+        {
+            return routed; // no escape survived decoding: nothing ambiguous
+        }
+        var path = (context.Features.Get<IHttpRequestFeature>()?.RawTarget ?? "").Split('?', 2)[0];
+        var suffix = "/" + action;
+        if (!path.EndsWith(suffix, StringComparison.OrdinalIgnoreCase))
+        {
+            return routed;
+        }
+        var rest = path[..^suffix.Length];
+        var segment = rest[(rest.LastIndexOf('/') + 1)..];
+        // The server's own decoding of the segment (every escape but %2F) must give the routed value.
+        var asRouted = string.Join("%2F", segment.Split(["%2F", "%2f"], StringSplitOptions.None).Select(Uri.UnescapeDataString));
+        return string.Equals(asRouted, routed.Replace("%2f", "%2F", StringComparison.Ordinal), StringComparison.Ordinal)
+            ? Uri.UnescapeDataString(segment)
+            : routed;
     }
 
     private async Task ReloadAsync(HttpContext context)

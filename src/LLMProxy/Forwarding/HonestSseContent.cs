@@ -23,7 +23,7 @@ internal sealed class HonestSseContent(HttpContent inner) : ReplacedContent(inne
     protected override async Task<Stream> OpenAsync(HttpContent inner, CancellationToken cancellationToken) =>
         new NoticeStream(await inner.ReadAsStreamAsync(cancellationToken).ConfigureAwait(false));
 
-    private sealed class NoticeStream(Stream inner) : Stream
+    private sealed class NoticeStream(Stream inner) : ReadOnlyStream
     {
         private Exception? _broken;
         private int _noticeSent; // bytes of the notice (with its leading separator) already returned
@@ -89,21 +89,6 @@ internal sealed class HonestSseContent(HttpContent inner) : ReplacedContent(inne
             }
             return n;
         }
-
-        public override int Read(byte[] buffer, int offset, int count) => ReadAsync(buffer.AsMemory(offset, count)).AsTask().GetAwaiter().GetResult();
-
-        public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
-            ReadAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
-
-        public override bool CanRead => true;
-        public override bool CanSeek => false;
-        public override bool CanWrite => false;
-        public override long Length => throw new NotSupportedException();
-        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-        public override void Flush() { }
-        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-        public override void SetLength(long value) => throw new NotSupportedException();
-        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
 
         protected override void Dispose(bool disposing)
         {

@@ -84,7 +84,7 @@ internal static class KeyHealthScreen
             Task.FromResult<Stream>(new PrefixedStream(prefix, length, rest));
     }
 
-    private sealed class PrefixedStream(byte[] prefix, int length, Stream? rest) : Stream
+    private sealed class PrefixedStream(byte[] prefix, int length, Stream? rest) : ReplacedContent.ReadOnlyStream
     {
         private int _position;
 
@@ -100,11 +100,6 @@ internal static class KeyHealthScreen
             return rest is null ? 0 : await rest.ReadAsync(destination, cancellationToken).ConfigureAwait(false);
         }
 
-        public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
-            ReadAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
-
-        public override int Read(byte[] buffer, int offset, int count) => ReadAsync(buffer.AsMemory(offset, count)).AsTask().GetAwaiter().GetResult();
-
         protected override void Dispose(bool disposing)
         {
             if (disposing)
@@ -113,15 +108,5 @@ internal static class KeyHealthScreen
             }
             base.Dispose(disposing);
         }
-
-        public override bool CanRead => true;
-        public override bool CanSeek => false;
-        public override bool CanWrite => false;
-        public override long Length => throw new NotSupportedException();
-        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-        public override void Flush() { }
-        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-        public override void SetLength(long value) => throw new NotSupportedException();
-        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
     }
 }

@@ -495,6 +495,27 @@ public class AdminApiTests
         await StreamingAndErrorTests.AssertErrorBody(r, HttpStatusCode.NotFound, "upstream_not_found");
         Assert.Equal("application/json", r.Content.Headers.ContentType?.MediaType);
     }
+
+    [Fact]
+    public async Task Action_NameWithSlash_AndNameWithLiteralPercent2F_EachReachedOnlyByItsOwnEscape()
+    {
+        // The server leaves %2F encoded but decodes %25: both escapes below reach routing as "a%2Fb".
+        await using var a = await MockServer.StartAsync(new MockOptions { Port = 0, Name = "a" });
+        var url = a.BaseUrl.ToString().TrimEnd('/');
+        var yaml = TestProxy.Config($"- name: 'a/b'\n  url: \"{url}\"\n- name: 'a%2Fb'\n  url: \"{url}\"", "- name: 'a/b'\n- name: 'a%2Fb'");
+        await using var proxy = await TestProxy.StartAsync(yaml);
+
+        Assert.Equal("a/b", (await ActAsync(proxy.Admin, "a/b", "disable")).GetProperty("name").GetString());
+        var members = await MembersAsync(proxy.Admin);
+        Assert.Equal("disabled", members["a/b"].GetProperty("state").GetString());
+        Assert.Equal("closed", members["a%2Fb"].GetProperty("state").GetString());
+
+        Assert.Equal("a%2Fb", (await ActAsync(proxy.Admin, "a%2Fb", "disable")).GetProperty("name").GetString());
+        Assert.Equal("a/b", (await ActAsync(proxy.Admin, "a/b", "enable")).GetProperty("name").GetString());
+        members = await MembersAsync(proxy.Admin);
+        Assert.Equal("closed", members["a/b"].GetProperty("state").GetString());
+        Assert.Equal("disabled", members["a%2Fb"].GetProperty("state").GetString());
+    }
 }
 
 internal static class ViaExtensions

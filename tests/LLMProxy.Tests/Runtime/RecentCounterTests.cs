@@ -33,6 +33,29 @@ public class RecentCounterTests
     }
 
     [Fact]
+    public void RecentCounter_SlotBoundaries_ASecondCountsUntilItsSlotIs60SecondsOld_AndTheLastTickOfASecondStaysInIt()
+    {
+        var start = DateTimeOffset.UnixEpoch.AddDays(20_000); // on a whole second
+        var time = new FakeTimeProvider(start);
+        var counter = new RecentCounter(time);
+        counter.AddRequest(); // second 0
+        time.Advance(TimeSpan.FromSeconds(1) - TimeSpan.FromTicks(1));
+        counter.AddRequest(); // the last tick of second 0: same slot
+        time.Advance(TimeSpan.FromTicks(1));
+        counter.AddRequest(); // second 1
+        Assert.Equal(3, counter.Requests);
+
+        time.Advance(TimeSpan.FromSeconds(59) - TimeSpan.FromTicks(1)); // 59.9999999 s: second 0 is still within the minute
+        Assert.Equal(3, counter.Requests);
+        time.Advance(TimeSpan.FromTicks(1)); // second 60: second 0's slot is a minute old
+        Assert.Equal(1, counter.Requests);
+        counter.AddRequest(); // second 60 takes over second 0's slot, replacing its count
+        Assert.Equal(2, counter.Requests);
+        time.Advance(TimeSpan.FromSeconds(1)); // second 61: second 1 has left, second 60 stays
+        Assert.Equal(1, counter.Requests);
+    }
+
+    [Fact]
     public void RecentCounter_HostileTokenCounts_NegativeIgnored_HugeSaturatesWithoutCorruptingOtherSeconds()
     {
         var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
