@@ -17,7 +17,13 @@ internal static class LoggingSetup
     {
         // Our own buffered writer on stdout (Console.Out flushes on every write).
         var stdout = new StreamWriter(Console.OpenStandardOutput(), new System.Text.UTF8Encoding(false), 32 * 1024) { AutoFlush = false };
-        var provider = new BatchingConsoleLoggerProvider(stdout, json);
+        return Create(stdout, json, release, out output);
+    }
+
+    /// <summary>The same logging on another writer (tests that measure the release build's request path).</summary>
+    public static ILoggerFactory Create(TextWriter writer, bool json, bool release, out BatchingConsoleLoggerProvider output)
+    {
+        var provider = new BatchingConsoleLoggerProvider(writer, json);
         output = provider;
         return LoggerFactory.Create(b =>
         {

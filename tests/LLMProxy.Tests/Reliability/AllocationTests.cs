@@ -1,0 +1,398 @@
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+using LLMProxy.Cli;
+using LLMProxy.Configuration;
+using LLMProxy.Hosting;
+using Xunit.Abstractions;
+
+namespace LLMProxy.Tests.Reliability;
+
+/// <summary>Runs alone: it reads the process-wide count of allocated bytes, which parallel tests would disturb.</summary>
+[CollectionDefinition(Name, DisableParallelization = true)]
+public sealed class AllocationCollection
+{
+    public const string Name = "Allocation (runs alone)";
+}
+
+/// <summary>
+/// Issue 13: the bytes the proxy allocates per request with every feature on (bench/run.sh's <c>BENCH_FEATURES=all</c>
+/// config and bench/post.lua's request), through the real in-process pipeline with the release build's logging (the
+/// batching console logger, on a null writer). The client and the upstreams are bare sockets that allocate nothing per
+/// request once warm, and what they do allocate is measured alone on the same requests and subtracted.
+/// </summary>
+[Collection(AllocationCollection.Name)]
+public class AllocationTests(ITestOutputHelper output)
+{
+    private const int WarmUp = 10_000;
+    private const int Measured = 2_000;
+    /// <summary>Measured at 6.6 KB here before issue 13's allocation cuts (bench/RESULTS.md, Allocations per request).</summary>
+    private const long BoundBytesPerRequest = 8_192;
+
+    internal const string ClientKey = "sk-bench-0000000000000000000000000000000000000000";
+
+    /// <summary>bench/lib.sh's mock answer.</summary>
+    internal static readonly byte[] Answer = Encoding.ASCII.GetBytes(
+        """{"id":"chatcmpl-bench0001","object":"chat.completion","created":1732000000,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! This is the fixed benchmark answer."},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":245,"completion_tokens":9,"total_tokens":254}}""");
+
+    /// <summary>bench/post.lua's body (~1 KB).</summary>
+    internal static readonly string Body =
+        """{"model":"gpt-4o-mini","temperature":0.2,"max_tokens":256,"stream":false,"messages":["""
+        + """{"role":"system","content":"You are a concise assistant for a logistics company. Answer in plain English, """
+        + """cite the relevant policy section when you can, and never invent tracking numbers or delivery dates."},"""
+        + """{"role":"user","content":"A customer in Lyon ordered three pallets of ceramic tiles on Monday. The carrier """
+        + """scanned the shipment at the Paris hub on Tuesday evening but there has been no scan since. The customer """
+        + """asks whether the shipment is lost, whether they can cancel and get a refund, and whether the tiles could """
+        + """be delivered to a different address on Friday instead. Our policy says a shipment counts as delayed after """
+        + """48 hours without a scan and lost after 7 days; redirection is possible until the shipment leaves the last """
+        + """hub. Draft a short, friendly reply that explains the status, the options and the next steps, and list the """
+        + """information we still need from the customer."}]}""";
+
+    /// <summary>bench/lib.sh's write_llm_config with BENCH_FEATURES=all over the given upstream ports.</summary>
+    internal static string BenchConfig(IReadOnlyList<int> upstreamPorts) => $$"""
+        httpServer:
+          forwards:
+            - name: bench
+              port: 3000
+              address: "127.0.0.1"
+              defaultGroup: llm
+              ratelimit:
+                perSecond: 1000000
+                burst: 1000000
+              keys:
+                - name: bench
+                  key: "{{ClientKey}}"
+                  ratelimit: { perSecond: 1000000, burst: 1000000 }
+                  tokensPerMinute: 1000000000000
+                  models: ["gpt-4o*", "o1*"]
+              routes:
+                - name: gpt
+                  model: "gpt-4o*"
+                  group: llm
+          admin:
+            port: 9000
+            address: "127.0.0.1"
+          shutdownTimeout: 2000
+        upstreams:
+        {{string.Join('\n', upstreamPorts.Select((p, i) => $"""
+          - name: mock{i + 1}
+            url: "http://127.0.0.1:{p}"
+            auth:
+              type: bearer
+              token: "sk-upstream-{i + 1}"
+            breaker:
+              threshold: 0.5
+              cooldown: 30000
+              maxRequests: 3
+              interval: 10000
+              minRequests: 10
+            ratelimit:
+              perSecond: 10000000
+              burst: 10000000
+              requestsPerMinute: 600000000
+              tokensPerMinute: 100000000000
+              maxConcurrent: 10000
+            models: ["gpt-4o*", "o1*"]
+        """))}}
+        upstreamGroups:
+          - name: llm
+            upstreams:
+        {{string.Join('\n', upstreamPorts.Select((_, i) => $"      - name: mock{i + 1}"))}}
+            balance:
+              strategy: roundrobin
+            httpClient:
+              connect:
+                maxPerHost: 100
+            retry:
+              attempts: 3
+              statusCodes: [429, 500, 502, 503, 504]
+        """;
+
+    [Fact]
+    public async Task Every_feature_on_a_proxied_request_allocates_less_than_the_bound()
+    {
+        var perRequest = await MeasureAsync(output);
+        Assert.True(perRequest < BoundBytesPerRequest,
+            $"the proxy allocated {perRequest:N0} bytes per request (bound {BoundBytesPerRequest:N0}); see bench/RESULTS.md, Allocations per request");
+    }
+
+    /// <summary>Bytes the proxy allocated per request (process-wide delta minus the client's and upstreams' own).</summary>
+    internal static async Task<long> MeasureAsync(ITestOutputHelper output)
+    {
+        await using var upstreams = new MockUpstreams(3);
+        var config = ConfigLoader.LoadYaml(BenchConfig(upstreams.Ports));
+        Assert.True(config.Success, string.Join("; ", config.Errors));
+        using var logging = LoggingSetup.Create(TextWriter.Null, json: false, release: true, out var accessLog);
+        var host = await ProxyHost.StartAsync(config.Config!, logging,
+            new ProxyHostOptions { EphemeralPorts = true, ProcessMetrics = false });
+        try
+        {
+            var port = host.ForwardPorts["bench"];
+            await using var viaProxy = await BenchClient.ConnectAsync(port);
+            await using var direct = await BenchClient.ConnectAsync(upstreams.Ports[0]);
+
+            var first = await viaProxy.SendAsync(checkAnswer: true);
+            Assert.Equal(200, first);
+            await viaProxy.RunAsync(WarmUp);
+            await direct.RunAsync(WarmUp);
+
+            var proxied = await AllocatedDuringAsync(() => viaProxy.RunAsync(Measured));
+            var alone = await AllocatedDuringAsync(() => direct.RunAsync(Measured));
+            var proxiedAgain = await AllocatedDuringAsync(() => viaProxy.RunAsync(Measured));
+            var perRequest = (Math.Min(proxied, proxiedAgain) - alone) / Measured;
+            output.WriteLine($"allocated per request: through the proxy {proxied / (double)Measured:F0} and {proxiedAgain / (double)Measured:F0} B, "
+                + $"client and upstream alone {alone / (double)Measured:F0} B => the proxy {perRequest} B");
+
+            Assert.Equal(1 + 2 * WarmUp + 3 * Measured, upstreams.Answered);
+            Assert.Equal(0, upstreams.Unexpected);
+            accessLog.Flush();
+            return perRequest;
+        }
+        finally
+        {
+            await host.StopAsync(TimeSpan.FromSeconds(2));
+            await host.DisposeAsync();
+        }
+    }
+
+    private static async Task<long> AllocatedDuringAsync(Func<Task> run)
+    {
+        var before = GC.GetTotalAllocatedBytes(precise: true);
+        await run();
+        return GC.GetTotalAllocatedBytes(precise: true) - before;
+    }
+
+    /// <summary>One keep-alive connection sending bench/post.lua's request over and over; reads each answer whole.</summary>
+    private sealed class BenchClient : IAsyncDisposable
+    {
+        private readonly Socket _socket;
+        private readonly byte[] _request;
+        private readonly byte[] _buffer = new byte[64 * 1024];
+
+        private BenchClient(Socket socket, int port)
+        {
+            _socket = socket;
+            _request = Encoding.ASCII.GetBytes(
+                $"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+                + $"Authorization: Bearer {ClientKey}\r\nUser-Agent: openai-python/1.51.0\r\nContent-Length: {Encoding.UTF8.GetByteCount(Body)}\r\n\r\n{Body}");
+        }
+
+        public static async Task<BenchClient> ConnectAsync(int port)
+        {
+            var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+            await socket.ConnectAsync(new IPEndPoint(IPAddress.Loopback, port));
+            return new BenchClient(socket, port);
+        }
+
+        public async Task RunAsync(int requests)
+        {
+            for (var i = 0; i < requests; i++)
+            {
+                var status = await SendAsync(checkAnswer: false);
+                if (status != 200)
+                {
+                    throw new InvalidOperationException($"request {i} answered {status}");
+                }
+            }
+        }
+
+        /// <summary>Sends one request and reads its answer (Content-Length or chunked); returns the status.</summary>
+        public async ValueTask<int> SendAsync(bool checkAnswer)
+        {
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+            await _socket.SendAsync(_request.AsMemory(), SocketFlags.None, timeout.Token);
+            var filled = 0;
+            int headEnd;
+            while ((headEnd = _buffer.AsSpan(0, filled).IndexOf("\r\n\r\n"u8)) < 0)
+            {
+                filled += await ReceiveAsync(filled, timeout.Token);
+            }
+            var head = _buffer.AsSpan(0, headEnd);
+            var status = (head[9] - '0') * 100 + (head[10] - '0') * 10 + (head[11] - '0');
+            var bodyStart = headEnd + 4;
+            var length = HttpHead.ContentLength(head);
+            if (length >= 0)
+            {
+                while (filled < bodyStart + length)
+                {
+                    filled += await ReceiveAsync(filled, timeout.Token);
+                }
+                if (filled != bodyStart + length)
+                {
+                    throw new InvalidOperationException("more bytes than one answer");
+                }
+            }
+            else
+            {
+                while (!_buffer.AsSpan(0, filled).EndsWith("\r\n0\r\n\r\n"u8))
+                {
+                    filled += await ReceiveAsync(filled, timeout.Token);
+                }
+            }
+            if (checkAnswer && !Encoding.ASCII.GetString(_buffer, bodyStart, filled - bodyStart).Contains("\"chat.completion\"", StringComparison.Ordinal))
+            {
+                throw new InvalidOperationException("not the mock's answer: " + Encoding.ASCII.GetString(_buffer, 0, filled));
+            }
+            return status;
+        }
+
+        private async ValueTask<int> ReceiveAsync(int filled, CancellationToken cancellationToken)
+        {
+            var n = await _socket.ReceiveAsync(_buffer.AsMemory(filled), SocketFlags.None, cancellationToken);
+            return n > 0 ? n : throw new EndOfStreamException("the server closed the connection");
+        }
+
+        public ValueTask DisposeAsync()
+        {
+            _socket.Dispose();
+            return ValueTask.CompletedTask;
+        }
+    }
+
+    private static class HttpHead
+    {
+        /// <summary>The Content-Length of a head, or -1.</summary>
+        public static int ContentLength(ReadOnlySpan<byte> head)
+        {
+            foreach (var range in head.Split("\r\n"u8))
+            {
+                var line = head[range];
+                const string name = "content-length:";
+                if (line.Length > name.Length && Ascii.EqualsIgnoreCase(line[..name.Length], name))
+                {
+                    var value = line[name.Length..].Trim((byte)' ');
+                    var n = 0;
+                    foreach (var b in value)
+                    {
+                        n = n * 10 + (b - '0');
+                    }
+                    return n;
+                }
+            }
+            return -1;
+        }
+    }
+
+    /// <summary>Upstreams on bare sockets: every request (with a Content-Length body) answered with bench/lib.sh's mock answer,
+    /// keep-alive; nothing allocated per request once warm.</summary>
+    private sealed class MockUpstreams : IAsyncDisposable
+    {
+        private readonly List<Socket> _listeners = [];
+        private readonly List<Socket> _connections = [];
+        private readonly CancellationTokenSource _stop = new();
+        private readonly byte[] _response;
+        private int _answered;
+        private int _unexpected;
+
+        public MockUpstreams(int count)
+        {
+            _response = Encoding.ASCII.GetBytes(
+                $"HTTP/1.1 200 OK\r\nServer: mock\r\nContent-Type: application/json\r\nContent-Length: {Answer.Length}\r\nConnection: keep-alive\r\n\r\n")
+                .Concat(Answer).ToArray();
+            for (var i = 0; i < count; i++)
+            {
+                var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+                listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+                listener.Listen(512);
+                _listeners.Add(listener);
+                _ = AcceptLoopAsync(listener);
+            }
+        }
+
+        public IReadOnlyList<int> Ports => _listeners.Select(l => ((IPEndPoint)l.LocalEndPoint!).Port).ToList();
+        public int Answered => Volatile.Read(ref _answered);
+        public int Unexpected => Volatile.Read(ref _unexpected);
+
+        private async Task AcceptLoopAsync(Socket listener)
+        {
+            try
+            {
+                while (true)
+                {
+                    var socket = await listener.AcceptAsync(_stop.Token);
+                    socket.NoDelay = true;
+                    lock (_connections)
+                    {
+                        _connections.Add(socket);
+                    }
+                    _ = ServeAsync(socket);
+                }
+            }
+            catch (Exception) when (_stop.IsCancellationRequested)
+            {
+            }
+            catch (ObjectDisposedException)
+            {
+            }
+        }
+
+        private async Task ServeAsync(Socket socket)
+        {
+            var buffer = new byte[64 * 1024];
+            var filled = 0;
+            try
+            {
+                while (true)
+                {
+                    int headEnd;
+                    while ((headEnd = buffer.AsSpan(0, filled).IndexOf("\r\n\r\n"u8)) < 0)
+                    {
+                        var n = await socket.ReceiveAsync(buffer.AsMemory(filled), SocketFlags.None, _stop.Token);
+                        if (n == 0)
+                        {
+                            return;
+                        }
+                        filled += n;
+                    }
+                    var length = HttpHead.ContentLength(buffer.AsSpan(0, headEnd));
+                    if (length < 0)
+                    {
+                        Interlocked.Increment(ref _unexpected);
+                        length = 0;
+                    }
+                    var end = headEnd + 4 + length;
+                    while (filled < end)
+                    {
+                        var n = await socket.ReceiveAsync(buffer.AsMemory(filled), SocketFlags.None, _stop.Token);
+                        if (n == 0)
+                        {
+                            return;
+                        }
+                        filled += n;
+                    }
+                    buffer.AsSpan(end, filled - end).CopyTo(buffer);
+                    filled -= end;
+                    await socket.SendAsync(_response.AsMemory(), SocketFlags.None, _stop.Token);
+                    Interlocked.Increment(ref _answered);
+                }
+            }
+            catch (Exception) when (_stop.IsCancellationRequested)
+            {
+            }
+            catch (SocketException)
+            {
+            }
+            catch (ObjectDisposedException)
+            {
+            }
+        }
+
+        public ValueTask DisposeAsync()
+        {
+            _stop.Cancel();
+            foreach (var l in _listeners)
+            {
+                l.Dispose();
+            }
+            lock (_connections)
+            {
+                foreach (var c in _connections)
+                {
+                    c.Dispose();
+                }
+            }
+            _stop.Dispose();
+            return ValueTask.CompletedTask;
+        }
+    }
+}
