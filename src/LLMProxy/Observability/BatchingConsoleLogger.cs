@@ -25,7 +25,7 @@ internal sealed class BatchingConsoleLoggerProvider : ILoggerProvider
     /// bench/README.md); anything else, a dedicated thread.</summary>
     public const string FlushModeVariable = "LLMPROXY_LOG_FLUSH";
 
-    private readonly ConcurrentQueue<string> _queue = new();
+    private readonly ConcurrentQueue<Entry> _queue = new();
     private readonly TextWriter _output;
     private readonly bool _json;
     private readonly CancellationTokenSource _stop = new();
@@ -62,7 +62,12 @@ internal sealed class BatchingConsoleLoggerProvider : ILoggerProvider
 
     public ILogger CreateLogger(string categoryName) => new BatchingLogger(this, categoryName);
 
-    private void Enqueue(string line)
+    /// <summary>A queued line: its parts, written by the writer thread straight into the output (a plain-text line
+    /// without an exception: the access line of every request, so no copy of it is made on the request path), or
+    /// the whole line when it was formatted at once (JSON, an exception).</summary>
+    private readonly record struct Entry(string? Line, DateTime Time, LogLevel Level, string? Category, int EventId, string? Message);
+
+    private void Enqueue(Entry line)
     {
         var queued = Interlocked.Increment(ref _queued);
         if (queued > _maxQueued)
@@ -136,10 +141,10 @@ internal sealed class BatchingConsoleLoggerProvider : ILoggerProvider
         {
             // Lines go into the writer's buffer; the flush at the end sends the batch in as few writes as
             // the buffer allows (no giant batch string: that would land on the large object heap).
-            while (_queue.TryDequeue(out var line))
+            while (_queue.TryDequeue(out var entry))
             {
                 Interlocked.Decrement(ref _queued);
-                _output.Write(line);
+                Write(entry);
             }
             var dropped = Interlocked.Exchange(ref _dropped, 0);
             if (dropped > 0)
@@ -153,6 +158,33 @@ internal sealed class BatchingConsoleLoggerProvider : ILoggerProvider
         {
             // stdout went away (closed pipe): keep serving; there is nowhere left to log to.
         }
+    }
+
+    /// <summary>Writes a queued line: as <see cref="Format"/> would have built it, without building it.</summary>
+    private void Write(in Entry entry)
+    {
+        if (entry.Line is { } line)
+        {
+            _output.Write(line);
+            return;
+        }
+        Span<char> head = stackalloc char[64];
+        var at = WriteTimestamp(entry.Time, head);
+        head[at++] = ' ';
+        LevelName(entry.Level).CopyTo(head[at..]);
+        at += 4;
+        head[at++] = ':';
+        head[at++] = ' ';
+        _output.Write(head[..at]);
+        _output.Write(entry.Category);
+        head[0] = '[';
+        entry.EventId.TryFormat(head[1..], out var digits, default, System.Globalization.CultureInfo.InvariantCulture);
+        at = 1 + digits;
+        head[at++] = ']';
+        head[at++] = ' ';
+        _output.Write(head[..at]);
+        _output.Write(LogText.Escape(entry.Message!));
+        _output.Write('\n');
     }
 
     private string Format(DateTimeOffset time, LogLevel level, string category, EventId id, string message, Exception? exception,
@@ -215,7 +247,14 @@ internal sealed class BatchingConsoleLoggerProvider : ILoggerProvider
     /// once per second (a custom DateTime format per access line showed in CPU profiles); the milliseconds are digits.</summary>
     internal static string Timestamp(DateTimeOffset time)
     {
-        var utc = time.UtcDateTime;
+        Span<char> text = stackalloc char[32];
+        return new string(text[..WriteTimestamp(time.UtcDateTime, text)]);
+    }
+
+    /// <summary>Writes <see cref="Timestamp"/>'s text of <paramref name="utc"/> into <paramref name="span"/> (32 chars are
+    /// enough); returns its length.</summary>
+    private static int WriteTimestamp(DateTime utc, Span<char> span)
+    {
         var second = utc.Ticks / TimeSpan.TicksPerSecond;
         var stamp = Volatile.Read(ref s_stamp);
         if (stamp is null || stamp.Second != second)
@@ -223,15 +262,14 @@ internal sealed class BatchingConsoleLoggerProvider : ILoggerProvider
             stamp = new SecondStamp(second, utc.ToString("yyyy-MM-ddTHH:mm:ss.", System.Globalization.CultureInfo.InvariantCulture));
             Volatile.Write(ref s_stamp, stamp);
         }
-        return string.Create(stamp.Prefix.Length + 4, (stamp.Prefix, utc.Millisecond), static (span, state) =>
-        {
-            state.Prefix.CopyTo(span);
-            var at = state.Prefix.Length;
-            span[at] = (char)('0' + state.Millisecond / 100);
-            span[at + 1] = (char)('0' + state.Millisecond / 10 % 10);
-            span[at + 2] = (char)('0' + state.Millisecond % 10);
-            span[at + 3] = 'Z';
-        });
+        stamp.Prefix.CopyTo(span);
+        var at = stamp.Prefix.Length;
+        var millisecond = utc.Millisecond;
+        span[at] = (char)('0' + millisecond / 100);
+        span[at + 1] = (char)('0' + millisecond / 10 % 10);
+        span[at + 2] = (char)('0' + millisecond % 10);
+        span[at + 3] = 'Z';
+        return at + 4;
     }
 
     private static string Indented(string text)
@@ -283,8 +321,14 @@ internal sealed class BatchingConsoleLoggerProvider : ILoggerProvider
                 return;
             }
             var message = formatter(state, exception);
-            owner.Enqueue(owner.Format(DateTimeOffset.UtcNow, logLevel, category, eventId, message, exception,
-                owner._json ? state as IReadOnlyList<KeyValuePair<string, object?>> : null));
+            if (!owner._json && exception is null)
+            {
+                // The common line (every access line): queued as parts, put together by the writer as it writes.
+                owner.Enqueue(new Entry(null, DateTime.UtcNow, logLevel, category, eventId.Id, message));
+                return;
+            }
+            owner.Enqueue(new Entry(owner.Format(DateTimeOffset.UtcNow, logLevel, category, eventId, message, exception,
+                owner._json ? state as IReadOnlyList<KeyValuePair<string, object?>> : null), default, default, null, 0, null));
         }
     }
 }
