@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using LLMProxy.Cluster;
 using LLMProxy.LoadBalancing;
 using LLMProxy.Observability;
@@ -20,6 +21,9 @@ internal sealed class AttemptStage : IRequestStage
 
     private enum Next { Done, Retry }
 
+    // Both async methods of an attempt wait for the upstream on every request: their state machines come from a pool
+    // rather than one new box each per request (each is awaited once, by its one caller).
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     public async ValueTask<bool> RunAsync(RequestContext request)
     {
         var group = request.Group;
@@ -138,6 +142,7 @@ internal sealed class AttemptStage : IRequestStage
         attempt.MayRetry && (request.Group.IsRetryStatus(status) || attempt.BadKey is not null)
         && request.Group.HasAlternative(attempt.Tried, request.TokenEstimate);
 
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     private static async ValueTask<(Next, AttemptFailure?)> SendAsync(RequestContext request, Attempt attempt, UpstreamTransformer transformer,
         UpstreamLease lease, int maxAttempts)
     {
