@@ -110,13 +110,27 @@ internal sealed class UpstreamTransformer(RequestContext ctx, Attempt attempt, S
 
     private static Uri BuildUri(UpstreamRuntime upstream, HttpRequest request)
     {
+        // Most traffic to an upstream goes to one path: the Uri built for the last request (immutable, already parsed)
+        // serves the next one with the same path and query, instead of a new string, Uri and parse per attempt.
+        var path = request.Path.Value;
+        var clientQuery = request.QueryString.Value;
+        if (upstream.LastDestination is { } last && last.Path == path && last.Query == clientQuery)
+        {
+            return last.Uri;
+        }
+        Uri uri;
         if (upstream.IsFullEndpoint)
         {
             // Full endpoint: the client's path is replaced; the client's query kept unless the url has one.
-            var query = upstream.UrlHasQuery ? upstream.Query : request.QueryString.Value;
-            return new Uri(string.IsNullOrEmpty(query) ? upstream.Url : string.Concat(upstream.Url, query), UriKind.Absolute);
+            var query = upstream.UrlHasQuery ? upstream.Query : clientQuery;
+            uri = new Uri(string.IsNullOrEmpty(query) ? upstream.Url : string.Concat(upstream.Url, query), UriKind.Absolute);
         }
-        return RequestUtilities.MakeDestinationAddress(upstream.Url, request.Path, request.QueryString);
+        else
+        {
+            uri = RequestUtilities.MakeDestinationAddress(upstream.Url, request.Path, request.QueryString);
+        }
+        upstream.LastDestination = new UpstreamDestination(path, clientQuery, uri);
+        return uri;
     }
 
     private static void ApplyHeaderOp(HttpRequestMessage message, HeaderOpConfig op)
@@ -209,3 +223,6 @@ internal sealed class UpstreamTransformer(RequestContext ctx, Attempt attempt, S
         return copy;
     }
 }
+
+/// <summary>The upstream URI built for a client path and query (<see cref="Runtime.UpstreamRuntime.LastDestination"/>).</summary>
+internal sealed record UpstreamDestination(string? Path, string? Query, Uri Uri);

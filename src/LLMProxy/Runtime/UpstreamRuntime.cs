@@ -120,6 +120,8 @@ internal sealed class UpstreamRuntime
     /// <summary>The url's own query including '?', or empty.</summary>
     public string Query { get; }
     public bool UrlHasQuery { get; }
+    /// <summary>The destination of the last request sent here, for the next one to the same path and query.</summary>
+    internal Forwarding.UpstreamDestination? LastDestination;
     public string Host { get; }
     /// <summary>Precomputed Authorization header value, null for auth type none.</summary>
     public string? Authorization { get; }

@@ -83,6 +83,28 @@ public class ForwardingTests
         Assert.Equal("?limit=5", got.Query);
     }
 
+    [Theory]
+    [InlineData("")]
+    [InlineData("/v1/chat/completions")]
+    public async Task Url_SuccessiveRequests_EachReachesItsOwnPathAndQuery(string endpointPath)
+    {
+        // The upstream keeps the URI of its last request for the next one to the same path and query: a request to
+        // another path or query, and one back to the first, must each get their own.
+        await using var upstream = await ScriptedUpstream.StartAsync(ScriptedUpstream.Json("u1"));
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config(Upstream("u1", upstream.Url + endpointPath), "- name: u1"));
+        string[] sent = ["/v1/a?x=1", "/v1/a?x=1", "/v1/a?x=2", "/v1/a", "/v1/b", "/v1/b?x=1", "/v1/a?x=1", "/v1/b?x=1&y=2"];
+
+        foreach (var path in sent)
+        {
+            using var response = await proxy.Client.PostAsync(path, new StringContent("{}"));
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        }
+
+        var got = upstream.Received.Select(r => r.Path + r.Query).ToArray();
+        var expected = sent.Select(p => (endpointPath == "" ? p.Split('?')[0] : endpointPath) + (p.Contains('?') ? p[p.IndexOf('?')..] : "")).ToArray();
+        Assert.Equal(expected, got);
+    }
+
     [Fact]
     public async Task Headers_ForwardingHeaders_SetAndHopByHopStripped()
     {
