@@ -89,9 +89,44 @@ internal sealed class UpstreamTransformer(RequestContext ctx, Attempt attempt, S
         OneSendHandler.Offer(proxyRequest, ctx);
     }
 
-    private static bool IsLlmPayload(string? mediaType) =>
-        string.Equals(mediaType, "application/json", StringComparison.OrdinalIgnoreCase)
-        || string.Equals(mediaType, "text/event-stream", StringComparison.OrdinalIgnoreCase);
+    private enum Payload { Other, Json, EventStream }
+
+    /// <summary>What an answer's one Content-Type says, read raw: its media type (before any parameter) ignoring case,
+    /// as the parsed <c>ContentType</c> would give it, without the objects parsing costs per answer.</summary>
+    private static Payload PayloadOf(System.Net.Http.Headers.HttpContentHeaders headers)
+    {
+        if (!headers.NonValidated.TryGetValues("Content-Type", out var values) || values.Count != 1)
+        {
+            return Payload.Other;
+        }
+        var value = values.ToString().AsSpan();
+        var semicolon = value.IndexOf(';');
+        var mediaType = (semicolon < 0 ? value : value[..semicolon]).Trim();
+        return mediaType.Equals("application/json", StringComparison.OrdinalIgnoreCase) ? Payload.Json
+            : mediaType.Equals("text/event-stream", StringComparison.OrdinalIgnoreCase) ? Payload.EventStream
+            : Payload.Other;
+    }
+
+    /// <summary>Takes the headers the upstream named in its Connection header (RFC 9110 §7.6.1) out of the client's answer,
+    /// read raw: the parsed <c>Connection</c> collection costs several objects per answer.</summary>
+    private static void RemoveConnectionNamed(System.Net.Http.Headers.HttpResponseHeaders upstream, IHeaderDictionary client)
+    {
+        if (!upstream.NonValidated.TryGetValues("Connection", out var values))
+        {
+            return;
+        }
+        foreach (var value in values)
+        {
+            foreach (var range in value.AsSpan().Split(','))
+            {
+                var name = value.AsSpan()[range].Trim();
+                if (name.Length > 0)
+                {
+                    client.Remove(name.Length == value.Length ? value : name.ToString());
+                }
+            }
+        }
+    }
 
     private static void RemoveConnectionNamed(Microsoft.Extensions.Primitives.StringValues connection, HttpRequestMessage message)
     {
@@ -190,10 +225,7 @@ internal sealed class UpstreamTransformer(RequestContext ctx, Attempt attempt, S
         }
         var copy = await base.TransformResponseAsync(httpContext, proxyResponse, cancellationToken).ConfigureAwait(false);
         ResponseScreen.SanitizeReasonPhrase(httpContext);
-        foreach (var named in proxyResponse.Headers.Connection)
-        {
-            httpContext.Response.Headers.Remove(named);
-        }
+        RemoveConnectionNamed(proxyResponse.Headers, httpContext.Response.Headers);
         httpContext.Response.Headers.Remove("Trailer");
         httpContext.Response.Headers[ForwardingHeaders.RequestId] = ctx.RequestId;
         if (ctx.Forward.Config.DebugHeaders)
@@ -204,16 +236,16 @@ internal sealed class UpstreamTransformer(RequestContext ctx, Attempt attempt, S
                 ? AttemptCounts[attempt.Count]
                 : attempt.Count.ToString(System.Globalization.CultureInfo.InvariantCulture);
         }
-        var mediaType = proxyResponse.Content.Headers.ContentType?.MediaType;
-        if (copy && IsLlmPayload(mediaType))
+        var payload = PayloadOf(proxyResponse.Content.Headers);
+        if (copy && payload != Payload.Other)
         {
             ctx.ResponseBody.Usage = new UsageScanner();
-            if (ctx.InjectsUsage && string.Equals(mediaType, "text/event-stream", StringComparison.OrdinalIgnoreCase))
+            if (ctx.InjectsUsage && payload == Payload.EventStream)
             {
                 ctx.ResponseBody.UsageFilter = new UsageChunkFilter();
             }
         }
-        if (copy && string.Equals(mediaType, "text/event-stream", StringComparison.OrdinalIgnoreCase)
+        if (copy && payload == Payload.EventStream
             && proxyResponse.Content.Headers.ContentLength is null)
         {
             // YARP reads the body from this content after this method: an upstream break becomes a final error event.

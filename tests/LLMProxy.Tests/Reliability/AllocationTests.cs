@@ -136,14 +136,19 @@ public class AllocationTests(ITestOutputHelper output)
             await viaProxy.RunAsync(WarmUp);
             await direct.RunAsync(WarmUp);
 
-            var proxied = await AllocatedDuringAsync(() => viaProxy.RunAsync(Measured));
+            // Whatever else the process does (a finalizer, a timer of an earlier test) can only add bytes to a window:
+            // the smallest of three windows through the proxy, less the client's and upstream's own, is the proxy's.
+            var proxied = new long[3];
             var alone = await AllocatedDuringAsync(() => direct.RunAsync(Measured));
-            var proxiedAgain = await AllocatedDuringAsync(() => viaProxy.RunAsync(Measured));
-            var perRequest = (Math.Min(proxied, proxiedAgain) - alone) / Measured;
-            output.WriteLine($"allocated per request: through the proxy {proxied / (double)Measured:F0} and {proxiedAgain / (double)Measured:F0} B, "
-                + $"client and upstream alone {alone / (double)Measured:F0} B => the proxy {perRequest} B");
+            for (var i = 0; i < proxied.Length; i++)
+            {
+                proxied[i] = await AllocatedDuringAsync(() => viaProxy.RunAsync(Measured));
+            }
+            var perRequest = (proxied.Min() - alone) / Measured;
+            output.WriteLine($"allocated per request: through the proxy {string.Join(", ", proxied.Select(p => (p / Measured).ToString(System.Globalization.CultureInfo.InvariantCulture)))} B, "
+                + $"client and upstream alone {alone / Measured} B => the proxy {perRequest} B");
 
-            Assert.Equal(1 + 2 * WarmUp + 3 * Measured, upstreams.Answered);
+            Assert.Equal(1 + 2 * WarmUp + (1 + proxied.Length) * Measured, upstreams.Answered);
             Assert.Equal(0, upstreams.Unexpected);
             accessLog.Flush();
             return perRequest;
@@ -157,6 +162,8 @@ public class AllocationTests(ITestOutputHelper output)
 
     private static async Task<long> AllocatedDuringAsync(Func<Task> run)
     {
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
         var before = GC.GetTotalAllocatedBytes(precise: true);
         await run();
         return GC.GetTotalAllocatedBytes(precise: true) - before;
