@@ -281,7 +281,7 @@ internal readonly struct RequestFacts
             return null;
         }
         // Control characters (C0, DEL, C1 — char.IsControl's set) would let a client forge log lines or labels.
-        if (text.Length > maxChars || text.AsSpan().ContainsAnyInRange('\0', '\x1F') || text.AsSpan().ContainsAnyInRange('\x7F', '\x9F')) return null;
+        if (text.Length > maxChars || text.AsSpan().ContainsAny(Observability.LogText.Controls)) return null;
         return text;
     }
 

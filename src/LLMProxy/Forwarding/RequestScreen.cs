@@ -65,7 +65,7 @@ internal static class RequestScreen
     internal static bool IsFieldValue(ReadOnlySpan<char> value)
     {
         int i;
-        while ((i = value.IndexOfAnyExceptInRange(' ', '~')) >= 0)
+        while ((i = value.IndexOfAnyExcept(Observability.LogText.PrintableAscii)) >= 0)
         {
             if (value[i] != '\t')
             {

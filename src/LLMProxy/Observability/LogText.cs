@@ -13,9 +13,18 @@ namespace LLMProxy.Observability;
 /// </summary>
 internal static class LogText
 {
+    /// <summary>Printable ASCII, <c>' '</c> to <c>'~'</c>. (A search by <c>SearchValues</c>: the generic
+    /// <c>IndexOfAnyExceptInRange</c> boxed its bounds on every call, measured as allocations per request.)</summary>
+    internal static readonly System.Buffers.SearchValues<char> PrintableAscii =
+        System.Buffers.SearchValues.Create([.. Enumerable.Range(' ', '~' - ' ' + 1).Select(c => (char)c)]);
+
+    /// <summary>The control characters, <c>char.IsControl</c>'s set: C0, DEL and C1.</summary>
+    internal static readonly System.Buffers.SearchValues<char> Controls =
+        System.Buffers.SearchValues.Create([.. Enumerable.Range(0, 0x20).Concat(Enumerable.Range(0x7F, 0x9F - 0x7F + 1)).Select(c => (char)c)]);
+
     public static string Escape(string text)
     {
-        var start = text.AsSpan().IndexOfAnyExceptInRange(' ', '~');
+        var start = text.AsSpan().IndexOfAnyExcept(PrintableAscii);
         if (start < 0) return text;
 
         StringBuilder? s = null;
