@@ -118,13 +118,11 @@ internal sealed class AdminEndpoints(RuntimeHolder holder, Hosting.ConfigReloade
         {
             return true;
         }
-        var header = context.Request.Headers.Authorization.ToString();
-        const string prefix = "Bearer ";
-        if (!header.StartsWith(prefix, StringComparison.OrdinalIgnoreCase))
+        if (!Forwarding.BearerToken.TryParse(context.Request.Headers.Authorization, out var presented))
         {
             return false;
         }
-        var given = SHA256.HashData(Encoding.UTF8.GetBytes(header[prefix.Length..].Trim()));
+        var given = SHA256.HashData(Encoding.UTF8.GetBytes(presented.ToString()));
         return CryptographicOperations.FixedTimeEquals(given, SHA256.HashData(Encoding.UTF8.GetBytes(token)));
     }
 

@@ -314,6 +314,29 @@ public class AdminApiTests
     }
 
     [Fact]
+    public async Task Token_ReadLikeAClientKey_OneBearerParserForBoth()
+    {
+        // The admin token and client keys share one reading of Authorization (Forwarding/BearerToken): the scheme in
+        // any case and spaces before the token, nothing else.
+        await using var a = await MockServer.StartAsync(new MockOptions { Port = 0, Name = "a" });
+        var yaml = TestProxy.Config(Upstream("a", a.BaseUrl.ToString().TrimEnd('/')), "- name: a", adminExtra: $"token: \"{AdminToken}\"");
+        await using var proxy = await TestProxy.StartAsync(yaml);
+        foreach (var (value, expected) in new[]
+        {
+            ($"bearer {AdminToken}", HttpStatusCode.OK), ($"BEARER    {AdminToken}", HttpStatusCode.OK),
+            ($"Bearer\t{AdminToken}", HttpStatusCode.Unauthorized), ($"Bearer \t{AdminToken}", HttpStatusCode.Unauthorized),
+            ($"Basic {AdminToken}", HttpStatusCode.Unauthorized), ("Bearer", HttpStatusCode.Unauthorized),
+            ($"Bearer {AdminToken}, Bearer {AdminToken}", HttpStatusCode.Unauthorized), ($"{AdminToken}", HttpStatusCode.Unauthorized),
+        })
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Get, "/api/v1/upstreams");
+            Assert.True(request.Headers.TryAddWithoutValidation("Authorization", value));
+            using var response = await proxy.Admin.SendAsync(request);
+            Assert.True(expected == response.StatusCode, $"Authorization: {value.Replace(AdminToken, "<token>", StringComparison.Ordinal)} → {response.StatusCode}");
+        }
+    }
+
+    [Fact]
     public async Task Actions_FromAnotherSitesPage_RefusedAsCsrf_SameOriginAndNoOriginAccepted()
     {
         await using var a = await MockServer.StartAsync(new MockOptions { Port = 0, Name = "a" });
