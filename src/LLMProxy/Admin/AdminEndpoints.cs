@@ -260,7 +260,9 @@ internal sealed class AdminEndpoints(RuntimeHolder holder, Hosting.ConfigReloade
     private Task HealthAsync(HttpContext context)
     {
         var runtime = holder.Current;
-        var healthy = runtime.Groups.Values.All(g => g.HasAlternative(0));
+        // 503 when some group has no member up (every key disabled or its breaker open); a group only out of budget
+        // or cooling down is up (GroupRuntime.HasHealthyMember) and shows "available": false.
+        var healthy = runtime.Groups.Values.All(g => g.HasHealthyMember());
         return WriteJsonAsync(context, healthy ? StatusCodes.Status200OK : StatusCodes.Status503ServiceUnavailable, json =>
         {
             json.WriteStartArray("groups");
@@ -270,6 +272,7 @@ internal sealed class AdminEndpoints(RuntimeHolder holder, Hosting.ConfigReloade
                 json.WriteString("name", group.Name);
                 json.WriteString("strategy", group.StrategyLabel);
                 json.WriteBoolean("available", group.HasAlternative(0));
+                json.WriteBoolean("healthy", group.HasHealthyMember());
                 json.WriteStartArray("upstreams");
                 foreach (var u in group.Members)
                 {
