@@ -118,13 +118,11 @@ internal sealed class AdminEndpoints(RuntimeHolder holder, Hosting.ConfigReloade
         {
             return true;
         }
-        var header = context.Request.Headers.Authorization.ToString();
-        const string prefix = "Bearer ";
-        if (!header.StartsWith(prefix, StringComparison.OrdinalIgnoreCase))
+        if (!Forwarding.BearerToken.TryParse(context.Request.Headers.Authorization, out var presented))
         {
             return false;
         }
-        var given = SHA256.HashData(Encoding.UTF8.GetBytes(header[prefix.Length..].Trim()));
+        var given = SHA256.HashData(Encoding.UTF8.GetBytes(presented.ToString()));
         return CryptographicOperations.FixedTimeEquals(given, SHA256.HashData(Encoding.UTF8.GetBytes(token)));
     }
 
@@ -262,7 +260,9 @@ internal sealed class AdminEndpoints(RuntimeHolder holder, Hosting.ConfigReloade
     private Task HealthAsync(HttpContext context)
     {
         var runtime = holder.Current;
-        var healthy = runtime.Groups.Values.All(g => g.HasAlternative(0));
+        // 503 when some group has no member up (every key disabled or its breaker open); a group only out of budget
+        // or cooling down is up (GroupRuntime.HasHealthyMember) and shows "available": false.
+        var healthy = runtime.Groups.Values.All(g => g.HasHealthyMember());
         return WriteJsonAsync(context, healthy ? StatusCodes.Status200OK : StatusCodes.Status503ServiceUnavailable, json =>
         {
             json.WriteStartArray("groups");
@@ -272,6 +272,7 @@ internal sealed class AdminEndpoints(RuntimeHolder holder, Hosting.ConfigReloade
                 json.WriteString("name", group.Name);
                 json.WriteString("strategy", group.StrategyLabel);
                 json.WriteBoolean("available", group.HasAlternative(0));
+                json.WriteBoolean("healthy", group.HasHealthyMember());
                 json.WriteStartArray("upstreams");
                 foreach (var u in group.Members)
                 {
