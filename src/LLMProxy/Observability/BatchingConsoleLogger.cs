@@ -69,7 +69,11 @@ internal sealed class BatchingConsoleLoggerProvider : ILoggerProvider
     /// <summary>A queued line: its parts, written by the writer thread straight into the output (a plain-text line
     /// without an exception: the access line of every request, so no copy of it is made on the request path), or
     /// the whole line when it was formatted at once (JSON, an exception).</summary>
-    private readonly record struct Entry(string? Line, DateTime Time, LogLevel Level, string? Category, int EventId, string? Message);
+    private readonly record struct Entry(string? Line, DateTime Time, LogLevel Level, string? Category, int EventId, string? Message,
+        AccessLine Access = default);
+
+    // The writer's room for an access line's text (used under the drain lock); a longer line is formatted as a string.
+    private readonly char[] _accessText = new char[1024];
 
     private void Enqueue(Entry line)
     {
@@ -204,7 +208,18 @@ internal sealed class BatchingConsoleLoggerProvider : ILoggerProvider
         head[at++] = ']';
         head[at++] = ' ';
         _output.Write(head[..at]);
-        _output.Write(LogText.Escape(entry.Message!));
+        if (entry.Message is { } message)
+        {
+            _output.Write(LogText.Escape(message));
+        }
+        else if (entry.Access.TryFormat(_accessText, out var length) && _accessText.AsSpan(0, length).IndexOfAnyExcept(LogText.PrintableAscii) < 0)
+        {
+            _output.Write(_accessText.AsSpan(0, length));
+        }
+        else
+        {
+            _output.Write(LogText.Escape(entry.Access.ToString()));
+        }
         _output.Write('\n');
     }
 
@@ -339,6 +354,13 @@ internal sealed class BatchingConsoleLoggerProvider : ILoggerProvider
         {
             if (!IsEnabled(logLevel))
             {
+                return;
+            }
+            if (typeof(TState) == typeof(AccessLine) && !owner._json && exception is null)
+            {
+                // The access line of every request: queued as it is; its text is written by the writer, into the output.
+                owner.Enqueue(new Entry(null, DateTime.UtcNow, logLevel, category, eventId.Id, null,
+                    System.Runtime.CompilerServices.Unsafe.As<TState, AccessLine>(ref state)));
                 return;
             }
             var message = formatter(state, exception);

@@ -5,10 +5,19 @@ namespace LLMProxy.Observability;
 /// <summary>Every log line the proxy writes, with stable event ids. Never bodies, never secrets.</summary>
 internal static partial class Log
 {
-    [LoggerMessage(EventId = 1, EventName = "Access", Level = LogLevel.Information,
-        Message = "{Method} {Path} {Status} forward={Forward} upstream={Upstream} attempts={Attempts} duration_ms={DurationMs:F1} bytes={Bytes} outcome={Outcome} group={Group} model={Model} client={Client} request_id={RequestId}")]
-    public static partial void Access(ILogger logger, string method, string path, int status, string forward,
-        string upstream, int attempts, double durationMs, long bytes, string outcome, string requestId, string group, string model, string client);
+    private static readonly EventId AccessEvent = new(1, "Access");
+
+    /// <summary>The access line, one per request (its state by hand: <see cref="AccessLine"/>).</summary>
+    public static void Access(ILogger logger, string method, string path, int status, string forward,
+        string upstream, int attempts, double durationMs, long bytes, string outcome, string requestId, string group, string model, string client)
+    {
+        if (logger.IsEnabled(LogLevel.Information))
+        {
+            logger.Log(LogLevel.Information, AccessEvent,
+                new AccessLine(method, path, status, forward, upstream, attempts, durationMs, bytes, outcome, requestId, group, model, client),
+                null, AccessLine.Format);
+        }
+    }
 
     [LoggerMessage(EventId = 2, EventName = "Listening", Level = LogLevel.Information,
         Message = "ready: {Kind} {Name} listening on http://{Endpoint}")]

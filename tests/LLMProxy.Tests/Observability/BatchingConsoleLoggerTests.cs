@@ -209,6 +209,25 @@ public class BatchingConsoleLoggerTests
         Assert.EndsWith("request_id=id\\x85x", line, StringComparison.Ordinal);
     }
 
+    [Theory]
+    [InlineData(20)]
+    [InlineData(3000)] // longer than the writer's room for an access line: formatted as a string instead
+    public void Text_AccessLine_ExactlyTheMessageEveryProviderSees(int pathLength)
+    {
+        // The writer formats the access line itself; its text is the message template's, as a formatter gives it to
+        // any other provider (invariant culture, the duration with one decimal).
+        var path = "/v1/" + new string('p', pathLength);
+        var text = RunOne(json: false, logger => Log.Access(logger, "POST", path, 503, "fwd", "u1", 3, 1234.56, 9_876_543_210, "no_available_upstream", "req-9", "g", "gpt-4o", "bench"));
+
+        var line = Assert.Single(text.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.Matches(@"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z info: LLMProxy\.Access\[1\] ", line);
+        Assert.EndsWith($" info: LLMProxy.Access[1] POST {path} 503 forward=fwd upstream=u1 attempts=3 duration_ms=1234.6 bytes=9876543210 "
+            + "outcome=no_available_upstream group=g model=gpt-4o client=bench request_id=req-9", line, StringComparison.Ordinal);
+        var captured = new LLMProxy.Tests.Infrastructure.CapturingLoggerProvider();
+        Log.Access(captured.CreateLogger("LLMProxy.Access"), "POST", path, 503, "fwd", "u1", 3, 1234.56, 9_876_543_210, "no_available_upstream", "req-9", "g", "gpt-4o", "bench");
+        Assert.EndsWith("] " + Assert.Single(captured.Entries).Message, line, StringComparison.Ordinal);
+    }
+
     [Fact]
     public void Json_ValuesWithLineBreaksAndControls_OneObjectThatRoundTrips()
     {
