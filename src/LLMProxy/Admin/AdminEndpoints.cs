@@ -76,6 +76,13 @@ internal sealed class AdminEndpoints(RuntimeHolder holder, Hosting.ConfigReloade
             await WriteErrorAsync(context, StatusCodes.Status403Forbidden, "forbidden", "Cross-origin admin actions are refused.");
             return;
         }
+        if (RebindingSuspect(context, holder.Current))
+        {
+            Refused(context, "action through a host name without an admin token");
+            await WriteErrorAsync(context, StatusCodes.Status403Forbidden, "forbidden",
+                "Without admin.token, admin actions are accepted only on an IP address or localhost; set admin.token to act through a host name.");
+            return;
+        }
         if (!route.Open && !Authorized(context, holder.Current))
         {
             Refused(context, "no valid admin token");
@@ -109,6 +116,25 @@ internal sealed class AdminEndpoints(RuntimeHolder holder, Hosting.ConfigReloade
         return !Uri.TryCreate(origin, UriKind.Absolute, out var uri)
             || !string.Equals(uri.Authority, request.Host.Value, StringComparison.OrdinalIgnoreCase)
             || !string.Equals(uri.Scheme, request.Scheme, StringComparison.OrdinalIgnoreCase);
+    }
+
+    /// <summary>
+    /// A state-changing request, with no admin token set, addressed to a host name rather than an IP address or localhost:
+    /// what a DNS-rebinding page looks like (its own name, re-pointed at this listener, so its Origin matches its Host and
+    /// the cross-origin check passes). With a token set the token is the guard; reads stay open to names (the data is
+    /// redacted, and probes and dashboards address hosts by name).
+    /// </summary>
+    private static bool RebindingSuspect(HttpContext context, ProxyRuntime runtime)
+    {
+        var request = context.Request;
+        if (HttpMethods.IsGet(request.Method) || HttpMethods.IsHead(request.Method) || runtime.Config.HttpServer.Admin.Token is { Length: > 0 })
+        {
+            return false;
+        }
+        var host = request.Host.Host.Trim('[', ']');
+        return !(System.Net.IPAddress.TryParse(host, out _)
+            || host.Equals("localhost", StringComparison.OrdinalIgnoreCase)
+            || host.EndsWith(".localhost", StringComparison.OrdinalIgnoreCase));
     }
 
     /// <summary>Constant time whatever the length: both sides are hashed first, so neither content nor length leaks.</summary>
