@@ -46,8 +46,12 @@ install_traps() {
 
 # Installs the Debian packages that are missing (non-interactive). A temporary policy-rc.d keeps the
 # nginx package from starting a system nginx on port 80; it is removed again right after (or on exit).
+# Arguments: more commands a script needs, each from the package of the same name (stream.sh: gcc).
 ensure_packages() {
-    local missing=()
+    local missing=() extra
+    for extra in "$@"; do
+        command -v "$extra" >/dev/null 2>&1 || missing+=("$extra")
+    done
     command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || missing+=(nginx-light)
     command -v wrk >/dev/null 2>&1 || missing+=(wrk)
     command -v curl >/dev/null 2>&1 || missing+=(curl)

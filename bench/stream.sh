@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Streaming benchmark: per-chunk SSE lag through LLMProxy, proxy memory (RSS) with 1,000 open streams,
 # and a 1 MiB response streamed through. About 1 minute. Everything it writes goes under bench/out/stream/.
-# Environment (optional): BENCH_PORT_BASE=18080 BENCH_SKIP_BUILD=0 BENCH_LAG_STREAMS_LIST="50 500" BENCH_LAG_ROUNDS=3
+# Environment (optional): BENCH_PORT_BASE=18080 BENCH_SKIP_BUILD=0 BENCH_LAG_STREAMS_LIST="50 500" BENCH_LAG_ROUNDS=10
 #   BENCH_LAG_WARMUP=2 BENCH_MEM_STREAMS=1000 BENCH_BIG_CONCURRENCY=20 (BENCH_LAG_STREAMS=N: one lag test with N streams)
 set -euo pipefail
 
@@ -11,16 +11,15 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 BASE="${BENCH_PORT_BASE:-18080}"
 # The lag test runs once per stream count (issue 13: 50 and 500 concurrent streams per path).
 LAG_STREAMS_LIST="${BENCH_LAG_STREAMS:-${BENCH_LAG_STREAMS_LIST:-50 500}}"
-LAG_ROUNDS="${BENCH_LAG_ROUNDS:-3}"
+LAG_ROUNDS="${BENCH_LAG_ROUNDS:-10}"
 LAG_WARMUP="${BENCH_LAG_WARMUP:-2}"
 MEM_STREAMS="${BENCH_MEM_STREAMS:-1000}"
 BIG_CONCURRENCY="${BENCH_BIG_CONCURRENCY:-20}"
 BIG_SIZE=$((1024 * 1024))
 
-MOCK_FAST_PORT=$((BASE + 20))   # built-in mock: 20 chunks every 50 ms
 MOCK_SLOW_PORT=$((BASE + 21))   # built-in mock: 20 chunks every 500 ms (memory test)
-RELAY_PORT=$((BASE + 22))       # Python relay in front of the fast mock, records upstream send times
-LAG_PORT=$((BASE + 23))         # LLMProxy forward -> relay -> fast mock
+LAG_UPSTREAM_PORT=$((BASE + 22)) # bench/sse_lag.c's SSE upstream (20 chunks every 50 ms), only while it runs
+LAG_PORT=$((BASE + 23))         # LLMProxy forward -> sse_lag's upstream
 MEM_PORT=$((BASE + 24))         # LLMProxy forward -> slow mock
 BIG_PORT=$((BASE + 25))         # LLMProxy forward -> nginx static 1 MiB
 ADMIN_PORT=$((BASE + 26))
@@ -32,9 +31,13 @@ rm -rf "$STREAM_DIR"
 mkdir -p "$STREAM_DIR"
 install_traps
 
-ensure_packages
-check_ports_free "$MOCK_FAST_PORT" "$MOCK_SLOW_PORT" "$RELAY_PORT" "$LAG_PORT" "$MEM_PORT" "$BIG_PORT" "$ADMIN_PORT" "$NGINX_BIG_PORT"
+ensure_packages gcc
+check_ports_free "$MOCK_SLOW_PORT" "$LAG_UPSTREAM_PORT" "$LAG_PORT" "$MEM_PORT" "$BIG_PORT" "$ADMIN_PORT" "$NGINX_BIG_PORT"
 build_llmproxy
+# The lag instrument: C, one epoll thread (see the top of bench/sse_lag.c); built here, never committed.
+SSE_LAG="$OUT_DIR/sse_lag"
+gcc -O2 -Wall -Wextra -Werror -o "$SSE_LAG" "$BENCH_DIR/sse_lag.c" 2>"$OUT_DIR/sse_lag-build.log" \
+    || { cat "$OUT_DIR/sse_lag-build.log" >&2; die "gcc could not build bench/sse_lag.c"; }
 PY="$(python_bin)"
 BUSY_BEFORE="$(wait_quiet)"
 ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
@@ -53,21 +56,12 @@ start_nginx "nginx mock (1 MiB file)" "$NGINX_PREFIX"
 NGINX_PID=$LAST_PID
 
 # --status 200 is passed explicitly: at the measured commit `llmproxy mock` rejects a run without it.
-start_bg "mock (20 chunks / 50 ms)" "$STREAM_DIR/mock-fast.log" \
-    dotnet "$LLMPROXY_DLL" mock --port "$MOCK_FAST_PORT" --chunks 20 --chunk-interval-ms 50 --status 200 --name fast
-MOCK_FAST_PID=$LAST_PID
 start_bg "mock (20 chunks / 500 ms)" "$STREAM_DIR/mock-slow.log" \
     dotnet "$LLMPROXY_DLL" mock --port "$MOCK_SLOW_PORT" --chunks 20 --chunk-interval-ms 500 --status 200 --name slow
 MOCK_SLOW_PID=$LAST_PID
-EVENTS="$STREAM_DIR/relay-events.txt"
-: >"$EVENTS"
-start_bg "relay" "$STREAM_DIR/relay.log" "$PY" "$BENCH_DIR/sse_bench.py" relay --listen "$RELAY_PORT" --upstream "$MOCK_FAST_PORT" --events "$EVENTS"
-RELAY_PID=$LAST_PID
 
 wait_http "nginx mock" "$NGINX_PID" "http://127.0.0.1:$NGINX_BIG_PORT/v1/big" GET 20
-wait_http "mock fast" "$MOCK_FAST_PID" "http://127.0.0.1:$MOCK_FAST_PORT/ping" GET 30
 wait_http "mock slow" "$MOCK_SLOW_PID" "http://127.0.0.1:$MOCK_SLOW_PORT/ping" GET 30
-wait_http "relay" "$RELAY_PID" "http://127.0.0.1:$RELAY_PORT/ping" GET 20
 
 # --- LLMProxy ------------------------------------------------------------------------------------------
 LLM_CONFIG="$STREAM_DIR/llmproxy.yaml"
@@ -95,8 +89,8 @@ httpServer:
         address: "127.0.0.1"
     shutdownTimeout: 2000
 upstreams:
-    - name: relay
-      url: "http://127.0.0.1:$RELAY_PORT"
+    - name: sselag
+      url: "http://127.0.0.1:$LAG_UPSTREAM_PORT"
       breaker: { threshold: 0.5, cooldown: 30000, maxRequests: 3, interval: 10000, minRequests: 10 }
       ratelimit: { perSecond: 10000000, burst: 10000000 }
     - name: slow
@@ -110,7 +104,7 @@ upstreams:
 upstreamGroups:
     # maxPerHost must cover the concurrent streams: one upstream connection per open stream.
     - name: lag
-      upstreams: [ { name: relay } ]
+      upstreams: [ { name: sselag } ]
       httpClient: { connect: { maxPerHost: 2000 } }
     - name: mem
       upstreams: [ { name: slow } ]
@@ -130,19 +124,22 @@ log "LLMProxy ready, idle RSS $((RSS_COLD_KB / 1024)) MB before any request"
 
 alive_check() {
     local pid
-    for pid in "$NGINX_PID" "$MOCK_FAST_PID" "$MOCK_SLOW_PID" "$RELAY_PID" "$LLM_PID"; do
+    for pid in "$NGINX_PID" "$MOCK_SLOW_PID" "$LLM_PID"; do
         kill -0 "$pid" 2>/dev/null || die "pid $pid died (logs under ${STREAM_DIR#"$REPO_DIR"/})"
     done
 }
 
 LAG_OTHER=()
 for n in $LAG_STREAMS_LIST; do
-    log "SSE lag: $n streams through LLMProxy + $n direct, $LAG_ROUNDS rounds (+$LAG_WARMUP warm-up)"
+    log "SSE lag: $n streams through LLMProxy + $n direct + $n direct (floor), $LAG_ROUNDS rounds (+$LAG_WARMUP warm-up)"
     load_begin
-    timeout 300 "$PY" "$BENCH_DIR/sse_bench.py" lag --direct "$RELAY_PORT" --proxy "$LAG_PORT" --events "$EVENTS" \
-        --streams "$n" --rounds "$LAG_ROUNDS" --warmup-rounds "$LAG_WARMUP" --chunks 20 --interval-ms 50 --json "$STREAM_DIR/lag-$n.json" \
-        >"$STREAM_DIR/lag-$n.md" || { cat "$STREAM_DIR/lag-$n.md" >&2; die "SSE lag measurement ($n streams) failed"; }
+    # sse_lag is the upstream of the "lag" forward while it runs, and the client of both paths.
+    timeout 300 "$SSE_LAG" --listen "$LAG_UPSTREAM_PORT" --proxy "$LAG_PORT" --streams "$n" --rounds "$LAG_ROUNDS" \
+        --warmup-rounds "$LAG_WARMUP" --chunks 20 --interval-ms 50 --floor 1 --out "$STREAM_DIR/lag-$n.records" \
+        2>"$STREAM_DIR/lag-$n.log" || { cat "$STREAM_DIR/lag-$n.log" >&2; die "SSE lag measurement ($n streams) failed"; }
     LAG_OTHER+=("$(load_end)")
+    "$PY" "$BENCH_DIR/sse_bench.py" lagreport --records "$STREAM_DIR/lag-$n.records" --streams "$n" --rounds "$LAG_ROUNDS" \
+        --warmup-rounds "$LAG_WARMUP" --chunks 20 --interval-ms 50 --json "$STREAM_DIR/lag-$n.json" >"$STREAM_DIR/lag-$n.md"
     alive_check
 done
 
@@ -213,9 +210,12 @@ for path in sys.argv[2:]:
     p, d = lag["lag"]["proxy"], lag["lag"]["direct"]
     n = path.rsplit("-", 1)[1].split(".")[0]
     added99, addedmax = p["p99_ms"] - d["p99_ms"], p["max_ms"] - d["max_ms"]
+    fd = lag.get("floor_diff")
+    floor = (f" (instrument: direct p99 {d['p99_ms']:.3f} ms; two direct groups differ by {fd['p99_ms']:+.3f} ms p99, "
+             f"{fd['max_ms']:+.3f} ms max)") if fd else ""
     print(f"- {n} streams: added lag per chunk over the direct path in the same run ≤ 1 ms p99 and ≤ 3 ms max: "
           f"p99 {p['p99_ms']:.3f} − {d['p99_ms']:.3f} = {added99:+.3f} ms, max {p['max_ms']:.3f} − {d['max_ms']:.3f} = "
-          f"{addedmax:+.3f} ms, {len(lag['problems'])} stream errors → {v(added99 <= 1 and addedmax <= 3 and not lag['problems'])}")
+          f"{addedmax:+.3f} ms, {len(lag['problems'])} stream errors → {v(added99 <= 1 and addedmax <= 3 and not lag['problems'])}{floor}")
     print(f"- {n} streams: every SSE chunk within 5 ms of upstream: max {p['max_ms']:.3f} ms, "
           f"{p['over_5ms']} of {p['n']} chunks over 5 ms → {v(p['max_ms'] <= 5 and not lag['problems'])}")
 print(f"- RSS with {mem['streams']} streams ≤ 150 MB (issue 13; 250 MB before): peak {mem['peak_mb']:.1f} MB, "
