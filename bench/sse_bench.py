@@ -98,9 +98,9 @@ def pct(values, p):
     return s[k]
 
 
-GROUPS = (("direct", "direct (upstream → client)"),
-          ("floor", "direct again, group B: the instrument's own spread"),
-          ("proxy", "through LLMProxy (upstream → LLMProxy → client)"))
+def group_label(group):
+    return {"direct": "direct (upstream → client)", "floor": "direct again, group B: the instrument's own spread",
+            "proxy": "through LLMProxy (upstream → LLMProxy → client)"}.get(group, f"through LLMProxy `{group}`")
 
 
 def read_lag_records(path, chunks):
@@ -119,7 +119,9 @@ def read_lag_records(path, chunks):
 def lagreport(args):
     streams, records = read_lag_records(args.records, args.chunks)
     last = args.chunks + 1
-    names = [g for g, _ in GROUPS if any(s[1] == g for s in streams.values())]
+    seen = list(dict.fromkeys(s[1] for _, s in sorted(streams.items())))
+    proxies = [g for g in seen if g not in ("direct", "floor")]
+    names = ["direct"] + [g for g in ("floor",) if g in seen] + proxies
     rounds = sorted({s[0] for s in streams.values()})
     lags = {(r, g): [] for r in rounds for g in names}
     kinds = {(kind, g): [] for kind in ("role", "content", "last") for g in names}
@@ -157,16 +159,18 @@ def lagreport(args):
     for r in rounds:
         report["rounds"].append({"round": r, **{g: summary(lags[(r, g)]) for g in names}})
     lag = report["lag"]
-    d, p = lag["direct"], lag["proxy"]
-    report["added"] = {"p50_ms": p["p50_ms"] - d["p50_ms"], "p99_ms": p["p99_ms"] - d["p99_ms"],
-                       "max_ms": p["max_ms"] - d["max_ms"]}
+    d = lag["direct"]
+    report["added_by"] = {g: {"p50_ms": lag[g]["p50_ms"] - d["p50_ms"], "p99_ms": lag[g]["p99_ms"] - d["p99_ms"],
+                              "max_ms": lag[g]["max_ms"] - d["max_ms"]} for g in proxies}
+    report["added"] = report["added_by"]["proxy"]
     if "floor" in lag:
         f = lag["floor"]
         report["floor_diff"] = {"p50_ms": f["p50_ms"] - d["p50_ms"], "p99_ms": f["p99_ms"] - d["p99_ms"],
                                 "max_ms": f["max_ms"] - d["max_ms"]}
 
-    label = dict(GROUPS)
-    out = [f"{args.streams} streams through LLMProxy + {args.streams} direct"
+    label = {g: group_label(g) for g in names}
+    out = [f"{args.streams} streams through LLMProxy" + "".join(f", {args.streams} through `{g}`" for g in proxies[1:])
+           + f" + {args.streams} direct"
            + (f" + {args.streams} direct (group B)" if "floor" in lag else "")
            + f", concurrently, interleaved, starts staggered over one chunk interval; {args.chunks} content chunks "
            f"every {args.interval_ms} ms (+ role and stop chunk); {args.rounds} counted rounds after "
@@ -182,9 +186,11 @@ def lagreport(args):
         s = lag[g]
         out.append(f"| {label[g]} | {s['n']} | {s['p50_ms']:.3f} | {s['p99_ms']:.3f} | {s['max_ms']:.3f} | {s['over_5ms']} |")
     out.append("")
-    a = report["added"]
-    out.append(f"Added by LLMProxy (through LLMProxy − direct): p50 {a['p50_ms']:+.3f} ms, **p99 {a['p99_ms']:+.3f} ms, "
-               f"max {a['max_ms']:+.3f} ms**.")
+    for g in proxies:
+        a = report["added_by"][g]
+        who = "LLMProxy" if g == "proxy" else f"LLMProxy `{g}`"
+        out.append(f"Added by {who} (through it − direct): p50 {a['p50_ms']:+.3f} ms, **p99 {a['p99_ms']:+.3f} ms, "
+                   f"max {a['max_ms']:+.3f} ms**.")
     if "floor_diff" in report:
         fd = report["floor_diff"]
         out.append(f"What the instrument resolves (direct group B − direct, same paths): p50 {fd['p50_ms']:+.3f} ms, "

@@ -5,15 +5,16 @@
 //     (role chunk at once, --chunks content chunks every --interval-ms, then stop chunk [+ usage chunk when the
 //     request set stream_options.include_usage] + [DONE]), one write per chunk, and notes on CLOCK_MONOTONIC the
 //     moment it hands each chunk to send();
-//   - the client: per round, N streams through the proxy (--proxy, whose upstream is --listen) and N straight to
-//     --listen ("direct"), and with --floor N more straight ("direct B"), interleaved and started staggered over
-//     one chunk interval; it notes the moment each chunk's last byte came out of recv().
+//   - the client: per round, N streams through each proxy (--proxy P[,P2...], each with --listen as its upstream;
+//     --names gives them names, default "proxy", "proxy2", ...) and N straight to --listen ("direct"), and with
+//     --floor 1 N more straight ("floor": direct group B), interleaved and started staggered over one chunk
+//     interval; it notes the moment each chunk's last byte came out of recv().
 // lag of a chunk = client receive time − upstream send time. Each stream names itself in the request body
 // ("user":"bench-<id>", forwarded untouched) and its chunks carry the id ("chatcmpl-mock-<id>"), so both ends
 // agree on which chunk is which. The two direct groups show what the instrument itself can resolve.
 //
 // Output (--out FILE), one line each, for bench/sse_bench.py lagreport:
-//   S <round> <group> <id> <ok 0|1> <chunks> <request_sent_ns> <error or ->     group: direct|proxy|floor
+//   S <round> <group> <id> <ok 0|1> <chunks> <request_sent_ns> <error or ->     group: direct|floor|a proxy's name
 //   C <id> <k> <send_ns> <recv_ns>
 // Rounds below 1 are warm-up rounds. Build: gcc -O2 -Wall -Wextra -o sse_lag sse_lag.c
 #define _GNU_SOURCE
@@ -38,9 +39,9 @@
 #define RBUF 65536
 #define WBUF 65536
 #define MARK "\"id\":\"chatcmpl-mock-"
-#define MAXGROUPS 3
+#define MAXPROXIES 8
 
-static const char *GROUP_NAME[MAXGROUPS] = {"direct", "proxy", "floor"};
+static const char *group_name[MAXPROXIES + 2]; // direct, the proxies by name, floor
 
 static int64_t now_ns(void) {
     struct timespec ts;
@@ -86,7 +87,7 @@ struct conn {
 
 // --- options and results --------------------------------------------------------------------------------------
 
-static int opt_listen, opt_proxy, opt_streams = 50, opt_rounds = 5, opt_warmup = 2, opt_chunks = 20, opt_interval_ms = 50,
+static int opt_listen, opt_proxy[MAXPROXIES], n_proxies, opt_streams = 50, opt_rounds = 5, opt_warmup = 2, opt_chunks = 20, opt_interval_ms = 50,
            opt_floor = 1;
 static const char *opt_out;
 static int groups, per_round, total_streams, events_per_stream;
@@ -336,13 +337,16 @@ static void client_finish(struct conn *c, const char *err) {
     conn_free(c);
 }
 
+// Group 0 is direct, 1..n_proxies go through proxy 1..n, the last (with --floor) is direct again.
+static int target_port(int group) { return group >= 1 && group <= n_proxies ? opt_proxy[group - 1] : opt_listen; }
+
 static void client_start(struct conn *c) {
     struct stream_info *s = &info[c->cid];
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) { client_finish(c, "socket() failed"); return; }
     nodelay(fd);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    a.sin_port = htons((uint16_t)(s->group == 1 ? opt_proxy : opt_listen));
+    a.sin_port = htons((uint16_t)target_port(s->group));
     c->fd = fd;
     heap_remove(c);
     if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0 && errno != EINPROGRESS) {
@@ -359,7 +363,7 @@ static void client_connected(struct conn *c) {
     getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &l);
     if (err) { client_finish(c, "connect refused"); return; }
     char body[256], req[768];
-    int port = info[c->cid].group == 1 ? opt_proxy : opt_listen;
+    int port = target_port(info[c->cid].group);
     int bn = snprintf(body, sizeof body, "{\"model\":\"gpt-4o-mini\",\"stream\":true,\"user\":\"bench-%d\",\"messages\":"
                                          "[{\"role\":\"user\",\"content\":\"Write a short poem about proxies.\"}]}", c->cid);
     int n = snprintf(req, sizeof req, "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: application/json\r\n"
@@ -487,9 +491,22 @@ static int arg_int(int argc, char **argv, int *i) {
 }
 
 int main(int argc, char **argv) {
+    char *names = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--listen")) opt_listen = arg_int(argc, argv, &i);
-        else if (!strcmp(argv[i], "--proxy")) opt_proxy = arg_int(argc, argv, &i);
+        else if (!strcmp(argv[i], "--proxy")) {
+            if (++i >= argc) die("--proxy needs a port list");
+            for (char *p = strtok(argv[i], ","); p; p = strtok(NULL, ",")) {
+                if (n_proxies == MAXPROXIES) die("--proxy: at most %d ports", MAXPROXIES);
+                char *end;
+                long v = strtol(p, &end, 10);
+                if (*end || v < 1 || v > 65535) die("--proxy: '%s' is not a port", p);
+                opt_proxy[n_proxies++] = (int)v;
+            }
+        } else if (!strcmp(argv[i], "--names")) {
+            if (++i >= argc) die("--names needs a name list");
+            names = argv[i];
+        }
         else if (!strcmp(argv[i], "--streams")) opt_streams = arg_int(argc, argv, &i);
         else if (!strcmp(argv[i], "--rounds")) opt_rounds = arg_int(argc, argv, &i);
         else if (!strcmp(argv[i], "--warmup-rounds")) opt_warmup = arg_int(argc, argv, &i);
@@ -499,10 +516,22 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--out")) { if (++i >= argc) die("--out needs a file"); opt_out = argv[i]; }
         else die("unknown option %s (see the comment at the top of sse_lag.c)", argv[i]);
     }
-    if (!opt_listen || !opt_proxy || !opt_out) die("--listen, --proxy and --out are required");
+    if (!opt_listen || !n_proxies || !opt_out) die("--listen, --proxy and --out are required");
+    group_name[0] = "direct";
+    for (int g = 1; g <= n_proxies; g++) {
+        char *name = names ? strsep(&names, ",") : NULL;
+        if (!name || !*name) {
+            static char dflt[MAXPROXIES][16];
+            snprintf(dflt[g - 1], sizeof dflt[g - 1], g == 1 ? "proxy" : "proxy%d", g);
+            name = dflt[g - 1];
+        }
+        if (strchr(name, ' ') || !strcmp(name, "direct") || !strcmp(name, "floor")) die("--names: '%s' cannot name a proxy", name);
+        group_name[g] = name;
+    }
+    group_name[n_proxies + 1] = "floor";
     if (opt_streams < 1 || opt_rounds < 1 || opt_chunks < 1 || opt_chunks > 100000 || opt_interval_ms < 1)
         die("--streams, --rounds, --chunks and --interval-ms must be at least 1");
-    groups = opt_floor ? 3 : 2;
+    groups = 1 + n_proxies + (opt_floor ? 1 : 0);
     per_round = groups * opt_streams;
     total_streams = per_round * (opt_rounds + opt_warmup);
     events_per_stream = opt_chunks + 2;
@@ -532,7 +561,7 @@ int main(int argc, char **argv) {
             c->cid = id;
             round_clients[i] = c;
             info[id].round = r;
-            info[id].group = i % groups; // direct, proxy, floor, direct, proxy, ...
+            info[id].group = i % groups; // direct, proxy(s), floor, direct, proxy(s), ...
             // Staggered over one chunk interval, so that not every stream's chunk k is due in the same instant.
             schedule(c, base + (int64_t)i * interval / per_round);
         }
@@ -552,7 +581,7 @@ int main(int argc, char **argv) {
     if (!f) die("cannot write %s: %s", opt_out, strerror(errno));
     for (int s = 0; s < id; s++) {
         struct stream_info *in = &info[s];
-        fprintf(f, "S %d %s %d %d %d %" PRId64 " %s\n", in->round, GROUP_NAME[in->group], s, in->ok, in->chunks, in->req_ns,
+        fprintf(f, "S %d %s %d %d %d %" PRId64 " %s\n", in->round, group_name[in->group], s, in->ok, in->chunks, in->req_ns,
                 in->err[0] ? in->err : "-");
         for (int k = 0; k < events_per_stream && k < in->chunks; k++) {
             size_t at = (size_t)s * events_per_stream + k;
