@@ -178,6 +178,14 @@ alive_check() {
     done
 }
 
+# What the runtime says about itself (LLMProxy's /metrics): managed heap, threads, GC counts.
+runtime_line() {
+    curl -s --max-time 2 "http://127.0.0.1:$ADMIN_PORT/metrics" | awk '
+        /^dotnet_total_memory_bytes / { heap = $2 }
+        /^process_num_threads / { threads = $2 }
+        /^dotnet_collection_count_total\{generation="[012]"\}/ { split($1, a, "\""); gc[a[2]] = $2 }
+        END { printf "managed heap %.1f MB, %d threads, GCs so far gen0/1/2 %d/%d/%d", heap / 1048576, threads, gc["0"], gc["1"], gc["2"] }'
+}
 MAX_OTHER="${BENCH_MAX_OTHER_LOAD:-10}"
 RETRY_LEFT="${BENCH_RETRY_BUDGET:-120}"
 LAG_OTHER=()
@@ -192,6 +200,7 @@ for n in $LAG_STREAMS_LIST; do
         variant0=()
         for pid in "${VARIANT_PIDS[@]}"; do variant0+=("$(cpu_ticks "$pid")"); done
         client0="$(child_ticks)"
+        runtime_before="$(runtime_line)"
         load_begin
         # sse_lag is the upstream of the "lag" forward while it runs, and the client of both paths.
         timeout 300 "$SSE_LAG" --listen "$LAG_UPSTREAM_PORT" --proxy "$LAG_PORTS" --names "$LAG_NAMES" --streams "$n" --rounds "$LAG_ROUNDS" \
@@ -216,19 +225,11 @@ for n in $LAG_STREAMS_LIST; do
         break
     done
     LAG_OTHER+=("$other")
-    LAG_CPU+=("CPU used: LLMProxy (default) $((proxy_ticks * 1000 / CLK_TCK)) ms${variant_cpu}, sse_lag $((client_ticks * 1000 / CLK_TCK)) ms, in ${wall} s (warm-up rounds included)")
+    LAG_CPU+=("CPU used: LLMProxy (default) $((proxy_ticks * 1000 / CLK_TCK)) ms${variant_cpu}, sse_lag $((client_ticks * 1000 / CLK_TCK)) ms, in ${wall} s (warm-up rounds included). LLMProxy (default) before: $runtime_before; after: $(runtime_line)")
     "$PY" "$BENCH_DIR/sse_bench.py" lagreport --records "$STREAM_DIR/lag-$n.records" --streams "$n" --rounds "$LAG_ROUNDS" \
         --warmup-rounds "$LAG_WARMUP" --chunks 20 --interval-ms 50 --json "$STREAM_DIR/lag-$n.json" >"$STREAM_DIR/lag-$n.md"
 done
 
-# What the runtime says about itself (LLMProxy's /metrics): managed heap, threads, GC counts.
-runtime_line() {
-    curl -s --max-time 2 "http://127.0.0.1:$ADMIN_PORT/metrics" | awk '
-        /^dotnet_total_memory_bytes / { heap = $2 }
-        /^process_num_threads / { threads = $2 }
-        /^dotnet_collection_count_total\{generation="[012]"\}/ { split($1, a, "\""); gc[a[2]] = $2 }
-        END { printf "managed heap %.1f MB, %d threads, GCs so far gen0/1/2 %d/%d/%d", heap / 1048576, threads, gc["0"], gc["1"], gc["2"] }'
-}
 RUNTIME_BEFORE_MEM="$(runtime_line)"
 log "memory: $MEM_STREAMS concurrent streams (20 chunks every 500 ms) through LLMProxy"
 load_begin
