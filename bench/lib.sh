@@ -90,6 +90,16 @@ port_in_use() {
         /proc/net/tcp /proc/net/tcp6 2>/dev/null
 }
 
+# wait_port PORT PID : until something listens on 127.0.0.1:PORT (at most 10 s); fails early if PID died.
+wait_port() {
+    local deadline=$((SECONDS + 10))
+    until port_in_use "$1"; do
+        kill -0 "$2" 2>/dev/null || die "pid $2 exited before it listened on port $1"
+        ((SECONDS < deadline)) || die "nothing listens on port $1 after 10 s"
+        sleep 0.05
+    done
+}
+
 check_ports_free() {
     local p busy=()
     for p in "$@"; do

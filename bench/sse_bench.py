@@ -103,8 +103,16 @@ def group_label(group):
             "proxy": "through LLMProxy (upstream → LLMProxy → client)"}.get(group, f"through LLMProxy `{group}`")
 
 
-def read_lag_records(path, chunks):
-    """Streams ({id: (round, group, ok, n, request_ns, error)}) and chunks ({id: [(k, send_ns, recv_ns)]}) of sse_lag."""
+def read_lag_records(path, upstream_path=None):
+    """Streams ({id: (round, group, ok, n, request_ns, error)}) and chunks ({id: [(k, send_ns, recv_ns)]}) of sse_lag;
+    with the records of a separate upstream process (`--role upstream`), the send times come from there."""
+    sent = {}
+    if upstream_path:
+        with open(upstream_path, encoding="ascii") as f:
+            for line in f:
+                p = line.split()
+                if p[0] == "U":
+                    sent[(int(p[1]), int(p[2]))] = int(p[3])
     streams, records = {}, {}
     with open(path, encoding="ascii") as f:
         for line in f:
@@ -112,12 +120,13 @@ def read_lag_records(path, chunks):
             if p[0] == "S":
                 streams[int(p[3])] = (int(p[1]), p[2], p[4] == "1", int(p[5]), int(p[6]), p[7].strip())
             elif p[0] == "C":
-                records.setdefault(int(p[1]), []).append((int(p[2]), int(p[3]), int(p[4])))
+                sid, k, t_sent = int(p[1]), int(p[2]), int(p[3])
+                records.setdefault(sid, []).append((k, t_sent or sent.get((sid, k), 0), int(p[4])))
     return streams, records
 
 
 def lagreport(args):
-    streams, records = read_lag_records(args.records, args.chunks)
+    streams, records = read_lag_records(args.records, args.upstream_records)
     last = args.chunks + 1
     seen = list(dict.fromkeys(s[1] for _, s in sorted(streams.items())))
     proxies = [g for g in seen if g not in ("direct", "floor")]
@@ -177,8 +186,11 @@ def lagreport(args):
            f"{args.warmup_rounds} warm-up round(s).",
            "",
            "Per-chunk lag = client receive time (the chunk's last byte out of `recv`) − upstream send time (just before "
-           "its `send`), on one clock in one single-threaded epoll process (`bench/sse_lag.c`) that is both the SSE "
-           "upstream and the client.",
+           "its `send`), on `CLOCK_MONOTONIC`; " + ("the SSE upstream and the client are two single-threaded epoll "
+           "processes (`bench/sse_lag.c --role upstream` / `--role client`), so a direct chunk wakes the client as it "
+           "would wake any real client." if args.upstream_records else "one single-threaded epoll process "
+           "(`bench/sse_lag.c`) is both the SSE upstream and the client, so a direct chunk is a send and a recv on one "
+           "thread with no wake-up: the proxied path is charged the client's wake-up on top."),
            "",
            "| path | chunks | p50 ms | p99 ms | max ms | chunks > 5 ms |",
            "|---|---:|---:|---:|---:|---:|"]
@@ -425,6 +437,7 @@ def main():
     sub = ap.add_subparsers(dest="cmd", required=True)
     lg = sub.add_parser("lagreport")
     lg.add_argument("--records", required=True)
+    lg.add_argument("--upstream-records")
     lg.add_argument("--streams", type=int, default=50)
     lg.add_argument("--rounds", type=int, default=3)
     lg.add_argument("--warmup-rounds", type=int, default=2)

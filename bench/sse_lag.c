@@ -13,6 +13,12 @@
 // ("user":"bench-<id>", forwarded untouched) and its chunks carry the id ("chatcmpl-mock-<id>"), so both ends
 // agree on which chunk is which. The two direct groups show what the instrument itself can resolve.
 //
+// Split mode (what bench/stream.sh runs): `--role upstream` is only the upstream (until SIGTERM; then it writes
+// "U <id> <k> <send_ns>" per chunk to --out) and `--role client` only the client (its C lines carry send_ns 0;
+// bench/sse_bench.py lagreport --upstream-records fills them in). Then the direct client is woken by another
+// process's send, as a real client is; in one process (`--role both`, the default) the direct path is a send and
+// a recv on the same thread with no wake-up at all, so the proxied path would be charged the client's wake-up.
+//
 // Output (--out FILE), one line each, for bench/sse_bench.py lagreport:
 //   S <round> <group> <id> <ok 0|1> <chunks> <request_sent_ns> <error or ->     group: direct|floor|a proxy's name
 //   C <id> <k> <send_ns> <recv_ns>
@@ -31,6 +37,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/epoll.h>
+#include <signal.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -95,6 +102,12 @@ static int64_t *sent_at, *recv_at; // [id * events_per_stream + k]
 struct stream_info { int round, group, ok, chunks; int64_t req_ns; char err[96]; };
 static struct stream_info *info;
 static int ep;
+enum role { ROLE_BOTH, ROLE_UPSTREAM, ROLE_CLIENT };
+static enum role opt_role = ROLE_BOTH;
+static volatile sig_atomic_t stop_requested;
+struct sent_rec { int id, k; int64_t t; };
+static struct sent_rec *sent_log; // --role upstream: every chunk sent, in order
+static size_t sent_n, sent_cap;
 static int round_open; // streams of the current round not finished yet
 static struct conn **round_clients; // [per_round], NULL once finished
 
@@ -262,7 +275,16 @@ static int send_chunk(struct conn *c) {
         memcpy(out + len, "0\r\n\r\n", 5);
         len += 5;
     }
-    if (sid >= 0 && sid < total_streams) sent_at[(size_t)sid * events_per_stream + k] = now_ns();
+    if (opt_role == ROLE_UPSTREAM) {
+        if (sent_n == sent_cap) {
+            sent_cap = sent_cap ? 2 * sent_cap : 1 << 16;
+            sent_log = realloc(sent_log, sizeof *sent_log * sent_cap);
+            if (!sent_log) die("out of memory");
+        }
+        sent_log[sent_n++] = (struct sent_rec){sid, k, now_ns()};
+    } else if (sid >= 0 && sid < total_streams) {
+        sent_at[(size_t)sid * events_per_stream + k] = now_ns();
+    }
     if (send_bytes(c, out, len) < 0) return -1;
     c->next_k++;
     if (k <= opt_chunks) {
@@ -471,7 +493,7 @@ static void run_loop(int64_t until, int stop_when_round_done) {
             on_due(heap[0]);
             now = now_ns();
         }
-        if (now >= until || (stop_when_round_done && round_open == 0)) return;
+        if (now >= until || stop_requested || (stop_when_round_done && round_open == 0)) return;
         int64_t wake = until;
         if (heap_n > 0 && heap[0]->due < wake) wake = heap[0]->due;
         int64_t wait = wake > now ? wake - now : 0;
@@ -488,6 +510,20 @@ static int arg_int(int argc, char **argv, int *i) {
     long v = strtol(argv[++*i], &end, 10);
     if (*end || v < 0 || v > 1000000) die("%s: '%s' is not a number in 0..1000000", argv[*i - 1], argv[*i]);
     return (int)v;
+}
+
+static void on_stop(int sig) {
+    (void)sig;
+    stop_requested = 1;
+}
+
+static void listen_on(int port) {
+    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), one = 1;
+    setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    if (bind(lfd, (struct sockaddr *)&a, sizeof a) < 0) die("bind 127.0.0.1:%d: %s", port, strerror(errno));
+    if (listen(lfd, 4096) < 0) die("listen: %s", strerror(errno));
+    watch(conn_new(K_LISTEN, lfd), EPOLL_CTL_ADD, EPOLLIN);
 }
 
 int main(int argc, char **argv) {
@@ -513,10 +549,16 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--chunks")) opt_chunks = arg_int(argc, argv, &i);
         else if (!strcmp(argv[i], "--interval-ms")) opt_interval_ms = arg_int(argc, argv, &i);
         else if (!strcmp(argv[i], "--floor")) opt_floor = arg_int(argc, argv, &i);
-        else if (!strcmp(argv[i], "--out")) { if (++i >= argc) die("--out needs a file"); opt_out = argv[i]; }
+        else if (!strcmp(argv[i], "--role")) {
+            if (++i >= argc) die("--role needs both, upstream or client");
+            if (!strcmp(argv[i], "both")) opt_role = ROLE_BOTH;
+            else if (!strcmp(argv[i], "upstream")) opt_role = ROLE_UPSTREAM;
+            else if (!strcmp(argv[i], "client")) opt_role = ROLE_CLIENT;
+            else die("--role: '%s' is not both, upstream or client", argv[i]);
+        } else if (!strcmp(argv[i], "--out")) { if (++i >= argc) die("--out needs a file"); opt_out = argv[i]; }
         else die("unknown option %s (see the comment at the top of sse_lag.c)", argv[i]);
     }
-    if (!opt_listen || !n_proxies || !opt_out) die("--listen, --proxy and --out are required");
+    if (!opt_listen || !opt_out || (!n_proxies && opt_role != ROLE_UPSTREAM)) die("--listen, --proxy and --out are required");
     group_name[0] = "direct";
     for (int g = 1; g <= n_proxies; g++) {
         char *name = names ? strsep(&names, ",") : NULL;
@@ -533,23 +575,28 @@ int main(int argc, char **argv) {
         die("--streams, --rounds, --chunks and --interval-ms must be at least 1");
     groups = 1 + n_proxies + (opt_floor ? 1 : 0);
     per_round = groups * opt_streams;
-    total_streams = per_round * (opt_rounds + opt_warmup);
+    total_streams = opt_role == ROLE_UPSTREAM ? 100000000 : per_round * (opt_rounds + opt_warmup);
     events_per_stream = opt_chunks + 2;
+    prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0); // wake for a chunk's send time, not up to 50 µs later
+    ep = epoll_create1(EPOLL_CLOEXEC);
+    if (opt_role == ROLE_UPSTREAM) {
+        struct sigaction sa = {.sa_handler = on_stop}; // no SA_RESTART: epoll_pwait2 returns EINTR
+        sigaction(SIGTERM, &sa, NULL);
+        sigaction(SIGINT, &sa, NULL);
+        listen_on(opt_listen);
+        run_loop(INT64_MAX, 0);
+        FILE *f = fopen(opt_out, "w");
+        if (!f) die("cannot write %s: %s", opt_out, strerror(errno));
+        for (size_t i = 0; i < sent_n; i++) fprintf(f, "U %d %d %" PRId64 "\n", sent_log[i].id, sent_log[i].k, sent_log[i].t);
+        if (fclose(f) != 0) die("writing %s failed", opt_out);
+        return 0;
+    }
     sent_at = calloc((size_t)total_streams * events_per_stream, sizeof *sent_at);
     recv_at = calloc((size_t)total_streams * events_per_stream, sizeof *recv_at);
     info = calloc((size_t)total_streams, sizeof *info);
     round_clients = calloc((size_t)per_round, sizeof *round_clients);
     if (!sent_at || !recv_at || !info || !round_clients) die("out of memory");
-    prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0); // wake for a chunk's send time, not up to 50 µs later
-
-    ep = epoll_create1(EPOLL_CLOEXEC);
-    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), one = 1;
-    setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)opt_listen), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    if (bind(lfd, (struct sockaddr *)&a, sizeof a) < 0) die("bind 127.0.0.1:%d: %s", opt_listen, strerror(errno));
-    if (listen(lfd, 4096) < 0) die("listen: %s", strerror(errno));
-    watch(conn_new(K_LISTEN, lfd), EPOLL_CTL_ADD, EPOLLIN);
-
+    if (opt_role == ROLE_BOTH) listen_on(opt_listen);
     int64_t interval = (int64_t)opt_interval_ms * 1000000;
     int64_t round_timeout = 10000000000LL + 3 * (int64_t)opt_chunks * interval;
     int id = 0, failed = 0;

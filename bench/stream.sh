@@ -5,6 +5,7 @@
 #   BENCH_LAG_WARMUP=2 BENCH_MEM_STREAMS=1000 BENCH_BIG_CONCURRENCY=20 (BENCH_LAG_STREAMS=N: one lag test with N streams)
 #   BENCH_MAX_OTHER_LOAD=10 BENCH_RETRY_BUDGET=120: a lag test during which other processes used more than this % of
 #   the CPU is repeated while the budget (seconds of repeats) lasts; the repeats are listed in the report.
+#   BENCH_LAG_SPLIT=1: sse_lag runs as two processes, upstream and client (0: one process, both ends).
 #   BENCH_LAG_VARIANTS="name:VAR=value,VAR=value ...": more LLMProxy processes (same binary, only the lag forward,
 #   extra environment variables; forward port base+30.., admin base+50..) measured in the same lag rounds.
 set -euo pipefail
@@ -186,6 +187,8 @@ runtime_line() {
         /^dotnet_collection_count_total\{generation="[012]"\}/ { split($1, a, "\""); gc[a[2]] = $2 }
         END { printf "managed heap %.1f MB, %d threads, GCs so far gen0/1/2 %d/%d/%d", heap / 1048576, threads, gc["0"], gc["1"], gc["2"] }'
 }
+LAG_SPLIT="${BENCH_LAG_SPLIT:-1}"
+[[ "$LAG_SPLIT" == 0 || "$LAG_SPLIT" == 1 ]] || die "BENCH_LAG_SPLIT: '$LAG_SPLIT' is not 0 or 1"
 MAX_OTHER="${BENCH_MAX_OTHER_LOAD:-10}"
 RETRY_LEFT="${BENCH_RETRY_BUDGET:-120}"
 LAG_OTHER=()
@@ -201,15 +204,32 @@ for n in $LAG_STREAMS_LIST; do
         for pid in "${VARIANT_PIDS[@]}"; do variant0+=("$(cpu_ticks "$pid")"); done
         client0="$(child_ticks)"
         runtime_before="$(runtime_line)"
+        # sse_lag is the upstream of the "lag" forward while it runs, and the client of both paths: as two processes
+        # (BENCH_LAG_SPLIT=1, the upstream's send times in lag-N.upstream) or as one.
+        role=both
+        upstream_ticks=0
+        if [[ "$LAG_SPLIT" == 1 ]]; then
+            role=client
+            start_bg "sse_lag upstream" "$STREAM_DIR/lag-$n-upstream.log" "$SSE_LAG" --role upstream --listen "$LAG_UPSTREAM_PORT" \
+                --chunks 20 --interval-ms 50 --out "$STREAM_DIR/lag-$n.upstream"
+            UPSTREAM_PID=$LAST_PID
+            wait_port "$LAG_UPSTREAM_PORT" "$UPSTREAM_PID"
+            upstream0="$(cpu_ticks "$UPSTREAM_PID")"
+        fi
         load_begin
-        # sse_lag is the upstream of the "lag" forward while it runs, and the client of both paths.
-        timeout 300 "$SSE_LAG" --listen "$LAG_UPSTREAM_PORT" --proxy "$LAG_PORTS" --names "$LAG_NAMES" --streams "$n" --rounds "$LAG_ROUNDS" \
-            --warmup-rounds "$LAG_WARMUP" --chunks 20 --interval-ms 50 --floor 1 --out "$STREAM_DIR/lag-$n.records" \
+        timeout 300 "$SSE_LAG" --role "$role" --listen "$LAG_UPSTREAM_PORT" --proxy "$LAG_PORTS" --names "$LAG_NAMES" --streams "$n" \
+            --rounds "$LAG_ROUNDS" --warmup-rounds "$LAG_WARMUP" --chunks 20 --interval-ms 50 --floor 1 --out "$STREAM_DIR/lag-$n.records" \
             2>"$STREAM_DIR/lag-$n.log" || { cat "$STREAM_DIR/lag-$n.log" >&2; die "SSE lag measurement ($n streams) failed"; }
         other="$(load_end)"
         wall=$((SECONDS - t0))
-        proxy_ticks=$(($(cpu_ticks "$LLM_PID") - proxy0))
         client_ticks=$(($(child_ticks) - client0))
+        if [[ "$LAG_SPLIT" == 1 ]]; then
+            upstream_ticks=$(($(cpu_ticks "$UPSTREAM_PID") - upstream0))
+            kill -TERM "$UPSTREAM_PID"
+            wait "$UPSTREAM_PID" || die "the sse_lag upstream failed (see ${STREAM_DIR#"$REPO_DIR"/}/lag-$n-upstream.log)"
+            forget_pid "$UPSTREAM_PID"
+        fi
+        proxy_ticks=$(($(cpu_ticks "$LLM_PID") - proxy0))
         variant_cpu=""
         for vi in "${!VARIANT_PIDS[@]}"; do
             variant_cpu+=", LLMProxy $(cut -d, -f$((vi + 2)) <<<"$LAG_NAMES") $((($(cpu_ticks "${VARIANT_PIDS[vi]}") - ${variant0[vi]}) * 1000 / CLK_TCK)) ms"
@@ -225,9 +245,12 @@ for n in $LAG_STREAMS_LIST; do
         break
     done
     LAG_OTHER+=("$other")
-    LAG_CPU+=("CPU used: LLMProxy (default) $((proxy_ticks * 1000 / CLK_TCK)) ms${variant_cpu}, sse_lag $((client_ticks * 1000 / CLK_TCK)) ms, in ${wall} s (warm-up rounds included). LLMProxy (default) before: $runtime_before; after: $(runtime_line)")
+    upstream_records=()
+    [[ "$LAG_SPLIT" == 0 ]] || upstream_records=(--upstream-records "$STREAM_DIR/lag-$n.upstream")
+    LAG_CPU+=("CPU used: LLMProxy (default) $((proxy_ticks * 1000 / CLK_TCK)) ms${variant_cpu}, sse_lag $(((client_ticks + upstream_ticks) * 1000 / CLK_TCK)) ms, in ${wall} s (warm-up rounds included). LLMProxy (default) before: $runtime_before; after: $(runtime_line)")
     "$PY" "$BENCH_DIR/sse_bench.py" lagreport --records "$STREAM_DIR/lag-$n.records" --streams "$n" --rounds "$LAG_ROUNDS" \
-        --warmup-rounds "$LAG_WARMUP" --chunks 20 --interval-ms 50 --json "$STREAM_DIR/lag-$n.json" >"$STREAM_DIR/lag-$n.md"
+        --warmup-rounds "$LAG_WARMUP" --chunks 20 --interval-ms 50 --json "$STREAM_DIR/lag-$n.json" "${upstream_records[@]}" \
+        >"$STREAM_DIR/lag-$n.md"
 done
 
 RUNTIME_BEFORE_MEM="$(runtime_line)"
