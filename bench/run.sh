@@ -117,6 +117,62 @@ for t in "${LLM_TARGETS[@]}"; do
     wait_http "$t forward" "${PIDS_OF[$t]}" "http://127.0.0.1:${PORT_OF[$t]}/v1/chat/completions" POST 30 "Authorization: Bearer $BENCH_CLIENT_KEY"
 done
 
+declare -A DESC_OF=()
+# --- BENCH_BASELINE=<commit>: LLMProxy built at that commit, same config, as a target of its own -------------
+# Before/after in one run: what a change bought is only measurable against a baseline measured in the same rounds.
+if [[ -n "${BENCH_BASELINE:-}" ]]; then
+    BASE_REV="$(git -C "$REPO_DIR" rev-parse --short "${BENCH_BASELINE}^{commit}" 2>/dev/null)" \
+        || die "BENCH_BASELINE: '$BENCH_BASELINE' is not a commit of this repository"
+    BASE_SRC="$OUT_DIR/baseline-src"
+    rm -rf "$BASE_SRC" "$OUT_DIR/baseline"
+    mkdir -p "$BASE_SRC"
+    git -C "$REPO_DIR" archive "$BASE_REV" src Directory.Build.props Directory.Packages.props global.json | tar -x -C "$BASE_SRC"
+    log "building the baseline $BASE_REV (dotnet publish -c Release)"
+    (cd "$BASE_SRC" && dotnet publish src/LLMProxy -c Release -o "$OUT_DIR/baseline" --nologo -v quiet) \
+        >"$OUT_DIR/baseline-build.log" 2>&1 || { tail -30 "$OUT_DIR/baseline-build.log" >&2; die "building the baseline $BASE_REV failed"; }
+    t="llmproxy:baseline"
+    PORT_OF[$t]=$((BASE + 72))
+    ADMIN_OF[$t]=$((BASE + 73))
+    check_ports_free "${PORT_OF[$t]}" "${ADMIN_OF[$t]}"
+    cfg="$RUN_DIR/llmproxy-baseline.yaml"
+    write_llm_config "$cfg" "${PORT_OF[$t]}" "${ADMIN_OF[$t]}" "${MOCK_PORTS[@]}"
+    dotnet "$OUT_DIR/baseline/llmproxy.dll" -t -c "$cfg" >"$RUN_DIR/llmproxy-config-check.log" 2>&1 \
+        || { cat "$RUN_DIR/llmproxy-config-check.log" >&2; die "the baseline $BASE_REV rejected $cfg"; }
+    start_bg "LLMProxy baseline $BASE_REV" "$RUN_DIR/llmproxy-baseline.log" dotnet "$OUT_DIR/baseline/llmproxy.dll" -c "$cfg" --release
+    PIDS_OF[$t]=$LAST_PID
+    ENV_OF[$t]=""
+    DESC_OF[$t]="LLMProxy built at $BASE_REV (BENCH_BASELINE), the same config and environment"
+    wait_http "$t admin" "$LAST_PID" "http://127.0.0.1:${ADMIN_OF[$t]}/ping" GET 30
+    wait_http "$t forward" "$LAST_PID" "http://127.0.0.1:${PORT_OF[$t]}/v1/chat/completions" POST 30 "Authorization: Bearer $BENCH_CLIENT_KEY"
+    LLM_TARGETS+=("$t")
+fi
+
+# --- BENCH_FLOOR=1: the floor of any Kestrel-based proxy here (bench/floor), as targets of their own ---------
+# floor-kestrel: Kestrel answers the mock's body itself (no upstream exchange); floor-yarp: a bare YARP forwarder
+# (no transforms, logging or metrics) to the same mock. Both with LLMProxy's socket settings on this machine.
+if [[ "${BENCH_FLOOR:-0}" == 1 ]]; then
+    log "building bench/floor (dotnet publish -c Release)"
+    (cd "$REPO_DIR" && dotnet publish bench/floor -c Release -o "$OUT_DIR/floor" --nologo -v quiet) \
+        >"$OUT_DIR/floor-build.log" 2>&1 || { tail -30 "$OUT_DIR/floor-build.log" >&2; die "dotnet publish bench/floor failed"; }
+    FLOOR_ENV=(DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS=1)
+    (($(nproc) <= 2)) && FLOOR_ENV+=(DOTNET_SYSTEM_NET_SOCKETS_THREAD_COUNT=1)
+    fi_=0
+    for mode in kestrel yarp; do
+        t="llmproxy:floor-$mode"
+        PORT_OF[$t]=$((BASE + 70 + fi_))
+        check_ports_free "${PORT_OF[$t]}"
+        if [[ $mode == kestrel ]]; then fargs=(); else fargs=("${MOCK_PORTS[@]}"); fi
+        start_bg "floor ($mode)" "$RUN_DIR/floor-$mode.log" env "${FLOOR_ENV[@]}" FLOOR_ANSWER="$MOCK_ANSWER" \
+            dotnet "$OUT_DIR/floor/floor.dll" "$mode" "${PORT_OF[$t]}" "${fargs[@]}"
+        PIDS_OF[$t]=$LAST_PID
+        ENV_OF[$t]=""
+        DESC_OF[$t]="not LLMProxy: bench/floor $mode ($([[ $mode == kestrel ]] && echo "Kestrel answers the mock's body itself, no upstream exchange" || echo "a bare YARP forwarder, SocketsHttpHandler, no transforms/logging/metrics")), with ${FLOOR_ENV[*]}"
+        LLM_TARGETS+=("$t")
+        wait_http "floor $mode" "$LAST_PID" "http://127.0.0.1:${PORT_OF[$t]}/v1/chat/completions" POST 30
+        fi_=$((fi_ + 1))
+    done
+fi
+
 # --- preflight: every target answers a real POST with the mock's chat.completion -------------------
 TARGETS=(direct nginx "${LLM_TARGETS[@]}")
 target_url() {
@@ -330,7 +386,10 @@ REPORT="$RUN_DIR/report.md"
     machine_info
     echo "- CPU busy before start (other load): ${BUSY_BEFORE}%"
     echo "- config: BENCH_FEATURES=${BENCH_FEATURES:-all} ($([[ "${BENCH_FEATURES:-all}" == all ]] && echo "a client key (Bearer, with request and token limits and a model list), requests/tokens per minute and concurrency budgets, model lists and a model route on top of breaker, ratelimits, retry, metrics and the access log" || echo "breaker, ratelimits, retry, metrics and the access log"))"
-    for t in "${LLM_TARGETS[@]:1}"; do echo "- variant \`${t#llmproxy:}\`: the same binary and config with \`${ENV_OF[$t]}\`"; done
+    for t in "${LLM_TARGETS[@]:1}"; do
+        if [[ -n "${DESC_OF[$t]:-}" ]]; then echo "- target \`${t#llmproxy:}\`: ${DESC_OF[$t]}"
+        else echo "- variant \`${t#llmproxy:}\`: the same binary and config with \`${ENV_OF[$t]}\`"; fi
+    done
     echo "- $PERF_NOTE"
     echo "- settings: ${ROUNDS} rounds; ${CONNS} connections x ${DURATION}s and 1 connection x ${LAT_DURATION}s per target and round; wrk -t${THREADS}; nginx worker_processes ${BENCH_NGINX_WORKERS:-auto} (both instances)"
     echo

@@ -96,18 +96,32 @@ internal static class ConfigReport
     private static bool IsUrl(string name) =>
         name.Equals("url", StringComparison.OrdinalIgnoreCase) || name.EndsWith("Url", StringComparison.Ordinal);
 
-    /// <summary>scheme://host:port/path with every query value replaced; no user info, no fragment.</summary>
+    /// <summary>
+    /// scheme://host:port/path with every query value replaced and every path segment that looks like a key hidden
+    /// (<see cref="LooksLikeKey"/>); no user info, no fragment.
+    /// </summary>
     internal static string SafeUrl(string url)
     {
         if (!Uri.TryCreate(url, UriKind.Absolute, out var uri) || string.IsNullOrEmpty(uri.Host))
         {
             return Redacted;
         }
-        if (uri.UserInfo.Length == 0 && uri.Query.Length == 0 && !url.Contains('#', StringComparison.Ordinal))
+        var path = uri.AbsolutePath;
+        var segments = path.Split('/');
+        var keyInPath = false;
+        for (var i = 0; i < segments.Length; i++)
+        {
+            if (LooksLikeKey(Uri.UnescapeDataString(segments[i])))
+            {
+                segments[i] = Redacted;
+                keyInPath = true;
+            }
+        }
+        if (uri.UserInfo.Length == 0 && uri.Query.Length == 0 && !keyInPath && !url.Contains('#', StringComparison.Ordinal))
         {
             return url; // nothing to hide: as written
         }
-        var safe = $"{uri.Scheme}://{uri.Authority}{uri.AbsolutePath}"; // Authority never includes the user info
+        var safe = $"{uri.Scheme}://{uri.Authority}{(keyInPath ? string.Join('/', segments) : path)}"; // Authority never includes the user info
         if (uri.Query.Length > 1)
         {
             // A part without '=' may be a bare key: hidden whole.
@@ -115,5 +129,43 @@ internal static class ConfigReport
             safe += "?" + string.Join('&', names);
         }
         return safe;
+    }
+
+    // Prefixes providers give their keys (OpenAI/Anthropic/Stripe-style sk-/rk-, Google AIza, GitHub, Slack).
+    private static readonly string[] KeyPrefixes = ["sk-", "sk_", "rk-", "rk_", "pk_", "AIza", "ghp_", "gho_", "github_pat_", "xox"];
+
+    /// <summary>
+    /// Whether a url path segment may be a credential: a known key prefix (12+ characters), or a long run of letters and
+    /// digits with little repetition (24+ characters, mixed, at least 12 distinct) such as a hex or base64 key or a
+    /// UUID. Errs on the side of hiding: a hidden deployment id costs a reader little, a shown key costs its owner.
+    /// </summary>
+    internal static bool LooksLikeKey(string segment)
+    {
+        if (segment.Length >= 12 && KeyPrefixes.Any(p => segment.StartsWith(p, StringComparison.Ordinal)))
+        {
+            return true;
+        }
+        if (segment.Length < 24 || segment.Contains('.', StringComparison.Ordinal))
+        {
+            return false;
+        }
+        var letters = 0;
+        var digits = 0;
+        foreach (var c in segment)
+        {
+            if (char.IsAsciiLetter(c))
+            {
+                letters++;
+            }
+            else if (char.IsAsciiDigit(c))
+            {
+                digits++;
+            }
+            else if (c is not ('-' or '_' or '+' or '=' or '~'))
+            {
+                return false;
+            }
+        }
+        return letters > 0 && digits > 0 && segment.Distinct().Count() >= 12;
     }
 }

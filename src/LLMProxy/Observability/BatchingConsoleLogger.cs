@@ -40,11 +40,15 @@ internal sealed class BatchingConsoleLoggerProvider : ILoggerProvider
     private readonly int _maxQueued;
     private readonly int _flushAtQueued;
     private readonly TimeSpan _interval;
+    private readonly TimeSpan _stopWait;
 
+    /// <param name="stopWait">How long Dispose waits for the writer to finish, and a late line for the output, before
+    /// giving up on them: an output blocked for good (a stalled pipe reader) must not keep the process from exiting.</param>
     public BatchingConsoleLoggerProvider(TextWriter output, bool json, int maxQueued = 200_000, TimeSpan? interval = null,
-        int flushAtQueued = 4096, bool? dedicatedThread = null)
+        int flushAtQueued = 4096, bool? dedicatedThread = null, TimeSpan? stopWait = null)
     {
         _output = output;
+        _stopWait = stopWait ?? TimeSpan.FromSeconds(5);
         _json = json;
         _maxQueued = maxQueued;
         _flushAtQueued = flushAtQueued;
@@ -76,7 +80,7 @@ internal sealed class BatchingConsoleLoggerProvider : ILoggerProvider
         {
             // Logged during or after Dispose (shutdown order is the host's): the writer is gone, write it here.
             // Checked after the enqueue, so a line is either seen by Dispose's last drain or drained by its logger.
-            Drain();
+            DrainBounded();
             return;
         }
         if (queued == _flushAtQueued && _thread is not null)
@@ -123,6 +127,23 @@ internal sealed class BatchingConsoleLoggerProvider : ILoggerProvider
         lock (_drainLock)
         {
             DrainLocked();
+        }
+    }
+
+    /// <summary>Drains unless another drain holds the output longer than <see cref="_stopWait"/> (an output blocked for
+    /// good): then the lines stay unwritten rather than the caller stuck — used once the writer is stopping.</summary>
+    private void DrainBounded()
+    {
+        if (_drainLock.TryEnter(_stopWait))
+        {
+            try
+            {
+                DrainLocked();
+            }
+            finally
+            {
+                _drainLock.Exit();
+            }
         }
     }
 
@@ -258,14 +279,14 @@ internal sealed class BatchingConsoleLoggerProvider : ILoggerProvider
         _wake.Set();
         if (_thread is not null)
         {
-            _thread.Join(TimeSpan.FromSeconds(5));
+            _thread.Join(_stopWait);
         }
         else
         {
-            _timerLoop!.Wait(TimeSpan.FromSeconds(5));
+            _timerLoop!.Wait(_stopWait);
         }
         // Whatever a logging thread queued while the writer stopped.
-        Drain();
+        DrainBounded();
         _stop.Dispose();
     }
 

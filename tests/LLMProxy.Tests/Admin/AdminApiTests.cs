@@ -384,7 +384,7 @@ public class AdminApiTests
                 type: bearer
                 token: "sk-bearer-secret-0001"
             - name: basic
-              url: "http://urluser:urlpass-secret-0002@127.0.0.1:1/v1/chat?api-key=query-secret-0003&mode=x"
+              url: "http://urluser:urlpass-secret-0002@127.0.0.1:1/v1/sk-path-secret-0009abcdef/chat?api-key=query-secret-0003&mode=x"
               auth:
                 type: basic
                 username: "basic-user-secret-0004"
@@ -407,7 +407,7 @@ public class AdminApiTests
         Assert.DoesNotContain("urluser", text);
         Assert.DoesNotContain("proxyuser", text);
         var basic = config.GetProperty("upstreams")[1];
-        Assert.Equal("http://127.0.0.1:1/v1/chat?api-key=[redacted]&mode=[redacted]", basic.GetProperty("url").GetString());
+        Assert.Equal("http://127.0.0.1:1/v1/[redacted]/chat?api-key=[redacted]&mode=[redacted]", basic.GetProperty("url").GetString());
         Assert.Equal("basic", basic.GetProperty("auth").GetProperty("type").GetString());
         Assert.Equal("[redacted]", basic.GetProperty("auth").GetProperty("password").GetString());
         Assert.Equal("x-api-key", basic.GetProperty("headers")[0].GetProperty("key").GetString());
@@ -437,6 +437,24 @@ public class AdminApiTests
     }
 
     private static void Admin_Redact(System.Text.Json.Nodes.JsonNode node) => LLMProxy.Admin.ConfigReport.Redact(node);
+
+    [Theory]
+    // A key in the path (some gateways and webhook-style APIs take it there) is hidden, the rest of the path kept.
+    [InlineData("https://gw.example.com/v1/sk-live-0123456789abcdef/chat", "https://gw.example.com/v1/[redacted]/chat")]
+    [InlineData("https://gw.example.com/key/AIzaSyA1b2C3d4E5f6G7h8/x", "https://gw.example.com/key/[redacted]/x")]
+    [InlineData("https://gw.example.com/hooks/9f86d081884c7d659a2feaa0c55ad015", "https://gw.example.com/hooks/[redacted]")]
+    [InlineData("https://gw.example.com/t/3f2504e0-4f89-11d3-9a0c-0305e82c3301/v1", "https://gw.example.com/t/[redacted]/v1")]
+    // An escaped key is recognised as the key it decodes to.
+    [InlineData("https://gw.example.com/v1/sk%2Dlive%2D0123456789abcdef", "https://gw.example.com/v1/[redacted]")]
+    // Ordinary paths stay as written: versions, deployments, model names with dates, file names.
+    [InlineData("https://api.openai.com/v1", "https://api.openai.com/v1")]
+    [InlineData("https://x.openai.azure.com/openai/deployments/gpt-4o-mini-2024-07-18/chat/completions",
+        "https://x.openai.azure.com/openai/deployments/gpt-4o-mini-2024-07-18/chat/completions")]
+    [InlineData("https://api.example.com/v1beta/models/gemini-1.5-pro-002:generateContent",
+        "https://api.example.com/v1beta/models/gemini-1.5-pro-002:generateContent")]
+    [InlineData("https://api.example.com/skills/sk-short", "https://api.example.com/skills/sk-short")]
+    public void ConfigRedaction_HidesAKeyInTheUrlPath(string url, string shown) =>
+        Assert.Equal(shown, LLMProxy.Admin.ConfigReport.SafeUrl(url));
 
     [Fact]
     public async Task DisableAndEnable_SurviveReload_OfUnchangedUpstream_ButNotOfChangedOne()

@@ -47,6 +47,50 @@ public class BatchingConsoleLoggerTests
     }
 
     [Fact]
+    public async Task OutputBlockedForGood_DisposeAndLateLinesStillReturn()
+    {
+        // A stdout pipe whose reader stalled: the writer thread is stuck in a write. Shutdown must still end (the
+        // lines are lost), and a line logged after Dispose must not hang the thread that logs it.
+        using var stalled = new StalledWriter();
+        var provider = new BatchingConsoleLoggerProvider(stalled, json: false, interval: TimeSpan.FromMilliseconds(5),
+            dedicatedThread: true, stopWait: TimeSpan.FromMilliseconds(200));
+        var logger = provider.CreateLogger("LLMProxy.Access");
+        Log.Access(logger, "POST", "/v1/chat/completions", 200, "fwd", "u1", 1, 1.5, 42, "ok", "req-1", "g", "m", "-");
+        await WaitUntilAsync(() => stalled.Blocked, TimeSpan.FromSeconds(30));
+
+        // Guards against a hang only (a generous bound, not a speed threshold).
+        await Task.Run(provider.Dispose).WaitAsync(TimeSpan.FromSeconds(60));
+        await Task.Run(() => Log.Access(logger, "POST", "/v1/chat/completions", 200, "fwd", "u1", 1, 1.5, 42, "ok", "req-2", "g", "m", "-"))
+            .WaitAsync(TimeSpan.FromSeconds(60));
+    }
+
+    /// <summary>A writer whose first write never returns until the test ends.</summary>
+    private sealed class StalledWriter : TextWriter
+    {
+        private readonly ManualResetEventSlim _release = new(false);
+        private volatile bool _blocked;
+
+        public bool Blocked => _blocked;
+        public override System.Text.Encoding Encoding => System.Text.Encoding.UTF8;
+
+        public override void Write(char value) => Stall();
+        public override void Write(string? value) => Stall();
+        public override void Flush() => Stall();
+
+        private void Stall()
+        {
+            _blocked = true;
+            _release.Wait();
+        }
+
+        protected override void Dispose(bool disposing)
+        {
+            _release.Set();
+            base.Dispose(disposing);
+        }
+    }
+
+    [Fact]
     public void Json_OneObjectPerLine_WithStateFields()
     {
         var lines = Run(json: true, lines: 10).Split('\n', StringSplitOptions.RemoveEmptyEntries);
