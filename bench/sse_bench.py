@@ -161,10 +161,29 @@ def lagreport(args):
                 "max_ms": max(values) if values else float("nan"), "over_5ms": sum(1 for v in values if v > 5)}
 
     counted = {g: [v for r in rounds if r >= 1 for v in lags[(r, g)]] for g in names}
+
+    # Episodes: late chunks (> 1 ms) of one group whose send times lie within 1 ms of the previous one's receive. A
+    # stall of the whole path shows as one episode of many streams' chunks; the instrument's own as one in every group.
+    late = {g: [] for g in names}
+    for sid, (rnd, group, ok, n, req_ns, err) in streams.items():
+        if ok and rnd >= 1:
+            late[group].extend((s, r) for k, s, r in records.get(sid, []) if s and r - s > 1_000_000)
+    episodes = {}
+    for g, chunks in late.items():
+        eps = []
+        for s, r in sorted(chunks):
+            if eps and s <= eps[-1][1] + 1_000_000:
+                eps[-1][1] = max(eps[-1][1], r)
+                eps[-1][2] += 1
+                eps[-1][3] = max(eps[-1][3], (r - s) / 1e6)
+            else:
+                eps.append([s, r, 1, (r - s) / 1e6])
+        episodes[g] = {"count": len(eps), "worst": [{"chunks": e[2], "max_ms": e[3]} for e in sorted(eps, key=lambda e: -e[3])[:5]]}
     report = {"streams": args.streams, "rounds": [], "problems": problems,
               "lag": {g: summary(v) for g, v in counted.items()},
               "by_chunk": {f"{kind}/{g}": summary(v) for (kind, g), v in kinds.items()},
-              "ttfb": {g: summary(v) for g, v in ttfb.items()}, "gaps": {g: summary(v) for g, v in gaps.items()}}
+              "ttfb": {g: summary(v) for g, v in ttfb.items()}, "gaps": {g: summary(v) for g, v in gaps.items()},
+              "episodes": episodes}
     for r in rounds:
         report["rounds"].append({"round": r, **{g: summary(lags[(r, g)]) for g in names}})
     lag = report["lag"]
@@ -225,6 +244,14 @@ def lagreport(args):
                      ("gaps", f"gap between content chunks (upstream: {args.interval_ms} ms)")):
         out.append(f"| {lbl} | " + " | ".join(
             "{p50_ms:.3f} / {p99_ms:.3f} / {max_ms:.3f}".format(**report[key][g]) for g in names) + " |")
+    out.append("")
+    out.append("Chunks over 1 ms late, in episodes (late chunks whose sends fall within 1 ms of the previous late one's "
+               "arrival: one stall of a path makes one episode of many streams' chunks):")
+    out.append("")
+    for g in names:
+        e = episodes[g]
+        worst = ", ".join(f"{w['chunks']} chunks up to {w['max_ms']:.1f} ms" for w in e["worst"])
+        out.append(f"- {label[g]}: {e['count']} episodes" + (f"; worst: {worst}" if worst else ""))
     out.append("")
     out.append(f"Errors/incomplete streams: {len(problems)}" + (" — " + "; ".join(problems[:10]) if problems else ""))
     return report, "\n".join(out)
