@@ -76,6 +76,13 @@ internal sealed class AdminEndpoints(RuntimeHolder holder, Hosting.ConfigReloade
             await WriteErrorAsync(context, StatusCodes.Status403Forbidden, "forbidden", "Cross-origin admin actions are refused.");
             return;
         }
+        if (RebindingSuspect(context, holder.Current))
+        {
+            Refused(context, "action through a host name without an admin token");
+            await WriteErrorAsync(context, StatusCodes.Status403Forbidden, "forbidden",
+                "Without admin.token, admin actions are accepted only on an IP address or localhost; set admin.token to act through a host name.");
+            return;
+        }
         if (!route.Open && !Authorized(context, holder.Current))
         {
             Refused(context, "no valid admin token");
@@ -111,6 +118,25 @@ internal sealed class AdminEndpoints(RuntimeHolder holder, Hosting.ConfigReloade
             || !string.Equals(uri.Scheme, request.Scheme, StringComparison.OrdinalIgnoreCase);
     }
 
+    /// <summary>
+    /// A state-changing request, with no admin token set, addressed to a host name rather than an IP address or localhost:
+    /// what a DNS-rebinding page looks like (its own name, re-pointed at this listener, so its Origin matches its Host and
+    /// the cross-origin check passes). With a token set the token is the guard; reads stay open to names (the data is
+    /// redacted, and probes and dashboards address hosts by name).
+    /// </summary>
+    private static bool RebindingSuspect(HttpContext context, ProxyRuntime runtime)
+    {
+        var request = context.Request;
+        if (HttpMethods.IsGet(request.Method) || HttpMethods.IsHead(request.Method) || runtime.Config.HttpServer.Admin.Token is { Length: > 0 })
+        {
+            return false;
+        }
+        var host = request.Host.Host.Trim('[', ']');
+        return !(System.Net.IPAddress.TryParse(host, out _)
+            || host.Equals("localhost", StringComparison.OrdinalIgnoreCase)
+            || host.EndsWith(".localhost", StringComparison.OrdinalIgnoreCase));
+    }
+
     /// <summary>Constant time whatever the length: both sides are hashed first, so neither content nor length leaks.</summary>
     private static bool Authorized(HttpContext context, ProxyRuntime runtime)
     {
@@ -118,13 +144,11 @@ internal sealed class AdminEndpoints(RuntimeHolder holder, Hosting.ConfigReloade
         {
             return true;
         }
-        var header = context.Request.Headers.Authorization.ToString();
-        const string prefix = "Bearer ";
-        if (!header.StartsWith(prefix, StringComparison.OrdinalIgnoreCase))
+        if (!Forwarding.BearerToken.TryParse(context.Request.Headers.Authorization, out var presented))
         {
             return false;
         }
-        var given = SHA256.HashData(Encoding.UTF8.GetBytes(header[prefix.Length..].Trim()));
+        var given = SHA256.HashData(Encoding.UTF8.GetBytes(presented.ToString()));
         return CryptographicOperations.FixedTimeEquals(given, SHA256.HashData(Encoding.UTF8.GetBytes(token)));
     }
 
@@ -262,7 +286,9 @@ internal sealed class AdminEndpoints(RuntimeHolder holder, Hosting.ConfigReloade
     private Task HealthAsync(HttpContext context)
     {
         var runtime = holder.Current;
-        var healthy = runtime.Groups.Values.All(g => g.HasAlternative(0));
+        // 503 when some group has no member up (every key disabled or its breaker open); a group only out of budget
+        // or cooling down is up (GroupRuntime.HasHealthyMember) and shows "available": false.
+        var healthy = runtime.Groups.Values.All(g => g.HasHealthyMember());
         return WriteJsonAsync(context, healthy ? StatusCodes.Status200OK : StatusCodes.Status503ServiceUnavailable, json =>
         {
             json.WriteStartArray("groups");
@@ -272,6 +298,7 @@ internal sealed class AdminEndpoints(RuntimeHolder holder, Hosting.ConfigReloade
                 json.WriteString("name", group.Name);
                 json.WriteString("strategy", group.StrategyLabel);
                 json.WriteBoolean("available", group.HasAlternative(0));
+                json.WriteBoolean("healthy", group.HasHealthyMember());
                 json.WriteStartArray("upstreams");
                 foreach (var u in group.Members)
                 {

@@ -246,6 +246,24 @@ internal sealed class GroupRuntime : IDisposable, IMemberLoad
         return false;
     }
 
+    /// <summary>
+    /// Whether some member is up: not disabled as a bad key and its breaker not open. A member that is only out of
+    /// budget, cooling down after a 429 or at its concurrency limit is up — the proxy answers for it with 429 and
+    /// Retry-After —, so readiness (<c>/health</c>) does not follow load: with keys shared by every replica, a probe
+    /// that did would take all of them out of the Service at once.
+    /// </summary>
+    public bool HasHealthyMember()
+    {
+        foreach (var member in Members)
+        {
+            if (member.Check() is Unavailability.None or Unavailability.RateLimited)
+            {
+                return true;
+            }
+        }
+        return false;
+    }
+
     /// <summary>Earliest moment any member may be available again (for a request of <paramref name="tokens"/>
     /// estimated LLM tokens, as budgets see it).</summary>
     public DateTimeOffset? EarliestRecovery(TimeProvider time, long tokens = 0)

@@ -314,6 +314,69 @@ public class AdminApiTests
     }
 
     [Fact]
+    public async Task Token_ReadLikeAClientKey_OneBearerParserForBoth()
+    {
+        // The admin token and client keys share one reading of Authorization (Forwarding/BearerToken): the scheme in
+        // any case and spaces before the token, nothing else.
+        await using var a = await MockServer.StartAsync(new MockOptions { Port = 0, Name = "a" });
+        var yaml = TestProxy.Config(Upstream("a", a.BaseUrl.ToString().TrimEnd('/')), "- name: a", adminExtra: $"token: \"{AdminToken}\"");
+        await using var proxy = await TestProxy.StartAsync(yaml);
+        foreach (var (value, expected) in new[]
+        {
+            ($"bearer {AdminToken}", HttpStatusCode.OK), ($"BEARER    {AdminToken}", HttpStatusCode.OK),
+            ($"Bearer\t{AdminToken}", HttpStatusCode.Unauthorized), ($"Bearer \t{AdminToken}", HttpStatusCode.Unauthorized),
+            ($"Basic {AdminToken}", HttpStatusCode.Unauthorized), ("Bearer", HttpStatusCode.Unauthorized),
+            ($"Bearer {AdminToken}, Bearer {AdminToken}", HttpStatusCode.Unauthorized), ($"{AdminToken}", HttpStatusCode.Unauthorized),
+        })
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Get, "/api/v1/upstreams");
+            Assert.True(request.Headers.TryAddWithoutValidation("Authorization", value));
+            using var response = await proxy.Admin.SendAsync(request);
+            Assert.True(expected == response.StatusCode, $"Authorization: {value.Replace(AdminToken, "<token>", StringComparison.Ordinal)} → {response.StatusCode}");
+        }
+    }
+
+    [Fact]
+    public async Task Actions_WithoutToken_ThroughAHostName_RefusedAgainstDnsRebinding()
+    {
+        // A page on evil.example whose name was re-pointed at 127.0.0.1 sends Origin and Host of evil.example: the
+        // cross-origin check cannot tell, the Host can. Without a token, actions need an IP address or localhost.
+        await using var a = await MockServer.StartAsync(new MockOptions { Port = 0, Name = "a" });
+        var upstream = Upstream("a", a.BaseUrl.ToString().TrimEnd('/'));
+        await using (var open = await TestProxy.StartAsync(TestProxy.Config(upstream, "- name: a")))
+        {
+            var port = open.Admin.BaseAddress!.Port;
+            foreach (var (host, expected) in new[]
+            {
+                ($"evil.example:{port}", HttpStatusCode.Forbidden), ($"127.0.0.1.nip.io:{port}", HttpStatusCode.Forbidden),
+                ($"127.0.0.1:{port}", HttpStatusCode.OK), ($"localhost:{port}", HttpStatusCode.OK), ($"[::1]:{port}", HttpStatusCode.OK),
+            })
+            {
+                using var request = new HttpRequestMessage(HttpMethod.Post, "/api/v1/upstreams/a/reset");
+                request.Headers.Host = host;
+                request.Headers.TryAddWithoutValidation("Origin", $"http://{host}");
+                using var response = await open.Admin.SendAsync(request);
+                Assert.True(expected == response.StatusCode, $"Host {host} → {response.StatusCode}");
+                if (expected == HttpStatusCode.Forbidden)
+                {
+                    await StreamingAndErrorTests.AssertErrorBody(response, HttpStatusCode.Forbidden, "forbidden");
+                }
+            }
+            // Reads stay open to names (probes and dashboards use them; the data is redacted).
+            using var read = new HttpRequestMessage(HttpMethod.Get, "/api/v1/upstreams");
+            read.Headers.Host = "evil.example";
+            Assert.Equal(HttpStatusCode.OK, (await open.Admin.SendAsync(read)).StatusCode);
+        }
+
+        // With a token the token is the guard: the same name is fine.
+        await using var guarded = await TestProxy.StartAsync(TestProxy.Config(upstream, "- name: a", adminExtra: $"token: \"{AdminToken}\""));
+        using var withToken = new HttpRequestMessage(HttpMethod.Post, "/api/v1/upstreams/a/reset");
+        withToken.Headers.Host = "evil.example";
+        withToken.Headers.Authorization = new AuthenticationHeaderValue("Bearer", AdminToken);
+        Assert.Equal(HttpStatusCode.OK, (await guarded.Admin.SendAsync(withToken)).StatusCode);
+    }
+
+    [Fact]
     public async Task Actions_FromAnotherSitesPage_RefusedAsCsrf_SameOriginAndNoOriginAccepted()
     {
         await using var a = await MockServer.StartAsync(new MockOptions { Port = 0, Name = "a" });

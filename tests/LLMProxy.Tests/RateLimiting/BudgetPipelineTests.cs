@@ -79,6 +79,30 @@ public class BudgetPipelineTests
     }
 
     [Fact]
+    public async Task Health_GroupOutOfBudget_StaysReady_ShowsItCannotServeNow()
+    {
+        // Out of budget is load, not ill health: readiness stays up (with keys shared by every replica, all of them would
+        // leave the Service together and clients would lose the 429 and its Retry-After); the group says it cannot serve.
+        await using var ups = await Upstreams.StartAsync(("a", WithUsage("a", 10, 10)));
+        var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config(
+            ups.Yaml(_ => "ratelimit:\n  requestsPerMinute: 1"), ups.Members()), time);
+
+        Assert.Equal("a", await Upstream(proxy.Client));
+        using (var limited = await Send(proxy.Client))
+        {
+            await StreamingAndErrorTests.AssertErrorBody(limited, HttpStatusCode.TooManyRequests, "upstream_rate_limited");
+        }
+        using var health = await proxy.Admin.GetAsync("/health");
+        Assert.Equal(HttpStatusCode.OK, health.StatusCode);
+        using var doc = JsonDocument.Parse(await health.Content.ReadAsStringAsync());
+        var group = doc.RootElement.GetProperty("groups")[0];
+        Assert.False(group.GetProperty("available").GetBoolean());
+        Assert.True(group.GetProperty("healthy").GetBoolean());
+        Assert.Equal("ok", doc.RootElement.GetProperty("status").GetString());
+    }
+
+    [Fact]
     public async Task Tpm_SettlesToRealUsage_SmallAnswersLeaveTheBudgetForMore()
     {
         await using var ups = await Upstreams.StartAsync(("a", WithUsage("a", 20, 30)));

@@ -31,7 +31,7 @@ internal sealed class AuthenticateClientStage(ClientKeyTable keys, ForwardMetric
         var from = ClientKeyHeaders.None;
         if (authorization.Count == 1)
         {
-            if (!TryBearer(authorization, out presented))
+            if (!BearerToken.TryParse(authorization, out presented))
             {
                 return ValueTask.FromResult(request.Stop(RequestOutcome.InvalidApiKey));
             }
@@ -63,20 +63,5 @@ internal sealed class AuthenticateClientStage(ClientKeyTable keys, ForwardMetric
             request.TakeShared(shared); // SPEC §17: the key's bucket on the cluster, with the first attempt's admission
         }
         return ValueTask.FromResult(true);
-    }
-
-    /// <summary>The token of <c>Bearer &lt;token&gt;</c> (RFC 9110 §11.1: the scheme is case-insensitive; one or more
-    /// spaces before the token); false for another scheme or an empty token.</summary>
-    private static bool TryBearer(StringValues header, out ReadOnlySpan<char> token)
-    {
-        var value = header[0].AsSpan().Trim();
-        token = default;
-        const string Scheme = "Bearer";
-        if (value.Length <= Scheme.Length || !value[..Scheme.Length].Equals(Scheme, StringComparison.OrdinalIgnoreCase) || value[Scheme.Length] != ' ')
-        {
-            return false;
-        }
-        token = value[Scheme.Length..].TrimStart(' ');
-        return !token.IsEmpty;
     }
 }
