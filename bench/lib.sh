@@ -46,8 +46,12 @@ install_traps() {
 
 # Installs the Debian packages that are missing (non-interactive). A temporary policy-rc.d keeps the
 # nginx package from starting a system nginx on port 80; it is removed again right after (or on exit).
+# Arguments: more commands a script needs, each from the package of the same name (stream.sh: gcc).
 ensure_packages() {
-    local missing=()
+    local missing=() extra
+    for extra in "$@"; do
+        command -v "$extra" >/dev/null 2>&1 || missing+=("$extra")
+    done
     command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || missing+=(nginx-light)
     command -v wrk >/dev/null 2>&1 || missing+=(wrk)
     command -v curl >/dev/null 2>&1 || missing+=(curl)
@@ -84,6 +88,16 @@ port_in_use() {
     hex="$(printf '%04X' "$1")"
     awk -v p=":$hex" 'NR > 1 && $4 == "0A" && substr($2, length($2) - 4) == p { found = 1 } END { exit !found }' \
         /proc/net/tcp /proc/net/tcp6 2>/dev/null
+}
+
+# wait_port PORT PID : until something listens on 127.0.0.1:PORT (at most 10 s); fails early if PID died.
+wait_port() {
+    local deadline=$((SECONDS + 10))
+    until port_in_use "$1"; do
+        kill -0 "$2" 2>/dev/null || die "pid $2 exited before it listened on port $1"
+        ((SECONDS < deadline)) || die "nothing listens on port $1 after 10 s"
+        sleep 0.05
+    done
 }
 
 check_ports_free() {

@@ -2,16 +2,11 @@
 """SSE streaming benchmark helpers for bench/stream.sh (Python 3 stdlib only: asyncio + raw sockets).
 
 Sub-commands:
-  relay  --listen P --upstream Q --events FILE
-      Transparent TCP relay 127.0.0.1:P -> 127.0.0.1:Q. For every SSE event of the built-in mock
-      ("data: {"id":"chatcmpl-mock-N", ...}") that passes upstream -> downstream it appends
-      "<CLOCK_MONOTONIC ns> <N> <ordinal>" to FILE at the moment it forwards the bytes. That is the
-      upstream send time of each chunk, on the same clock as the client's receive time.
-  lag    --direct P --proxy Q --events FILE --streams N --rounds R --chunks C --interval-ms I
-      Per round: N streams straight to the relay (client <- relay <- mock) and N through LLMProxy
-      (client <- LLMProxy <- relay <- mock), started interleaved and staggered over one chunk interval.
-      lag = client receive time - relay forward time, per chunk. The direct streams give the
-      measurement floor (loopback + Python), the proxied ones what a client of LLMProxy sees.
+  lagreport --records FILE --streams N --rounds R --warmup-rounds W --chunks C --interval-ms I
+      Summarises the per-chunk records bench/sse_lag.c wrote (the measuring itself is done there, in C: one
+      epoll thread that is both the SSE upstream and the client, so the floor is tens of microseconds).
+      lag = client receive time - upstream send time, per chunk, for the streams through LLMProxy, the
+      direct streams, and a second direct group ("floor") that shows what the instrument can resolve.
   mem    --proxy Q --pid PID --streams N --chunks C --interval-ms I
       N concurrent SSE streams through the proxy while VmRSS of PID is sampled every 100 ms.
   big    --proxy Q --pid PID --path /v1/big --size BYTES --concurrency K
@@ -22,17 +17,12 @@ import argparse
 import asyncio
 import gc
 import json
-import os
 import statistics
 import sys
 import time
 
 MARK = b'"id":"chatcmpl-mock-'
 DONE = b"data: [DONE]"
-
-
-def now_ns():
-    return time.clock_gettime_ns(time.CLOCK_MONOTONIC)
 
 
 class EventScanner:
@@ -74,77 +64,6 @@ class EventScanner:
         return out
 
 
-# ---------------------------------------------------------------- relay
-
-class _Up(asyncio.Protocol):
-    def __init__(self, down, log):
-        self.down = down
-        self.log = log
-        self.scanner = EventScanner()
-
-    def connection_made(self, transport):
-        self.transport = transport
-
-    def data_received(self, data):
-        t = now_ns()
-        self.down.transport.write(data)
-        events = self.scanner.feed(data)
-        if events:
-            self.log.write("".join(f"{t} {sid} {k}\n" for sid, k in events))
-            self.log.flush()
-
-    def connection_lost(self, exc):
-        self.down.transport.close()
-
-
-class _Down(asyncio.Protocol):
-    def __init__(self, upstream_port, log):
-        self.upstream_port = upstream_port
-        self.log = log
-        self.up = None
-        self.pending = []
-        self.closed = False
-
-    def connection_made(self, transport):
-        self.transport = transport
-        asyncio.get_running_loop().create_task(self._connect())
-
-    async def _connect(self):
-        loop = asyncio.get_running_loop()
-        try:
-            _, up = await loop.create_connection(lambda: _Up(self, self.log), "127.0.0.1", self.upstream_port)
-        except OSError:
-            self.transport.close()
-            return
-        self.up = up
-        if self.closed:
-            up.transport.close()
-            return
-        for chunk in self.pending:
-            up.transport.write(chunk)
-        self.pending = []
-
-    def data_received(self, data):
-        if self.up is None:
-            self.pending.append(data)
-        else:
-            self.up.transport.write(data)
-
-    def connection_lost(self, exc):
-        self.closed = True
-        if self.up is not None:
-            self.up.transport.close()
-
-
-async def relay(args):
-    log = open(args.events, "a", encoding="ascii", buffering=1 << 16)
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: _Down(args.upstream, log), "127.0.0.1", args.listen, backlog=4096)
-    print(f"relay ready: 127.0.0.1:{args.listen} -> 127.0.0.1:{args.upstream}", flush=True)
-    async with server:
-        await server.serve_forever()
-
-
 # ---------------------------------------------------------------- SSE client
 
 def chat_request(port, stream=True, extra_headers=""):
@@ -171,72 +90,6 @@ class StreamResult:
         self.end_ns = 0
 
 
-class _SseClient(asyncio.Protocol):
-    """Protocol-level client: the arrival time is taken in data_received, with no task switch in between."""
-
-    def __init__(self, res, done):
-        self.res = res
-        self.done = done
-        self.scanner = EventScanner()
-        self.head = b""
-
-    def connection_made(self, transport):
-        self.transport = transport
-
-    def data_received(self, data):
-        t = now_ns()
-        res = self.res
-        if not res.status:
-            self.head += data
-            if b"\r\n" in self.head:
-                try:
-                    res.status = int(self.head.split(b" ", 2)[1])
-                except (IndexError, ValueError):
-                    res.status = -1
-                if res.status != 200:
-                    self._finish(f"HTTP {res.status}")
-                    return
-        for sid, k in self.scanner.feed(data):
-            res.events.append((sid, k, t))
-        if self.scanner.done:
-            res.done = True
-            self._finish(None)
-
-    def connection_lost(self, exc):
-        self._finish(None if self.res.done else f"connection closed before [DONE] ({exc})")
-
-    def _finish(self, error):
-        if not self.done.done():
-            if error:
-                self.res.error = error
-            self.done.set_result(None)
-            self.transport.close()
-
-
-async def sse_stream(port, route, start_at, timeout_s):
-    """One SSE request on its own connection; records the arrival time of each mock event."""
-    res = StreamResult(route)
-    delay = start_at - time.monotonic()
-    if delay > 0:
-        await asyncio.sleep(delay)
-    loop = asyncio.get_running_loop()
-    done = loop.create_future()
-    transport = None
-    try:
-        transport, _ = await asyncio.wait_for(
-            loop.create_connection(lambda: _SseClient(res, done), "127.0.0.1", port), timeout_s)
-        res.sent_ns = now_ns()
-        transport.write(chat_request(port))
-        await asyncio.wait_for(done, timeout_s)
-    except (OSError, asyncio.TimeoutError, TimeoutError) as e:
-        res.error = f"{type(e).__name__}: {e}"
-    finally:
-        res.end_ns = now_ns()
-        if transport is not None:
-            transport.close()
-    return res
-
-
 def pct(values, p):
     if not values:
         return float("nan")
@@ -245,113 +98,163 @@ def pct(values, p):
     return s[k]
 
 
-def read_relay_events(path):
+def group_label(group):
+    return {"direct": "direct (upstream → client)", "floor": "direct again, group B: the instrument's own spread",
+            "proxy": "through LLMProxy (upstream → LLMProxy → client)"}.get(group, f"through LLMProxy `{group}`")
+
+
+def read_lag_records(path, upstream_path=None):
+    """Streams ({id: (round, group, ok, n, request_ns, error)}) and chunks ({id: [(k, send_ns, recv_ns)]}) of sse_lag;
+    with the records of a separate upstream process (`--role upstream`), the send times come from there."""
     sent = {}
+    if upstream_path:
+        with open(upstream_path, encoding="ascii") as f:
+            for line in f:
+                p = line.split()
+                if p[0] == "U":
+                    sent[(int(p[1]), int(p[2]))] = int(p[3])
+    streams, records = {}, {}
     with open(path, encoding="ascii") as f:
         for line in f:
-            parts = line.split()
-            if len(parts) == 3:
-                sent[(int(parts[1]), int(parts[2]))] = int(parts[0])
-    return sent
+            p = line.split(" ", 7)
+            if p[0] == "S":
+                streams[int(p[3])] = (int(p[1]), p[2], p[4] == "1", int(p[5]), int(p[6]), p[7].strip())
+            elif p[0] == "C":
+                sid, k, t_sent = int(p[1]), int(p[2]), int(p[3])
+                records.setdefault(sid, []).append((k, t_sent or sent.get((sid, k), 0), int(p[4])))
+    return streams, records
 
 
-async def lag(args):
-    interval = args.interval_ms / 1000
-    expected_events = args.chunks + 2  # role chunk, content chunks, stop chunk (all carry the id)
-    timeout_s = 10 + args.chunks * interval * 3
-    all_rounds = []
-    # The first rounds warm up (JIT tiering of the streaming path, pooled upstream connections): they are
-    # shown per round but not counted in the totals.
-    for rnd in range(1 - args.warmup_rounds, args.rounds + 1):
-        base = time.monotonic() + 0.05
-        tasks = []
-        n = 2 * args.streams
-        for i in range(n):
-            route = "proxy" if i % 2 else "direct"
-            port = args.proxy if route == "proxy" else args.direct
-            # Staggered over one chunk interval so that not every stream's chunk k lands in the same ms.
-            tasks.append(sse_stream(port, route, base + i * interval / n, timeout_s))
-        results = await asyncio.gather(*tasks)
-        await asyncio.sleep(0.3)  # the relay's last lines reach the file
-        sent = read_relay_events(args.events)
-        all_rounds.append((rnd, results, sent))
-
-    report = {"rounds": []}
-    combined = {"direct": [], "proxy": []}
-    ttfb = {"direct": [], "proxy": []}
-    gaps = {"direct": [], "proxy": []}
+def lagreport(args):
+    streams, records = read_lag_records(args.records, args.upstream_records)
+    last = args.chunks + 1
+    seen = list(dict.fromkeys(s[1] for _, s in sorted(streams.items())))
+    proxies = [g for g in seen if g not in ("direct", "floor")]
+    names = ["direct"] + [g for g in ("floor",) if g in seen] + proxies
+    rounds = sorted({s[0] for s in streams.values()})
+    lags = {(r, g): [] for r in rounds for g in names}
+    kinds = {(kind, g): [] for kind in ("role", "content", "last") for g in names}
+    ttfb = {g: [] for g in names}
+    gaps = {g: [] for g in names}
     problems = []
-    for rnd, results, sent in all_rounds:
-        rr = {"round": rnd}
-        counted = rnd >= 1
-        for route in ("direct", "proxy"):
-            lags = []
-            ok = 0
-            for res in (r for r in results if r.route == route and (counted or not (r.error or not r.done))):
-                if res.error or not res.done:
-                    problems.append(f"round {rnd} {route}: {res.error or 'incomplete'}")
-                    continue
-                if len(res.events) != expected_events:
-                    problems.append(f"round {rnd} {route}: {len(res.events)} events, expected {expected_events}")
-                ok += 1
-                for sid, k, t in res.events:
-                    s = sent.get((sid, k))
-                    if s is None:
-                        problems.append(f"round {rnd} {route}: event {sid}/{k} not seen by the relay")
-                        continue
-                    lags.append((t - s) / 1e6)
-                if res.events and counted:
-                    ttfb[route].append((res.events[0][2] - res.sent_ns) / 1e6)
-                    content = [t for sid, k, t in res.events if 1 <= k <= args.chunks]
-                    gaps[route].extend((b - a) / 1e6 for a, b in zip(content, content[1:]))
-            if counted:
-                combined[route].extend(lags)
-            rr[route] = {"streams_ok": ok, "chunks": len(lags), "p50_ms": pct(lags, 50), "p99_ms": pct(lags, 99),
-                         "max_ms": max(lags) if lags else float("nan")}
-        report["rounds"].append(rr)
+    for sid, (rnd, group, ok, n, req_ns, err) in sorted(streams.items()):
+        if not ok:
+            problems.append(f"round {rnd} {group} stream {sid}: {err}")
+            continue
+        chunks = sorted(records.get(sid, []))
+        bad = [k for k, s, r in chunks if s == 0 or r == 0]
+        if bad:
+            problems.append(f"round {rnd} {group} stream {sid}: chunk(s) {bad[:5]} without a send or receive time")
+            continue
+        for k, s, r in chunks:
+            ms = (r - s) / 1e6
+            lags[(rnd, group)].append(ms)
+            if rnd >= 1:
+                kinds[("role" if k == 0 else "last" if k == last else "content", group)].append(ms)
+        if rnd >= 1:
+            ttfb[group].append((chunks[0][2] - req_ns) / 1e6)
+            content = [r for k, s, r in chunks if 1 <= k <= args.chunks]
+            gaps[group].extend((b - a) / 1e6 for a, b in zip(content, content[1:]))
 
     def summary(values):
         return {"n": len(values), "p50_ms": pct(values, 50), "p99_ms": pct(values, 99),
-                "max_ms": max(values) if values else float("nan"),
-                "over_5ms": sum(1 for v in values if v > 5)}
+                "max_ms": max(values) if values else float("nan"), "over_5ms": sum(1 for v in values if v > 5)}
 
-    report["lag"] = {route: summary(v) for route, v in combined.items()}
-    report["ttfb"] = {route: summary(v) for route, v in ttfb.items()}
-    report["gaps"] = {route: summary(v) for route, v in gaps.items()}
-    report["problems"] = problems
+    counted = {g: [v for r in rounds if r >= 1 for v in lags[(r, g)]] for g in names}
 
-    out = []
-    out.append(f"{args.streams} streams through LLMProxy + {args.streams} direct, concurrently; "
-               f"{args.chunks} content chunks every {args.interval_ms} ms (+ role and stop chunk); "
-               f"{args.rounds} counted rounds after {args.warmup_rounds} warm-up round(s).")
+    # Episodes: late chunks (> 1 ms) of one group whose send times lie within 1 ms of the previous one's receive. A
+    # stall of the whole path shows as one episode of many streams' chunks; the instrument's own as one in every group.
+    late = {g: [] for g in names}
+    for sid, (rnd, group, ok, n, req_ns, err) in streams.items():
+        if ok and rnd >= 1:
+            late[group].extend((s, r) for k, s, r in records.get(sid, []) if s and r - s > 1_000_000)
+    episodes = {}
+    for g, chunks in late.items():
+        eps = []
+        for s, r in sorted(chunks):
+            if eps and s <= eps[-1][1] + 1_000_000:
+                eps[-1][1] = max(eps[-1][1], r)
+                eps[-1][2] += 1
+                eps[-1][3] = max(eps[-1][3], (r - s) / 1e6)
+            else:
+                eps.append([s, r, 1, (r - s) / 1e6])
+        episodes[g] = {"count": len(eps), "worst": [{"chunks": e[2], "max_ms": e[3]} for e in sorted(eps, key=lambda e: -e[3])[:5]]}
+    report = {"streams": args.streams, "rounds": [], "problems": problems,
+              "lag": {g: summary(v) for g, v in counted.items()},
+              "by_chunk": {f"{kind}/{g}": summary(v) for (kind, g), v in kinds.items()},
+              "ttfb": {g: summary(v) for g, v in ttfb.items()}, "gaps": {g: summary(v) for g, v in gaps.items()},
+              "episodes": episodes}
+    for r in rounds:
+        report["rounds"].append({"round": r, **{g: summary(lags[(r, g)]) for g in names}})
+    lag = report["lag"]
+    d = lag["direct"]
+    report["added_by"] = {g: {"p50_ms": lag[g]["p50_ms"] - d["p50_ms"], "p99_ms": lag[g]["p99_ms"] - d["p99_ms"],
+                              "max_ms": lag[g]["max_ms"] - d["max_ms"]} for g in proxies}
+    report["added"] = report["added_by"]["proxy"]
+    if "floor" in lag:
+        f = lag["floor"]
+        report["floor_diff"] = {"p50_ms": f["p50_ms"] - d["p50_ms"], "p99_ms": f["p99_ms"] - d["p99_ms"],
+                                "max_ms": f["max_ms"] - d["max_ms"]}
+
+    label = {g: group_label(g) for g in names}
+    out = [f"{args.streams} streams through LLMProxy" + "".join(f", {args.streams} through `{g}`" for g in proxies[1:])
+           + f" + {args.streams} direct"
+           + (f" + {args.streams} direct (group B)" if "floor" in lag else "")
+           + f", concurrently, interleaved, starts staggered over one chunk interval; {args.chunks} content chunks "
+           f"every {args.interval_ms} ms (+ role and stop chunk); {args.rounds} counted rounds after "
+           f"{args.warmup_rounds} warm-up round(s).",
+           "",
+           "Per-chunk lag = client receive time (the chunk's last byte out of `recv`) − upstream send time (just before "
+           "its `send`), on `CLOCK_MONOTONIC`; " + ("the SSE upstream and the client are two single-threaded epoll "
+           "processes (`bench/sse_lag.c --role upstream` / `--role client`), so a direct chunk wakes the client as it "
+           "would wake any real client." if args.upstream_records else "one single-threaded epoll process "
+           "(`bench/sse_lag.c`) is both the SSE upstream and the client, so a direct chunk is a send and a recv on one "
+           "thread with no wake-up: the proxied path is charged the client's wake-up on top."),
+           "",
+           "| path | chunks | p50 ms | p99 ms | max ms | chunks > 5 ms |",
+           "|---|---:|---:|---:|---:|---:|"]
+    for g in names:
+        s = lag[g]
+        out.append(f"| {label[g]} | {s['n']} | {s['p50_ms']:.3f} | {s['p99_ms']:.3f} | {s['max_ms']:.3f} | {s['over_5ms']} |")
     out.append("")
-    out.append("Per-chunk lag = client receive time − relay forward time (the relay sits between the mock and "
-               "everything else, so its forward time is the upstream send time).")
+    for g in proxies:
+        a = report["added_by"][g]
+        who = "LLMProxy" if g == "proxy" else f"LLMProxy `{g}`"
+        out.append(f"Added by {who} (through it − direct): p50 {a['p50_ms']:+.3f} ms, **p99 {a['p99_ms']:+.3f} ms, "
+                   f"max {a['max_ms']:+.3f} ms**.")
+    if "floor_diff" in report:
+        fd = report["floor_diff"]
+        out.append(f"What the instrument resolves (direct group B − direct, same paths): p50 {fd['p50_ms']:+.3f} ms, "
+                   f"p99 {fd['p99_ms']:+.3f} ms, max {fd['max_ms']:+.3f} ms.")
     out.append("")
-    out.append("| path | chunks | p50 ms | p99 ms | max ms | chunks > 5 ms |")
-    out.append("|---|---:|---:|---:|---:|---:|")
-    for route, label in (("direct", "direct (relay → client): measurement floor"),
-                         ("proxy", "through LLMProxy (relay → LLMProxy → client)")):
-        s = report["lag"][route]
-        out.append(f"| {label} | {s['n']} | {s['p50_ms']:.3f} | {s['p99_ms']:.3f} | {s['max_ms']:.3f} | {s['over_5ms']} |")
-    out.append("")
-    out.append("| round | direct p99 / max ms | LLMProxy p99 / max ms |")
-    out.append("|---:|---:|---:|")
+    out.append("| round | " + " | ".join(f"{g} p99 / max ms" for g in names) + " |")
+    out.append("|---:|" + "---:|" * len(names))
     for rr in report["rounds"]:
-        d, p = rr["direct"], rr["proxy"]
-        label = rr["round"] if rr["round"] >= 1 else f"warm-up {rr['round'] + args.warmup_rounds} (not counted)"
-        out.append(f"| {label} | {d['p99_ms']:.3f} / {d['max_ms']:.3f} | {p['p99_ms']:.3f} / {p['max_ms']:.3f} |")
+        lbl = rr["round"] if rr["round"] >= 1 else f"warm-up {rr['round'] + args.warmup_rounds} (not counted)"
+        out.append(f"| {lbl} | " + " | ".join(f"{rr[g]['p99_ms']:.3f} / {rr[g]['max_ms']:.3f}" for g in names) + " |")
     out.append("")
-    out.append("| per stream | direct p50 / p99 / max ms | through LLMProxy p50 / p99 / max ms |")
-    out.append("|---|---:|---:|")
-    for key, label in (("ttfb", "first chunk after request sent"), ("gaps", f"gap between content chunks (mock: {args.interval_ms} ms)")):
-        d, p = report[key]["direct"], report[key]["proxy"]
-        out.append(f"| {label} | {d['p50_ms']:.3f} / {d['p99_ms']:.3f} / {d['max_ms']:.3f} | "
-                   f"{p['p50_ms']:.3f} / {p['p99_ms']:.3f} / {p['max_ms']:.3f} |")
+    out.append("| counted rounds, p50 / p99 / max ms | " + " | ".join(names) + " |")
+    out.append("|---|" + "---:|" * len(names))
+    rows = (("role chunk (sent with the response head)", "role"), ("content chunks", "content"),
+            ("last chunk (stop + [DONE] + end of body)", "last"))
+    for lbl, kind in rows:
+        out.append(f"| lag of the {lbl} | " + " | ".join(
+            "{p50_ms:.3f} / {p99_ms:.3f} / {max_ms:.3f}".format(**report["by_chunk"][f"{kind}/{g}"]) for g in names) + " |")
+    for key, lbl in (("ttfb", "first chunk after the request was sent"),
+                     ("gaps", f"gap between content chunks (upstream: {args.interval_ms} ms)")):
+        out.append(f"| {lbl} | " + " | ".join(
+            "{p50_ms:.3f} / {p99_ms:.3f} / {max_ms:.3f}".format(**report[key][g]) for g in names) + " |")
+    out.append("")
+    out.append("Chunks over 1 ms late, in episodes (late chunks whose sends fall within 1 ms of the previous late one's "
+               "arrival: one stall of a path makes one episode of many streams' chunks):")
+    out.append("")
+    for g in names:
+        e = episodes[g]
+        worst = ", ".join(f"{w['chunks']} chunks up to {w['max_ms']:.1f} ms" for w in e["worst"])
+        out.append(f"- {label[g]}: {e['count']} episodes" + (f"; worst: {worst}" if worst else ""))
     out.append("")
     out.append(f"Errors/incomplete streams: {len(problems)}" + (" — " + "; ".join(problems[:10]) if problems else ""))
     return report, "\n".join(out)
-
 
 # ---------------------------------------------------------------- memory
 
@@ -559,14 +462,9 @@ async def big(args):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
-    r = sub.add_parser("relay")
-    r.add_argument("--listen", type=int, required=True)
-    r.add_argument("--upstream", type=int, required=True)
-    r.add_argument("--events", required=True)
-    lg = sub.add_parser("lag")
-    lg.add_argument("--direct", type=int, required=True)
-    lg.add_argument("--proxy", type=int, required=True)
-    lg.add_argument("--events", required=True)
+    lg = sub.add_parser("lagreport")
+    lg.add_argument("--records", required=True)
+    lg.add_argument("--upstream-records")
     lg.add_argument("--streams", type=int, default=50)
     lg.add_argument("--rounds", type=int, default=3)
     lg.add_argument("--warmup-rounds", type=int, default=2)
@@ -591,17 +489,13 @@ def main():
         p.add_argument("--json")
     args = ap.parse_args()
 
-    # The clients and the relay time events to the microsecond: no cyclic-GC pauses in between
-    # (they allocate little and exit soon; reference counting still frees almost everything).
+    # The clients sample RSS on a timer: no cyclic-GC pauses in between (they allocate little and exit soon;
+    # reference counting still frees almost everything).
     gc.disable()
-    if args.cmd == "relay":
-        try:
-            asyncio.run(relay(args))
-        except KeyboardInterrupt:
-            pass
-        return 0
-    fn = {"lag": lag, "mem": mem, "big": big}[args.cmd]
-    report, text = asyncio.run(fn(args))
+    if args.cmd == "lagreport":
+        report, text = lagreport(args)
+    else:
+        report, text = asyncio.run({"mem": mem, "big": big}[args.cmd](args))
     print(text)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
