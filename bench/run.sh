@@ -131,8 +131,8 @@ if [[ -n "${BENCH_BASELINE:-}" ]]; then
     (cd "$BASE_SRC" && dotnet publish src/LLMProxy -c Release -o "$OUT_DIR/baseline" --nologo -v quiet) \
         >"$OUT_DIR/baseline-build.log" 2>&1 || { tail -30 "$OUT_DIR/baseline-build.log" >&2; die "building the baseline $BASE_REV failed"; }
     t="llmproxy:baseline"
-    PORT_OF[$t]=$((BASE + 72))
-    ADMIN_OF[$t]=$((BASE + 73))
+    PORT_OF[$t]=$((BASE + 73))
+    ADMIN_OF[$t]=$((BASE + 74))
     check_ports_free "${PORT_OF[$t]}" "${ADMIN_OF[$t]}"
     cfg="$RUN_DIR/llmproxy-baseline.yaml"
     write_llm_config "$cfg" "${PORT_OF[$t]}" "${ADMIN_OF[$t]}" "${MOCK_PORTS[@]}"
@@ -149,7 +149,8 @@ fi
 
 # --- BENCH_FLOOR=1: the floor of any Kestrel-based proxy here (bench/floor), as targets of their own ---------
 # floor-kestrel: Kestrel answers the mock's body itself (no upstream exchange); floor-yarp: a bare YARP forwarder
-# (no transforms, logging or metrics) to the same mock. Both with LLMProxy's socket settings on this machine.
+# (no transforms, logging or metrics) to the same mock; floor-raw: Kestrel + the least an HTTP/1.1 forward on raw
+# .NET sockets can do. All with LLMProxy's socket settings on this machine.
 if [[ "${BENCH_FLOOR:-0}" == 1 ]]; then
     log "building bench/floor (dotnet publish -c Release)"
     (cd "$REPO_DIR" && dotnet publish bench/floor -c Release -o "$OUT_DIR/floor" --nologo -v quiet) \
@@ -157,7 +158,7 @@ if [[ "${BENCH_FLOOR:-0}" == 1 ]]; then
     FLOOR_ENV=(DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS=1)
     (($(nproc) <= 2)) && FLOOR_ENV+=(DOTNET_SYSTEM_NET_SOCKETS_THREAD_COUNT=1)
     fi_=0
-    for mode in kestrel yarp; do
+    for mode in kestrel yarp raw; do
         t="llmproxy:floor-$mode"
         PORT_OF[$t]=$((BASE + 70 + fi_))
         check_ports_free "${PORT_OF[$t]}"
@@ -166,7 +167,12 @@ if [[ "${BENCH_FLOOR:-0}" == 1 ]]; then
             dotnet "$OUT_DIR/floor/floor.dll" "$mode" "${PORT_OF[$t]}" "${fargs[@]}"
         PIDS_OF[$t]=$LAST_PID
         ENV_OF[$t]=""
-        DESC_OF[$t]="not LLMProxy: bench/floor $mode ($([[ $mode == kestrel ]] && echo "Kestrel answers the mock's body itself, no upstream exchange" || echo "a bare YARP forwarder, SocketsHttpHandler, no transforms/logging/metrics")), with ${FLOOR_ENV[*]}"
+        case $mode in
+            kestrel) what="Kestrel answers the mock's body itself, no upstream exchange" ;;
+            yarp) what="a bare YARP forwarder, SocketsHttpHandler, no transforms/logging/metrics" ;;
+            raw) what="Kestrel + pooled raw upstream sockets, fixed head + body in one send, answer by Content-Length: no YARP, no HttpClient, no header forwarding" ;;
+        esac
+        DESC_OF[$t]="not LLMProxy: bench/floor $mode ($what), with ${FLOOR_ENV[*]}"
         LLM_TARGETS+=("$t")
         wait_http "floor $mode" "$LAST_PID" "http://127.0.0.1:${PORT_OF[$t]}/v1/chat/completions" POST 30
         fi_=$((fi_ + 1))

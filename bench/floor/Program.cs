@@ -6,14 +6,18 @@
 //   floor yarp PORT UP1 [UP2...]  a bare YARP forwarder (IHttpForwarder, SocketsHttpHandler, no transforms, no
 //                                 logging, no metrics), round robin over the upstream ports: the whole proxy path
 //                                 with nothing of LLMProxy's own.
+//   floor raw PORT UP1 [UP2...]   Kestrel plus the least an HTTP/1.1 proxy can do on .NET sockets: pooled upstream
+//                                 sockets, the request (fixed head + the client's body) in one send, the answer read
+//                                 by its Content-Length and written back — no header forwarding, no checks. What an
+//                                 own forwarder without YARP and HttpClient could at best cost (issue 13, point 3).
 using System.Net;
 using System.Text;
 using Microsoft.AspNetCore.Server.Kestrel.Transport.Sockets;
 using Yarp.ReverseProxy.Forwarder;
 
-if (args.Length < 2 || !int.TryParse(args[1], out var port) || args[0] is not ("kestrel" or "yarp") || args[0] == "yarp" && args.Length < 3)
+if (args.Length < 2 || !int.TryParse(args[1], out var port) || args[0] is not ("kestrel" or "yarp" or "raw") || args[0] != "kestrel" && args.Length < 3)
 {
-    Console.Error.WriteLine("usage: floor kestrel PORT | floor yarp PORT UPSTREAM_PORT...");
+    Console.Error.WriteLine("usage: floor kestrel PORT | floor yarp|raw PORT UPSTREAM_PORT...");
     return 2;
 }
 
@@ -41,6 +45,72 @@ if (args[0] == "kestrel")
         context.Response.ContentType = "application/json";
         context.Response.ContentLength = answer.Length;
         await context.Response.Body.WriteAsync(answer, context.RequestAborted);
+    });
+}
+else if (args[0] == "raw")
+{
+    var pools = args[2..].Select(p => (Port: int.Parse(p), Idle: new System.Collections.Concurrent.ConcurrentBag<System.Net.Sockets.Socket>())).ToArray();
+    var next = 0;
+    app.Run(async context =>
+    {
+        var (upstreamPort, idle) = pools[(int)((uint)Interlocked.Increment(ref next) % (uint)pools.Length)];
+        var buffer = System.Buffers.ArrayPool<byte>.Shared.Rent(16 * 1024);
+        try
+        {
+            // The client's body, behind a head written for it.
+            var bodyAt = 256;
+            var bodyLength = 0;
+            int read;
+            while ((read = await context.Request.Body.ReadAsync(buffer.AsMemory(bodyAt + bodyLength, 8 * 1024), context.RequestAborted)) > 0)
+            {
+                bodyLength += read;
+            }
+            var head = Encoding.ASCII.GetBytes($"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:{upstreamPort}\r\nContent-Type: application/json\r\nContent-Length: {bodyLength}\r\n\r\n");
+            var start = bodyAt - head.Length;
+            head.CopyTo(buffer, start);
+            if (!idle.TryTake(out var socket))
+            {
+                socket = new System.Net.Sockets.Socket(System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp) { NoDelay = true };
+                await socket.ConnectAsync(IPAddress.Loopback, upstreamPort);
+            }
+            await socket.SendAsync(buffer.AsMemory(start, head.Length + bodyLength));
+            // The answer: head, then Content-Length bytes.
+            var received = 0;
+            int headEnd, length = -1;
+            while (true)
+            {
+                var n = await socket.ReceiveAsync(buffer.AsMemory(received, buffer.Length - received));
+                if (n == 0)
+                {
+                    throw new IOException("upstream closed");
+                }
+                received += n;
+                headEnd = buffer.AsSpan(0, received).IndexOf("\r\n\r\n"u8);
+                if (headEnd < 0)
+                {
+                    continue;
+                }
+                if (length < 0)
+                {
+                    var headText = Encoding.ASCII.GetString(buffer, 0, headEnd);
+                    var at = headText.IndexOf("Content-Length:", StringComparison.OrdinalIgnoreCase) + "Content-Length:".Length;
+                    var end = headText.IndexOf('\r', at);
+                    length = int.Parse(headText.AsSpan(at, (end < 0 ? headText.Length : end) - at).Trim());
+                }
+                if (received >= headEnd + 4 + length)
+                {
+                    break;
+                }
+            }
+            idle.Add(socket);
+            context.Response.ContentType = "application/json";
+            context.Response.ContentLength = length;
+            await context.Response.Body.WriteAsync(buffer.AsMemory(headEnd + 4, length), context.RequestAborted);
+        }
+        finally
+        {
+            System.Buffers.ArrayPool<byte>.Shared.Return(buffer);
+        }
     });
 }
 else
