@@ -131,8 +131,8 @@ if [[ -n "${BENCH_BASELINE:-}" ]]; then
     (cd "$BASE_SRC" && dotnet publish src/LLMProxy -c Release -o "$OUT_DIR/baseline" --nologo -v quiet) \
         >"$OUT_DIR/baseline-build.log" 2>&1 || { tail -30 "$OUT_DIR/baseline-build.log" >&2; die "building the baseline $BASE_REV failed"; }
     t="llmproxy:baseline"
-    PORT_OF[$t]=$((BASE + 73))
-    ADMIN_OF[$t]=$((BASE + 74))
+    PORT_OF[$t]=$((BASE + 75))
+    ADMIN_OF[$t]=$((BASE + 76))
     check_ports_free "${PORT_OF[$t]}" "${ADMIN_OF[$t]}"
     cfg="$RUN_DIR/llmproxy-baseline.yaml"
     write_llm_config "$cfg" "${PORT_OF[$t]}" "${ADMIN_OF[$t]}" "${MOCK_PORTS[@]}"
@@ -158,7 +158,7 @@ if [[ "${BENCH_FLOOR:-0}" == 1 ]]; then
     FLOOR_ENV=(DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS=1)
     (($(nproc) <= 2)) && FLOOR_ENV+=(DOTNET_SYSTEM_NET_SOCKETS_THREAD_COUNT=1)
     fi_=0
-    for mode in kestrel yarp raw; do
+    for mode in kestrel yarp raw raw-headers; do
         t="llmproxy:floor-$mode"
         PORT_OF[$t]=$((BASE + 70 + fi_))
         check_ports_free "${PORT_OF[$t]}"
@@ -171,6 +171,7 @@ if [[ "${BENCH_FLOOR:-0}" == 1 ]]; then
             kestrel) what="Kestrel answers the mock's body itself, no upstream exchange" ;;
             yarp) what="a bare YARP forwarder, SocketsHttpHandler, no transforms/logging/metrics" ;;
             raw) what="Kestrel + pooled raw upstream sockets, fixed head + body in one send, answer by Content-Length: no YARP, no HttpClient, no header forwarding" ;;
+            raw-headers) what="floor-raw forwarding path, query and end-to-end headers both ways (strings allocated as a forwarder would)" ;;
         esac
         DESC_OF[$t]="not LLMProxy: bench/floor $mode ($what), with ${FLOOR_ENV[*]}"
         LLM_TARGETS+=("$t")

@@ -10,14 +10,17 @@
 //                                 sockets, the request (fixed head + the client's body) in one send, the answer read
 //                                 by its Content-Length and written back — no header forwarding, no checks. What an
 //                                 own forwarder without YARP and HttpClient could at best cost (issue 13, point 3).
+//   floor raw-headers PORT UP...  the same, but forwarding like a proxy must: the client's path, query and end-to-end
+//                                 headers written into the upstream head, the answer's status and headers parsed into
+//                                 Kestrel's response (strings allocated as a real forwarder would).
 using System.Net;
 using System.Text;
 using Microsoft.AspNetCore.Server.Kestrel.Transport.Sockets;
 using Yarp.ReverseProxy.Forwarder;
 
-if (args.Length < 2 || !int.TryParse(args[1], out var port) || args[0] is not ("kestrel" or "yarp" or "raw") || args[0] != "kestrel" && args.Length < 3)
+if (args.Length < 2 || !int.TryParse(args[1], out var port) || args[0] is not ("kestrel" or "yarp" or "raw" or "raw-headers") || args[0] != "kestrel" && args.Length < 3)
 {
-    Console.Error.WriteLine("usage: floor kestrel PORT | floor yarp|raw PORT UPSTREAM_PORT...");
+    Console.Error.WriteLine("usage: floor kestrel PORT | floor yarp|raw|raw-headers PORT UPSTREAM_PORT...");
     return 2;
 }
 
@@ -45,6 +48,106 @@ if (args[0] == "kestrel")
         context.Response.ContentType = "application/json";
         context.Response.ContentLength = answer.Length;
         await context.Response.Body.WriteAsync(answer, context.RequestAborted);
+    });
+}
+else if (args[0] == "raw-headers")
+{
+    var pools = args[2..].Select(p => (Port: int.Parse(p), Idle: new System.Collections.Concurrent.ConcurrentBag<System.Net.Sockets.Socket>())).ToArray();
+    var hopByHop = new HashSet<string>(["Connection", "Keep-Alive", "Transfer-Encoding", "Upgrade", "TE", "Trailer", "Proxy-Connection", "Host", "Content-Length"],
+        StringComparer.OrdinalIgnoreCase);
+    var next = 0;
+    app.Run(async context =>
+    {
+        var (upstreamPort, idle) = pools[(int)((uint)Interlocked.Increment(ref next) % (uint)pools.Length)];
+        var buffer = System.Buffers.ArrayPool<byte>.Shared.Rent(32 * 1024);
+        try
+        {
+            var request = context.Request;
+            var at = 0;
+            void Put(string text) => at += Encoding.ASCII.GetBytes(text, 0, text.Length, buffer, at);
+            Put(request.Method);
+            Put(" ");
+            Put(request.Path.Value ?? "/");
+            Put(request.QueryString.Value ?? "");
+            Put(" HTTP/1.1\r\nHost: 127.0.0.1:");
+            Put(upstreamPort.ToString(System.Globalization.CultureInfo.InvariantCulture));
+            Put("\r\n");
+            foreach (var header in request.Headers)
+            {
+                if (!hopByHop.Contains(header.Key))
+                {
+                    Put(header.Key);
+                    Put(": ");
+                    Put(header.Value.ToString());
+                    Put("\r\n");
+                }
+            }
+            Put("Content-Length: ");
+            var lengthAt = at;
+            Put("000000\r\n\r\n");
+            var bodyAt = at;
+            var bodyLength = 0;
+            int read;
+            while ((read = await request.Body.ReadAsync(buffer.AsMemory(bodyAt + bodyLength, 8 * 1024), context.RequestAborted)) > 0)
+            {
+                bodyLength += read;
+            }
+            bodyLength.TryFormat(buffer.AsSpan(lengthAt, 6), out _, "D6", System.Globalization.CultureInfo.InvariantCulture);
+            if (!idle.TryTake(out var socket))
+            {
+                socket = new System.Net.Sockets.Socket(System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp) { NoDelay = true };
+                await socket.ConnectAsync(IPAddress.Loopback, upstreamPort);
+            }
+            await socket.SendAsync(buffer.AsMemory(0, bodyAt + bodyLength));
+            var received = 0;
+            int headEnd;
+            var length = -1;
+            while (true)
+            {
+                var n = await socket.ReceiveAsync(buffer.AsMemory(received, buffer.Length - received));
+                if (n == 0)
+                {
+                    throw new IOException("upstream closed");
+                }
+                received += n;
+                headEnd = buffer.AsSpan(0, received).IndexOf("\r\n\r\n"u8);
+                if (headEnd < 0)
+                {
+                    continue;
+                }
+                if (length < 0)
+                {
+                    // Status line, then every header into Kestrel's response.
+                    var lines = Encoding.Latin1.GetString(buffer, 0, headEnd).Split("\r\n");
+                    context.Response.StatusCode = int.Parse(lines[0].AsSpan(9, 3), provider: System.Globalization.CultureInfo.InvariantCulture);
+                    foreach (var line in lines.AsSpan(1))
+                    {
+                        var colon = line.IndexOf(':');
+                        var name = line[..colon];
+                        var value = line[(colon + 1)..].Trim();
+                        if (name.Equals("Content-Length", StringComparison.OrdinalIgnoreCase))
+                        {
+                            length = int.Parse(value, System.Globalization.CultureInfo.InvariantCulture);
+                        }
+                        else if (!hopByHop.Contains(name))
+                        {
+                            context.Response.Headers.Append(name, value);
+                        }
+                    }
+                }
+                if (received >= headEnd + 4 + length)
+                {
+                    break;
+                }
+            }
+            idle.Add(socket);
+            context.Response.ContentLength = length;
+            await context.Response.Body.WriteAsync(buffer.AsMemory(headEnd + 4, length), context.RequestAborted);
+        }
+        finally
+        {
+            System.Buffers.ArrayPool<byte>.Shared.Return(buffer);
+        }
     });
 }
 else if (args[0] == "raw")
