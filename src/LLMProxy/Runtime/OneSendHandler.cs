@@ -59,6 +59,89 @@ internal sealed class OneSendHandler(HttpMessageHandler inner) : DelegatingHandl
             // YARP keeps its own reference to the content it made (never started: it waits on it only once started).
             request.Content = content;
         }
+        else if (request.Content is { Headers.ContentLength: null or > 0 } fromClient)
+        {
+            // (Not YARP's empty content that only carries headers of a request without a body: length 0.)
+            // A body that streams from the client: every piece goes on as it arrives (see FlushingContent).
+            request.Content = new FlushingContent(fromClient);
+        }
         return base.SendAsync(request, cancellationToken);
+    }
+}
+
+/// <summary>
+/// A request body that streams from the client, flushed upstream after every piece. YARP copies a request body without
+/// flushing (it flushes only gRPC), and SocketsHttpHandler keeps up to its 4 KiB write buffer of it until more comes:
+/// a client that uploads in bursts — or sends part of a body and waits for the server — would have the tail of each
+/// burst held back until the next one. The inner content is YARP's own and is the one that runs (YARP's bookkeeping of
+/// the body copy, which classifies client and upstream failures, sees its content started and finished as before).
+/// </summary>
+internal sealed class FlushingContent : HttpContent
+{
+    private readonly HttpContent _inner;
+
+    public FlushingContent(HttpContent inner)
+    {
+        _inner = inner;
+        foreach (var header in inner.Headers.NonValidated)
+        {
+            foreach (var value in header.Value)
+            {
+                Headers.TryAddWithoutValidation(header.Key, value);
+            }
+        }
+    }
+
+    protected override Task SerializeToStreamAsync(Stream stream, System.Net.TransportContext? context) =>
+        _inner.CopyToAsync(new FlushingStream(stream), context);
+
+    protected override Task SerializeToStreamAsync(Stream stream, System.Net.TransportContext? context, CancellationToken cancellationToken) =>
+        _inner.CopyToAsync(new FlushingStream(stream), context, cancellationToken);
+
+    protected override bool TryComputeLength(out long length)
+    {
+        // The length is the inner content's Content-Length header, copied above; none means chunked.
+        length = 0;
+        return false;
+    }
+
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing)
+        {
+            _inner.Dispose();
+        }
+        base.Dispose(disposing);
+    }
+
+    /// <summary>Writes through to the connection's stream and flushes after each write.</summary>
+    private sealed class FlushingStream(Stream inner) : Stream
+    {
+        public override bool CanRead => false;
+        public override bool CanSeek => false;
+        public override bool CanWrite => true;
+        public override long Length => throw new NotSupportedException();
+        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+
+        public override async ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default)
+        {
+            await inner.WriteAsync(buffer, cancellationToken).ConfigureAwait(false);
+            await inner.FlushAsync(cancellationToken).ConfigureAwait(false);
+        }
+
+        public override Task WriteAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
+            WriteAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
+
+        public override void Write(byte[] buffer, int offset, int count)
+        {
+            inner.Write(buffer, offset, count);
+            inner.Flush();
+        }
+
+        public override Task FlushAsync(CancellationToken cancellationToken) => inner.FlushAsync(cancellationToken);
+        public override void Flush() => inner.Flush();
+        public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+        public override void SetLength(long value) => throw new NotSupportedException();
     }
 }
