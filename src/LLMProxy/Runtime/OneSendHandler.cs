@@ -62,7 +62,8 @@ internal sealed class OneSendHandler(HttpMessageHandler inner) : DelegatingHandl
         else if (request.Content is { Headers.ContentLength: null or > 0 } fromClient)
         {
             // (Not YARP's empty content that only carries headers of a request without a body: length 0.)
-            // A body that streams from the client: every piece goes on as it arrives (see FlushingContent).
+            // Any other body (streaming from the client, or buffered but beyond MaxBody): every piece goes on as it is
+            // written (see FlushingContent); for a buffered body a flush after a write larger than the buffer costs nothing.
             request.Content = new FlushingContent(fromClient);
         }
         return base.SendAsync(request, cancellationToken);
@@ -70,7 +71,7 @@ internal sealed class OneSendHandler(HttpMessageHandler inner) : DelegatingHandl
 }
 
 /// <summary>
-/// A request body that streams from the client, flushed upstream after every piece. YARP copies a request body without
+/// A request body not sent in one write with the head, flushed upstream after every piece YARP copies. YARP copies a request body without
 /// flushing (it flushes only gRPC), and SocketsHttpHandler keeps up to its 4 KiB write buffer of it until more comes:
 /// a client that uploads in bursts — or sends part of a body and waits for the server — would have the tail of each
 /// burst held back until the next one. The inner content is YARP's own and is the one that runs (YARP's bookkeeping of

@@ -83,7 +83,7 @@ public class OneSendHandlerTests
     }
 
     [Fact]
-    public async Task BodyLargerThanTheWriteBuffer_KeepsTheStreamedContent()
+    public async Task BodyLargerThanTheWriteBuffer_StreamsFlushed_NotCopiedIntoOneSend()
     {
         var big = new byte[OneSendHandler.MaxBody + 1];
         using var request = Request(big);
@@ -99,7 +99,7 @@ public class OneSendHandlerTests
     }
 
     [Fact]
-    public async Task NotOffered_KeepsTheStreamedContent()
+    public async Task NotOffered_StreamsFlushed_SameBytesAndLength()
     {
         using var request = Request("{}"u8.ToArray());
 
