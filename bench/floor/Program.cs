@@ -99,50 +99,31 @@ else if (args[0] == "raw-headers")
                 await socket.ConnectAsync(IPAddress.Loopback, upstreamPort);
             }
             await socket.SendAsync(buffer.AsMemory(0, bodyAt + bodyLength));
-            var received = 0;
-            int headEnd;
-            var length = -1;
-            while (true)
+            var (answerAt, length) = await ReadAnswerAsync(socket, buffer, head =>
             {
-                var n = await socket.ReceiveAsync(buffer.AsMemory(received, buffer.Length - received));
-                if (n == 0)
+                // Status line, then every header into Kestrel's response.
+                var lines = head.Split("\r\n");
+                context.Response.StatusCode = int.Parse(lines[0].AsSpan(9, 3), provider: System.Globalization.CultureInfo.InvariantCulture);
+                var contentLength = -1;
+                foreach (var line in lines.AsSpan(1))
                 {
-                    throw new IOException("upstream closed");
-                }
-                received += n;
-                headEnd = buffer.AsSpan(0, received).IndexOf("\r\n\r\n"u8);
-                if (headEnd < 0)
-                {
-                    continue;
-                }
-                if (length < 0)
-                {
-                    // Status line, then every header into Kestrel's response.
-                    var lines = Encoding.Latin1.GetString(buffer, 0, headEnd).Split("\r\n");
-                    context.Response.StatusCode = int.Parse(lines[0].AsSpan(9, 3), provider: System.Globalization.CultureInfo.InvariantCulture);
-                    foreach (var line in lines.AsSpan(1))
+                    var colon = line.IndexOf(':');
+                    var name = line[..colon];
+                    var value = line[(colon + 1)..].Trim();
+                    if (name.Equals("Content-Length", StringComparison.OrdinalIgnoreCase))
                     {
-                        var colon = line.IndexOf(':');
-                        var name = line[..colon];
-                        var value = line[(colon + 1)..].Trim();
-                        if (name.Equals("Content-Length", StringComparison.OrdinalIgnoreCase))
-                        {
-                            length = int.Parse(value, System.Globalization.CultureInfo.InvariantCulture);
-                        }
-                        else if (!hopByHop.Contains(name))
-                        {
-                            context.Response.Headers.Append(name, value);
-                        }
+                        contentLength = int.Parse(value, System.Globalization.CultureInfo.InvariantCulture);
+                    }
+                    else if (!hopByHop.Contains(name))
+                    {
+                        context.Response.Headers.Append(name, value);
                     }
                 }
-                if (received >= headEnd + 4 + length)
-                {
-                    break;
-                }
-            }
+                return contentLength;
+            });
             idle.Add(socket);
             context.Response.ContentLength = length;
-            await context.Response.Body.WriteAsync(buffer.AsMemory(headEnd + 4, length), context.RequestAborted);
+            await context.Response.Body.WriteAsync(buffer.AsMemory(answerAt, length), context.RequestAborted);
         }
         finally
         {
@@ -177,38 +158,16 @@ else if (args[0] == "raw")
                 await socket.ConnectAsync(IPAddress.Loopback, upstreamPort);
             }
             await socket.SendAsync(buffer.AsMemory(start, head.Length + bodyLength));
-            // The answer: head, then Content-Length bytes.
-            var received = 0;
-            int headEnd, length = -1;
-            while (true)
+            var (answerAt, length) = await ReadAnswerAsync(socket, buffer, head =>
             {
-                var n = await socket.ReceiveAsync(buffer.AsMemory(received, buffer.Length - received));
-                if (n == 0)
-                {
-                    throw new IOException("upstream closed");
-                }
-                received += n;
-                headEnd = buffer.AsSpan(0, received).IndexOf("\r\n\r\n"u8);
-                if (headEnd < 0)
-                {
-                    continue;
-                }
-                if (length < 0)
-                {
-                    var headText = Encoding.ASCII.GetString(buffer, 0, headEnd);
-                    var at = headText.IndexOf("Content-Length:", StringComparison.OrdinalIgnoreCase) + "Content-Length:".Length;
-                    var end = headText.IndexOf('\r', at);
-                    length = int.Parse(headText.AsSpan(at, (end < 0 ? headText.Length : end) - at).Trim());
-                }
-                if (received >= headEnd + 4 + length)
-                {
-                    break;
-                }
-            }
+                var at = head.IndexOf("Content-Length:", StringComparison.OrdinalIgnoreCase) + "Content-Length:".Length;
+                var end = head.IndexOf('\r', at);
+                return int.Parse(head.AsSpan(at, (end < 0 ? head.Length : end) - at).Trim());
+            });
             idle.Add(socket);
             context.Response.ContentType = "application/json";
             context.Response.ContentLength = length;
-            await context.Response.Body.WriteAsync(buffer.AsMemory(headEnd + 4, length), context.RequestAborted);
+            await context.Response.Body.WriteAsync(buffer.AsMemory(answerAt, length), context.RequestAborted);
         }
         finally
         {
@@ -246,3 +205,33 @@ else
 
 app.Run();
 return 0;
+
+// Reads an answer framed by Content-Length into buffer (head and body); onHead gets the head's text once and returns
+// the Content-Length. Returns where the body starts and its length.
+static async Task<(int BodyAt, int Length)> ReadAnswerAsync(System.Net.Sockets.Socket socket, byte[] buffer, Func<string, int> onHead)
+{
+    var received = 0;
+    var length = -1;
+    while (true)
+    {
+        var n = await socket.ReceiveAsync(buffer.AsMemory(received, buffer.Length - received));
+        if (n == 0)
+        {
+            throw new IOException("upstream closed");
+        }
+        received += n;
+        var headEnd = buffer.AsSpan(0, received).IndexOf("\r\n\r\n"u8);
+        if (headEnd < 0)
+        {
+            continue;
+        }
+        if (length < 0)
+        {
+            length = onHead(Encoding.Latin1.GetString(buffer, 0, headEnd));
+        }
+        if (received >= headEnd + 4 + length)
+        {
+            return (headEnd + 4, length);
+        }
+    }
+}
