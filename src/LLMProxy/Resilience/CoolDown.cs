@@ -1,8 +1,9 @@
 namespace LLMProxy.Resilience;
 
 /// <summary>
-/// 429 account cool-down for one upstream (SPEC §5): while cooling, the upstream receives no traffic.
-/// Lock-free: the deadline is one long (UTC ticks) updated with compare-and-swap; reads are a single volatile load.
+/// A deadline before which an upstream receives no traffic: the 429 account cool-down (SPEC §5), and the cluster's
+/// "shared budget empty" block. Lock-free: the deadline is one long (UTC ticks) updated with compare-and-swap; reads are
+/// a single volatile load, and the clock is not read for one never parked.
 /// </summary>
 internal sealed class CoolDown
 {
@@ -15,7 +16,7 @@ internal sealed class CoolDown
         _time = time;
     }
 
-    public bool IsCooling => _time.GetUtcNow().UtcTicks < Volatile.Read(ref _untilUtcTicks);
+    public bool IsCooling => Volatile.Read(ref _untilUtcTicks) is var until && until != 0 && _time.GetUtcNow().UtcTicks < until;
 
     /// <summary>End of the active cool-down, or null when not cooling.</summary>
     public DateTimeOffset? Until

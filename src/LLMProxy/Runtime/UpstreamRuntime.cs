@@ -70,6 +70,7 @@ internal sealed class UpstreamRuntime
         _modelMap = config.ModelMap?.ToDictionary(m => m.Key, m => ModelRewrite.EncodeModel(m.Value), StringComparer.OrdinalIgnoreCase);
         Breaker = config.Breaker is { } b ? new CircuitBreaker(b, time) : null;
         CoolDown = new CoolDown(time);
+        _sharedBlock = new CoolDown(time);
         Recent = new RecentCounter(time);
         Limiter = config.Ratelimit is { } r ? TokenBucketLimiter.For(r, time) : null;
         if (config.Ratelimit is { } budgets)
@@ -236,7 +237,7 @@ internal sealed class UpstreamRuntime
     {
         Breaker?.Reset();
         CoolDown.Clear();
-        Volatile.Write(ref _sharedBlockUntil, 0);
+        _sharedBlock.Clear();
         Shared?.Reset(); // the cluster's cool-down and learned headroom too; the shared buckets are not the operator's to refill
         Volatile.Write(ref _learned, null);
         Interlocked.Exchange(ref _sentSinceLearned, 0);
@@ -265,33 +266,13 @@ internal sealed class UpstreamRuntime
     /// <summary>Shares this upstream's limits and health through <paramref name="cluster"/> (once, when compiled).</summary>
     public void AttachShared(RedisCluster cluster) => Shared ??= new SharedUpstream(cluster, Config, Authorization);
 
-    private long _sharedBlockUntil; // UTC ticks; the cluster said a budget is empty until then (0 = never)
+    // The cluster said a budget is empty until then: the same extend-never-shorten deadline as the 429 cool-down.
+    private readonly CoolDown _sharedBlock;
 
     /// <summary>Keeps this upstream out of selection for <paramref name="duration"/> because the cluster's shared
     /// budgets (rate, TPM or learned headroom) are empty: the next requests choose another member without asking.</summary>
-    public void BlockShared(TimeSpan duration)
-    {
-        var until = _time.GetUtcNow().UtcTicks + duration.Ticks;
-        var current = Volatile.Read(ref _sharedBlockUntil);
-        while (current < until)
-        {
-            var seen = Interlocked.CompareExchange(ref _sharedBlockUntil, until, current);
-            if (seen == current)
-            {
-                return;
-            }
-            current = seen;
-        }
-    }
+    public void BlockShared(TimeSpan duration) => _sharedBlock.Park(duration);
 
-    private DateTimeOffset? SharedBlockedUntil
-    {
-        get
-        {
-            var until = Volatile.Read(ref _sharedBlockUntil);
-            return until != 0 && _time.GetUtcNow().UtcTicks < until ? new DateTimeOffset(until, TimeSpan.Zero) : null;
-        }
-    }
     public TokenBucketLimiter? Limiter { get; }
     /// <summary><c>ratelimit.requestsPerMinute</c>: capacity = the value, refilled over a minute; null when not set.</summary>
     public TokenBucketLimiter? Rpm { get; }
@@ -330,7 +311,7 @@ internal sealed class UpstreamRuntime
             return Unavailability.BreakerOpen;
         }
         if (CoolDown.IsCooling || Limiter is { HasToken: false } || !HasBudget(tokens)
-            || (Volatile.Read(ref _sharedBlockUntil) != 0 && SharedBlockedUntil is not null))
+            || _sharedBlock.IsCooling)
         {
             return Unavailability.RateLimited;
         }
@@ -366,7 +347,7 @@ internal sealed class UpstreamRuntime
         {
             Later(ref at, now + ConcurrencyRetry);
         }
-        if (SharedBlockedUntil is { } shared)
+        if (_sharedBlock.Until is { } shared)
         {
             Later(ref at, shared);
         }
