@@ -258,8 +258,14 @@ CONF
     } >"$p/nginx.conf"
 }
 
-# write_nginx_proxy PREFIX LISTEN_PORT UPSTREAM_PORT... : nginx as the reference reverse proxy.
+# write_nginx_proxy [--stream] PREFIX LISTEN_PORT UPSTREAM_PORT... : nginx as the reference reverse proxy; with --stream
+# it passes each piece of an answer on as it arrives (proxy_buffering off), as an SSE proxy must.
 write_nginx_proxy() {
+    local buffering=""
+    if [[ "$1" == --stream ]]; then
+        buffering="proxy_buffering off;"
+        shift
+    fi
     local p="$1" listen="$2" port
     shift 2
     mkdir -p "$p/logs" "$p/tmp"
@@ -284,6 +290,7 @@ write_nginx_proxy() {
             proxy_pass http://llm;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
+            $buffering
         }
     }
 }

@@ -100,7 +100,8 @@ def pct(values, p):
 
 def group_label(group):
     return {"direct": "direct (upstream → client)", "floor": "direct again, group B: the instrument's own spread",
-            "proxy": "through LLMProxy (upstream → LLMProxy → client)"}.get(group, f"through LLMProxy `{group}`")
+            "proxy": "through LLMProxy (upstream → LLMProxy → client)",
+            "nginx": "through nginx (reference: proxy_buffering off)"}.get(group, f"through LLMProxy `{group}`")
 
 
 def read_lag_records(path, upstream_path=None):
@@ -219,7 +220,7 @@ def lagreport(args):
     out.append("")
     for g in proxies:
         a = report["added_by"][g]
-        who = "LLMProxy" if g == "proxy" else f"LLMProxy `{g}`"
+        who = "LLMProxy" if g == "proxy" else "nginx (reference)" if g == "nginx" else f"LLMProxy `{g}`"
         out.append(f"Added by {who} (through it − direct): p50 {a['p50_ms']:+.3f} ms, **p99 {a['p99_ms']:+.3f} ms, "
                    f"max {a['max_ms']:+.3f} ms**.")
     if "floor_diff" in report:

@@ -8,6 +8,8 @@
 #   BENCH_LAG_SPLIT=1: sse_lag runs as two processes, upstream and client (0: one process, both ends).
 #   BENCH_LAG_VARIANTS="name:VAR=value,VAR=value ...": more LLMProxy processes (same binary, only the lag forward,
 #   extra environment variables; forward port base+30.., admin base+50..) measured in the same lag rounds.
+#   BENCH_LAG_NGINX=1: nginx as an SSE reverse proxy (proxy_buffering off, access log on; port base+28) measured in the
+#   same lag rounds, the reference for what a proxy adds on this box (0: LLMProxy only).
 set -euo pipefail
 
 # shellcheck source=bench/lib.sh
@@ -29,6 +31,9 @@ MEM_PORT=$((BASE + 24))         # LLMProxy forward -> slow mock
 BIG_PORT=$((BASE + 25))         # LLMProxy forward -> nginx static 1 MiB
 ADMIN_PORT=$((BASE + 26))
 NGINX_BIG_PORT=$((BASE + 27))   # nginx mock with the 1 MiB file
+NGINX_LAG_PORT=$((BASE + 28))   # nginx as an SSE proxy -> sse_lag's upstream (BENCH_LAG_NGINX=1)
+LAG_NGINX="${BENCH_LAG_NGINX:-1}"
+[[ "$LAG_NGINX" == 0 || "$LAG_NGINX" == 1 ]] || die "BENCH_LAG_NGINX: '$LAG_NGINX' is not 0 or 1"
 
 STREAM_DIR="$OUT_DIR/stream"
 mkdir -p "$OUT_DIR"
@@ -152,8 +157,9 @@ VARIANT_PIDS=()
 vi=0
 for spec in ${BENCH_LAG_VARIANTS:-}; do
     name="${spec%%:*}"
-    [[ "$name" =~ ^[a-z0-9][a-z0-9-]*$ && "$spec" == *:* && "$name" != proxy && "$name" != direct && "$name" != floor ]] \
-        || die "BENCH_LAG_VARIANTS: '$spec' is not name:VAR=value[,VAR=value] (name: a-z, 0-9, -; not proxy, direct, floor)"
+    [[ "$name" =~ ^[a-z0-9][a-z0-9-]*$ && "$spec" == *:* && "$name" != proxy && "$name" != direct && "$name" != floor \
+        && "$name" != nginx ]] \
+        || die "BENCH_LAG_VARIANTS: '$spec' is not name:VAR=value[,VAR=value] (name: a-z, 0-9, -; not proxy, direct, floor, nginx)"
     ((vi < 7)) || die "BENCH_LAG_VARIANTS: at most 7 variants"
     vport=$((BASE + 30 + vi))
     vadmin=$((BASE + 50 + vi))
@@ -172,9 +178,22 @@ for spec in ${BENCH_LAG_VARIANTS:-}; do
     vi=$((vi + 1))
 done
 
+# The reference: nginx proxying the same SSE upstream in the same rounds. What it adds over the direct path is what a
+# mature event-loop proxy adds on this box under the same load, the yardstick for the ≤ 1 ms target.
+NGINX_LAG_PIDS=()
+if [[ "$LAG_NGINX" == 1 ]]; then
+    check_ports_free "$NGINX_LAG_PORT"
+    write_nginx_proxy --stream "$STREAM_DIR/nginx-sse-proxy" "$NGINX_LAG_PORT" "$LAG_UPSTREAM_PORT"
+    start_nginx "nginx SSE proxy" "$STREAM_DIR/nginx-sse-proxy"
+    NGINX_LAG_PIDS=("$LAST_PID")
+    wait_port "$NGINX_LAG_PORT" "$LAST_PID"
+    LAG_PORTS+=",$NGINX_LAG_PORT"
+    LAG_NAMES+=",nginx"
+fi
+
 alive_check() {
     local pid
-    for pid in "$NGINX_PID" "$MOCK_SLOW_PID" "$LLM_PID" "${VARIANT_PIDS[@]}"; do
+    for pid in "$NGINX_PID" "$MOCK_SLOW_PID" "$LLM_PID" "${VARIANT_PIDS[@]}" "${NGINX_LAG_PIDS[@]}"; do
         kill -0 "$pid" 2>/dev/null || die "pid $pid died (logs under ${STREAM_DIR#"$REPO_DIR"/})"
     done
 }
@@ -187,6 +206,8 @@ runtime_line() {
         /^dotnet_collection_count_total\{generation="[012]"\}/ { split($1, a, "\""); gc[a[2]] = $2 }
         END { printf "managed heap %.1f MB, %d threads, GCs so far gen0/1/2 %d/%d/%d", heap / 1048576, threads, gc["0"], gc["1"], gc["2"] }'
 }
+# per_chunk TICKS: CPU ticks as "N ms, M µs per chunk" over the lag test's $lag_chunks chunks per path.
+per_chunk() { echo "$(($1 * 1000 / CLK_TCK)) ms, $(($1 * 1000000 / CLK_TCK / lag_chunks)) µs per chunk"; }
 LAG_SPLIT="${BENCH_LAG_SPLIT:-1}"
 [[ "$LAG_SPLIT" == 0 || "$LAG_SPLIT" == 1 ]] || die "BENCH_LAG_SPLIT: '$LAG_SPLIT' is not 0 or 1"
 MAX_OTHER="${BENCH_MAX_OTHER_LOAD:-10}"
@@ -202,6 +223,8 @@ for n in $LAG_STREAMS_LIST; do
         proxy0="$(cpu_ticks "$LLM_PID")"
         variant0=()
         for pid in "${VARIANT_PIDS[@]}"; do variant0+=("$(cpu_ticks "$pid")"); done
+        nginx0=0
+        [[ "$LAG_NGINX" == 0 ]] || nginx0="$(cpu_ticks "${NGINX_LAG_PIDS[0]}")"
         client0="$(child_ticks)"
         runtime_before="$(runtime_line)"
         # sse_lag is the upstream of the "lag" forward while it runs, and the client of both paths: as two processes
@@ -230,10 +253,13 @@ for n in $LAG_STREAMS_LIST; do
             forget_pid "$UPSTREAM_PID"
         fi
         proxy_ticks=$(($(cpu_ticks "$LLM_PID") - proxy0))
+        # Per chunk: every chunk of every stream, warm-up rounds included, each stream's request counted in.
+        lag_chunks=$((n * (LAG_ROUNDS + LAG_WARMUP) * 22))
         variant_cpu=""
         for vi in "${!VARIANT_PIDS[@]}"; do
-            variant_cpu+=", LLMProxy $(cut -d, -f$((vi + 2)) <<<"$LAG_NAMES") $((($(cpu_ticks "${VARIANT_PIDS[vi]}") - ${variant0[vi]}) * 1000 / CLK_TCK)) ms"
+            variant_cpu+=", LLMProxy $(cut -d, -f$((vi + 2)) <<<"$LAG_NAMES") $(per_chunk $(($(cpu_ticks "${VARIANT_PIDS[vi]}") - ${variant0[vi]})))"
         done
+        [[ "$LAG_NGINX" == 0 ]] || variant_cpu+=", nginx (all processes) $(per_chunk $(($(cpu_ticks "${NGINX_LAG_PIDS[0]}") - nginx0)))"
         alive_check
         if ((other > MAX_OTHER && RETRY_LEFT > 0)); then
             LAG_REPEATED+=("$n streams, attempt $attempt: other load ${other}% (over ${MAX_OTHER}%), repeated")
@@ -247,7 +273,7 @@ for n in $LAG_STREAMS_LIST; do
     LAG_OTHER+=("$other")
     upstream_records=()
     [[ "$LAG_SPLIT" == 0 ]] || upstream_records=(--upstream-records "$STREAM_DIR/lag-$n.upstream")
-    LAG_CPU+=("CPU used: LLMProxy (default) $((proxy_ticks * 1000 / CLK_TCK)) ms${variant_cpu}, sse_lag $(((client_ticks + upstream_ticks) * 1000 / CLK_TCK)) ms, in ${wall} s (warm-up rounds included). LLMProxy (default) before: $runtime_before; after: $(runtime_line)")
+    LAG_CPU+=("CPU used ($lag_chunks chunks per path): LLMProxy (default) $(per_chunk "$proxy_ticks")${variant_cpu}, sse_lag $(((client_ticks + upstream_ticks) * 1000 / CLK_TCK)) ms, in ${wall} s (warm-up rounds included). LLMProxy (default) before: $runtime_before; after: $(runtime_line)")
     "$PY" "$BENCH_DIR/sse_bench.py" lagreport --records "$STREAM_DIR/lag-$n.records" --streams "$n" --rounds "$LAG_ROUNDS" \
         --warmup-rounds "$LAG_WARMUP" --chunks 20 --interval-ms 50 --json "$STREAM_DIR/lag-$n.json" "${upstream_records[@]}" \
         >"$STREAM_DIR/lag-$n.md"
@@ -323,6 +349,10 @@ for path in sys.argv[2:]:
     print(f"- {n} streams: added lag per chunk over the direct path in the same run ≤ 1 ms p99 and ≤ 3 ms max: "
           f"p99 {p['p99_ms']:.3f} − {d['p99_ms']:.3f} = {added99:+.3f} ms, max {p['max_ms']:.3f} − {d['max_ms']:.3f} = "
           f"{addedmax:+.3f} ms, {len(lag['problems'])} stream errors → {v(added99 <= 1 and addedmax <= 3 and not lag['problems'])}{floor}")
+    if "nginx" in lag["lag"]:
+        g = lag["lag"]["nginx"]
+        print(f"  - nginx in the same rounds (reference): p99 {g['p99_ms'] - d['p99_ms']:+.3f} ms, "
+              f"max {g['max_ms'] - d['max_ms']:+.3f} ms added")
     print(f"- {n} streams: every SSE chunk within 5 ms of upstream: max {p['max_ms']:.3f} ms, "
           f"{p['over_5ms']} of {p['n']} chunks over 5 ms → {v(p['max_ms'] <= 5 and not lag['problems'])}")
 print(f"- RSS with {mem['streams']} streams ≤ 150 MB (issue 13; 250 MB before): peak {mem['peak_mb']:.1f} MB, "
