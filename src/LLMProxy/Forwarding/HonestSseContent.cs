@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Text;
 
 namespace LLMProxy.Forwarding;
@@ -30,6 +31,9 @@ internal sealed class HonestSseContent(HttpContent inner) : ReplacedContent(inne
         private byte[]? _pending;
         private byte _last1 = (byte)'\n', _last2 = (byte)'\n'; // the last two bytes passed on; "\n\n" = at an event boundary
 
+        // Every chunk of a stream waits here once (the forwarder's zero-byte read): its state machine comes from a pool
+        // rather than a new box per chunk (each read is awaited once, by the one copier).
+        [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
         public override async ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
         {
             if (_pending is not null)
