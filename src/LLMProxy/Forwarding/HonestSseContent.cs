@@ -11,9 +11,12 @@ namespace LLMProxy.Forwarding;
 /// response body and aborts the client connection, so the client sees the event and no terminating chunk — never a
 /// fake <c>[DONE]</c>. Cancellation (the client left, or an activity timeout) is passed on as it is.
 /// Replaces the upstream response's content in the transformer, because YARP reads the body from it after headers.
+/// A chunk that arrived on a busy socket event thread continues from the thread pool (<see cref="ChunkRelief"/>).
 /// </summary>
-internal sealed class HonestSseContent(HttpContent inner) : ReplacedContent(inner)
+internal sealed class HonestSseContent(HttpContent inner, Func<bool>? hop = null) : ReplacedContent(inner)
 {
+    private readonly Func<bool> _hop = hop ?? ChunkRelief.ShouldHop;
+
     /// <summary>The final event, as sent.</summary>
     public static readonly byte[] Notice = Encoding.UTF8.GetBytes(
         "data: {\"error\":{\"message\":\"The upstream connection broke before the answer was complete.\",\"type\":\"llmproxy_error\",\"code\":\"upstream_broken_stream\"}}\n\n");
@@ -22,9 +25,11 @@ internal sealed class HonestSseContent(HttpContent inner) : ReplacedContent(inne
     private static readonly TimeSpan NoticeGrace = TimeSpan.FromMilliseconds(100);
 
     protected override async Task<Stream> OpenAsync(HttpContent inner, CancellationToken cancellationToken) =>
-        new NoticeStream(await inner.ReadAsStreamAsync(cancellationToken).ConfigureAwait(false));
+        new NoticeStream(await inner.ReadAsStreamAsync(cancellationToken).ConfigureAwait(false), _hop);
 
-    private sealed class NoticeStream(Stream inner) : ReadOnlyStream
+    /// <param name="hop">Asked after a read that had to wait: whether the chunk goes on from the thread pool
+    /// (<see cref="ChunkRelief"/>).</param>
+    private sealed class NoticeStream(Stream inner, Func<bool> hop) : ReadOnlyStream
     {
         private Exception? _broken;
         private int _noticeSent; // bytes of the notice (with its leading separator) already returned
@@ -58,7 +63,14 @@ internal sealed class HonestSseContent(HttpContent inner) : ReplacedContent(inne
             int read;
             try
             {
-                read = await inner.ReadAsync(buffer, cancellationToken).ConfigureAwait(false);
+                var reading = inner.ReadAsync(buffer, cancellationToken);
+                var waited = !reading.IsCompleted;
+                read = await reading.ConfigureAwait(false);
+                if (waited && hop())
+                {
+                    // The chunk arrived on a busy socket event thread: its way on to the client starts on the pool.
+                    await Task.Yield();
+                }
             }
             catch (Exception e) when (e is not OperationCanceledException)
             {

@@ -158,4 +158,97 @@ public class HonestStreamTests
         Assert.False(quiet.Headers.Contains("X-LLMProxy-Upstream"));
         Assert.False(quiet.Headers.Contains("X-LLMProxy-Attempts"));
     }
+
+    /// <summary>An upstream body whose one read completes when the test says so, from whichever thread it says.</summary>
+    private sealed class GatedBody(TaskCompletionSource<int>? gate) : LLMProxy.Forwarding.ReplacedContent.ReadOnlyStream
+    {
+        public override ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
+        {
+            if (gate is null)
+            {
+                "data: {}\n\n"u8.CopyTo(buffer.Span);
+                return new ValueTask<int>(10);
+            }
+            return new ValueTask<int>(gate.Task);
+        }
+    }
+
+    private sealed class GatedContent(TaskCompletionSource<int>? gate) : HttpContent
+    {
+        protected override Task<Stream> CreateContentReadStreamAsync() => Task.FromResult<Stream>(new GatedBody(gate));
+        protected override Task SerializeToStreamAsync(Stream stream, System.Net.TransportContext? context) => throw new NotSupportedException();
+        protected override bool TryComputeLength(out long length)
+        {
+            length = 0;
+            return false;
+        }
+    }
+
+    /// <summary>Where the reader of the client's body goes on after a read: the thread, and whether it is the pool's.</summary>
+    private static async Task<(int Thread, bool Pool, int Read)> ReadOnceAsync(Stream body)
+    {
+        var read = await body.ReadAsync(new byte[64]).ConfigureAwait(false);
+        return (Environment.CurrentManagedThreadId, Thread.CurrentThread.IsThreadPoolThread, read);
+    }
+
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task Sse_ChunkArrivingOnAThreadOutsideThePool_ContinuesOnThePool_WhenThatThreadIsBusy(bool busy)
+    {
+        // With inline socket completions the upstream's chunk arrives on a socket event thread: when that thread is busy
+        // with chunks, the rest of their way to the client leaves it, or every stream's chunk waits behind the others.
+        var gate = new TaskCompletionSource<int>();
+        var asked = 0;
+        var body = await new LLMProxy.Forwarding.HonestSseContent(new GatedContent(gate), () => ++asked > 0 && busy).ReadAsStreamAsync();
+        var reading = ReadOnceAsync(body);
+        Assert.False(reading.IsCompleted);
+        var socketThread = new Thread(() => gate.SetResult(0)) { IsBackground = true, Name = "socket event thread (test)" };
+        socketThread.Start();
+        var (thread, pool, read) = await reading;
+        Assert.Equal(0, read);
+        Assert.Equal(1, asked);
+        if (busy)
+        {
+            Assert.True(pool, "the chunk's way on after the read stayed on the thread that completed it");
+            Assert.NotEqual(socketThread.ManagedThreadId, thread);
+        }
+        else
+        {
+            // Not busy: the thread that saw the bytes passes them on itself (no wake-up of a pool thread per chunk).
+            Assert.Equal(socketThread.ManagedThreadId, thread);
+        }
+    }
+
+    [Fact]
+    public async Task Sse_DataAlreadyThere_NoHop()
+    {
+        // A read the upstream's buffer answers at once (the copier's read after its zero-byte wait) costs no thread hop.
+        var body = await new LLMProxy.Forwarding.HonestSseContent(new GatedContent(null),
+            () => throw new InvalidOperationException("asked to hop for a read that did not wait")).ReadAsStreamAsync();
+        var reading = ReadOnceAsync(body);
+        Assert.True(reading.IsCompleted);
+        Assert.Equal(10, (await reading).Read);
+    }
+
+    [Fact]
+    public void ChunkRate_BusyOnlyAfterAWindowAboveTheLimit_AndQuietAgainAfterOneBelow()
+    {
+        // 1,000 ticks per second, a window of 100 ticks, a limit of 50 chunks per second (5 per window).
+        var rate = new LLMProxy.Forwarding.ChunkRate(limitPerSecond: 50, window: 100, ticksPerSecond: 1_000);
+        var t = 0L;
+        for (var i = 0; i < 10; i++, t += 9)
+        {
+            Assert.False(rate.Count(t)); // 10 chunks in the first 90 ticks: no window complete yet
+        }
+        Assert.True(rate.Count(t += 10)); // the window closes at 100 ticks with 11 chunks: 110 per second
+        Assert.True(rate.Count(t += 50)); // judged only when the next window closes
+        Assert.False(rate.Count(t += 60)); // 2 chunks in 110 ticks: 18 per second
+        Assert.False(rate.Count(t += 5_000)); // one chunk after a quiet spell
+        for (var i = 0; i < 5; i++)
+        {
+            Assert.False(rate.Count(t += 20)); // exactly 50 per second is not above the limit
+        }
+        Assert.False(rate.Count(t += 1));
+    }
 }
