@@ -11,7 +11,7 @@ namespace LLMProxy.Hosting;
 /// requests at the sampling instant, and a blocking full GC then would hit live traffic.)
 /// What a burst can leave behind is bounded by the gen0 budget cap (System.GC.Gen0MaxBudget in LLMProxy.csproj), so
 /// the trigger stays "quiet for a whole interval" rather than "load dropped": this collection paused the process for
-/// 46–117 ms on 2 cores (bench/RESULTS.md, "Issue 13: memory after a burst"), a stall every open stream would see.
+/// 25–117 ms on 2 cores (bench/RESULTS.md, "Issue 13: memory after a burst"), a stall every open stream would see.
 /// </summary>
 internal sealed class IdleMemoryTrimmer : IDisposable
 {
