@@ -9,6 +9,9 @@ namespace LLMProxy.Hosting;
 /// since the last trim, this runs one aggressive, compacting full collection, which also decommits the
 /// freed memory. (Sampling only "in flight == 0" is not enough: a lightly loaded proxy is often between
 /// requests at the sampling instant, and a blocking full GC then would hit live traffic.)
+/// What a burst can leave behind is bounded by the gen0 budget cap (System.GC.Gen0MaxBudget in LLMProxy.csproj), so
+/// the trigger stays "quiet for a whole interval" rather than "load dropped": this collection paused the process for
+/// 25–117 ms on 2 cores (bench/RESULTS.md, "Issue 13: memory after a burst"), a stall every open stream would see.
 /// </summary>
 internal sealed class IdleMemoryTrimmer : IDisposable
 {
