@@ -122,14 +122,8 @@ public class AllocationTests(ITestOutputHelper output)
     internal static async Task<long> MeasureAsync(ITestOutputHelper output)
     {
         await using var upstreams = new MockUpstreams(3);
-        var config = ConfigLoader.LoadYaml(BenchConfig(upstreams.Ports));
-        Assert.True(config.Success, string.Join("; ", config.Errors));
-        using var logging = LoggingSetup.Create(TextWriter.Null, json: false, release: true, out var accessLog);
-        var host = await ProxyHost.StartAsync(config.Config!, logging,
-            new ProxyHostOptions { EphemeralPorts = true, ProcessMetrics = false });
-        try
+        return await WithProxyAsync(upstreams.Ports, async port =>
         {
-            var port = host.ForwardPorts["bench"];
             await using var viaProxy = await BenchClient.ConnectAsync(port);
             await using var direct = await BenchClient.ConnectAsync(upstreams.Ports[0]);
 
@@ -138,28 +132,53 @@ public class AllocationTests(ITestOutputHelper output)
             await viaProxy.RunAsync(WarmUp);
             await direct.RunAsync(WarmUp / 5); // the bare sockets need little
 
-            // Whatever else the process does (a finalizer, a timer of an earlier test) can only add bytes to a window:
-            // the smallest of three windows through the proxy, less the client's and upstream's own, is the proxy's.
-            var proxied = new long[3];
-            var alone = await AllocatedDuringAsync(() => direct.RunAsync(Measured));
-            for (var i = 0; i < proxied.Length; i++)
-            {
-                proxied[i] = await AllocatedDuringAsync(() => viaProxy.RunAsync(Measured));
-            }
-            var perRequest = (proxied.Min() - alone) / Measured;
-            output.WriteLine($"allocated per request: through the proxy {string.Join(", ", proxied.Select(p => (p / Measured).ToString(System.Globalization.CultureInfo.InvariantCulture)))} B, "
-                + $"client and upstream alone {alone / Measured} B => the proxy {perRequest} B");
-
-            Assert.Equal(1 + WarmUp + WarmUp / 5 + (1 + proxied.Length) * Measured, upstreams.Answered);
+            var perRequest = await ProxyShareAsync(output, "request", Measured,
+                () => viaProxy.RunAsync(Measured), () => direct.RunAsync(Measured));
+            Assert.Equal(1 + WarmUp + WarmUp / 5 + (1 + Windows) * Measured, upstreams.Answered);
             Assert.Equal(0, upstreams.Unexpected);
-            accessLog.Flush();
             return perRequest;
+        });
+    }
+
+    /// <summary>Runs <paramref name="measure"/> with the forward port of a proxy on <see cref="BenchConfig"/> over
+    /// <paramref name="upstreamPorts"/>, logging as the release build does (on a null writer).</summary>
+    private static async Task<long> WithProxyAsync(IReadOnlyList<int> upstreamPorts, Func<int, Task<long>> measure)
+    {
+        var config = ConfigLoader.LoadYaml(BenchConfig(upstreamPorts));
+        Assert.True(config.Success, string.Join("; ", config.Errors));
+        using var logging = LoggingSetup.Create(TextWriter.Null, json: false, release: true, out var accessLog);
+        var host = await ProxyHost.StartAsync(config.Config!, logging,
+            new ProxyHostOptions { EphemeralPorts = true, ProcessMetrics = false });
+        try
+        {
+            var result = await measure(host.ForwardPorts["bench"]);
+            accessLog.Flush();
+            return result;
         }
         finally
         {
             await host.StopAsync(TimeSpan.FromSeconds(2));
             await host.DisposeAsync();
         }
+    }
+
+    private const int Windows = 3;
+
+    /// <summary>The proxy's bytes per unit of <paramref name="units"/>. Whatever else the process does (a finalizer, a
+    /// timer of an earlier test) can only add bytes to a window: the smallest of <see cref="Windows"/> windows through
+    /// the proxy, less the client's and upstream's own on the same work without it, is the proxy's.</summary>
+    private static async Task<long> ProxyShareAsync(ITestOutputHelper output, string unit, int units, Func<Task> viaProxy, Func<Task> direct)
+    {
+        var alone = await AllocatedDuringAsync(direct);
+        var proxied = new long[Windows];
+        for (var i = 0; i < proxied.Length; i++)
+        {
+            proxied[i] = await AllocatedDuringAsync(viaProxy);
+        }
+        var perUnit = (proxied.Min() - alone) / units;
+        output.WriteLine($"allocated per {unit}: through the proxy {string.Join(", ", proxied.Select(p => (p / units).ToString(System.Globalization.CultureInfo.InvariantCulture)))} B, "
+            + $"client and upstream alone {alone / units} B => the proxy {perUnit} B");
+        return perUnit;
     }
 
     private const int SseChunks = 100;
@@ -184,38 +203,18 @@ public class AllocationTests(ITestOutputHelper output)
     internal static async Task<long> MeasureSseAsync(ITestOutputHelper output)
     {
         await using var upstream = new SseUpstream(SseChunks);
-        var config = ConfigLoader.LoadYaml(BenchConfig([upstream.Port]));
-        Assert.True(config.Success, string.Join("; ", config.Errors));
-        using var logging = LoggingSetup.Create(TextWriter.Null, json: false, release: true, out var accessLog);
-        var host = await ProxyHost.StartAsync(config.Config!, logging,
-            new ProxyHostOptions { EphemeralPorts = true, ProcessMetrics = false });
-        try
+        return await WithProxyAsync(upstream.Ports, async port =>
         {
-            var port = host.ForwardPorts["bench"];
             await using var viaProxy = await SseClient.ConnectAsync(port, upstream);
             await using var direct = await SseClient.ConnectAsync(upstream.Port, upstream);
             await viaProxy.RunAsync(SseWarmUpStreams);
             await direct.RunAsync(SseWarmUpStreams / 5);
 
-            var proxied = new long[3];
-            var alone = await AllocatedDuringAsync(() => direct.RunAsync(SseMeasuredStreams));
-            for (var i = 0; i < proxied.Length; i++)
-            {
-                proxied[i] = await AllocatedDuringAsync(() => viaProxy.RunAsync(SseMeasuredStreams));
-            }
-            const int chunks = SseMeasuredStreams * SseChunks;
-            var perChunk = (proxied.Min() - alone) / chunks;
-            output.WriteLine($"allocated per SSE chunk: through the proxy {string.Join(", ", proxied.Select(p => (p / chunks).ToString(System.Globalization.CultureInfo.InvariantCulture)))} B, "
-                + $"client and upstream alone {alone / chunks} B => the proxy {perChunk} B");
-            Assert.Equal(SseWarmUpStreams + SseWarmUpStreams / 5 + (1 + proxied.Length) * SseMeasuredStreams, upstream.Streams);
-            accessLog.Flush();
+            var perChunk = await ProxyShareAsync(output, "SSE chunk", SseMeasuredStreams * SseChunks,
+                () => viaProxy.RunAsync(SseMeasuredStreams), () => direct.RunAsync(SseMeasuredStreams));
+            Assert.Equal(SseWarmUpStreams + SseWarmUpStreams / 5 + (1 + Windows) * SseMeasuredStreams, upstream.Streams);
             return perChunk;
-        }
-        finally
-        {
-            await host.StopAsync(TimeSpan.FromSeconds(2));
-            await host.DisposeAsync();
-        }
+        });
     }
 
     private static async Task<long> AllocatedDuringAsync(Func<Task> run)
@@ -390,130 +389,6 @@ public class AllocationTests(ITestOutputHelper output)
         }
     }
 
-    /// <summary>An SSE upstream on a bare socket: answers each request with <see cref="Chunks"/> chat.completion.chunk events
-    /// in chunked encoding, sending the next only when the client has the previous one (<see cref="EventArrived"/>).</summary>
-    private sealed class SseUpstream : IAsyncDisposable
-    {
-        private static readonly byte[] Head = Encoding.ASCII.GetBytes(
-            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n");
-        private static readonly byte[] Chunk = ChunkOf(
-            """data: {"id":"chatcmpl-bench0001","object":"chat.completion.chunk","created":1732000000,"model":"gpt-4o-mini","choices":[{"index":0,"delta":{"content":"Hello"},"finish_reason":null}]}""" + "\n\n");
-        private static readonly byte[] End = Encoding.ASCII.GetBytes("0\r\n\r\n");
-        private readonly Socket _listener;
-        private readonly CancellationTokenSource _stop = new();
-        private readonly SemaphoreSlim _arrived = new(0);
-        private readonly List<Socket> _connections = [];
-        private int _streams;
-
-        public SseUpstream(int chunks)
-        {
-            Chunks = chunks;
-            _listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-            _listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
-            _listener.Listen(16);
-            _ = AcceptLoopAsync();
-        }
-
-        public int Chunks { get; }
-        public int Port => ((IPEndPoint)_listener.LocalEndPoint!).Port;
-        public int Streams => Volatile.Read(ref _streams);
-
-        public void EventArrived() => _arrived.Release();
-
-        private static byte[] ChunkOf(string data) =>
-            Encoding.ASCII.GetBytes($"{Encoding.ASCII.GetByteCount(data):x}\r\n{data}\r\n");
-
-        private async Task AcceptLoopAsync()
-        {
-            try
-            {
-                while (true)
-                {
-                    var socket = await _listener.AcceptAsync(_stop.Token);
-                    socket.NoDelay = true;
-                    lock (_connections)
-                    {
-                        _connections.Add(socket);
-                    }
-                    _ = ServeAsync(socket);
-                }
-            }
-            catch (Exception) when (_stop.IsCancellationRequested)
-            {
-            }
-            catch (ObjectDisposedException)
-            {
-            }
-        }
-
-        private async Task ServeAsync(Socket socket)
-        {
-            var buffer = new byte[64 * 1024];
-            var filled = 0;
-            try
-            {
-                while (true)
-                {
-                    int headEnd;
-                    while ((headEnd = buffer.AsSpan(0, filled).IndexOf("\r\n\r\n"u8)) < 0)
-                    {
-                        var n = await socket.ReceiveAsync(buffer.AsMemory(filled), SocketFlags.None, _stop.Token);
-                        if (n == 0)
-                        {
-                            return;
-                        }
-                        filled += n;
-                    }
-                    var end = headEnd + 4 + Math.Max(0, HttpHead.ContentLength(buffer.AsSpan(0, headEnd)));
-                    while (filled < end)
-                    {
-                        var n = await socket.ReceiveAsync(buffer.AsMemory(filled), SocketFlags.None, _stop.Token);
-                        if (n == 0)
-                        {
-                            return;
-                        }
-                        filled += n;
-                    }
-                    buffer.AsSpan(end, filled - end).CopyTo(buffer);
-                    filled -= end;
-                    await socket.SendAsync(Head.AsMemory(), SocketFlags.None, _stop.Token);
-                    for (var i = 0; i < Chunks; i++)
-                    {
-                        await socket.SendAsync(Chunk.AsMemory(), SocketFlags.None, _stop.Token);
-                        await _arrived.WaitAsync(_stop.Token);
-                    }
-                    Interlocked.Increment(ref _streams);
-                    await socket.SendAsync(End.AsMemory(), SocketFlags.None, _stop.Token);
-                }
-            }
-            catch (Exception) when (_stop.IsCancellationRequested)
-            {
-            }
-            catch (SocketException)
-            {
-            }
-            catch (ObjectDisposedException)
-            {
-            }
-        }
-
-        public ValueTask DisposeAsync()
-        {
-            _stop.Cancel();
-            _listener.Dispose();
-            lock (_connections)
-            {
-                foreach (var c in _connections)
-                {
-                    c.Dispose();
-                }
-            }
-            _stop.Dispose();
-            _arrived.Dispose();
-            return ValueTask.CompletedTask;
-        }
-    }
-
     private static class HttpHead
     {
         /// <summary>The Content-Length of a head, or -1.</summary>
@@ -538,22 +413,15 @@ public class AllocationTests(ITestOutputHelper output)
         }
     }
 
-    /// <summary>Upstreams on bare sockets: every request (with a Content-Length body) answered with bench/lib.sh's mock answer,
-    /// keep-alive; nothing allocated per request once warm.</summary>
-    private sealed class MockUpstreams : IAsyncDisposable
+    /// <summary>Upstreams on bare sockets, keep-alive: each request's head and Content-Length body are read whole, then
+    /// <see cref="AnswerAsync"/> answers it; nothing is allocated per request once warm but what an answer allocates.</summary>
+    private abstract class BareUpstreams : IAsyncDisposable
     {
         private readonly List<Socket> _listeners = [];
         private readonly List<Socket> _connections = [];
-        private readonly CancellationTokenSource _stop = new();
-        private readonly byte[] _response;
-        private int _answered;
-        private int _unexpected;
 
-        public MockUpstreams(int count)
+        protected BareUpstreams(int count)
         {
-            _response = Encoding.ASCII.GetBytes(
-                $"HTTP/1.1 200 OK\r\nServer: mock\r\nContent-Type: application/json\r\nContent-Length: {Answer.Length}\r\nConnection: keep-alive\r\n\r\n")
-                .Concat(Answer).ToArray();
             for (var i = 0; i < count; i++)
             {
                 var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
@@ -564,9 +432,13 @@ public class AllocationTests(ITestOutputHelper output)
             }
         }
 
+        protected CancellationTokenSource Stopping { get; } = new();
+
         public IReadOnlyList<int> Ports => _listeners.Select(l => ((IPEndPoint)l.LocalEndPoint!).Port).ToList();
-        public int Answered => Volatile.Read(ref _answered);
-        public int Unexpected => Volatile.Read(ref _unexpected);
+
+        /// <param name="hadLength">Whether the request announced its body's length (a request without one is read as
+        /// having no body).</param>
+        protected abstract ValueTask AnswerAsync(Socket socket, bool hadLength);
 
         private async Task AcceptLoopAsync(Socket listener)
         {
@@ -574,7 +446,7 @@ public class AllocationTests(ITestOutputHelper output)
             {
                 while (true)
                 {
-                    var socket = await listener.AcceptAsync(_stop.Token);
+                    var socket = await listener.AcceptAsync(Stopping.Token);
                     socket.NoDelay = true;
                     lock (_connections)
                     {
@@ -583,7 +455,7 @@ public class AllocationTests(ITestOutputHelper output)
                     _ = ServeAsync(socket);
                 }
             }
-            catch (Exception) when (_stop.IsCancellationRequested)
+            catch (Exception) when (Stopping.IsCancellationRequested)
             {
             }
             catch (ObjectDisposedException)
@@ -602,7 +474,7 @@ public class AllocationTests(ITestOutputHelper output)
                     int headEnd;
                     while ((headEnd = buffer.AsSpan(0, filled).IndexOf("\r\n\r\n"u8)) < 0)
                     {
-                        var n = await socket.ReceiveAsync(buffer.AsMemory(filled), SocketFlags.None, _stop.Token);
+                        var n = await socket.ReceiveAsync(buffer.AsMemory(filled), SocketFlags.None, Stopping.Token);
                         if (n == 0)
                         {
                             return;
@@ -610,15 +482,10 @@ public class AllocationTests(ITestOutputHelper output)
                         filled += n;
                     }
                     var length = HttpHead.ContentLength(buffer.AsSpan(0, headEnd));
-                    if (length < 0)
-                    {
-                        Interlocked.Increment(ref _unexpected);
-                        length = 0;
-                    }
-                    var end = headEnd + 4 + length;
+                    var end = headEnd + 4 + Math.Max(0, length);
                     while (filled < end)
                     {
-                        var n = await socket.ReceiveAsync(buffer.AsMemory(filled), SocketFlags.None, _stop.Token);
+                        var n = await socket.ReceiveAsync(buffer.AsMemory(filled), SocketFlags.None, Stopping.Token);
                         if (n == 0)
                         {
                             return;
@@ -627,11 +494,10 @@ public class AllocationTests(ITestOutputHelper output)
                     }
                     buffer.AsSpan(end, filled - end).CopyTo(buffer);
                     filled -= end;
-                    await socket.SendAsync(_response.AsMemory(), SocketFlags.None, _stop.Token);
-                    Interlocked.Increment(ref _answered);
+                    await AnswerAsync(socket, length >= 0);
                 }
             }
-            catch (Exception) when (_stop.IsCancellationRequested)
+            catch (Exception) when (Stopping.IsCancellationRequested)
             {
             }
             catch (SocketException)
@@ -642,9 +508,9 @@ public class AllocationTests(ITestOutputHelper output)
             }
         }
 
-        public ValueTask DisposeAsync()
+        public virtual ValueTask DisposeAsync()
         {
-            _stop.Cancel();
+            Stopping.Cancel();
             foreach (var l in _listeners)
             {
                 l.Dispose();
@@ -656,8 +522,71 @@ public class AllocationTests(ITestOutputHelper output)
                     c.Dispose();
                 }
             }
-            _stop.Dispose();
+            Stopping.Dispose();
             return ValueTask.CompletedTask;
+        }
+    }
+
+    /// <summary>Every request (with a Content-Length body) answered with bench/lib.sh's mock answer.</summary>
+    private sealed class MockUpstreams(int count) : BareUpstreams(count)
+    {
+        private readonly byte[] _response = Encoding.ASCII.GetBytes(
+                $"HTTP/1.1 200 OK\r\nServer: mock\r\nContent-Type: application/json\r\nContent-Length: {Answer.Length}\r\nConnection: keep-alive\r\n\r\n")
+            .Concat(Answer).ToArray();
+        private int _answered;
+        private int _unexpected;
+
+        public int Answered => Volatile.Read(ref _answered);
+        public int Unexpected => Volatile.Read(ref _unexpected);
+
+        protected override async ValueTask AnswerAsync(Socket socket, bool hadLength)
+        {
+            if (!hadLength)
+            {
+                Interlocked.Increment(ref _unexpected);
+            }
+            await socket.SendAsync(_response.AsMemory(), SocketFlags.None, Stopping.Token);
+            Interlocked.Increment(ref _answered);
+        }
+    }
+
+    /// <summary>An SSE upstream: answers each request with <see cref="Chunks"/> chat.completion.chunk events in chunked
+    /// encoding, sending the next only when the client has the previous one (<see cref="EventArrived"/>).</summary>
+    private sealed class SseUpstream(int chunks) : BareUpstreams(1)
+    {
+        private static readonly byte[] Head = Encoding.ASCII.GetBytes(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n");
+        private static readonly byte[] Chunk = ChunkOf(
+            """data: {"id":"chatcmpl-bench0001","object":"chat.completion.chunk","created":1732000000,"model":"gpt-4o-mini","choices":[{"index":0,"delta":{"content":"Hello"},"finish_reason":null}]}""" + "\n\n");
+        private static readonly byte[] End = Encoding.ASCII.GetBytes("0\r\n\r\n");
+        private readonly SemaphoreSlim _arrived = new(0);
+        private int _streams;
+
+        public int Chunks { get; } = chunks;
+        public int Port => Ports[0];
+        public int Streams => Volatile.Read(ref _streams);
+
+        public void EventArrived() => _arrived.Release();
+
+        private static byte[] ChunkOf(string data) =>
+            Encoding.ASCII.GetBytes($"{Encoding.ASCII.GetByteCount(data):x}\r\n{data}\r\n");
+
+        protected override async ValueTask AnswerAsync(Socket socket, bool hadLength)
+        {
+            await socket.SendAsync(Head.AsMemory(), SocketFlags.None, Stopping.Token);
+            for (var i = 0; i < Chunks; i++)
+            {
+                await socket.SendAsync(Chunk.AsMemory(), SocketFlags.None, Stopping.Token);
+                await _arrived.WaitAsync(Stopping.Token);
+            }
+            Interlocked.Increment(ref _streams);
+            await socket.SendAsync(End.AsMemory(), SocketFlags.None, Stopping.Token);
+        }
+
+        public override async ValueTask DisposeAsync()
+        {
+            await base.DisposeAsync();
+            _arrived.Dispose();
         }
     }
 }
