@@ -11,54 +11,76 @@ public class HonestStreamTests
     private const string Notice =
         "data: {\"error\":{\"message\":\"The upstream connection broke before the answer was complete.\",\"type\":\"llmproxy_error\",\"code\":\"upstream_broken_stream\"}}\n\n";
 
-    /// <summary>An SSE upstream that sends <paramref name="sent"/>, flushes, then drops the connection.</summary>
-    private static Func<HttpContext, Task> BreaksAfter(string sent) => async ctx =>
+    /// <summary>
+    /// An upstream that sends <paramref name="sent"/>, flushes, then drops the connection once the client has all of it
+    /// (<see cref="Received"/>). Dropping it after a fixed pause raced a busy machine: the reset overtook bytes the proxy
+    /// had not read yet, and the client got a 502 instead of the broken stream under test.
+    /// </summary>
+    private sealed class BreaksAfter(string sent, string contentType = "text/event-stream")
     {
-        ctx.Response.ContentType = "text/event-stream";
-        await ctx.Response.WriteAsync(sent);
-        await ctx.Response.Body.FlushAsync();
-        await Task.Delay(100);
-        ctx.Abort();
-    };
+        private readonly TaskCompletionSource _delivered = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public Func<HttpContext, Task> Handler => async ctx =>
+        {
+            ctx.Response.ContentType = contentType;
+            await ctx.Response.WriteAsync(sent);
+            await ctx.Response.Body.FlushAsync();
+            await _delivered.Task.WaitAsync(TimeSpan.FromSeconds(10));
+            ctx.Abort();
+        };
+
+        /// <summary>What the client has received so far.</summary>
+        public void Received(string text)
+        {
+            if (text.Length >= sent.Length)
+            {
+                _delivered.TrySetResult();
+            }
+        }
+    }
 
     /// <summary>Everything the client received, and whether the body ended cleanly (false = it broke).</summary>
-    private static async Task<(string Text, bool Clean)> DrainAsync(HttpResponseMessage response)
+    private static async Task<(string Text, bool Clean)> DrainAsync(HttpResponseMessage response, Action<string>? received = null)
     {
         var stream = await response.Content.ReadAsStreamAsync();
-        var received = new MemoryStream();
+        var text = new StringBuilder();
+        var decoder = Encoding.UTF8.GetDecoder();
         var buffer = new byte[1024];
+        var chars = new char[Encoding.UTF8.GetMaxCharCount(buffer.Length)];
         try
         {
             int n;
             while ((n = await stream.ReadAsync(buffer).AsTask().WaitAsync(TimeSpan.FromSeconds(10))) > 0)
             {
-                received.Write(buffer, 0, n);
+                text.Append(chars, 0, decoder.GetChars(buffer, 0, n, chars, 0));
+                received?.Invoke(text.ToString());
             }
-            return (Encoding.UTF8.GetString(received.ToArray()), true);
+            return (text.ToString(), true);
         }
         catch (IOException)
         {
-            return (Encoding.UTF8.GetString(received.ToArray()), false);
+            return (text.ToString(), false);
         }
     }
 
-    private static async Task<(HttpResponseMessage Response, string Text, bool Clean)> StreamAsync(TestProxy proxy)
+    private static async Task<(HttpResponseMessage Response, string Text, bool Clean)> StreamAsync(TestProxy proxy, BreaksAfter? upstream = null)
     {
         var response = await proxy.Client.SendAsync(new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions")
         {
             Content = new StringContent("{\"stream\":true}", Encoding.UTF8, "application/json"),
         }, HttpCompletionOption.ResponseHeadersRead);
-        var (text, clean) = await DrainAsync(response);
+        var (text, clean) = await DrainAsync(response, upstream is null ? null : upstream.Received);
         return (response, text, clean);
     }
 
     [Fact]
     public async Task Sse_BreaksBetweenEvents_OneFinalErrorEvent_ThenAbort_NoDone()
     {
-        await using var ups = await Upstreams.StartAsync(("u1", BreaksAfter("data: {\"n\":1}\n\n")));
+        var breaking = new BreaksAfter("data: {\"n\":1}\n\n");
+        await using var ups = await Upstreams.StartAsync(("u1", breaking.Handler));
         await using var proxy = await TestProxy.StartAsync(TestProxy.Config(ups.Yaml(), ups.Members()));
 
-        var (response, text, clean) = await StreamAsync(proxy);
+        var (response, text, clean) = await StreamAsync(proxy, breaking);
         using var _ = response;
 
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
@@ -71,10 +93,11 @@ public class HonestStreamTests
     [Fact]
     public async Task Sse_BreaksInsideAnEvent_ErrorEventStartsAfterABlankLine()
     {
-        await using var ups = await Upstreams.StartAsync(("u1", BreaksAfter("data: {\"n\":1}\n\ndata: {\"n\":2,\"te")));
+        var breaking = new BreaksAfter("data: {\"n\":1}\n\ndata: {\"n\":2,\"te");
+        await using var ups = await Upstreams.StartAsync(("u1", breaking.Handler));
         await using var proxy = await TestProxy.StartAsync(TestProxy.Config(ups.Yaml(), ups.Members()));
 
-        var (response, text, clean) = await StreamAsync(proxy);
+        var (response, text, clean) = await StreamAsync(proxy, breaking);
         using var _ = response;
 
         Assert.False(clean);
@@ -85,17 +108,11 @@ public class HonestStreamTests
     [Fact]
     public async Task Json_BreaksMidBody_NoEventAdded_StillAborted()
     {
-        await using var ups = await Upstreams.StartAsync(("u1", async ctx =>
-        {
-            ctx.Response.ContentType = "application/json";
-            await ctx.Response.WriteAsync("{\"choices\":[");
-            await ctx.Response.Body.FlushAsync();
-            await Task.Delay(100);
-            ctx.Abort();
-        }));
+        var breaking = new BreaksAfter("{\"choices\":[", "application/json");
+        await using var ups = await Upstreams.StartAsync(("u1", breaking.Handler));
         await using var proxy = await TestProxy.StartAsync(TestProxy.Config(ups.Yaml(), ups.Members()));
 
-        var (response, text, clean) = await StreamAsync(proxy);
+        var (response, text, clean) = await StreamAsync(proxy, breaking);
         using var _ = response;
 
         Assert.False(clean);

@@ -97,17 +97,21 @@ public class StreamingAndErrorTests
     [Fact]
     public async Task Sse_UpstreamDiesMidStream_ClientSeesAbortNotCleanEnd()
     {
+        // The upstream dies once the client has the answer's head: a fixed pause instead raced a busy machine, where the
+        // reset overtook a head the proxy had not read yet and the client got a 502.
+        var headRead = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         await using var upstream = await ScriptedUpstream.StartAsync(async ctx =>
         {
             ctx.Response.ContentType = "text/event-stream";
             await ctx.Response.WriteAsync("data: partial\n\n");
             await ctx.Response.Body.FlushAsync();
-            await Task.Delay(100);
+            await headRead.Task.WaitAsync(TimeSpan.FromSeconds(10));
             ctx.Abort();
         });
         await using var proxy = await TestProxy.StartAsync(TestProxy.Config(One(upstream.Url), "- name: u1"));
 
         using var response = await proxy.Client.SendAsync(new HttpRequestMessage(HttpMethod.Get, "/stream"), HttpCompletionOption.ResponseHeadersRead);
+        headRead.TrySetResult();
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
         var stream = await response.Content.ReadAsStreamAsync();
         await StreamAssert.EndsAbruptlyAsync(stream);
@@ -155,13 +159,16 @@ public class StreamingAndErrorTests
             await ctx.Response.Body.FlushAsync();
             await Task.Delay(TimeSpan.FromSeconds(10), ctx.RequestAborted);
         });
+        // The same timeout also bounds the wait for the answer's head: 500 ms let a busy machine's first request time out
+        // before its head came (a clean 504 instead of the broken stream under test); 2 s leaves room for that.
         await using var proxy = await TestProxy.StartAsync(TestProxy.Config(One(upstream.Url), "- name: u1", groupExtra: """
             httpClient:
               timeout:
-                request: 500
+                request: 2000
             """));
 
         using var response = await proxy.Client.SendAsync(new HttpRequestMessage(HttpMethod.Get, "/stream"), HttpCompletionOption.ResponseHeadersRead);
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
         var stream = await response.Content.ReadAsStreamAsync();
         await StreamAssert.EndsAbruptlyAsync(stream);
     }
