@@ -14,8 +14,10 @@ internal sealed class UsageChunkFilter
     /// <summary>Longest event held back to be judged whole.</summary>
     public const int MaxHeld = 16 * 1024;
 
-    private readonly ArrayBufferWriter<byte> _event = new(1024);
-    private readonly ArrayBufferWriter<byte> _out = new(4096);
+    // Both grow on first use (from 256 bytes): an event cut across reads is rare, and what one read passes on is one or a
+    // few events — not 5 KiB per stream up front, which 1,000 open streams would hold for nothing.
+    private readonly ArrayBufferWriter<byte> _event = new();
+    private readonly ArrayBufferWriter<byte> _out = new();
     private bool _lineHasContent;
     private bool _passing;
 
