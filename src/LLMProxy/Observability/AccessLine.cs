@@ -17,10 +17,30 @@ internal readonly struct AccessLine(string method, string path, int status, stri
 
     public static readonly Func<AccessLine, Exception?, string> Format = static (state, _) => state.ToString();
 
-    public override string ToString() => string.Create(CultureInfo.InvariantCulture,
-        $"{method} {path} {status} forward={forward} upstream={upstream} attempts={attempts} duration_ms={durationMs:F1} bytes={bytes} outcome={outcome} group={group} model={model} client={client} request_id={requestId}");
+    /// <summary>The text <see cref="TryFormat"/> writes (one template for both: the console and every other provider see
+    /// the same line).</summary>
+    public override string ToString()
+    {
+        // The parts are bounded (the path by Kestrel's request-line limit, the model by 64 characters), so this grows a
+        // few times at most.
+        for (var size = 512; ; size *= 2)
+        {
+            var rented = System.Buffers.ArrayPool<char>.Shared.Rent(size);
+            try
+            {
+                if (TryFormat(rented, out var written))
+                {
+                    return new string(rented, 0, written);
+                }
+            }
+            finally
+            {
+                System.Buffers.ArrayPool<char>.Shared.Return(rented);
+            }
+        }
+    }
 
-    /// <summary>The text of <see cref="ToString"/> written into <paramref name="destination"/>; false when it does not fit.</summary>
+    /// <summary>The access line's text written into <paramref name="destination"/>; false when it does not fit.</summary>
     public bool TryFormat(Span<char> destination, out int written) => destination.TryWrite(CultureInfo.InvariantCulture,
         $"{method} {path} {status} forward={forward} upstream={upstream} attempts={attempts} duration_ms={durationMs:F1} bytes={bytes} outcome={outcome} group={group} model={model} client={client} request_id={requestId}",
         out written);

@@ -366,7 +366,7 @@ internal sealed class BatchingConsoleLoggerProvider : ILoggerProvider
             var message = formatter(state, exception);
             if (!owner._json && exception is null)
             {
-                // The common line (every access line): queued as parts, put together by the writer as it writes.
+                // Any other plain line: queued as parts, put together by the writer as it writes.
                 owner.Enqueue(new Entry(null, DateTime.UtcNow, logLevel, category, eventId.Id, message));
                 return;
             }
