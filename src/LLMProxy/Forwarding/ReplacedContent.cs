@@ -7,45 +7,19 @@ namespace LLMProxy.Forwarding;
 /// body): keeps the upstream's content headers, owns the upstream content, and announces no length of its own.
 /// Subclasses only say which stream the body is read from.
 /// </summary>
-internal abstract class ReplacedContent : HttpContent
+internal abstract class ReplacedContent(HttpContent inner) : WrappedContent(inner)
 {
-    private readonly HttpContent _inner;
-
-    protected ReplacedContent(HttpContent inner)
-    {
-        _inner = inner;
-        foreach (var header in inner.Headers)
-        {
-            Headers.TryAddWithoutValidation(header.Key, header.Value);
-        }
-    }
-
     /// <summary>The body as the client is to receive it.</summary>
     protected abstract Task<Stream> OpenAsync(HttpContent inner, CancellationToken cancellationToken);
 
-    protected sealed override Task<Stream> CreateContentReadStreamAsync(CancellationToken cancellationToken) => OpenAsync(_inner, cancellationToken);
+    protected sealed override Task<Stream> CreateContentReadStreamAsync(CancellationToken cancellationToken) => OpenAsync(Inner, cancellationToken);
 
-    protected sealed override Task<Stream> CreateContentReadStreamAsync() => OpenAsync(_inner, CancellationToken.None);
+    protected sealed override Task<Stream> CreateContentReadStreamAsync() => OpenAsync(Inner, CancellationToken.None);
 
     protected sealed override async Task SerializeToStreamAsync(Stream stream, TransportContext? context)
     {
-        await using var body = await OpenAsync(_inner, CancellationToken.None).ConfigureAwait(false);
+        await using var body = await OpenAsync(Inner, CancellationToken.None).ConfigureAwait(false);
         await body.CopyToAsync(stream).ConfigureAwait(false);
-    }
-
-    protected sealed override bool TryComputeLength(out long length)
-    {
-        length = 0;
-        return false;
-    }
-
-    protected override void Dispose(bool disposing)
-    {
-        if (disposing)
-        {
-            _inner.Dispose();
-        }
-        base.Dispose(disposing);
     }
 
     /// <summary>The forward-only, read-only stream a replacement body is: a subclass implements the one

@@ -77,43 +77,13 @@ internal sealed class OneSendHandler(HttpMessageHandler inner) : DelegatingHandl
 /// burst held back until the next one. The inner content is YARP's own and is the one that runs (YARP's bookkeeping of
 /// the body copy, which classifies client and upstream failures, sees its content started and finished as before).
 /// </summary>
-internal sealed class FlushingContent : HttpContent
+internal sealed class FlushingContent(HttpContent inner) : Forwarding.WrappedContent(inner)
 {
-    private readonly HttpContent _inner;
-
-    public FlushingContent(HttpContent inner)
-    {
-        _inner = inner;
-        foreach (var header in inner.Headers.NonValidated)
-        {
-            foreach (var value in header.Value)
-            {
-                Headers.TryAddWithoutValidation(header.Key, value);
-            }
-        }
-    }
-
     protected override Task SerializeToStreamAsync(Stream stream, System.Net.TransportContext? context) =>
-        _inner.CopyToAsync(new FlushingStream(stream), context);
+        Inner.CopyToAsync(new FlushingStream(stream), context);
 
     protected override Task SerializeToStreamAsync(Stream stream, System.Net.TransportContext? context, CancellationToken cancellationToken) =>
-        _inner.CopyToAsync(new FlushingStream(stream), context, cancellationToken);
-
-    protected override bool TryComputeLength(out long length)
-    {
-        // The length is the inner content's Content-Length header, copied above; none means chunked.
-        length = 0;
-        return false;
-    }
-
-    protected override void Dispose(bool disposing)
-    {
-        if (disposing)
-        {
-            _inner.Dispose();
-        }
-        base.Dispose(disposing);
-    }
+        Inner.CopyToAsync(new FlushingStream(stream), context, cancellationToken);
 
     /// <summary>Writes through to the connection's stream and flushes after each write.</summary>
     private sealed class FlushingStream(Stream inner) : Stream
