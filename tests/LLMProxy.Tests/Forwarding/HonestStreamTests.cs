@@ -268,4 +268,31 @@ public class HonestStreamTests
         }
         Assert.False(rate.Count(t += 1));
     }
+
+    /// <summary>Asks <see cref="LLMProxy.Forwarding.ChunkRelief.ShouldHop"/> as fast as it can for two of its windows
+    /// (bounded at 10 s); whether any answer was yes.</summary>
+    private static bool HopsUnderAFlood()
+    {
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var limit = 2 * LLMProxy.Forwarding.ChunkRelief.Window;
+        var hopped = false;
+        while (clock.Elapsed < limit || (!hopped && clock.Elapsed < TimeSpan.FromSeconds(10) && !Thread.CurrentThread.IsThreadPoolThread))
+        {
+            hopped |= LLMProxy.Forwarding.ChunkRelief.ShouldHop();
+        }
+        return hopped;
+    }
+
+    [Fact]
+    public async Task ChunkRelief_ManyChunksOnAThreadOutsideThePool_Hop_NeverOnAPoolThread()
+    {
+        // A dedicated thread stands in for the socket event thread: millions of chunks per second through it are far
+        // above the limit. The same flood on a pool thread never hops: it is already where a hop would take it.
+        var outside = false;
+        var eventThread = new Thread(() => outside = HopsUnderAFlood()) { IsBackground = true };
+        eventThread.Start();
+        eventThread.Join();
+        Assert.True(outside, "a thread outside the pool carrying a flood of chunks was never relieved");
+        Assert.False(await Task.Run(HopsUnderAFlood));
+    }
 }
