@@ -158,7 +158,10 @@ if [[ "${BENCH_FLOOR:-0}" == 1 ]]; then
     FLOOR_ENV=(DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS=1)
     (($(nproc) <= 2)) && FLOOR_ENV+=(DOTNET_SYSTEM_NET_SOCKETS_THREAD_COUNT=1)
     fi_=0
-    for mode in kestrel yarp raw raw-headers; do
+    # shellcheck disable=SC2206
+    FLOOR_MODES=(${BENCH_FLOOR_MODES:-kestrel yarp raw raw-headers httpclient})
+    for mode in "${FLOOR_MODES[@]}"; do
+        [[ $mode =~ ^(kestrel|yarp|raw|raw-headers|httpclient)$ ]] || die "BENCH_FLOOR_MODES: unknown mode '$mode'"
         t="llmproxy:floor-$mode"
         PORT_OF[$t]=$((BASE + 70 + fi_))
         check_ports_free "${PORT_OF[$t]}"
@@ -172,6 +175,7 @@ if [[ "${BENCH_FLOOR:-0}" == 1 ]]; then
             yarp) what="a bare YARP forwarder, SocketsHttpHandler, no transforms/logging/metrics" ;;
             raw) what="Kestrel + pooled raw upstream sockets, fixed head + body in one send, answer by Content-Length: no YARP, no HttpClient, no header forwarding" ;;
             raw-headers) what="floor-raw forwarding path, query and end-to-end headers both ways (strings allocated as a forwarder would)" ;;
+            httpclient) what="a forwarder on HttpClient without YARP: headers copied both ways, buffered body as one ByteArrayContent" ;;
         esac
         DESC_OF[$t]="not LLMProxy: bench/floor $mode ($what), with ${FLOOR_ENV[*]}"
         LLM_TARGETS+=("$t")

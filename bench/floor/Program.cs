@@ -13,14 +13,18 @@
 //   floor raw-headers PORT UP...  the same, but forwarding like a proxy must: the client's path, query and end-to-end
 //                                 headers written into the upstream head, the answer's status and headers parsed into
 //                                 Kestrel's response (strings allocated as a real forwarder would).
+//   floor httpclient PORT UP...   a forwarder on HttpClient without YARP: the client's body buffered and sent as one
+//                                 ByteArrayContent (head and body in one write), end-to-end headers copied into the
+//                                 HttpRequestMessage and the answer's status and headers into Kestrel's response, the
+//                                 body copied from the response stream — splits YARP's cost from HttpClient's.
 using System.Net;
 using System.Text;
 using Microsoft.AspNetCore.Server.Kestrel.Transport.Sockets;
 using Yarp.ReverseProxy.Forwarder;
 
-if (args.Length < 2 || !int.TryParse(args[1], out var port) || args[0] is not ("kestrel" or "yarp" or "raw" or "raw-headers") || args[0] != "kestrel" && args.Length < 3)
+if (args.Length < 2 || !int.TryParse(args[1], out var port) || args[0] is not ("kestrel" or "yarp" or "raw" or "raw-headers" or "httpclient") || args[0] != "kestrel" && args.Length < 3)
 {
-    Console.Error.WriteLine("usage: floor kestrel PORT | floor yarp|raw|raw-headers PORT UPSTREAM_PORT...");
+    Console.Error.WriteLine("usage: floor kestrel PORT | floor yarp|raw|raw-headers|httpclient PORT UPSTREAM_PORT...");
     return 2;
 }
 
@@ -172,6 +176,75 @@ else if (args[0] == "raw")
         finally
         {
             System.Buffers.ArrayPool<byte>.Shared.Return(buffer);
+        }
+    });
+}
+else if (args[0] == "httpclient")
+{
+    var upstreams = args[2..].Select(p => new Uri($"http://127.0.0.1:{int.Parse(p)}/v1/chat/completions")).ToArray();
+    var client = new HttpMessageInvoker(new SocketsHttpHandler
+    {
+        UseProxy = false,
+        AllowAutoRedirect = false,
+        AutomaticDecompression = DecompressionMethods.None,
+        UseCookies = false,
+        ActivityHeadersPropagator = null,
+        MaxConnectionsPerServer = 100,
+    });
+    var hopByHop = new HashSet<string>(["Connection", "Keep-Alive", "Transfer-Encoding", "Upgrade", "TE", "Trailer", "Proxy-Connection", "Host", "Content-Length"],
+        StringComparer.OrdinalIgnoreCase);
+    var next = 0;
+    app.Run(async context =>
+    {
+        var request = context.Request;
+        var body = System.Buffers.ArrayPool<byte>.Shared.Rent(16 * 1024);
+        var copy = System.Buffers.ArrayPool<byte>.Shared.Rent(16 * 1024);
+        try
+        {
+            var bodyLength = 0;
+            int read;
+            while ((read = await request.Body.ReadAsync(body.AsMemory(bodyLength, 8 * 1024), context.RequestAborted)) > 0)
+            {
+                bodyLength += read;
+            }
+            using var message = new HttpRequestMessage(HttpMethod.Post, upstreams[(int)((uint)Interlocked.Increment(ref next) % (uint)upstreams.Length)]);
+            var content = new ByteArrayContent(body, 0, bodyLength);
+            foreach (var header in request.Headers)
+            {
+                if (!hopByHop.Contains(header.Key) && !message.Headers.TryAddWithoutValidation(header.Key, (IEnumerable<string>)header.Value))
+                {
+                    content.Headers.TryAddWithoutValidation(header.Key, (IEnumerable<string>)header.Value);
+                }
+            }
+            message.Content = content;
+            using var answer = await client.SendAsync(message, context.RequestAborted);
+            var response = context.Response;
+            response.StatusCode = (int)answer.StatusCode;
+            foreach (var header in answer.Headers.NonValidated)
+            {
+                if (!hopByHop.Contains(header.Key))
+                {
+                    response.Headers.Append(header.Key, header.Value.ToString());
+                }
+            }
+            foreach (var header in answer.Content.Headers.NonValidated)
+            {
+                if (!hopByHop.Contains(header.Key))
+                {
+                    response.Headers.Append(header.Key, header.Value.ToString());
+                }
+            }
+            response.ContentLength = answer.Content.Headers.ContentLength;
+            await using var stream = await answer.Content.ReadAsStreamAsync(context.RequestAborted);
+            while ((read = await stream.ReadAsync(copy, context.RequestAborted)) > 0)
+            {
+                await response.Body.WriteAsync(copy.AsMemory(0, read), context.RequestAborted);
+            }
+        }
+        finally
+        {
+            System.Buffers.ArrayPool<byte>.Shared.Return(body);
+            System.Buffers.ArrayPool<byte>.Shared.Return(copy);
         }
     });
 }
