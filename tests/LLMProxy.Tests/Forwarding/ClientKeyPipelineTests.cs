@@ -407,6 +407,46 @@ public class ClientKeyPipelineTests
     }
 
     [Fact]
+    public async Task KeepAliveConnection_SameKeyHashedOnce_AnotherKeyOrAWrongOneStillChecked_EachConnectionOnItsOwn()
+    {
+        await using var upstream = await ScriptedUpstream.StartAsync(WithUsage(7, 5));
+        await using var proxy = await StartAsync(upstream, Keys());
+        var table = proxy.Host.Runtime.Forwards[0].ClientKeys!;
+        using var handler = new SocketsHttpHandler { MaxConnectionsPerServer = 1 };
+        using var client = new HttpClient(handler) { BaseAddress = new Uri(proxy.ForwardUrl()) };
+
+        async Task<HttpStatusCode> Send(string? header, string? value)
+        {
+            using var request = Post(header, value);
+            using var response = await client.SendAsync(request);
+            return response.StatusCode;
+        }
+
+        // One connection (one at a time), the same key three times: hashed once.
+        for (var i = 0; i < 3; i++)
+        {
+            Assert.Equal(HttpStatusCode.OK, await Send("Authorization", "Bearer " + KeyA));
+        }
+        Assert.Equal(1, table.DigestsComputed);
+        // A key of the same length that differs in its last character, then another key, then the first again — each
+        // checked against the table and answered as its own.
+        Assert.Equal(HttpStatusCode.Unauthorized, await Send("Authorization", "Bearer " + KeyA[..^1] + "X"));
+        Assert.Equal(HttpStatusCode.OK, await Send("x-api-key", KeyB));
+        Assert.Equal(HttpStatusCode.OK, await Send("x-api-key", KeyB));
+        Assert.Equal(HttpStatusCode.OK, await Send("Authorization", "Bearer " + KeyA));
+        Assert.Equal(4, table.DigestsComputed);
+        // No key after a key: refused, nothing hashed.
+        Assert.Equal(HttpStatusCode.Unauthorized, await Send(null, null));
+        Assert.Equal(4, table.DigestsComputed);
+        // Another connection does not inherit this one's key.
+        Assert.Equal(HttpStatusCode.OK, await SendAsync(proxy, Post()));
+        Assert.Equal(5, table.DigestsComputed);
+
+        await AssertSampleAsync(proxy.Admin, "llmproxy_http_requests_total{forward=\"fwd\",method=\"POST\",status=\"200\",client=\"team_a\"}", 5);
+        await AssertSampleAsync(proxy.Admin, "llmproxy_http_requests_total{forward=\"fwd\",method=\"POST\",status=\"200\",client=\"team_b\"}", 2);
+    }
+
+    [Fact]
     public async Task Reload_UnchangedKeyKeepsItsBucket_RemovedKeysSeriesGo_ChangedKeyStartsAfresh()
     {
         await using var upstream = await ScriptedUpstream.StartAsync(ScriptedUpstream.Json("u"));
