@@ -410,7 +410,9 @@ public class ClientKeyPipelineTests
     public async Task KeepAliveConnection_SameKeyHashedOnce_AnotherKeyOrAWrongOneStillChecked_EachConnectionOnItsOwn()
     {
         await using var upstream = await ScriptedUpstream.StartAsync(WithUsage(7, 5));
-        await using var proxy = await StartAsync(upstream, Keys());
+        var keys = Keys();
+        var yaml = () => TestProxy.Config($"- name: u\n  url: \"{upstream.Url}\"", "- name: u", forwardExtra: keys);
+        await using var proxy = await TestProxy.StartAsync(yaml(), reloadYaml: yaml);
         var table = proxy.Host.Runtime.Forwards[0].ClientKeys!;
         using var handler = new SocketsHttpHandler { MaxConnectionsPerServer = 1 };
         using var client = new HttpClient(handler) { BaseAddress = new Uri(proxy.ForwardUrl()) };
@@ -444,6 +446,15 @@ public class ClientKeyPipelineTests
 
         await AssertSampleAsync(proxy.Admin, "llmproxy_http_requests_total{forward=\"fwd\",method=\"POST\",status=\"200\",client=\"team_a\"}", 5);
         await AssertSampleAsync(proxy.Admin, "llmproxy_http_requests_total{forward=\"fwd\",method=\"POST\",status=\"200\",client=\"team_b\"}", 2);
+
+        // The connection's last key is team_b's; a reload removes team_b: the same key on the same connection is refused.
+        Assert.Equal(HttpStatusCode.OK, await Send("x-api-key", KeyB));
+        keys = $"keys:\n  - name: team_a\n    key: \"{KeyA}\"";
+        using (var reload = await proxy.Admin.PostAsync("/api/v1/reload", null))
+        {
+            Assert.Equal(HttpStatusCode.OK, reload.StatusCode);
+        }
+        Assert.Equal(HttpStatusCode.Unauthorized, await Send("x-api-key", KeyB));
     }
 
     [Fact]
