@@ -28,6 +28,10 @@ if (args.Length < 2 || !int.TryParse(args[1], out var port) || args[0] is not ("
     return 2;
 }
 
+// Headers a forwarder does not copy as they are (the floors that forward headers).
+var hopByHop = new HashSet<string>(["Connection", "Keep-Alive", "Transfer-Encoding", "Upgrade", "TE", "Trailer", "Proxy-Connection", "Host", "Content-Length"],
+    StringComparer.OrdinalIgnoreCase);
+
 var builder = WebApplication.CreateSlimBuilder();
 builder.Logging.ClearProviders();
 builder.WebHost.UseSockets(o => o.UnsafePreferInlineScheduling = true);
@@ -57,8 +61,6 @@ if (args[0] == "kestrel")
 else if (args[0] == "raw-headers")
 {
     var pools = args[2..].Select(p => (Port: int.Parse(p), Idle: new System.Collections.Concurrent.ConcurrentBag<System.Net.Sockets.Socket>())).ToArray();
-    var hopByHop = new HashSet<string>(["Connection", "Keep-Alive", "Transfer-Encoding", "Upgrade", "TE", "Trailer", "Proxy-Connection", "Host", "Content-Length"],
-        StringComparer.OrdinalIgnoreCase);
     var next = 0;
     app.Run(async context =>
     {
@@ -182,17 +184,7 @@ else if (args[0] == "raw")
 else if (args[0] == "httpclient")
 {
     var upstreams = args[2..].Select(p => new Uri($"http://127.0.0.1:{int.Parse(p)}/v1/chat/completions")).ToArray();
-    var client = new HttpMessageInvoker(new SocketsHttpHandler
-    {
-        UseProxy = false,
-        AllowAutoRedirect = false,
-        AutomaticDecompression = DecompressionMethods.None,
-        UseCookies = false,
-        ActivityHeadersPropagator = null,
-        MaxConnectionsPerServer = 100,
-    });
-    var hopByHop = new HashSet<string>(["Connection", "Keep-Alive", "Transfer-Encoding", "Upgrade", "TE", "Trailer", "Proxy-Connection", "Host", "Content-Length"],
-        StringComparer.OrdinalIgnoreCase);
+    var client = new HttpMessageInvoker(NewHandler());
     var next = 0;
     app.Run(async context =>
     {
@@ -251,21 +243,14 @@ else if (args[0] == "httpclient")
 else
 {
     var upstreams = args[2..].Select(p => $"http://127.0.0.1:{int.Parse(p)}/").ToArray();
-    var invoker = new HttpMessageInvoker(new SocketsHttpHandler
+    var handler = NewHandler();
+    handler.ConnectCallback = async (context, ct) =>
     {
-        UseProxy = false,
-        AllowAutoRedirect = false,
-        AutomaticDecompression = DecompressionMethods.None,
-        UseCookies = false,
-        ActivityHeadersPropagator = null,
-        MaxConnectionsPerServer = 100,
-        ConnectCallback = async (context, ct) =>
-        {
-            var socket = new System.Net.Sockets.Socket(System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp) { NoDelay = true };
-            await socket.ConnectAsync(context.DnsEndPoint, ct);
-            return new System.Net.Sockets.NetworkStream(socket, ownsSocket: true);
-        },
-    });
+        var socket = new System.Net.Sockets.Socket(System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp) { NoDelay = true };
+        await socket.ConnectAsync(context.DnsEndPoint, ct);
+        return new System.Net.Sockets.NetworkStream(socket, ownsSocket: true);
+    };
+    var invoker = new HttpMessageInvoker(handler);
     var config = new ForwarderRequestConfig { ActivityTimeout = TimeSpan.FromSeconds(100) };
     var next = 0;
     app.Run(async context =>
@@ -278,6 +263,17 @@ else
 
 app.Run();
 return 0;
+
+// The HttpClient handler of the floors that use one: no proxy, redirects, decompression, cookies or trace headers.
+static SocketsHttpHandler NewHandler() => new()
+{
+    UseProxy = false,
+    AllowAutoRedirect = false,
+    AutomaticDecompression = DecompressionMethods.None,
+    UseCookies = false,
+    ActivityHeadersPropagator = null,
+    MaxConnectionsPerServer = 100,
+};
 
 // Reads an answer framed by Content-Length into buffer (head and body); onHead gets the head's text once and returns
 // the Content-Length. Returns where the body starts and its length.

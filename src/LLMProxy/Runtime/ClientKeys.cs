@@ -108,6 +108,11 @@ internal sealed class ClientKeyTable
 
     public IReadOnlyList<ClientKeyRuntime> Keys => _keys;
 
+    private long _digestsComputed;
+
+    /// <summary>Presented keys hashed so far (for tests: a connection's repeated key is not hashed again).</summary>
+    internal long DigestsComputed => Interlocked.Read(ref _digestsComputed);
+
     /// <summary>Whether some key restricts models or spends a token budget: the request's facts must be read.</summary>
     public bool NeedsFacts { get; }
 
@@ -119,6 +124,7 @@ internal sealed class ClientKeyTable
         {
             return null;
         }
+        Interlocked.Increment(ref _digestsComputed);
         Span<byte> utf8 = stackalloc byte[ClientKeyConfig.MaxKeyLength * 3];
         var length = Encoding.UTF8.GetBytes(presented, utf8);
         Span<byte> digest = stackalloc byte[SHA256.HashSizeInBytes];

@@ -60,9 +60,16 @@ internal sealed class GroupRuntime : IDisposable, IMemberLoad
         ProxyAuthorization = proxy?.PreemptiveAuthorization;
         // The pool is shared with the previous runtime, which still sends its draining requests through it: each runtime
         // holds a reference and the handler is disposed with the last one.
-        _pool = previous is not null && ConfigEquality.Same(previous.Config.HttpClient, config.HttpClient)
-            ? previous._pool.Share()
-            : Shared<HttpMessageInvoker>.Create(new HttpMessageInvoker(new OneSendHandler(CreateHandler(config.HttpClient, proxy)), disposeHandler: true));
+        if (previous is not null && ConfigEquality.Same(previous.Config.HttpClient, config.HttpClient))
+        {
+            _pool = previous._pool.Share();
+            OneSend = previous.OneSend;
+        }
+        else
+        {
+            OneSend = new OneSendHandler(CreateHandler(config.HttpClient, proxy));
+            _pool = Shared<HttpMessageInvoker>.Create(new HttpMessageInvoker(OneSend, disposeHandler: true));
+        }
         Invoker = _pool.Value;
         RequestConfig = new ForwarderRequestConfig
         {
@@ -122,6 +129,9 @@ internal sealed class GroupRuntime : IDisposable, IMemberLoad
     public string? ProxyAuthorization { get; }
     /// <summary>The group's connection pool; possibly shared with the runtimes before and after a reload.</summary>
     public HttpMessageInvoker Invoker { get; }
+
+    /// <summary>The outermost handler of <see cref="Invoker"/> (tests read what it did).</summary>
+    internal OneSendHandler OneSend { get; }
     public ForwarderRequestConfig RequestConfig { get; }
 
     public bool IsRetryStatus(int status) => (uint)status < (uint)_retryStatus.Length && _retryStatus[status];

@@ -29,21 +29,56 @@ internal sealed class OneSendHandler(HttpMessageHandler inner) : DelegatingHandl
 
     public static readonly bool Enabled = Environment.GetEnvironmentVariable(Variable) != "0";
 
-    private static readonly HttpRequestOptionsKey<IBufferedBody> BodyKey = new("LLMProxy.BufferedBody");
+    /// <summary>
+    /// The offer for the message this thread is about to send. YARP calls the handler on the thread that ran the transform,
+    /// with nothing awaited in between when the transform completes at once (it always does here), so the offer travels
+    /// in a thread-static slot rather than in the message's <c>Options</c> (a dictionary per request). It is taken only
+    /// by the very message it was made for: a send that continued elsewhere finds no offer and streams the body as
+    /// before — two sends, never another request's bytes.
+    /// </summary>
+    [ThreadStatic]
+    private static Offered? t_offered;
+
+    private sealed class Offered
+    {
+        public HttpRequestMessage? Message;
+        public IBufferedBody? Body;
+    }
 
     /// <summary>Marks <paramref name="message"/> for the swap when its body is buffered and small enough.</summary>
     public static void Offer(HttpRequestMessage message, IBufferedBody body)
     {
         if (Enabled && body.AttemptBody is { Count: > 0 and <= MaxBody })
         {
-            message.Options.Set(BodyKey, body);
+            var offered = t_offered ??= new Offered();
+            offered.Message = message;
+            offered.Body = body;
         }
     }
 
+    /// <summary>The offer made on this thread for <paramref name="message"/>, taken (the slot is cleared either way).</summary>
+    private static IBufferedBody? Take(HttpRequestMessage message)
+    {
+        if (t_offered is not { Message: { } offeredFor } offered)
+        {
+            return null;
+        }
+        var body = ReferenceEquals(offeredFor, message) ? offered.Body : null;
+        offered.Message = null;
+        offered.Body = null;
+        return body;
+    }
+
+    private long _swapped;
+
+    /// <summary>Requests this handler sent with their buffered body in one piece (for tests).</summary>
+    internal long Swapped => Interlocked.Read(ref _swapped);
+
     protected override Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
     {
-        if (request.Content is { } streamed && request.Options.TryGetValue(BodyKey, out var body) && body.AttemptBody is { Count: > 0 } bytes)
+        if (request.Content is { } streamed && Take(request) is { } body && body.AttemptBody is { Count: > 0 } bytes)
         {
+            Interlocked.Increment(ref _swapped);
             var content = new ByteArrayContent(bytes.Array!, bytes.Offset, bytes.Count);
             foreach (var header in streamed.Headers.NonValidated)
             {

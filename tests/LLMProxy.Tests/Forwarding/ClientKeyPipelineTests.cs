@@ -407,6 +407,57 @@ public class ClientKeyPipelineTests
     }
 
     [Fact]
+    public async Task KeepAliveConnection_SameKeyHashedOnce_AnotherKeyOrAWrongOneStillChecked_EachConnectionOnItsOwn()
+    {
+        await using var upstream = await ScriptedUpstream.StartAsync(WithUsage(7, 5));
+        var keys = Keys();
+        var yaml = () => TestProxy.Config($"- name: u\n  url: \"{upstream.Url}\"", "- name: u", forwardExtra: keys);
+        await using var proxy = await TestProxy.StartAsync(yaml(), reloadYaml: yaml);
+        var table = proxy.Host.Runtime.Forwards[0].ClientKeys!;
+        using var handler = new SocketsHttpHandler { MaxConnectionsPerServer = 1 };
+        using var client = new HttpClient(handler) { BaseAddress = new Uri(proxy.ForwardUrl()) };
+
+        async Task<HttpStatusCode> Send(string? header, string? value)
+        {
+            using var request = Post(header, value);
+            using var response = await client.SendAsync(request);
+            return response.StatusCode;
+        }
+
+        // One connection (one at a time), the same key three times: hashed once.
+        for (var i = 0; i < 3; i++)
+        {
+            Assert.Equal(HttpStatusCode.OK, await Send("Authorization", "Bearer " + KeyA));
+        }
+        Assert.Equal(1, table.DigestsComputed);
+        // A key of the same length that differs in its last character, then another key, then the first again — each
+        // checked against the table and answered as its own.
+        Assert.Equal(HttpStatusCode.Unauthorized, await Send("Authorization", "Bearer " + KeyA[..^1] + "X"));
+        Assert.Equal(HttpStatusCode.OK, await Send("x-api-key", KeyB));
+        Assert.Equal(HttpStatusCode.OK, await Send("x-api-key", KeyB));
+        Assert.Equal(HttpStatusCode.OK, await Send("Authorization", "Bearer " + KeyA));
+        Assert.Equal(4, table.DigestsComputed);
+        // No key after a key: refused, nothing hashed.
+        Assert.Equal(HttpStatusCode.Unauthorized, await Send(null, null));
+        Assert.Equal(4, table.DigestsComputed);
+        // Another connection does not inherit this one's key.
+        Assert.Equal(HttpStatusCode.OK, await SendAsync(proxy, Post()));
+        Assert.Equal(5, table.DigestsComputed);
+
+        await AssertSampleAsync(proxy.Admin, "llmproxy_http_requests_total{forward=\"fwd\",method=\"POST\",status=\"200\",client=\"team_a\"}", 5);
+        await AssertSampleAsync(proxy.Admin, "llmproxy_http_requests_total{forward=\"fwd\",method=\"POST\",status=\"200\",client=\"team_b\"}", 2);
+
+        // The connection's last key is team_b's; a reload removes team_b: the same key on the same connection is refused.
+        Assert.Equal(HttpStatusCode.OK, await Send("x-api-key", KeyB));
+        keys = $"keys:\n  - name: team_a\n    key: \"{KeyA}\"";
+        using (var reload = await proxy.Admin.PostAsync("/api/v1/reload", null))
+        {
+            Assert.Equal(HttpStatusCode.OK, reload.StatusCode);
+        }
+        Assert.Equal(HttpStatusCode.Unauthorized, await Send("x-api-key", KeyB));
+    }
+
+    [Fact]
     public async Task Reload_UnchangedKeyKeepsItsBucket_RemovedKeysSeriesGo_ChangedKeyStartsAfresh()
     {
         await using var upstream = await ScriptedUpstream.StartAsync(ScriptedUpstream.Json("u"));

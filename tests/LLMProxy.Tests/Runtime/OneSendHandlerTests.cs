@@ -1,6 +1,8 @@
 using System.Net;
 using System.Net.Http.Headers;
+using System.Text;
 using LLMProxy.Runtime;
+using LLMProxy.Tests.Infrastructure;
 
 namespace LLMProxy.Tests.Runtime;
 
@@ -120,5 +122,62 @@ public class OneSendHandlerTests
         var capture = await SendAsync(request);
 
         Assert.Same(streamed, capture.Content);
+    }
+
+    [Fact]
+    public async Task OfferForAnotherMessage_NotTaken_NeitherMessageSwapped()
+    {
+        var body = """{"model":"m"}"""u8.ToArray();
+        using var offered = Request(body);
+        using var other = Request(body);
+        OneSendHandler.Offer(offered, new Body(body, 0, body.Length));
+
+        var first = await SendAsync(other);
+        var second = await SendAsync(offered);
+
+        // The other message never gets the offered bytes, and a send that found the slot taken by another message
+        // cleared it: the offered message then streams as YARP made it. Both carry their own bytes.
+        Assert.IsType<FlushingContent>(first.Content);
+        Assert.IsType<FlushingContent>(second.Content);
+        Assert.Equal(body, first.Bytes);
+        Assert.Equal(body, second.Bytes);
+    }
+
+    [Fact]
+    public async Task OfferMadeOnAnotherThread_NotTaken()
+    {
+        var body = """{"model":"m"}"""u8.ToArray();
+        using var request = Request(body);
+        var thread = new Thread(() => OneSendHandler.Offer(request, new Body(body, 0, body.Length)));
+        thread.Start();
+        thread.Join();
+
+        var capture = await SendAsync(request);
+
+        Assert.IsType<FlushingContent>(capture.Content);
+        Assert.Equal(body, capture.Bytes);
+    }
+
+    [Fact]
+    public async Task ThroughThePipeline_EverySmallBufferedBodyGoesInOnePiece_ALargeOneStreams()
+    {
+        await using var upstream = await ScriptedUpstream.StartAsync(ScriptedUpstream.Json("u"));
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config($"- name: u\n  url: \"{upstream.Url}\"", "- name: u"));
+        var handler = proxy.Host.Runtime.Groups["g"].OneSend;
+        var small = """{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}""";
+        var large = "{\"model\":\"gpt-4o-mini\",\"pad\":\"" + new string('x', OneSendHandler.MaxBody) + "\"}";
+
+        for (var i = 0; i < 5; i++)
+        {
+            using var response = await proxy.Client.PostAsync("/v1/chat/completions", new StringContent(small, Encoding.UTF8, "application/json"));
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        }
+        Assert.Equal(5, handler.Swapped);
+        using (var response = await proxy.Client.PostAsync("/v1/chat/completions", new StringContent(large, Encoding.UTF8, "application/json")))
+        {
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        }
+        Assert.Equal(5, handler.Swapped);
+        Assert.Equal([.. Enumerable.Repeat(small, 5), large], upstream.Received.Select(r => Encoding.UTF8.GetString(r.Body)));
     }
 }

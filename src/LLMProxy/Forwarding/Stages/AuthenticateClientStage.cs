@@ -1,7 +1,9 @@
 using LLMProxy.Configuration;
 using LLMProxy.Observability;
+using System.Runtime.InteropServices;
+using System.Security.Cryptography;
 using LLMProxy.Runtime;
-using Microsoft.Extensions.Primitives;
+using Microsoft.AspNetCore.Connections.Features;
 
 namespace LLMProxy.Forwarding.Stages;
 
@@ -47,7 +49,7 @@ internal sealed class AuthenticateClientStage(ClientKeyTable keys, ForwardMetric
             presented = value;
             from |= ClientKeyHeaders.ApiKey;
         }
-        if (keys.Match(presented) is not { } key)
+        if (Match(request, presented) is not { } key)
         {
             return ValueTask.FromResult(request.Stop(RequestOutcome.InvalidApiKey));
         }
@@ -63,5 +65,33 @@ internal sealed class AuthenticateClientStage(ClientKeyTable keys, ForwardMetric
             request.TakeShared(shared); // SPEC §17: the key's bucket on the cluster, with the first attempt's admission
         }
         return ValueTask.FromResult(true);
+    }
+
+    /// <summary>
+    /// The key <paramref name="presented"/> is. A keep-alive connection presents the same key on every request: the key
+    /// this connection last authenticated with, against this same table, is taken again when the presented one equals it
+    /// (compared in constant time, like the digests), without hashing it again. Anything else — another key, a reload
+    /// since, a connection without items — goes to the table, and a match becomes the connection's last key.
+    /// </summary>
+    private ClientKeyRuntime? Match(RequestContext request, ReadOnlySpan<char> presented)
+    {
+        var items = request.Http.Features.Get<IConnectionItemsFeature>()?.Items;
+        if (items is not null && items.TryGetValue(LastKey.Item, out var item) && item is LastKey last && last.Table == keys
+            && CryptographicOperations.FixedTimeEquals(MemoryMarshal.AsBytes(presented), MemoryMarshal.AsBytes(last.Presented.AsSpan())))
+        {
+            return last.Key;
+        }
+        var key = keys.Match(presented);
+        if (key is not null && items is not null)
+        {
+            items[LastKey.Item] = new LastKey(keys, presented.ToString(), key);
+        }
+        return key;
+    }
+
+    /// <summary>The key a connection last authenticated with (its connection item).</summary>
+    private sealed record LastKey(ClientKeyTable Table, string Presented, ClientKeyRuntime Key)
+    {
+        public static readonly object Item = new();
     }
 }
