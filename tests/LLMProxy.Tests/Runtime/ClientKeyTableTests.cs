@@ -35,6 +35,20 @@ public class ClientKeyTableTests
     }
 
     [Fact]
+    public void ConnectionsLastKey_FormattedAnywhere_NamesTheKeyNeverShowsIt()
+    {
+        // What the authentication stage keeps in a connection's items: whatever formats those items (a debugger, a
+        // diagnostic dump) must not print the client's key.
+        const string secret = "sk-connection-item-secret-0123456789";
+        var table = Table(null, Key("team", secret));
+        var type = typeof(AuthenticateClientStage).GetNestedType("LastKey", System.Reflection.BindingFlags.NonPublic)!;
+        var item = Activator.CreateInstance(type, table, secret, table.Keys[0])!;
+        var text = item.ToString()!;
+        Assert.DoesNotContain(secret, text);
+        Assert.Contains("team", text);
+    }
+
+    [Fact]
     public void Reload_KeepsTheLimiterOfAnUnchangedKeyOnly()
     {
         var before = Table(null, Key("a", "aaaaaaaaaaaaaaaa-1"), Key("b", "bbbbbbbbbbbbbbbb-2"));

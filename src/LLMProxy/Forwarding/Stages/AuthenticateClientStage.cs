@@ -1,7 +1,7 @@
-using LLMProxy.Configuration;
-using LLMProxy.Observability;
 using System.Runtime.InteropServices;
 using System.Security.Cryptography;
+using LLMProxy.Configuration;
+using LLMProxy.Observability;
 using LLMProxy.Runtime;
 using Microsoft.AspNetCore.Connections.Features;
 
@@ -89,9 +89,16 @@ internal sealed class AuthenticateClientStage(ClientKeyTable keys, ForwardMetric
         return key;
     }
 
-    /// <summary>The key a connection last authenticated with (its connection item).</summary>
-    private sealed record LastKey(ClientKeyTable Table, string Presented, ClientKeyRuntime Key)
+    /// <summary>The key a connection last authenticated with (its connection item). A plain class, not a record: a
+    /// record's generated <c>ToString</c> would print the key to anything that ever formats the connection's items.</summary>
+    private sealed class LastKey(ClientKeyTable table, string presented, ClientKeyRuntime key)
     {
         public static readonly object Item = new();
+
+        public ClientKeyTable Table { get; } = table;
+        public string Presented { get; } = presented;
+        public ClientKeyRuntime Key { get; } = key;
+
+        public override string ToString() => $"last client key: {Key.Name}";
     }
 }
