@@ -440,11 +440,18 @@ public class ClientKeyPipelineTests
         // No key after a key: refused, nothing hashed.
         Assert.Equal(HttpStatusCode.Unauthorized, await Send(null, null));
         Assert.Equal(4, table.DigestsComputed);
+        // The longest key there can be, and one over it, after a key: refused; the longest is hashed, the other never is.
+        Assert.Equal(HttpStatusCode.Unauthorized, await Send("x-api-key", new string('k', LLMProxy.Configuration.ClientKeyConfig.MaxKeyLength)));
+        Assert.Equal(HttpStatusCode.Unauthorized, await Send("x-api-key", new string('k', LLMProxy.Configuration.ClientKeyConfig.MaxKeyLength + 1)));
+        Assert.Equal(5, table.DigestsComputed);
+        // Refused keys do not replace the connection's last one: team_a's key again is not hashed.
+        Assert.Equal(HttpStatusCode.OK, await Send("Authorization", "Bearer " + KeyA));
+        Assert.Equal(5, table.DigestsComputed);
         // Another connection does not inherit this one's key.
         Assert.Equal(HttpStatusCode.OK, await SendAsync(proxy, Post()));
-        Assert.Equal(5, table.DigestsComputed);
+        Assert.Equal(6, table.DigestsComputed);
 
-        await AssertSampleAsync(proxy.Admin, "llmproxy_http_requests_total{forward=\"fwd\",method=\"POST\",status=\"200\",client=\"team_a\"}", 5);
+        await AssertSampleAsync(proxy.Admin, "llmproxy_http_requests_total{forward=\"fwd\",method=\"POST\",status=\"200\",client=\"team_a\"}", 6);
         await AssertSampleAsync(proxy.Admin, "llmproxy_http_requests_total{forward=\"fwd\",method=\"POST\",status=\"200\",client=\"team_b\"}", 2);
 
         // The connection's last key is team_b's; a reload removes team_b: the same key on the same connection is refused.
