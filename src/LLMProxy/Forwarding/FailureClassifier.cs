@@ -23,6 +23,10 @@ internal static class FailureClassifier
 {
     private static readonly AttemptFailure ClientGone = AttemptFailure.Client(RequestOutcome.ClientAborted);
 
+    /// <summary>The proxy's own shortage: no descriptor or socket buffer for a new upstream connection. The upstream was
+    /// never reached, so no verdict on it, and no other member would fare better: 503 at once.</summary>
+    public static readonly AttemptFailure ShortOfDescriptors = AttemptFailure.Client(RequestOutcome.ProxyOverloaded);
+
     /// <summary>A request the proxy could not build or send as received: the client's fault, no upstream verdict.</summary>
     public static readonly AttemptFailure Unsendable = AttemptFailure.Client(RequestOutcome.BadRequest);
 
@@ -48,6 +52,11 @@ internal static class FailureClassifier
             // Response headers that cannot be passed on (e.g. values Kestrel refuses): the upstream's answer is bad.
             ForwarderError.ResponseHeaders => AttemptFailure.Upstream(AttemptError.Protocol),
             _ when Find<TimeoutException>(exception) is not null => AttemptFailure.Upstream(AttemptError.Timeout),
+            // Before any transport evidence: EMFILE/ENFILE/ENOBUFS while opening a socket is this process's shortage,
+            // and counting it against the upstream would let a connection flood open every breaker.
+            _ when Find<System.Net.Sockets.SocketException>(exception) is
+                { SocketErrorCode: System.Net.Sockets.SocketError.TooManyOpenSockets or System.Net.Sockets.SocketError.NoBufferSpaceAvailable }
+                => ShortOfDescriptors,
             _ when Find<System.Net.Sockets.SocketException>(exception) is { SocketErrorCode: System.Net.Sockets.SocketError.ConnectionRefused }
                 => AttemptFailure.Upstream(AttemptError.Connect),
             // A response .NET's client cannot read: not HTTP, or a head beyond its limits (64 KB of headers).

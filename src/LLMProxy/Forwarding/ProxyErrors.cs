@@ -12,6 +12,7 @@ internal static class ProxyErrors
     public const string UpstreamRateLimited = "upstream_rate_limited";
     public const string UpstreamUnavailable = "upstream_unavailable";
     public const string UpstreamTimeout = "upstream_timeout";
+    public const string ProxyOverloaded = "proxy_overloaded";
     public const string RequestTooLarge = "request_too_large";
     public const string BadRequest = "bad_request";
     public const string MethodNotAllowed = "method_not_allowed";

@@ -31,6 +31,9 @@ internal enum RequestOutcome
     ModelNotAllowed,
     /// <summary>SPEC §15: the client key is over its <c>ratelimit</c> or <c>tokensPerMinute</c>.</summary>
     ClientKeyRateLimited,
+    /// <summary>The proxy itself had no file descriptor or socket buffer for a new upstream connection: no verdict on
+    /// the upstream, nothing to fail over to.</summary>
+    ProxyOverloaded,
     /// <summary>A bug: the one boundary catch answered it.</summary>
     InternalError,
 }
@@ -77,6 +80,8 @@ internal static class Outcomes
             "The upstream did not answer in time.");
         t[(int)RequestOutcome.ModelNotFound] = new("model_not_found", StatusCodes.Status404NotFound, ProxyErrors.ModelNotFound,
             "No upstream of this route serves the requested model.");
+        t[(int)RequestOutcome.ProxyOverloaded] = new("proxy_overloaded", StatusCodes.Status503ServiceUnavailable, ProxyErrors.ProxyOverloaded,
+            "The proxy is out of file descriptors for a new upstream connection; retry after the time in Retry-After.");
         t[(int)RequestOutcome.InvalidApiKey] = new("invalid_api_key", StatusCodes.Status401Unauthorized, ProxyErrors.InvalidApiKey,
             "A valid API key is required: send it as 'Authorization: Bearer <key>' or 'x-api-key: <key>'.");
         t[(int)RequestOutcome.ModelNotAllowed] = new("model_not_allowed", StatusCodes.Status403Forbidden, ProxyErrors.ModelNotAllowed,

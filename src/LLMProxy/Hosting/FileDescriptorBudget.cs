@@ -17,13 +17,16 @@ internal static class FileDescriptorBudget
     /// <summary>Descriptors the process uses besides proxied connections: runtime, assemblies, listeners, admin clients.</summary>
     public const int Reserve = 256;
 
-    public static long Needed(ProxyConfig config)
+    public static long Needed(ProxyConfig config) =>
+        config.HttpServer.Forwards.Sum(f => (long)f.MaxConnections) + UpstreamConnections(config) + Reserve;
+
+    /// <summary>The most upstream connections the pools can hold at once: <c>maxPerHost</c> per distinct host of each group.</summary>
+    public static long UpstreamConnections(ProxyConfig config)
     {
         var upstreamHosts = config.Upstreams.ToDictionary(u => u.Name, u => Uri.TryCreate(u.Url, UriKind.Absolute, out var uri) ? uri.Authority : u.Url,
             StringComparer.Ordinal);
-        var upstream = config.UpstreamGroups.Sum(g => (long)g.HttpClient.Connect.MaxPerHost
+        return config.UpstreamGroups.Sum(g => (long)g.HttpClient.Connect.MaxPerHost
             * g.Upstreams.Select(m => upstreamHosts.GetValueOrDefault(m.Name, m.Name)).Distinct(StringComparer.OrdinalIgnoreCase).Count());
-        return config.HttpServer.Forwards.Sum(f => (long)f.MaxConnections) + upstream + Reserve;
     }
 
     /// <summary>The soft "Max open files" of <c>/proc/self/limits</c>; null when unknown or unlimited.</summary>
@@ -41,21 +44,25 @@ internal static class FileDescriptorBudget
         return null;
     }
 
-    public static void Check(ProxyConfig config, ILogger logger)
+    /// <summary>This process's open-file limit; null when unknown (not Linux) or unlimited.</summary>
+    public static long? ReadOpenFileLimit()
     {
-        string text;
         try
         {
-            text = File.ReadAllText("/proc/self/limits");
+            return ParseOpenFileLimit(File.ReadAllText("/proc/self/limits"));
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {
-            return; // not Linux: nothing to check against
+            return null; // not Linux
         }
+    }
+
+    public static void Check(ProxyConfig config, long? limit, ILogger logger)
+    {
         var needed = Needed(config);
-        if (ParseOpenFileLimit(text) is { } limit && limit < needed)
+        if (limit is { } known && known < needed)
         {
-            Log.OpenFileLimitLow(logger, limit, needed, Reserve);
+            Log.OpenFileLimitLow(logger, known, needed, Reserve);
         }
     }
 }

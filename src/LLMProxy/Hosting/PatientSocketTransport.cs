@@ -9,14 +9,19 @@ using Prometheus;
 namespace LLMProxy.Hosting;
 
 /// <summary>
-/// Kestrel's socket transport with one change: when accept fails because the process is out of file descriptors
-/// (EMFILE/ENFILE) or socket buffers, it pauses before accepting again. Kestrel's own listener retries at once, and since
-/// the connection stays in the backlog the retry fails at once too: with the fd limit reached it burned more than a core
-/// (1.15 cores measured) and the process then died with "Out of memory". The connections themselves are still made by
-/// Kestrel's <see cref="SocketConnectionContextFactory"/> with the options <c>UseSockets</c> would use.
+/// Kestrel's socket transport with two changes, both about file descriptors:
+/// <list type="bullet">
+/// <item>a connection accepted while the process's descriptors are down to the reserve (<see cref="DescriptorCeiling"/>)
+/// is closed at once, so the runtime, the admin listener and the upstream pools always find a descriptor;</item>
+/// <item>when accept fails because the process is out of descriptors anyway (EMFILE/ENFILE) or of socket buffers, it
+/// pauses before accepting again. Kestrel's own listener retries at once, and since the connection stays in the backlog
+/// the retry fails at once too: with the fd limit reached it burned more than a core (1.15 cores measured).</item>
+/// </list>
+/// The connections themselves are still made by Kestrel's <see cref="SocketConnectionContextFactory"/> with the options
+/// <c>UseSockets</c> would use.
 /// </summary>
-internal sealed class PatientSocketTransport(SocketConnectionFactoryOptions options, ILoggerFactory loggerFactory, AcceptPauses pauses)
-    : IConnectionListenerFactory
+internal sealed class PatientSocketTransport(SocketConnectionFactoryOptions options, ILoggerFactory loggerFactory, AcceptGuard guard,
+    ListenerKind kind) : IConnectionListenerFactory
 {
     /// <summary>Kestrel's default listen backlog.</summary>
     private const int Backlog = 512;
@@ -34,10 +39,10 @@ internal sealed class PatientSocketTransport(SocketConnectionFactoryOptions opti
         }
         socket.Listen(Backlog);
         var logger = loggerFactory.CreateLogger("Microsoft.AspNetCore.Server.Kestrel.Transport.Sockets");
-        return new ValueTask<IConnectionListener>(new Listener(socket, new SocketConnectionContextFactory(options, logger), pauses));
+        return new ValueTask<IConnectionListener>(new Listener(socket, new SocketConnectionContextFactory(options, logger), guard, kind));
     }
 
-    private sealed class Listener(Socket socket, SocketConnectionContextFactory factory, AcceptPauses pauses) : IConnectionListener
+    private sealed class Listener(Socket socket, SocketConnectionContextFactory factory, AcceptGuard guard, ListenerKind kind) : IConnectionListener
     {
         private readonly CancellationTokenSource _closed = new();
         private readonly bool _tcp = socket.AddressFamily is AddressFamily.InterNetwork or AddressFamily.InterNetworkV6;
@@ -51,6 +56,10 @@ internal sealed class PatientSocketTransport(SocketConnectionFactoryOptions opti
                 try
                 {
                     var accepted = await socket.AcceptAsync(cancellationToken).ConfigureAwait(false);
+                    if (guard.ShedIfCrowded(accepted, kind))
+                    {
+                        continue;
+                    }
                     if (_tcp)
                     {
                         accepted.NoDelay = true;
@@ -67,11 +76,11 @@ internal sealed class PatientSocketTransport(SocketConnectionFactoryOptions opti
                 }
                 catch (SocketException e) when (e.SocketErrorCode is SocketError.TooManyOpenSockets or SocketError.NoBufferSpaceAvailable)
                 {
-                    pauses.Record(e.SocketErrorCode);
+                    guard.Paused(e.SocketErrorCode);
                     try
                     {
                         // Real time: this waits for the kernel to have a descriptor again, not for the proxy's clock.
-                        await Task.Delay(AcceptPauses.Pause, _closed.Token).ConfigureAwait(false);
+                        await Task.Delay(AcceptGuard.Pause, _closed.Token).ConfigureAwait(false);
                     }
                     catch (OperationCanceledException)
                     {
@@ -98,23 +107,6 @@ internal sealed class PatientSocketTransport(SocketConnectionFactoryOptions opti
             socket.Dispose();
             factory.Dispose();
             return default;
-        }
-    }
-}
-
-/// <summary>Accepts paused for want of a descriptor, in every listener of one proxy: counted, and logged at most every 10 s.</summary>
-internal sealed class AcceptPauses(ProxyMetrics metrics, ILogger logger)
-{
-    public static readonly TimeSpan Pause = TimeSpan.FromMilliseconds(100);
-    private readonly Counter _count = metrics.AcceptPauses;
-    private readonly LogThrottle _throttle = new(TimeProvider.System, TimeSpan.FromSeconds(10));
-
-    public void Record(SocketError error)
-    {
-        _count.Inc();
-        if (_throttle.TryEnter(out var pauses))
-        {
-            Log.AcceptPaused(logger, error.ToString(), (long)Pause.TotalMilliseconds, pauses);
         }
     }
 }

@@ -86,8 +86,9 @@ internal sealed class ProxyHost : IAsyncDisposable
         }
         var reloader = new ConfigReloader(holder, options.ReloadSource, logger);
         Log.Starting(logger, Cli.VersionInfo.Version, config.HttpServer.Forwards.Count, config.UpstreamGroups.Count, config.Upstreams.Count);
-        FileDescriptorBudget.Check(config, logger);
-        var acceptPauses = new AcceptPauses(metrics, logger);
+        var openFileLimit = FileDescriptorBudget.ReadOpenFileLimit();
+        FileDescriptorBudget.Check(config, openFileLimit, logger);
+        var acceptGuard = new AcceptGuard(new DescriptorCeiling(openFileLimit, () => holder.Current.Config), metrics, logger);
 
         var apps = new List<WebApplication>();
         var forwardPorts = new Dictionary<string, int>(StringComparer.Ordinal);
@@ -102,7 +103,7 @@ internal sealed class ProxyHost : IAsyncDisposable
                 // drain what the client keeps sending, and the client reads the answer instead of a reset.
                 var cap = new ConnectionCap(c.Name, c.MaxConnections, metrics, options.Time, logger);
                 var app = BuildApp(loggerFactory, c.Address, options.EphemeralPorts ? 0 : c.Port, c.Timeout, maxBody: null,
-                    config.HttpServer.ShutdownTimeout, inlineScheduling: true, acceptPauses, cap);
+                    config.HttpServer.ShutdownTimeout, inlineScheduling: true, acceptGuard, ListenerKind.Forward, cap);
                 var handler = new ForwardHandler(holder, index, app.Services.GetRequiredService<IHttpForwarder>(), options.Time,
                     loggerFactory.CreateLogger("LLMProxy.Access"));
                 app.Run(handler.HandleAsync);
@@ -114,7 +115,7 @@ internal sealed class ProxyHost : IAsyncDisposable
 
             var a = config.HttpServer.Admin;
             var admin = BuildApp(loggerFactory, a.Address, options.EphemeralPorts ? 0 : a.Port, a.Timeout, 1024 * 1024,
-                config.HttpServer.ShutdownTimeout, inlineScheduling: false, acceptPauses);
+                config.HttpServer.ShutdownTimeout, inlineScheduling: false, acceptGuard, ListenerKind.Admin);
             new AdminEndpoints(holder, reloader, loggerFactory.CreateLogger("LLMProxy.Admin"), options.Time).Map(admin);
             adminPort = await StartAppAsync(admin, a.Address, a.Port, cancellationToken).ConfigureAwait(false);
             apps.Add(admin);
@@ -168,7 +169,7 @@ internal sealed class ProxyHost : IAsyncDisposable
             : $"{address}:{port}";
 
     private static WebApplication BuildApp(ILoggerFactory loggerFactory, string address, int port, ServerTimeoutConfig timeouts,
-        long? maxBody, int shutdownTimeoutMs, bool inlineScheduling, AcceptPauses acceptPauses, ConnectionCap? cap = null)
+        long? maxBody, int shutdownTimeoutMs, bool inlineScheduling, AcceptGuard acceptGuard, ListenerKind kind, ConnectionCap? cap = null)
     {
         var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions());
         builder.Services.AddSingleton(loggerFactory);
@@ -178,13 +179,14 @@ internal sealed class ProxyHost : IAsyncDisposable
         builder.Services.AddHttpForwarder();
         builder.Services.AddRoutingCore();
         builder.WebHost.UseKestrelCore();
-        // Kestrel's socket transport, but pausing instead of spinning when the process is out of file descriptors.
+        // Kestrel's socket transport, but keeping descriptors in reserve and pausing instead of spinning when the process
+        // is out of them anyway.
         // Forward connections run the (fully asynchronous) proxy pipeline on the socket's I/O thread rather than
         // hopping to the thread pool per read: ~15 % less CPU per request (bench/RESULTS.md). Admin keeps the
         // default, so a slow /metrics scrape never sits on an I/O thread.
         builder.Services.RemoveAll<IConnectionListenerFactory>();
         builder.Services.AddSingleton<IConnectionListenerFactory>(new PatientSocketTransport(
-            new SocketConnectionFactoryOptions { UnsafePreferInlineScheduling = inlineScheduling }, loggerFactory, acceptPauses));
+            new SocketConnectionFactoryOptions { UnsafePreferInlineScheduling = inlineScheduling }, loggerFactory, acceptGuard, kind));
         builder.WebHost.ConfigureKestrel(k =>
         {
             k.AddServerHeader = false;

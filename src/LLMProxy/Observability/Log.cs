@@ -85,6 +85,10 @@ internal static partial class Log
     [LoggerMessage(EventId = 20, EventName = "Unsendable", Level = LogLevel.Warning,
         Message = "request could not be sent as received (client's fault, no upstream verdict): upstream={Upstream} cause={Cause} request_id={RequestId}")]
     public static partial void Unsendable(ILogger logger, string upstream, string cause, string requestId);
+
+    [LoggerMessage(EventId = 48, EventName = "ShortOfDescriptors", Level = LogLevel.Warning,
+        Message = "no file descriptor or socket buffer for a new upstream connection (this process's shortage, no upstream verdict): 503 proxy_overloaded upstream={Upstream} request_id={RequestId}; raise the open-file limit")]
+    public static partial void ShortOfDescriptors(ILogger logger, string upstream, string requestId);
     // 40-49: clients that stall and connections beyond the cap (ids kept apart from the rest to ease merges).
     [LoggerMessage(EventId = 40, EventName = "ClientStoppedReading", Level = LogLevel.Information,
         Message = "client stopped reading the response: no progress for {TimeoutMs} ms (timeout.write), connection cut forward={Forward} request_id={RequestId}")]
@@ -105,6 +109,10 @@ internal static partial class Log
     [LoggerMessage(EventId = 44, EventName = "OpenFileLimitLow", Level = LogLevel.Warning,
         Message = "open-file limit {Limit} is below the {Needed} descriptors the connection caps allow (maxConnections of every forward, maxPerHost per upstream host, {Reserve} for the rest): raise it (docker run --ulimit nofile=65536:65536, systemd LimitNOFILE=65536) or lower maxConnections")]
     public static partial void OpenFileLimitLow(ILogger logger, long limit, long needed, int reserve);
+
+    [LoggerMessage(EventId = 47, EventName = "ConnectionsShed", Level = LogLevel.Warning,
+        Message = "file descriptors short: a {Listener} connection was accepted as descriptor {Descriptor}, at or above the ceiling {Ceiling} that keeps room for upstream connections, admin and the runtime; closed {Shed} new connection(s) unanswered since the last such line; raise the open-file limit or lower maxConnections")]
+    public static partial void ConnectionsShed(ILogger logger, string listener, long descriptor, long ceiling, long shed);
 
     [LoggerMessage(EventId = 70, EventName = "ClusterRedisDown", Level = LogLevel.Warning,
         Message = "cluster: redis {Redis} unavailable ({Reason}); limits, cool-downs and key health are decided on this instance's own state until it answers again")]

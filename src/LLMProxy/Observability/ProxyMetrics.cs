@@ -48,6 +48,7 @@ internal sealed class ProxyMetrics
     public Gauge ClientConnections { get; }
     public Counter ConnectionsRejected { get; }
     public Counter AcceptPauses { get; }
+    public Counter ConnectionsShed { get; }
     /// <summary>Operator actions on the admin API (disable, enable, reset, reload) by result.</summary>
     public Counter AdminActions { get; }
     /// <summary>Admin requests refused: a missing or wrong <c>admin.token</c>, or a cross-origin action.</summary>
@@ -127,6 +128,9 @@ internal sealed class ProxyMetrics
             "Client connections closed unanswered because the forward already had maxConnections open.", "forward");
         AcceptPauses = f.CreateCounter("llmproxy_accept_pauses_total",
             "Times a listener paused accepting for 100 ms because the process had no file descriptor (EMFILE/ENFILE) or socket buffer left.");
+        ConnectionsShed = f.CreateCounter("llmproxy_connections_shed_total",
+            "Connections closed unanswered as soon as accepted because the process's file descriptors were down to the room kept for upstream connections, admin and the runtime (listener forward or admin).",
+            "listener");
         AdminActions = f.CreateCounter("llmproxy_admin_actions_total",
             "Operator actions on the admin API: action disable, enable, reset or reload; result ok, not_found (no such upstream) or rejected (an invalid config file).",
             "action", "result");

@@ -31,6 +31,32 @@ public class FailureClassifierTests
         Assert.Equal(RequestOutcome.ClientAborted, failure.Outcome);
     }
 
+    /// <summary>The proxy's own shortage while opening an upstream socket is no verdict on the upstream (a connection
+    /// flood must not open breakers) and no reason to fail over: 503 proxy_overloaded. A refused connect still is.</summary>
+    [Theory]
+    [InlineData(System.Net.Sockets.SocketError.TooManyOpenSockets, true, 503, "proxy_overloaded")]
+    [InlineData(System.Net.Sockets.SocketError.NoBufferSpaceAvailable, true, 503, "proxy_overloaded")]
+    [InlineData(System.Net.Sockets.SocketError.ConnectionRefused, false, 502, "upstream_unavailable")]
+    [InlineData(System.Net.Sockets.SocketError.ConnectionReset, false, 502, "upstream_unavailable")]
+    public void SocketErrorOnRequest_OwnShortageIsNoUpstreamVerdict(System.Net.Sockets.SocketError code, bool clientSide, int status, string errorCode)
+    {
+        var context = new DefaultHttpContext();
+        // As SocketsHttpHandler reports a failed connect: HttpRequestException around the SocketException.
+        var exception = new HttpRequestException(HttpRequestError.ConnectionError, "connect failed", new System.Net.Sockets.SocketException((int)code));
+        context.Features.Set<Yarp.ReverseProxy.Forwarder.IForwarderErrorFeature>(new ErrorFeature(exception));
+
+        var failure = FailureClassifier.Classify(context, Yarp.ReverseProxy.Forwarder.ForwarderError.Request);
+
+        Assert.Equal(clientSide, failure.ClientSide);
+        Assert.Equal((status, errorCode), (failure.Outcome.Info().Status, failure.Outcome.Info().Code));
+    }
+
+    private sealed class ErrorFeature(Exception exception) : Yarp.ReverseProxy.Forwarder.IForwarderErrorFeature
+    {
+        public Yarp.ReverseProxy.Forwarder.ForwarderError Error => Yarp.ReverseProxy.Forwarder.ForwarderError.Request;
+        public Exception? Exception => exception;
+    }
+
     [Fact]
     public void Upstream_TimeoutIs504_OthersAre502()
     {

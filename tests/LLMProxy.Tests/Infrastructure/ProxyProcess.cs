@@ -20,6 +20,7 @@ public sealed partial class ProxyProcess : IAsyncDisposable
     public string Stdout => string.Join('\n', _stdout);
     public string Stderr => string.Join('\n', _stderr);
     public int Pid => _process.Id;
+    public bool HasExited => _process.HasExited;
 
     public static string DllPath => Path.Combine(AppContext.BaseDirectory, "llmproxy.dll");
 

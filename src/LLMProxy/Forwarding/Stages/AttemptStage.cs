@@ -19,6 +19,9 @@ internal sealed class AttemptStage : IRequestStage
 {
     public static readonly AttemptStage Instance = new();
 
+    /// <summary>A descriptor shortage passes as connections close: a second is a fair wait.</summary>
+    private static readonly TimeSpan ShortOfDescriptorsRetryAfter = TimeSpan.FromSeconds(1);
+
     private enum Next { Done, Retry }
 
     // Both async methods of an attempt wait for the upstream on every request: their state machines come from a pool
@@ -244,6 +247,11 @@ internal sealed class AttemptStage : IRequestStage
             if (failure == FailureClassifier.Unsendable)
             {
                 Log.Unsendable(services.Logger, upstream.Name, http.GetForwarderErrorFeature()?.Exception?.GetType().Name ?? error.ToString(), request.RequestId);
+            }
+            else if (failure == FailureClassifier.ShortOfDescriptors)
+            {
+                Log.ShortOfDescriptors(services.Logger, upstream.Name, request.RequestId);
+                request.RetryAfter = ShortOfDescriptorsRetryAfter;
             }
             request.Outcome = failure.Outcome;
             return (Next.Done, null);

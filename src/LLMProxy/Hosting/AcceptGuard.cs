@@ -1,0 +1,128 @@
+using System.Net.Sockets;
+using LLMProxy.Configuration;
+using LLMProxy.Observability;
+using Microsoft.Extensions.Logging;
+using Prometheus;
+
+namespace LLMProxy.Hosting;
+
+/// <summary>Which listeners a connection came in on: the forwards (any client) or the admin port (operators, scrapers).</summary>
+internal enum ListenerKind
+{
+    Forward,
+    Admin,
+}
+
+/// <summary>
+/// How full the process's descriptor table may get through accepted connections. Out of descriptors the .NET runtime
+/// aborts the process as soon as it must start a thread (a new thread opens a pipe as it starts; docs/RELIABILITY.md),
+/// and a flood of connections is exactly what makes the thread pool add one. So the table must never fill, and accepting
+/// is the one place where a client can fill it.
+/// <para>Linux gives a new descriptor the lowest free number, so a connection accepted as descriptor <c>n</c> proves that
+/// descriptors 0 … n−1 are all open: an exact reading of how full the table is, free, taken at that very moment.</para>
+/// <para>A forward connection numbered at or above <see cref="Forward"/> is closed: above that ceiling there is room for
+/// every upstream connection the pools may still open (<c>maxPerHost</c> per distinct host and group), for
+/// <see cref="AdminRoom"/> admin connections and for <see cref="RuntimeRoom"/> descriptors of the runtime's own. An admin
+/// connection may take the admin room too, never the pools' or the runtime's, so a flood of either kind leaves the
+/// runtime its room even after every pool filled up. The room kept is at most half the limit: a config whose pools
+/// alone would take more (the start-up warning names it) still serves half the table's worth of clients, each of which
+/// holds at most one upstream connection at a time (forwards speak HTTP/1.1).</para>
+/// </summary>
+internal sealed class DescriptorCeiling
+{
+    /// <summary>Descriptors no connection may take: the runtime's threads, files, the Redis connection.</summary>
+    public const int RuntimeRoom = 64;
+    /// <summary>Descriptors the forwards leave to admin connections (metrics scrapes, the status page) beyond the runtime's.</summary>
+    public const int AdminRoom = 32;
+
+    private readonly long? _limit;
+    private readonly Func<ProxyConfig> _config;
+    private Computed? _forward;
+
+    /// <param name="limit">The process's open-file limit; null (not Linux, unlimited) = no ceiling.</param>
+    /// <param name="config">The config now in force: its pools decide the room kept for upstream connections.</param>
+    public DescriptorCeiling(long? limit, Func<ProxyConfig> config)
+    {
+        _limit = limit;
+        _config = config;
+    }
+
+    public long Admin => _limit is null ? long.MaxValue : Forward + AdminRoom;
+
+    /// <summary>The forward ceiling under the config now in force (recomputed only when a reload swapped it).</summary>
+    public long Forward
+    {
+        get
+        {
+            if (_limit is not { } limit)
+            {
+                return long.MaxValue;
+            }
+            var config = _config();
+            var computed = Volatile.Read(ref _forward);
+            if (computed is null || !ReferenceEquals(computed.Config, config))
+            {
+                computed = new Computed(config, ForwardCeiling(limit, FileDescriptorBudget.UpstreamConnections(config)));
+                Volatile.Write(ref _forward, computed);
+            }
+            return computed.Ceiling;
+        }
+    }
+
+    public long For(ListenerKind kind) => kind == ListenerKind.Admin ? Admin : Forward;
+
+    public static long ForwardCeiling(long limit, long upstreamConnections) =>
+        limit - Math.Min(RuntimeRoom + AdminRoom + upstreamConnections, limit / 2);
+
+    private sealed record Computed(ProxyConfig Config, long Ceiling);
+}
+
+/// <summary>
+/// What every listener of one proxy does when descriptors run short: sheds connections accepted above the
+/// <see cref="DescriptorCeiling"/> (<c>llmproxy_connections_shed_total</c>) and pauses accepting when accept itself fails
+/// for want of a descriptor (<c>llmproxy_accept_pauses_total</c>); each logged at most every 10 s.
+/// </summary>
+internal sealed class AcceptGuard(DescriptorCeiling ceiling, ProxyMetrics metrics, ILogger logger)
+{
+    public static readonly TimeSpan Pause = TimeSpan.FromMilliseconds(100);
+    private static readonly TimeSpan LogInterval = TimeSpan.FromSeconds(10);
+    private readonly Counter _pauses = metrics.AcceptPauses;
+    private readonly Counter.Child _shedForward = metrics.ConnectionsShed.WithLabels("forward");
+    private readonly Counter.Child _shedAdmin = metrics.ConnectionsShed.WithLabels("admin");
+    private readonly LogThrottle _pauseLog = new(TimeProvider.System, LogInterval);
+    private readonly LogThrottle _shedLog = new(TimeProvider.System, LogInterval);
+
+    public DescriptorCeiling Ceiling => ceiling;
+
+    /// <summary>Closes <paramref name="accepted"/> (the client sees it closed, unanswered) when its descriptor number is
+    /// at or above the ceiling of its listener; true when it did.</summary>
+    public bool ShedIfCrowded(Socket accepted, ListenerKind kind)
+    {
+        var max = ceiling.For(kind);
+        if (max == long.MaxValue)
+        {
+            return false;
+        }
+        var descriptor = accepted.Handle.ToInt64();
+        if (descriptor < max)
+        {
+            return false;
+        }
+        accepted.Dispose();
+        (kind == ListenerKind.Admin ? _shedAdmin : _shedForward).Inc();
+        if (_shedLog.TryEnter(out var shed))
+        {
+            Log.ConnectionsShed(logger, kind == ListenerKind.Admin ? "admin" : "forward", descriptor, max, shed);
+        }
+        return true;
+    }
+
+    public void Paused(SocketError error)
+    {
+        _pauses.Inc();
+        if (_pauseLog.TryEnter(out var pauses))
+        {
+            Log.AcceptPaused(logger, error.ToString(), (long)Pause.TotalMilliseconds, pauses);
+        }
+    }
+}
