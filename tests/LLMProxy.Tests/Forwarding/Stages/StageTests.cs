@@ -164,5 +164,65 @@ public sealed class StageTests : IDisposable
         }
     }
 
+    /// <summary>The whole pipeline (ForwardHandler) with a forwarder whose every send fails to open a socket: the proxy's
+    /// own shortage answers 503 proxy_overloaded at once, with no failover to the other member and no failure counted
+    /// against either member (no breaker verdict); a refused connect is the upstream's, fails over and ends 502.</summary>
+    [Theory]
+    [InlineData(System.Net.Sockets.SocketError.TooManyOpenSockets, 1, 503, "proxy_overloaded", 0)]
+    [InlineData(System.Net.Sockets.SocketError.ConnectionRefused, 2, 502, "upstream_unavailable", 2)]
+    public async Task SocketCannotBeOpened_OwnShortage503_NoFailover_NoBreakerVerdict(System.Net.Sockets.SocketError code, int sends,
+        int status, string errorCode, int failures)
+    {
+        var forwarder = new FailingForwarder(code);
+        var handler = new ForwardHandler(new RuntimeHolder(_runtime), 0, forwarder, _time, NullLogger.Instance);
+        var http = new DefaultHttpContext();
+        http.Request.Method = "POST";
+        http.Request.Path = "/v1/chat/completions";
+        http.Request.ContentType = "application/json";
+        var body = Encoding.UTF8.GetBytes("{\"model\":\"m\"}");
+        http.Request.Body = new MemoryStream(body);
+        http.Request.ContentLength = body.Length;
+        http.Connection.RemoteIpAddress = IPAddress.Loopback;
+        var response = new MemoryStream();
+        http.Response.Body = response;
+
+        await handler.HandleAsync(http);
+
+        Assert.Equal(sends, forwarder.Sends);
+        Assert.Equal(status, http.Response.StatusCode);
+        using var json = JsonDocument.Parse(response.ToArray());
+        Assert.Equal(errorCode, json.RootElement.GetProperty("error").GetProperty("code").GetString());
+        Assert.Equal(status == 503 ? "1" : "", http.Response.Headers.RetryAfter.ToString());
+        // The verdict a breaker would get is the error counted against the member.
+        using var exported = new MemoryStream();
+        await _runtime.Metrics.Registry.CollectAndExportAsTextAsync(exported);
+        var errors = Encoding.UTF8.GetString(exported.ToArray()).Split('\n')
+            .Where(l => l.StartsWith("llmproxy_upstream_errors_total{", StringComparison.Ordinal))
+            .Sum(l => double.Parse(l[(l.LastIndexOf(' ') + 1)..], System.Globalization.CultureInfo.InvariantCulture));
+        Assert.Equal(failures, errors);
+    }
+
+    /// <summary>Fails every send as SocketsHttpHandler reports a socket that could not be opened or connected.</summary>
+    private sealed class FailingForwarder(System.Net.Sockets.SocketError code) : Yarp.ReverseProxy.Forwarder.IHttpForwarder
+    {
+        public int Sends { get; private set; }
+
+        public ValueTask<Yarp.ReverseProxy.Forwarder.ForwarderError> SendAsync(HttpContext context, string destinationPrefix,
+            HttpMessageInvoker httpClient, Yarp.ReverseProxy.Forwarder.ForwarderRequestConfig requestConfig,
+            Yarp.ReverseProxy.Forwarder.HttpTransformer transformer)
+        {
+            Sends++;
+            var exception = new HttpRequestException(HttpRequestError.ConnectionError, "connect failed", new System.Net.Sockets.SocketException((int)code));
+            context.Features.Set<Yarp.ReverseProxy.Forwarder.IForwarderErrorFeature>(new ErrorFeature(exception));
+            return new(Yarp.ReverseProxy.Forwarder.ForwarderError.Request);
+        }
+
+        private sealed class ErrorFeature(Exception exception) : Yarp.ReverseProxy.Forwarder.IForwarderErrorFeature
+        {
+            public Yarp.ReverseProxy.Forwarder.ForwarderError Error => Yarp.ReverseProxy.Forwarder.ForwarderError.Request;
+            public Exception? Exception => exception;
+        }
+    }
+
     public void Dispose() => _runtime.Dispose();
 }
