@@ -57,6 +57,23 @@ forget_pid "$PERF_PID"
 perf report -i "$PROFILE_DIR/perf.data" --no-children --sort dso,sym --stdio >"$PROFILE_DIR/perf-report.txt" 2>/dev/null \
     || die "perf report failed"
 
+# Who LLMProxy's threads wake: a second run of the same load with the sched_waking tracepoint recorded instead of
+# samples (tracepoints slow the process a little; this counts, it does not time). A wake-up of wrk or the upstream is
+# the price of a peer that went to sleep waiting; one of LLMProxy's own threads is a hop inside the proxy.
+WAKE_NOTE=""
+if perf record -e sched:sched_waking -p "$LLM_PID" -o "$PROFILE_DIR/wake.data" -- sleep "$SECS" >"$PROFILE_DIR/wake-record.log" 2>&1 &
+then
+    PERF_PID=$!
+    STARTED_PIDS+=("$PERF_PID")
+    wrk -t"$THREADS" -c"$CONNS" -d"$((SECS + 1))s" --timeout 5s -s "$BENCH_DIR/post.lua" "$URL" >"$PROFILE_DIR/wrk-wake.txt" 2>&1
+    if wait "$PERF_PID"; then
+        perf script -i "$PROFILE_DIR/wake.data" -F comm,tid,event,trace >"$PROFILE_DIR/wake.txt" 2>/dev/null || WAKE_NOTE="perf script failed"
+    else
+        WAKE_NOTE="sched:sched_waking not recordable here (see ${PROFILE_DIR#"$REPO_DIR"/}/wake-record.log)"
+    fi
+    forget_pid "$PERF_PID"
+fi
+
 REPORT="$PROFILE_DIR/report.md"
 {
     echo "## Where LLMProxy's CPU goes (perf record, $CONNS connections)"
@@ -105,6 +122,28 @@ print("|---:|---|---|")
 for pct, area, sym in sorted(symbols, reverse=True)[:25]:
     print(f"| {100 * pct / total:.2f} | {area} | `{sym[:140].replace('|', '/')}` |")
 PY
+    echo
+    echo "### Wake-ups raised by LLMProxy's threads, per request (sched:sched_waking, a separate run of ${SECS} s)"
+    echo
+    if [[ -n "$WAKE_NOTE" || ! -s "$PROFILE_DIR/wake.txt" ]]; then
+        echo "${WAKE_NOTE:-no wake-ups recorded}"
+    else
+        "$(python_bin)" - "$PROFILE_DIR/wake.txt" "$PROFILE_DIR/wrk-wake.txt" <<'PY'
+import collections, re, sys
+requests = int(re.search(r"requests=(\d+)", open(sys.argv[2]).read()).group(1))
+pairs = collections.Counter()
+for line in open(sys.argv[1]):
+    m = re.match(r"\s*(.+?)\s+\d+\s+sched:sched_waking:.*?comm=(\S+)", line)
+    if m:
+        pairs[(m.group(1), m.group(2))] += 1
+print(f"{requests:,} requests.")
+print()
+print("| waker thread | woken | per request |")
+print("|---|---|---:|")
+for (waker, woken), n in pairs.most_common(12):
+    print(f"| {waker} | {woken} | {n / requests:.3f} |")
+PY
+    fi
 } >"$REPORT"
 echo
 cat "$REPORT"
