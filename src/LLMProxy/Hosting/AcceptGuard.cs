@@ -18,9 +18,11 @@ internal enum ListenerKind
 /// aborts the process as soon as it must start a thread (a new thread opens a pipe as it starts; docs/RELIABILITY.md),
 /// and a flood of connections is exactly what makes the thread pool add one. So the table must never fill, and accepting
 /// is the one place where a client can fill it.
-/// <para>Linux gives a new descriptor the lowest free number, so a connection accepted as descriptor <c>n</c> proves that
-/// descriptors 0 … n−1 are all open: an exact reading of how full the table is, free, taken at that very moment.</para>
-/// <para>A forward connection numbered at or above <see cref="Forward"/> is closed: above that ceiling there is room for
+/// <para>The rule is on descriptor numbers, which cost nothing to read: no forward connection is kept on a descriptor
+/// numbered at or above the ceiling. Linux gives a new descriptor the lowest free number, so an accept lands there only
+/// when every descriptor below is taken, and whatever the churn (connections closing leave holes that later accepts fill
+/// first) the numbers from the ceiling up are left to the pools, admin and the runtime.</para>
+/// <para>A forward connection numbered at or above <see cref="Forward"/> is closed: from that ceiling up there is room for
 /// every upstream connection the pools may still open (<c>maxPerHost</c> per distinct host and group), for
 /// <see cref="AdminRoom"/> admin connections and for <see cref="RuntimeRoom"/> descriptors of the runtime's own. An admin
 /// connection may take the admin room too, never the pools' or the runtime's, so a flood of either kind leaves the
