@@ -111,7 +111,7 @@ internal static partial class Log
     public static partial void OpenFileLimitLow(ILogger logger, long limit, long needed, int reserve);
 
     [LoggerMessage(EventId = 47, EventName = "ConnectionsShed", Level = LogLevel.Warning,
-        Message = "file descriptors short: a {Listener} connection was accepted as descriptor {Descriptor}, at or above the ceiling {Ceiling} that keeps room for upstream connections, admin and the runtime; closed {Shed} new connection(s) unanswered since the last such line; raise the open-file limit or lower maxConnections")]
+        Message = "file descriptors short: a connection on the {Listener} listener was accepted as descriptor {Descriptor}, at or above the ceiling {Ceiling} that keeps room for upstream connections, admin and the runtime; closed {Shed} new connection(s) unanswered since the last such line; raise the open-file limit or lower maxConnections")]
     public static partial void ConnectionsShed(ILogger logger, string listener, long descriptor, long ceiling, long shed);
 
     [LoggerMessage(EventId = 70, EventName = "ClusterRedisDown", Level = LogLevel.Warning,

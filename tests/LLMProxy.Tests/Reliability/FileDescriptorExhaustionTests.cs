@@ -31,14 +31,8 @@ public class FileDescriptorExhaustionTests(ITestOutputHelper output)
             return;
         }
         await using var upstream = await ScriptedUpstream.StartAsync(ScriptedUpstream.Json("u1"));
-        var port = StreamingAndErrorTests.FreePort();
-        var adminPort = StreamingAndErrorTests.FreePort();
-        var path = Path.Combine(Path.GetTempPath(), $"llmproxy-fd-{Guid.NewGuid():N}.yaml");
-        await File.WriteAllTextAsync(path, ProcessConfig.Minimal(port, adminPort, upstream.Url));
-        // Hard and soft limit: the runtime raises the soft limit to the hard one at start.
-        await using var proxy = ProxyProcess.StartUnder(["/usr/bin/prlimit", $"--nofile={FdLimit}:{FdLimit}"], "-c", path);
-        await proxy.WaitForOutputAsync("ready:", count: 2);
-        Assert.Contains($"open-file limit {FdLimit} is below", proxy.Stdout);
+        var (proxy, port, adminPort) = await StartUnderLowLimitAsync(upstream.Url);
+        await using var _ = proxy;
 
         // Cold on purpose: before the ceiling, a flood on a process whose thread pool had not grown yet aborted it
         // ("Out of memory.": 25 of 30 trials of bench/fdflood.py) — the runtime could not start a thread.
@@ -102,6 +96,90 @@ public class FileDescriptorExhaustionTests(ITestOutputHelper output)
         }, TimeSpan.FromSeconds(30), () => Task.FromResult($"not serving again.\nstdout:\n{proxy.Stdout}\nstderr:\n{proxy.Stderr}"));
         Assert.False(proxy.HasExited, "the proxy exited");
         Assert.DoesNotContain("Out of memory", proxy.Stdout + proxy.Stderr);
+    }
+
+    /// <summary>
+    /// A flood of the admin port (no connection cap of its own) is shed 32 descriptors above the forwards' ceiling: it can
+    /// keep new forward connections out, but never the room kept for upstream connections and the runtime. A forward
+    /// connection made before it is served throughout (its request opens an upstream connection), and nothing aborts.
+    /// </summary>
+    [Fact]
+    public async Task AdminFlood_Cold_ShedOnAdmin_ForwardConnectionStillServed_NeverAborts()
+    {
+        if (!OperatingSystem.IsLinux() || !File.Exists("/usr/bin/prlimit"))
+        {
+            output.WriteLine("not run: needs Linux and /usr/bin/prlimit");
+            return;
+        }
+        await using var upstream = await ScriptedUpstream.StartAsync(ScriptedUpstream.Json("u1"));
+        var (proxy, port, adminPort) = await StartUnderLowLimitAsync(upstream.Url);
+        await using var _ = proxy;
+
+        using var kept = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        await kept.ConnectAsync(new IPEndPoint(IPAddress.Loopback, port));
+        var held = new List<Socket>();
+        try
+        {
+            for (var i = 0; i < Connections; i++)
+            {
+                var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+                held.Add(socket);
+                await socket.ConnectAsync(new IPEndPoint(IPAddress.Loopback, adminPort));
+            }
+            await proxy.WaitForOutputAsync("on the admin listener");
+            Assert.Contains("{\"upstream\":\"u1\"}", await GetOnAsync(kept, "/v1/models"));
+        }
+        finally
+        {
+            foreach (var socket in held)
+            {
+                socket.Dispose();
+            }
+        }
+
+        using var client = new HttpClient { Timeout = TimeSpan.FromSeconds(5) };
+        var metricsUrl = $"http://127.0.0.1:{adminPort}/metrics";
+        string? metrics = null;
+        await WaitUntilAsync(async () =>
+        {
+            try
+            {
+                metrics = await client.GetStringAsync(metricsUrl);
+                return true;
+            }
+            catch (HttpRequestException)
+            {
+                return false;
+            }
+        }, TimeSpan.FromSeconds(30), () => Task.FromResult($"admin not serving again.\nstdout:\n{proxy.Stdout}"));
+        Assert.True(Sample(metrics!, "llmproxy_connections_shed_total{listener=\"admin\"}") >= Connections - FdLimit / 2,
+            Lines(metrics!, "llmproxy_connections_shed_total"));
+        Assert.Equal(0, Sample(metrics!, "llmproxy_connections_shed_total{listener=\"forward\"}"));
+        Assert.Equal(0, Sample(metrics!, "llmproxy_accept_pauses_total"));
+        Assert.False(proxy.HasExited, "the proxy exited");
+        Assert.DoesNotContain("Out of memory", proxy.Stdout + proxy.Stderr);
+    }
+
+    /// <summary>The real binary, fresh, under <c>prlimit --nofile=400:400</c> (hard and soft: the runtime raises the soft
+    /// limit to the hard one at start), in front of <paramref name="upstreamUrl"/>; warned about the low limit.</summary>
+    private static async Task<(ProxyProcess Proxy, int Port, int AdminPort)> StartUnderLowLimitAsync(string upstreamUrl)
+    {
+        var port = StreamingAndErrorTests.FreePort();
+        var adminPort = StreamingAndErrorTests.FreePort();
+        var path = Path.Combine(Path.GetTempPath(), $"llmproxy-fd-{Guid.NewGuid():N}.yaml");
+        await File.WriteAllTextAsync(path, ProcessConfig.Minimal(port, adminPort, upstreamUrl));
+        var proxy = ProxyProcess.StartUnder(["/usr/bin/prlimit", $"--nofile={FdLimit}:{FdLimit}"], "-c", path);
+        try
+        {
+            await proxy.WaitForOutputAsync("ready:", count: 2);
+            Assert.Contains($"open-file limit {FdLimit} is below", proxy.Stdout);
+            return (proxy, port, adminPort);
+        }
+        catch
+        {
+            await proxy.DisposeAsync();
+            throw;
+        }
     }
 
     /// <summary>One HTTP/1.1 GET on an open connection, asking the proxy to close it after: the whole response as text.</summary>
