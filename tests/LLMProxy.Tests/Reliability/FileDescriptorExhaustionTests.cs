@@ -25,9 +25,8 @@ public class FileDescriptorExhaustionTests(ITestOutputHelper output)
     [Fact]
     public async Task ConnectionFlood_Cold_ShedsAboveTheCeiling_KeepsServingThroughIt_NeverAborts()
     {
-        if (!OperatingSystem.IsLinux() || !File.Exists("/usr/bin/prlimit"))
+        if (!CanRun())
         {
-            output.WriteLine("not run: needs Linux and /usr/bin/prlimit");
             return;
         }
         await using var upstream = await ScriptedUpstream.StartAsync(ScriptedUpstream.Json("u1"));
@@ -41,12 +40,7 @@ public class FileDescriptorExhaustionTests(ITestOutputHelper output)
         var held = new List<Socket>();
         try
         {
-            for (var i = 0; i < Connections; i++)
-            {
-                var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-                held.Add(socket);
-                await socket.ConnectAsync(new IPEndPoint(IPAddress.Loopback, port));
-            }
+            await HoldAsync(held, port);
             using var admin = new HttpClient { Timeout = TimeSpan.FromSeconds(10) };
             var metricsUrl = $"http://127.0.0.1:{adminPort}/metrics";
             await WaitUntilAsync(async () => Sample(await admin.GetStringAsync(metricsUrl), "llmproxy_connections_shed_total{listener=\"forward\"}")
@@ -106,9 +100,8 @@ public class FileDescriptorExhaustionTests(ITestOutputHelper output)
     [Fact]
     public async Task AdminFlood_Cold_ShedOnAdmin_ForwardConnectionStillServed_NeverAborts()
     {
-        if (!OperatingSystem.IsLinux() || !File.Exists("/usr/bin/prlimit"))
+        if (!CanRun())
         {
-            output.WriteLine("not run: needs Linux and /usr/bin/prlimit");
             return;
         }
         await using var upstream = await ScriptedUpstream.StartAsync(ScriptedUpstream.Json("u1"));
@@ -120,12 +113,7 @@ public class FileDescriptorExhaustionTests(ITestOutputHelper output)
         var held = new List<Socket>();
         try
         {
-            for (var i = 0; i < Connections; i++)
-            {
-                var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-                held.Add(socket);
-                await socket.ConnectAsync(new IPEndPoint(IPAddress.Loopback, adminPort));
-            }
+            await HoldAsync(held, adminPort);
             await proxy.WaitForOutputAsync("on the admin listener");
             Assert.Contains("{\"upstream\":\"u1\"}", await GetOnAsync(kept, "/v1/models"));
         }
@@ -158,6 +146,28 @@ public class FileDescriptorExhaustionTests(ITestOutputHelper output)
         Assert.Equal(0, Sample(metrics!, "llmproxy_accept_pauses_total"));
         Assert.False(proxy.HasExited, "the proxy exited");
         Assert.DoesNotContain("Out of memory", proxy.Stdout + proxy.Stderr);
+    }
+
+    private bool CanRun()
+    {
+        if (OperatingSystem.IsLinux() && File.Exists("/usr/bin/prlimit"))
+        {
+            return true;
+        }
+        output.WriteLine("not run: needs Linux and /usr/bin/prlimit");
+        return false;
+    }
+
+    /// <summary>Opens <see cref="Connections"/> connections to <paramref name="port"/> that send nothing, into
+    /// <paramref name="held"/> (the caller disposes them: the proxy sees them all close).</summary>
+    private static async Task HoldAsync(List<Socket> held, int port)
+    {
+        for (var i = 0; i < Connections; i++)
+        {
+            var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+            held.Add(socket);
+            await socket.ConnectAsync(new IPEndPoint(IPAddress.Loopback, port));
+        }
     }
 
     /// <summary>The real binary, fresh, under <c>prlimit --nofile=400:400</c> (hard and soft: the runtime raises the soft
