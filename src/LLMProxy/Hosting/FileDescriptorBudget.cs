@@ -62,7 +62,7 @@ internal static class FileDescriptorBudget
         var needed = Needed(config);
         if (limit is { } known && known < needed)
         {
-            Log.OpenFileLimitLow(logger, known, needed, Reserve);
+            Log.OpenFileLimitLow(logger, known, needed, Reserve, DescriptorCeiling.ForwardCeiling(known, UpstreamConnections(config)));
         }
     }
 }

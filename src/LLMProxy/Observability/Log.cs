@@ -107,8 +107,8 @@ internal static partial class Log
     public static partial void AcceptPaused(ILogger logger, string error, long pauseMs, long pauses);
 
     [LoggerMessage(EventId = 44, EventName = "OpenFileLimitLow", Level = LogLevel.Warning,
-        Message = "open-file limit {Limit} is below the {Needed} descriptors the connection caps allow (maxConnections of every forward, maxPerHost per upstream host, {Reserve} for the rest): raise it (docker run --ulimit nofile=65536:65536, systemd LimitNOFILE=65536) or lower maxConnections")]
-    public static partial void OpenFileLimitLow(ILogger logger, long limit, long needed, int reserve);
+        Message = "open-file limit {Limit} is below the {Needed} descriptors the connection caps allow (maxConnections of every forward, maxPerHost per upstream host, {Reserve} for the rest): forward connections will be closed unanswered from descriptor {Ceiling} on, to keep room for upstream connections, admin and the runtime; raise it (docker run --ulimit nofile=65536:65536, systemd LimitNOFILE=65536) or lower maxConnections")]
+    public static partial void OpenFileLimitLow(ILogger logger, long limit, long needed, int reserve, long ceiling);
 
     [LoggerMessage(EventId = 47, EventName = "ConnectionsShed", Level = LogLevel.Warning,
         Message = "file descriptors short: a connection on the {Listener} listener was accepted as descriptor {Descriptor}, at or above the ceiling {Ceiling} that keeps room for upstream connections, admin and the runtime; closed {Shed} new connection(s) unanswered since the last such line; raise the open-file limit or lower maxConnections")]

@@ -183,6 +183,8 @@ public class FileDescriptorExhaustionTests(ITestOutputHelper output)
         {
             await proxy.WaitForOutputAsync("ready:", count: 2);
             Assert.Contains($"open-file limit {FdLimit} is below", proxy.Stdout);
+            // The minimal config's one group and host: 50 upstream connections, so the forwards stop at 400 − 146.
+            Assert.Contains("closed unanswered from descriptor 254 on", proxy.Stdout);
             return (proxy, port, adminPort);
         }
         catch
