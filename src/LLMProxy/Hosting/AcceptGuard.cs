@@ -76,7 +76,12 @@ internal sealed class DescriptorCeiling
     public static long ForwardCeiling(long limit, long upstreamConnections) =>
         limit - Math.Min(RuntimeRoom + AdminRoom + upstreamConnections, limit / 2);
 
-    private sealed record Computed(ProxyConfig Config, long Ceiling);
+    /// <summary>A plain class, not a record: a record's generated <c>ToString</c> would format the config, secrets and all.</summary>
+    private sealed class Computed(ProxyConfig config, long ceiling)
+    {
+        public ProxyConfig Config { get; } = config;
+        public long Ceiling { get; } = ceiling;
+    }
 }
 
 /// <summary>
