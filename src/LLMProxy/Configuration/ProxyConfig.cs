@@ -36,6 +36,14 @@ public sealed record RedisConfig
 
     public const string DefaultPrefix = "llmproxy:";
     public const int DefaultTimeout = 50;
+
+    /// <summary>A record prints its members: the URL may carry a password, so only its endpoints are shown.</summary>
+    private bool PrintMembers(System.Text.StringBuilder builder)
+    {
+        builder.Append("Url = ").Append(Cluster.RedisUrl.Describe(Url)).Append(", Prefix = ").Append(Prefix)
+            .Append(", Timeout = ").Append(Timeout);
+        return true;
+    }
 }
 
 /// <summary><c>httpServer</c>.</summary>
@@ -98,6 +106,13 @@ public sealed record ClientKeyConfig
     public const int MaxKeyLength = 1024;
     /// <summary>Shortest <see cref="Key"/> accepted: anything shorter can be guessed.</summary>
     public const int MinKeyLength = 16;
+
+    /// <summary>A record prints its members: the key never, only its name (the same as metrics and logs show).</summary>
+    private bool PrintMembers(System.Text.StringBuilder builder)
+    {
+        builder.Append("Name = ").Append(Name);
+        return true;
+    }
 }
 
 /// <summary>(ext, §15) <c>keys[].ratelimit</c>: perSecond default 100, burst default = perSecond.</summary>
@@ -150,6 +165,14 @@ public sealed record AdminConfig
     public ServerTimeoutConfig Timeout { get; init; } = new();
     /// <summary>(ext) Bearer token required for admin APIs other than /ping and /metrics. Default none.</summary>
     public string? Token { get; init; }
+
+    /// <summary>A record prints its members: the token redacted.</summary>
+    private bool PrintMembers(System.Text.StringBuilder builder)
+    {
+        builder.Append("Port = ").Append(Port).Append(", Address = ").Append(Address)
+            .Append(", Token = ").Append(Token is null ? "(none)" : Secrets.Redact(Token));
+        return true;
+    }
 }
 
 public enum AuthType { None, Bearer, Basic }
@@ -178,6 +201,15 @@ public sealed record UpstreamConfig
     public int Recheck { get; init; } = DefaultRecheck;
 
     public const int DefaultRecheck = 600_000;
+
+    /// <summary>A record prints its members: only the name, the URL with its query values, user info and key-like
+    /// path segments hidden (as the admin config report shows it), and the redacted credentials.</summary>
+    private bool PrintMembers(System.Text.StringBuilder builder)
+    {
+        builder.Append("Name = ").Append(Name).Append(", Url = ").Append(Admin.ConfigReport.SafeUrl(Url))
+            .Append(", Auth = ").Append(Auth);
+        return true;
+    }
 }
 
 /// <summary><c>upstreams[].auth</c>: type none (default) / bearer (token) / basic (username+password).</summary>
@@ -187,6 +219,21 @@ public sealed record AuthConfig
     public string? Token { get; init; }
     public string? Username { get; init; }
     public string? Password { get; init; }
+
+    /// <summary>A record prints its members: token and password redacted.</summary>
+    private bool PrintMembers(System.Text.StringBuilder builder)
+    {
+        builder.Append("Type = ").Append(Type);
+        if (Token is not null)
+        {
+            builder.Append(", Token = ").Append(Secrets.Redact(Token));
+        }
+        if (Username is not null)
+        {
+            builder.Append(", Username = ").Append(Username).Append(", Password = ").Append(Secrets.Redact(Password));
+        }
+        return true;
+    }
 }
 
 public enum HeaderOp { Insert, Replace, Remove }
@@ -197,6 +244,17 @@ public sealed record HeaderOpConfig
     public required HeaderOp Op { get; init; }
     public required string Key { get; init; }
     public string? Value { get; init; }
+
+    /// <summary>A record prints its members: a header value may be a key (<c>x-api-key</c>), so it is redacted.</summary>
+    private bool PrintMembers(System.Text.StringBuilder builder)
+    {
+        builder.Append("Op = ").Append(Op).Append(", Key = ").Append(Key);
+        if (Value is not null)
+        {
+            builder.Append(", Value = ").Append(Secrets.Redact(Value));
+        }
+        return true;
+    }
 }
 
 /// <summary><c>upstreams[].breaker</c>: threshold 0.5, cooldown 30000, maxRequests 3, interval 10000, minRequests (ext) 10.</summary>
@@ -300,6 +358,13 @@ public sealed record ClientTimeoutConfig
 public sealed record ProxyServerConfig
 {
     public required string Url { get; init; }
+
+    /// <summary>A record prints its members: the proxy URL without its user info.</summary>
+    private bool PrintMembers(System.Text.StringBuilder builder)
+    {
+        builder.Append("Url = ").Append(Admin.ConfigReport.SafeUrl(Url));
+        return true;
+    }
 }
 
 /// <summary>(ext) <c>upstreamGroups[].retry</c>: attempts 3 (bounded by group size), statusCodes [429,500,502,503,504], backoff 0 ms.</summary>

@@ -257,4 +257,13 @@ internal sealed class UpstreamTransformer(RequestContext ctx, Attempt attempt, S
 }
 
 /// <summary>The upstream URI built for a client path and query (<see cref="Runtime.UpstreamRuntime.LastDestination"/>).</summary>
-internal sealed record UpstreamDestination(string? Path, string? Query, Uri Uri);
+internal sealed record UpstreamDestination(string? Path, string? Query, Uri Uri)
+{
+    /// <summary>A record prints its members: the upstream URL may carry a key in its query or path, so only the form the
+    /// admin config report shows is printed.</summary>
+    private bool PrintMembers(System.Text.StringBuilder builder)
+    {
+        builder.Append("Uri = ").Append(Admin.ConfigReport.SafeUrl(Uri.OriginalString));
+        return true;
+    }
+}
