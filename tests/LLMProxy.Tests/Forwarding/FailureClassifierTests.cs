@@ -1,4 +1,5 @@
 using LLMProxy.Forwarding;
+using LLMProxy.Tests.Infrastructure;
 using Microsoft.AspNetCore.Http;
 
 namespace LLMProxy.Tests.Forwarding;
@@ -41,20 +42,12 @@ public class FailureClassifierTests
     public void SocketErrorOnRequest_OwnShortageIsNoUpstreamVerdict(System.Net.Sockets.SocketError code, bool clientSide, int status, string errorCode)
     {
         var context = new DefaultHttpContext();
-        // As SocketsHttpHandler reports a failed connect: HttpRequestException around the SocketException.
-        var exception = new HttpRequestException(HttpRequestError.ConnectionError, "connect failed", new System.Net.Sockets.SocketException((int)code));
-        context.Features.Set<Yarp.ReverseProxy.Forwarder.IForwarderErrorFeature>(new ErrorFeature(exception));
+        context.Features.Set<Yarp.ReverseProxy.Forwarder.IForwarderErrorFeature>(ForwarderErrorFeature.ConnectFailed(code));
 
         var failure = FailureClassifier.Classify(context, Yarp.ReverseProxy.Forwarder.ForwarderError.Request);
 
         Assert.Equal(clientSide, failure.ClientSide);
         Assert.Equal((status, errorCode), (failure.Outcome.Info().Status, failure.Outcome.Info().Code));
-    }
-
-    private sealed class ErrorFeature(Exception exception) : Yarp.ReverseProxy.Forwarder.IForwarderErrorFeature
-    {
-        public Yarp.ReverseProxy.Forwarder.ForwarderError Error => Yarp.ReverseProxy.Forwarder.ForwarderError.Request;
-        public Exception? Exception => exception;
     }
 
     [Fact]

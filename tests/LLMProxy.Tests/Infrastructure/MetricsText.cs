@@ -33,6 +33,14 @@ public static partial class MetricsText
     [GeneratedRegex(""",?[a-zA-Z_][a-zA-Z0-9_]*=""(?=[,}])""")]
     private static partial Regex EmptyLabel();
 
+    /// <summary>The text <c>/metrics</c> would serve for <paramref name="registry"/>, without a listener (unit tests).</summary>
+    public static async Task<string> ExportAsync(Prometheus.CollectorRegistry registry)
+    {
+        using var exported = new MemoryStream();
+        await registry.CollectAndExportAsTextAsync(exported);
+        return System.Text.Encoding.UTF8.GetString(exported.ToArray());
+    }
+
     /// <summary>Sum over every series of a family (counter or gauge, not histogram parts).</summary>
     public static double Sum(string metrics, string family)
     {

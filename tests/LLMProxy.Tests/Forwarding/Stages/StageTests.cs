@@ -194,12 +194,7 @@ public sealed class StageTests : IDisposable
         Assert.Equal(errorCode, json.RootElement.GetProperty("error").GetProperty("code").GetString());
         Assert.Equal(status == 503 ? "1" : "", http.Response.Headers.RetryAfter.ToString());
         // The verdict a breaker would get is the error counted against the member.
-        using var exported = new MemoryStream();
-        await _runtime.Metrics.Registry.CollectAndExportAsTextAsync(exported);
-        var errors = Encoding.UTF8.GetString(exported.ToArray()).Split('\n')
-            .Where(l => l.StartsWith("llmproxy_upstream_errors_total{", StringComparison.Ordinal))
-            .Sum(l => double.Parse(l[(l.LastIndexOf(' ') + 1)..], System.Globalization.CultureInfo.InvariantCulture));
-        Assert.Equal(failures, errors);
+        Assert.Equal(failures, MetricsText.Sum(await MetricsText.ExportAsync(_runtime.Metrics.Registry), "llmproxy_upstream_errors_total"));
     }
 
     /// <summary>Fails every send as SocketsHttpHandler reports a socket that could not be opened or connected.</summary>
@@ -212,15 +207,8 @@ public sealed class StageTests : IDisposable
             Yarp.ReverseProxy.Forwarder.HttpTransformer transformer)
         {
             Sends++;
-            var exception = new HttpRequestException(HttpRequestError.ConnectionError, "connect failed", new System.Net.Sockets.SocketException((int)code));
-            context.Features.Set<Yarp.ReverseProxy.Forwarder.IForwarderErrorFeature>(new ErrorFeature(exception));
+            context.Features.Set<Yarp.ReverseProxy.Forwarder.IForwarderErrorFeature>(ForwarderErrorFeature.ConnectFailed(code));
             return new(Yarp.ReverseProxy.Forwarder.ForwarderError.Request);
-        }
-
-        private sealed class ErrorFeature(Exception exception) : Yarp.ReverseProxy.Forwarder.IForwarderErrorFeature
-        {
-            public Yarp.ReverseProxy.Forwarder.ForwarderError Error => Yarp.ReverseProxy.Forwarder.ForwarderError.Request;
-            public Exception? Exception => exception;
         }
     }
 
