@@ -1,5 +1,4 @@
 using System.Net.Sockets;
-using LLMProxy.Configuration;
 using LLMProxy.Observability;
 using Microsoft.Extensions.Logging;
 using Prometheus;
@@ -38,50 +37,25 @@ internal sealed class DescriptorCeiling
     public const int AdminRoom = 32;
 
     private readonly long? _limit;
-    private readonly Func<ProxyConfig> _config;
-    private Computed? _forward;
+    private readonly Func<long> _upstreamConnections;
 
     /// <param name="limit">The process's open-file limit; null (not Linux, unlimited) = no ceiling.</param>
-    /// <param name="config">The config now in force: its pools decide the room kept for upstream connections.</param>
-    public DescriptorCeiling(long? limit, Func<ProxyConfig> config)
+    /// <param name="upstreamConnections">The most upstream connections the pools of the config now in force can hold
+    /// (computed once per config, <see cref="Runtime.ProxyRuntime.UpstreamConnectionCap"/>).</param>
+    public DescriptorCeiling(long? limit, Func<long> upstreamConnections)
     {
         _limit = limit;
-        _config = config;
+        _upstreamConnections = upstreamConnections;
     }
+
+    public long Forward => _limit is { } limit ? ForwardCeiling(limit, _upstreamConnections()) : long.MaxValue;
 
     public long Admin => _limit is null ? long.MaxValue : Forward + AdminRoom;
-
-    /// <summary>The forward ceiling under the config now in force (recomputed only when a reload swapped it).</summary>
-    public long Forward
-    {
-        get
-        {
-            if (_limit is not { } limit)
-            {
-                return long.MaxValue;
-            }
-            var config = _config();
-            var computed = Volatile.Read(ref _forward);
-            if (computed is null || !ReferenceEquals(computed.Config, config))
-            {
-                computed = new Computed(config, ForwardCeiling(limit, FileDescriptorBudget.UpstreamConnections(config)));
-                Volatile.Write(ref _forward, computed);
-            }
-            return computed.Ceiling;
-        }
-    }
 
     public long For(ListenerKind kind) => kind == ListenerKind.Admin ? Admin : Forward;
 
     public static long ForwardCeiling(long limit, long upstreamConnections) =>
         limit - Math.Min(RuntimeRoom + AdminRoom + upstreamConnections, limit / 2);
-
-    /// <summary>A plain class, not a record: a record's generated <c>ToString</c> would format the config, secrets and all.</summary>
-    private sealed class Computed(ProxyConfig config, long ceiling)
-    {
-        public ProxyConfig Config { get; } = config;
-        public long Ceiling { get; } = ceiling;
-    }
 }
 
 /// <summary>
@@ -98,8 +72,6 @@ internal sealed class AcceptGuard(DescriptorCeiling ceiling, ProxyMetrics metric
     private readonly Counter.Child _shedAdmin = metrics.ConnectionsShed.WithLabels("admin");
     private readonly LogThrottle _pauseLog = new(TimeProvider.System, LogInterval);
     private readonly LogThrottle _shedLog = new(TimeProvider.System, LogInterval);
-
-    public DescriptorCeiling Ceiling => ceiling;
 
     /// <summary>Closes <paramref name="accepted"/> (the client sees it closed, unanswered) when its descriptor number is
     /// at or above the ceiling of its listener; true when it did.</summary>

@@ -88,7 +88,7 @@ internal sealed class ProxyHost : IAsyncDisposable
         Log.Starting(logger, Cli.VersionInfo.Version, config.HttpServer.Forwards.Count, config.UpstreamGroups.Count, config.Upstreams.Count);
         var openFileLimit = FileDescriptorBudget.ReadOpenFileLimit();
         FileDescriptorBudget.Check(config, openFileLimit, logger);
-        var acceptGuard = new AcceptGuard(new DescriptorCeiling(openFileLimit, () => holder.Current.Config), metrics, logger);
+        var acceptGuard = new AcceptGuard(new DescriptorCeiling(openFileLimit, () => holder.Current.UpstreamConnectionCap), metrics, logger);
 
         var apps = new List<WebApplication>();
         var forwardPorts = new Dictionary<string, int>(StringComparer.Ordinal);

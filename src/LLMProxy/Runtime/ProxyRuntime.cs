@@ -17,6 +17,7 @@ internal sealed class ProxyRuntime : IDisposable
         Cluster.RedisCluster? cluster = null)
     {
         Config = config;
+        UpstreamConnectionCap = Hosting.FileDescriptorBudget.UpstreamConnections(config);
         Cluster = cluster;
         Metrics = metrics;
         Time = time;
@@ -63,6 +64,9 @@ internal sealed class ProxyRuntime : IDisposable
     /// <summary>The shared state (SPEC §17), or null without <c>cluster.redis</c>.</summary>
     public Cluster.RedisCluster? Cluster { get; }
     public ProxyMetrics Metrics { get; }
+    /// <summary>The most upstream connections this config's pools can hold at once (<c>maxPerHost</c> per distinct host
+    /// and group): the room the descriptor ceiling keeps for them.</summary>
+    public long UpstreamConnectionCap { get; }
     public TimeProvider Time { get; }
     public IReadOnlyDictionary<string, UpstreamRuntime> Upstreams { get; }
     public IReadOnlyDictionary<string, GroupRuntime> Groups { get; }

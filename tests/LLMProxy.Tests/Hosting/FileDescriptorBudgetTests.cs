@@ -87,18 +87,24 @@ public class DescriptorCeilingTests
         Assert.Equal(expected, DescriptorCeiling.ForwardCeiling(limit, upstream));
 
     [Fact]
-    public void Forward_FollowsTheConfigInForce_AdminKeepsOnlyTheRuntimesRoom()
+    public void Forward_FollowsTheConfigInForce_AdminMay32More()
     {
-        var config = ConfigLoader.LoadYaml(OneGroup).Config!;
-        var ceiling = new DescriptorCeiling(4096, () => config);
+        // As the host wires it: the room for the pools is the cap of the runtime in force, computed when it was built.
+        using var first = Runtime(OneGroup);
+        var holder = new LLMProxy.Runtime.RuntimeHolder(first);
+        var ceiling = new DescriptorCeiling(4096, () => holder.Current.UpstreamConnectionCap);
         Assert.Equal(4096 - 64 - 32 - 100, ceiling.Forward);
         Assert.Equal(4096 - 64 - 100, ceiling.Admin);
         Assert.Equal(ceiling.Admin, ceiling.For(ListenerKind.Admin));
 
         // A reload that adds a host to the group keeps room for its pool too.
-        config = ConfigLoader.LoadYaml(OneGroup.Replace("      - name: u1\n", "      - name: u1\n      - name: u2\n", StringComparison.Ordinal)).Config!;
+        using var second = Runtime(OneGroup.Replace("      - name: u1\n", "      - name: u1\n      - name: u2\n", StringComparison.Ordinal));
+        holder.Swap(second);
         Assert.Equal(4096 - 64 - 32 - 200, ceiling.For(ListenerKind.Forward));
     }
+
+    private static LLMProxy.Runtime.ProxyRuntime Runtime(string yaml) =>
+        new(ConfigLoader.LoadYaml(yaml).Config!, new ProxyMetrics(includeProcessMetrics: false), TimeProvider.System, NullLogger.Instance);
 
     [Fact]
     public void UnknownLimit_NoCeiling()
@@ -122,10 +128,8 @@ public class AcceptGuardTests
         using var accepted = await listener.AcceptAsync();
         var descriptor = accepted.Handle.ToInt64();
         // Pools larger than any table: the room kept is half the limit, so the forward ceiling is the limit's other half.
-        var config = ConfigLoader.LoadYaml(ProcessConfig.Minimal(3000, 9000, "http://127.0.0.1:9",
-            groupExtra: "    httpClient:\n      connect:\n        maxPerHost: 100000000")).Config!;
         var metrics = new ProxyMetrics(includeProcessMetrics: false);
-        AcceptGuard Guard(long limit) => new(new DescriptorCeiling(limit, () => config), metrics, NullLogger.Instance);
+        AcceptGuard Guard(long limit) => new(new DescriptorCeiling(limit, () => 100_000_000), metrics, NullLogger.Instance);
 
         Assert.False(Guard(2 * (descriptor + 1)).ShedIfCrowded(accepted, ListenerKind.Forward));
         // At the forward ceiling an admin connection is still kept (it may use the admin room) ...
@@ -134,9 +138,7 @@ public class AcceptGuardTests
         Assert.True(Guard(2 * descriptor).ShedIfCrowded(accepted, ListenerKind.Forward));
 
         Assert.Equal(0, await client.ReceiveAsync(new byte[16]).WaitAsync(TimeSpan.FromSeconds(10)));
-        using var exported = new MemoryStream();
-        await metrics.Registry.CollectAndExportAsTextAsync(exported);
-        var text = System.Text.Encoding.UTF8.GetString(exported.ToArray());
+        var text = await MetricsText.ExportAsync(metrics.Registry);
         Assert.Equal(1, Sample(text, "llmproxy_connections_shed_total{listener=\"forward\"}"));
         Assert.Equal(0, Sample(text, "llmproxy_connections_shed_total{listener=\"admin\"}"));
     }
