@@ -35,8 +35,7 @@ public class FileDescriptorExhaustionTests(ITestOutputHelper output)
 
         // Cold on purpose: before the ceiling, a flood on a process whose thread pool had not grown yet aborted it
         // ("Out of memory.": 25 of 30 trials of bench/fdflood.py) — the runtime could not start a thread.
-        using var kept = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        await kept.ConnectAsync(new IPEndPoint(IPAddress.Loopback, port));
+        using var kept = await OpenAsync(port);
         var held = new List<Socket>();
         try
         {
@@ -108,8 +107,7 @@ public class FileDescriptorExhaustionTests(ITestOutputHelper output)
         var (proxy, port, adminPort) = await StartUnderLowLimitAsync(upstream.Url);
         await using var _ = proxy;
 
-        using var kept = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        await kept.ConnectAsync(new IPEndPoint(IPAddress.Loopback, port));
+        using var kept = await OpenAsync(port);
         var held = new List<Socket>();
         try
         {
@@ -164,9 +162,23 @@ public class FileDescriptorExhaustionTests(ITestOutputHelper output)
     {
         for (var i = 0; i < Connections; i++)
         {
-            var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-            held.Add(socket);
+            held.Add(await OpenAsync(port));
+        }
+    }
+
+    /// <summary>A TCP connection to 127.0.0.1:<paramref name="port"/> that has sent nothing yet.</summary>
+    private static async Task<Socket> OpenAsync(int port)
+    {
+        var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        try
+        {
             await socket.ConnectAsync(new IPEndPoint(IPAddress.Loopback, port));
+            return socket;
+        }
+        catch
+        {
+            socket.Dispose();
+            throw;
         }
     }
 
