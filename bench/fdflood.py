@@ -2,7 +2,9 @@
 """Connection-flood trials against the real binary under a low open-file limit (prlimit).
 
 Each trial starts a fresh proxy (cold unless --warm N) in front of the built-in mock, opens one keep-alive client
-connection, then floods the forward with --conns raw connections that are held open and never send anything. While
+connection, then floods the forward with --conns raw connections that are held open and never send anything (with
+--send, each sends a whole chat request at once and never reads the answer: every connection the proxy keeps then
+also needs an upstream connection). While
 they are held it checks that the proxy still serves: a request on the keep-alive connection, and /metrics on a fresh
 admin connection. Then it releases them and checks that a fresh connection is served. It records whether the process
 survived ("Out of memory." = the runtime could not start a thread for want of a descriptor; docs/RELIABILITY.md).
@@ -22,6 +24,9 @@ import tempfile
 import threading
 import time
 
+BODY = b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}'
+REQUEST = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+           b"Content-Length: " + str(len(BODY)).encode() + b"\r\n\r\n" + BODY)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -129,6 +134,14 @@ upstreamGroups:
             except BlockingIOError:
                 pass
             held.append(s)
+        if args.send:
+            for s in held:
+                try:
+                    s.setblocking(True)
+                    s.settimeout(1)
+                    s.sendall(REQUEST)
+                except OSError:
+                    pass  # shed by the proxy: closed or reset
         time.sleep(args.hold)
         try:
             result["during"] = request(port, "/v1/models", conn=keep, timeout=10)[0]
@@ -164,6 +177,7 @@ def main():
     parser.add_argument("--idle", type=float, default=0, help="seconds idle between the warm-up and the flood")
     parser.add_argument("--limit", type=int, default=400)
     parser.add_argument("--conns", type=int, default=600)
+    parser.add_argument("--send", action="store_true", help="every flood connection sends a whole request, never reads")
     parser.add_argument("--hold", type=float, default=2, help="seconds the flood is held before the checks")
     parser.add_argument("--dll", default=os.path.join(ROOT, "src/LLMProxy/bin/Release/net10.0/llmproxy.dll"))
     args = parser.parse_args()
@@ -189,7 +203,8 @@ def main():
             if not ok:
                 tail = "\n".join(proxy.text.splitlines()[-30:])
                 print(re.sub(r"^", "    ", tail, flags=re.M), flush=True)
-        print(f"{args.trials} trials (warm {args.warm}, idle {args.idle} s, limit {args.limit}, {args.conns} connections): "
+        print(f"{args.trials} trials (warm {args.warm}, idle {args.idle} s, limit {args.limit}, {args.conns} connections"
+              f"{', each sending a request' if args.send else ''}): "
               f"{aborted} aborted, {failed} not serving during or after the flood", flush=True)
     finally:
         mock.stop()

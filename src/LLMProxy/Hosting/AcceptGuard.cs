@@ -1,4 +1,5 @@
 using System.Net.Sockets;
+using Microsoft.AspNetCore.Connections;
 using LLMProxy.Observability;
 using Microsoft.Extensions.Logging;
 using Prometheus;
@@ -23,11 +24,14 @@ internal enum ListenerKind
 /// first) the numbers from the ceiling up are left to the pools, admin and the runtime.</para>
 /// <para>A forward connection numbered at or above <see cref="Forward"/> is closed: from that ceiling up there is room for
 /// every upstream connection the pools may still open (<c>maxPerHost</c> per distinct host and group), for
-/// <see cref="AdminRoom"/> admin connections and for <see cref="RuntimeRoom"/> descriptors of the runtime's own. An admin
-/// connection may take the admin room too, never the pools' or the runtime's, so a flood of either kind leaves the
-/// runtime its room even after every pool filled up. The room kept is at most half the limit: a config whose pools
-/// alone would take more (the start-up warning names it) still serves half the table's worth of clients, each of which
-/// holds at most one upstream connection at a time (forwards speak HTTP/1.1).</para>
+/// <see cref="AdminRoom"/> admin connections and for <see cref="RuntimeRoom"/> descriptors of the runtime's own. Those
+/// are not regions: the pools' connections take the lowest free numbers too, so they land just above the ceiling. The
+/// admin room is therefore a count — while fewer than <see cref="AdminRoom"/> admin connections are open, a new one may
+/// go up to the runtime's room (<see cref="Admin"/>); beyond that it is held to the forwards' ceiling — so a scrape gets
+/// in while a request flood fills the pools, and no admin flood can take more than its 32 from the pools or the runtime.
+/// The room kept is at most half the limit: a config whose pools alone would take more (the start-up warning names
+/// it) still serves half the table's worth of clients, each of which holds at most one upstream connection at a time
+/// (forwards speak HTTP/1.1).</para>
 /// </summary>
 internal sealed class DescriptorCeiling
 {
@@ -50,9 +54,12 @@ internal sealed class DescriptorCeiling
 
     public long Forward => _limit is { } limit ? ForwardCeiling(limit, _upstreamConnections()) : long.MaxValue;
 
-    public long Admin => _limit is null ? long.MaxValue : Forward + AdminRoom;
+    /// <summary>The ceiling of the first <see cref="AdminRoom"/> admin connections: only the runtime's room is kept.</summary>
+    public long Admin => _limit is { } limit ? limit - RuntimeRoom : long.MaxValue;
 
-    public long For(ListenerKind kind) => kind == ListenerKind.Admin ? Admin : Forward;
+    /// <param name="adminOpen">Admin connections open now (<see cref="AcceptGuard.CountAdmin"/>).</param>
+    public long For(ListenerKind kind, int adminOpen) =>
+        kind == ListenerKind.Admin && adminOpen < AdminRoom ? Admin : Forward;
 
     public static long ForwardCeiling(long limit, long upstreamConnections) =>
         limit - Math.Min(RuntimeRoom + AdminRoom + upstreamConnections, limit / 2);
@@ -72,19 +79,37 @@ internal sealed class AcceptGuard(DescriptorCeiling ceiling, ProxyMetrics metric
     private readonly Counter.Child _shedAdmin = metrics.ConnectionsShed.WithLabels("admin");
     private readonly LogThrottle _pauseLog = new(TimeProvider.System, LogInterval);
     private readonly LogThrottle _shedLog = new(TimeProvider.System, LogInterval);
+    private int _adminOpen;
+
+    /// <summary>Admin connections open now (the admin room's count).</summary>
+    public int AdminOpen => Volatile.Read(ref _adminOpen);
+
+    /// <summary>For the admin listener's <c>ListenOptions.Use</c>: an admin connection is counted as it is accepted
+    /// (<see cref="ShedIfCrowded"/>: a burst is counted before Kestrel runs any of it) and uncounted here as it ends.</summary>
+    public ConnectionDelegate CountAdmin(ConnectionDelegate next) => async connection =>
+    {
+        try
+        {
+            await next(connection).ConfigureAwait(false);
+        }
+        finally
+        {
+            Interlocked.Decrement(ref _adminOpen);
+        }
+    };
 
     /// <summary>Closes <paramref name="accepted"/> (the client sees it closed, unanswered) when its descriptor number is
-    /// at or above the ceiling of its listener; true when it did.</summary>
+    /// at or above the ceiling of its listener; true when it did. A kept admin connection is counted.</summary>
     public bool ShedIfCrowded(Socket accepted, ListenerKind kind)
     {
-        var max = ceiling.For(kind);
-        if (max == long.MaxValue)
-        {
-            return false;
-        }
-        var descriptor = accepted.Handle.ToInt64();
+        var max = ceiling.For(kind, AdminOpen);
+        var descriptor = max == long.MaxValue ? 0 : accepted.Handle.ToInt64();
         if (descriptor < max)
         {
+            if (kind == ListenerKind.Admin)
+            {
+                Interlocked.Increment(ref _adminOpen);
+            }
             return false;
         }
         accepted.Dispose();

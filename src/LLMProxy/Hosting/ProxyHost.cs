@@ -200,6 +200,10 @@ internal sealed class ProxyHost : IAsyncDisposable
                 {
                     listen.Use(cap.Wrap);
                 }
+                if (kind == ListenerKind.Admin)
+                {
+                    listen.Use(acceptGuard.CountAdmin);
+                }
             });
             k.Limits.MaxRequestBodySize = maxBody;
             k.Limits.KeepAliveTimeout = TimeSpan.FromMilliseconds(timeouts.Idle);

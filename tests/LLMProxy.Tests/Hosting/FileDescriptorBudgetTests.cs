@@ -1,5 +1,8 @@
 using LLMProxy.Configuration;
+using System.Net;
+using System.Net.Sockets;
 using LLMProxy.Hosting;
+using Microsoft.AspNetCore.Connections;
 using LLMProxy.Observability;
 using LLMProxy.Tests.Infrastructure;
 using Microsoft.Extensions.Logging.Abstractions;
@@ -87,20 +90,24 @@ public class DescriptorCeilingTests
         Assert.Equal(expected, DescriptorCeiling.ForwardCeiling(limit, upstream));
 
     [Fact]
-    public void Forward_FollowsTheConfigInForce_AdminMay32More()
+    public void Forward_FollowsTheConfigInForce_First32AdminConnectionsKeepOnlyTheRuntimesRoom()
     {
         // As the host wires it: the room for the pools is the cap of the runtime in force, computed when it was built.
         using var first = Runtime(OneGroup);
         var holder = new LLMProxy.Runtime.RuntimeHolder(first);
         var ceiling = new DescriptorCeiling(4096, () => holder.Current.UpstreamConnectionCap);
         Assert.Equal(4096 - 64 - 32 - 100, ceiling.Forward);
-        Assert.Equal(4096 - 64 - 100, ceiling.Admin);
-        Assert.Equal(ceiling.Admin, ceiling.For(ListenerKind.Admin));
+        Assert.Equal(4096 - 64, ceiling.Admin);
+        // The admin room is a count: the pools' connections take the lowest free numbers too, so it cannot be a region.
+        Assert.Equal(ceiling.Admin, ceiling.For(ListenerKind.Admin, adminOpen: 0));
+        Assert.Equal(ceiling.Admin, ceiling.For(ListenerKind.Admin, adminOpen: DescriptorCeiling.AdminRoom - 1));
+        Assert.Equal(ceiling.Forward, ceiling.For(ListenerKind.Admin, adminOpen: DescriptorCeiling.AdminRoom));
+        Assert.Equal(ceiling.Forward, ceiling.For(ListenerKind.Forward, adminOpen: 0));
 
         // A reload that adds a host to the group keeps room for its pool too.
         using var second = Runtime(OneGroup.Replace("      - name: u1\n", "      - name: u1\n      - name: u2\n", StringComparison.Ordinal));
         holder.Swap(second);
-        Assert.Equal(4096 - 64 - 32 - 200, ceiling.For(ListenerKind.Forward));
+        Assert.Equal(4096 - 64 - 32 - 200, ceiling.For(ListenerKind.Forward, adminOpen: 0));
     }
 
     private static LLMProxy.Runtime.ProxyRuntime Runtime(string yaml) =>
@@ -118,28 +125,66 @@ public class DescriptorCeilingTests
 public class AcceptGuardTests
 {
     [Fact]
-    public async Task ConnectionAtTheCeiling_IsClosedAndCounted_OneBelowIsKept_AdminMayGoHigher()
+    public async Task ConnectionAtTheCeiling_IsClosedAndCounted_OneBelowIsKept()
     {
-        using var listener = new System.Net.Sockets.Socket(System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp);
-        listener.Bind(new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, 0));
-        listener.Listen(8);
-        using var client = new System.Net.Sockets.Socket(System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp);
+        using var listener = Listen();
+        using var client = new Socket(SocketType.Stream, ProtocolType.Tcp);
         await client.ConnectAsync(listener.LocalEndPoint!);
         using var accepted = await listener.AcceptAsync();
         var descriptor = accepted.Handle.ToInt64();
-        // Pools larger than any table: the room kept is half the limit, so the forward ceiling is the limit's other half.
         var metrics = new ProxyMetrics(includeProcessMetrics: false);
+        // Pools larger than any table: the room kept is half the limit, so the forward ceiling is the limit's other half.
         AcceptGuard Guard(long limit) => new(new DescriptorCeiling(limit, () => 100_000_000), metrics, NullLogger.Instance);
 
         Assert.False(Guard(2 * (descriptor + 1)).ShedIfCrowded(accepted, ListenerKind.Forward));
-        // At the forward ceiling an admin connection is still kept (it may use the admin room) ...
-        Assert.False(Guard(2 * descriptor).ShedIfCrowded(accepted, ListenerKind.Admin));
-        // ... a forward connection is closed.
         Assert.True(Guard(2 * descriptor).ShedIfCrowded(accepted, ListenerKind.Forward));
 
         Assert.Equal(0, await client.ReceiveAsync(new byte[16]).WaitAsync(TimeSpan.FromSeconds(10)));
         var text = await MetricsText.ExportAsync(metrics.Registry);
         Assert.Equal(1, Sample(text, "llmproxy_connections_shed_total{listener=\"forward\"}"));
         Assert.Equal(0, Sample(text, "llmproxy_connections_shed_total{listener=\"admin\"}"));
+    }
+
+    /// <summary>The admin room is counted from accept (a burst is counted before Kestrel runs any of it) to the end of
+    /// the connection's middleware; forward connections and shed ones are not counted.</summary>
+    [Fact]
+    public async Task AdminConnections_CountedFromAcceptToTheirEnd_OnlyKeptOnes()
+    {
+        using var listener = Listen();
+        var guard = new AcceptGuard(new DescriptorCeiling(null, () => 0), new ProxyMetrics(includeProcessMetrics: false), NullLogger.Instance);
+        var sockets = new List<Socket>();
+        try
+        {
+            for (var i = 0; i < 3; i++)
+            {
+                var client = new Socket(SocketType.Stream, ProtocolType.Tcp);
+                sockets.Add(client);
+                await client.ConnectAsync(listener.LocalEndPoint!);
+                sockets.Add(await listener.AcceptAsync());
+            }
+            Assert.False(guard.ShedIfCrowded(sockets[1], ListenerKind.Admin));
+            Assert.False(guard.ShedIfCrowded(sockets[3], ListenerKind.Admin));
+            Assert.False(guard.ShedIfCrowded(sockets[5], ListenerKind.Forward));
+            Assert.Equal(2, guard.AdminOpen);
+
+            var ending = new TaskCompletionSource();
+            var connection = guard.CountAdmin(_ => ending.Task)(new DefaultConnectionContext());
+            Assert.Equal(2, guard.AdminOpen);
+            ending.SetResult();
+            await connection;
+            Assert.Equal(1, guard.AdminOpen);
+        }
+        finally
+        {
+            sockets.ForEach(s => s.Dispose());
+        }
+    }
+
+    private static Socket Listen()
+    {
+        var listener = new Socket(SocketType.Stream, ProtocolType.Tcp);
+        listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        listener.Listen(8);
+        return listener;
     }
 }

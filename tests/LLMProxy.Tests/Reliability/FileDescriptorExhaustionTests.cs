@@ -29,7 +29,13 @@ public class FileDescriptorExhaustionTests(ITestOutputHelper output)
         {
             return;
         }
-        await using var upstream = await ScriptedUpstream.StartAsync(ScriptedUpstream.Json("u1"));
+        // A slow answer keeps the flood's requests in flight together: the pool opens all its connections (maxPerHost 50).
+        var answer = ScriptedUpstream.Json("u1");
+        await using var upstream = await ScriptedUpstream.StartAsync(async context =>
+        {
+            await Task.Delay(200);
+            await answer(context);
+        });
         var (proxy, port, adminPort) = await StartUnderLowLimitAsync(upstream.Url);
         await using var _ = proxy;
 
@@ -40,12 +46,7 @@ public class FileDescriptorExhaustionTests(ITestOutputHelper output)
         try
         {
             await HoldAsync(held, port);
-            using var admin = new HttpClient { Timeout = TimeSpan.FromSeconds(10) };
-            var metricsUrl = $"http://127.0.0.1:{adminPort}/metrics";
-            await WaitUntilAsync(async () => Sample(await admin.GetStringAsync(metricsUrl), "llmproxy_connections_shed_total{listener=\"forward\"}")
-                    >= Connections - FdLimit / 2,
-                TimeSpan.FromSeconds(30), async () => $"not shed: {Lines(await admin.GetStringAsync(metricsUrl), "llmproxy_connections_shed_total")}");
-            await proxy.WaitForOutputAsync("file descriptors short");
+            await proxy.WaitForOutputAsync("file descriptors short: a connection on the forward listener");
 
             // Flooded: what the process burns meanwhile (a spinning accept loop burns a whole core).
             using var process = Process.GetProcessById(proxy.Pid);
@@ -57,13 +58,38 @@ public class FileDescriptorExhaustionTests(ITestOutputHelper output)
             output.WriteLine($"CPU while flooded: {share:P0} of a core");
             Assert.True(share < 0.5, $"the process used {share:P0} of a core while flooded");
 
-            // Still serving through the flood: a connection made before it (its request needs an upstream connection,
-            // for which room was kept) ...
+            // Then the worst form: every flood connection sends a whole request and never reads the answer, so every one
+            // the proxy kept also takes an upstream connection, whose descriptors land just above the forwards' ceiling.
+            await SendRequestsAsync(held);
+            // Still serving: a connection made before the flood (its request needs an upstream connection, for which
+            // room was kept). Its answer also means the flood's requests have taken their upstream connections.
             Assert.Contains("{\"upstream\":\"u1\"}", await GetOnAsync(kept, "/v1/models"));
-            // ... and the admin listener on a new connection, whose ceiling is above the forwards'.
-            var metrics = await admin.GetStringAsync(metricsUrl);
-            Assert.Equal(0, Sample(metrics, "llmproxy_accept_pauses_total"));
+
+            // And the admin listener on connections made now, whose descriptors land above the pools' connections: the
+            // admin room is a count, not the numbers just above the forwards' ceiling (which the pools took first).
+            // Several at once, so that one filling a hole left lower in the table cannot hide it.
+            var scrapes = new List<Socket>();
+            try
+            {
+                for (var i = 0; i < 6; i++)
+                {
+                    scrapes.Add(await OpenAsync(adminPort));
+                }
+                foreach (var scrape in scrapes)
+                {
+                    Assert.Contains("llmproxy_connections_shed_total", await GetOnAsync(scrape, "/metrics"));
+                }
+            }
+            finally
+            {
+                scrapes.ForEach(socket => socket.Dispose());
+            }
+            using var admin = new HttpClient { Timeout = TimeSpan.FromSeconds(10) };
+            var metrics = await admin.GetStringAsync($"http://127.0.0.1:{adminPort}/metrics");
+            Assert.True(Sample(metrics, "llmproxy_connections_shed_total{listener=\"forward\"}") >= Connections - FdLimit / 2,
+                Lines(metrics, "llmproxy_connections_shed_total"));
             Assert.Equal(0, Sample(metrics, "llmproxy_connections_shed_total{listener=\"admin\"}"));
+            Assert.Equal(0, Sample(metrics, "llmproxy_accept_pauses_total"));
         }
         finally
         {
@@ -163,6 +189,23 @@ public class FileDescriptorExhaustionTests(ITestOutputHelper output)
         for (var i = 0; i < Connections; i++)
         {
             held.Add(await OpenAsync(port));
+        }
+    }
+
+    /// <summary>A whole request on each of <paramref name="held"/> (the ones the proxy shed refuse it); none is read.</summary>
+    private static async Task SendRequestsAsync(List<Socket> held)
+    {
+        var request = System.Text.Encoding.ASCII.GetBytes("GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+        foreach (var socket in held)
+        {
+            try
+            {
+                await socket.SendAsync(request).WaitAsync(TimeSpan.FromSeconds(5));
+            }
+            catch (Exception e) when (e is SocketException or TimeoutException)
+            {
+                // Shed: closed or reset by the proxy.
+            }
         }
     }
 
