@@ -88,6 +88,7 @@ internal sealed class ProxyHost : IAsyncDisposable
         Log.Starting(logger, Cli.VersionInfo.Version, config.HttpServer.Forwards.Count, config.UpstreamGroups.Count, config.Upstreams.Count);
         var openFileLimit = FileDescriptorBudget.ReadOpenFileLimit();
         FileDescriptorBudget.Check(config, openFileLimit, logger);
+        CleartextHttp2.WarnIfUnavailable(logger);
         var acceptGuard = new AcceptGuard(new DescriptorCeiling(openFileLimit, () => holder.Current.UpstreamConnectionCap), metrics, logger);
 
         var apps = new List<WebApplication>();
@@ -103,7 +104,8 @@ internal sealed class ProxyHost : IAsyncDisposable
                 // drain what the client keeps sending, and the client reads the answer instead of a reset.
                 var cap = new ConnectionCap(c.Name, c.MaxConnections, metrics, options.Time, logger);
                 var app = BuildApp(loggerFactory, c.Address, options.EphemeralPorts ? 0 : c.Port, c.Timeout, maxBody: null,
-                    config.HttpServer.ShutdownTimeout, inlineScheduling: true, acceptGuard, ListenerKind.Forward, cap);
+                    config.HttpServer.ShutdownTimeout, inlineScheduling: true, acceptGuard, ListenerKind.Forward, cap,
+                    new CleartextHttp2(TimeSpan.FromMilliseconds(c.Timeout.Idle)));
                 var handler = new ForwardHandler(holder, index, app.Services.GetRequiredService<IHttpForwarder>(), options.Time,
                     loggerFactory.CreateLogger("LLMProxy.Access"));
                 app.Run(handler.HandleAsync);
@@ -169,7 +171,8 @@ internal sealed class ProxyHost : IAsyncDisposable
             : $"{address}:{port}";
 
     private static WebApplication BuildApp(ILoggerFactory loggerFactory, string address, int port, ServerTimeoutConfig timeouts,
-        long? maxBody, int shutdownTimeoutMs, bool inlineScheduling, AcceptGuard acceptGuard, ListenerKind kind, ConnectionCap? cap = null)
+        long? maxBody, int shutdownTimeoutMs, bool inlineScheduling, AcceptGuard acceptGuard, ListenerKind kind, ConnectionCap? cap = null,
+        CleartextHttp2? h2c = null)
     {
         var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions());
         builder.Services.AddSingleton(loggerFactory);
@@ -191,14 +194,19 @@ internal sealed class ProxyHost : IAsyncDisposable
         {
             k.AddServerHeader = false;
             var ip = address == "localhost" ? IPAddress.Loopback : IPAddress.Parse(address);
-            // Cleartext listeners: Kestrel cannot offer HTTP/1.1 and prior-knowledge h2c on one port, and
-            // every LLM SDK speaks HTTP/1.1, so forwards are HTTP/1.1 (upstreams still get HTTP/2 over TLS).
+            // Cleartext listeners. Declared HTTP/1.1 (an endpoint declared for both would make Kestrel warn that h2c is
+            // off, and then pick HTTP/1.1 anyway); a forward's connections that open with the HTTP/2 preface are
+            // switched to HTTP/2 one by one (CleartextHttp2). Admin is HTTP/1.1.
             k.Listen(ip, port, listen =>
             {
                 listen.Protocols = HttpProtocols.Http1;
                 if (cap is not null)
                 {
                     listen.Use(cap.Wrap);
+                }
+                if (h2c is not null)
+                {
+                    listen.Use(h2c.Wrap);
                 }
                 if (kind == ListenerKind.Admin)
                 {

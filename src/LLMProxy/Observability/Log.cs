@@ -114,6 +114,10 @@ internal static partial class Log
         Message = "file descriptors short: a connection on the {Listener} listener was accepted as descriptor {Descriptor}, at or above the ceiling {Ceiling} that keeps room for upstream connections, admin and the runtime; closed {Shed} new connection(s) unanswered since the last such line; raise the open-file limit or lower maxConnections")]
     public static partial void ConnectionsShed(ILogger logger, string listener, long descriptor, long ceiling, long shed);
 
+    [LoggerMessage(EventId = 49, EventName = "CleartextHttp2Unavailable", Level = LogLevel.Warning,
+        Message = "this ASP.NET Core runtime gives no way to choose HTTP/2 on a cleartext connection: forwards serve HTTP/1.1 only, and a client that opens with the HTTP/2 preface (h2c prior knowledge) is refused")]
+    public static partial void CleartextHttp2Unavailable(ILogger logger);
+
     [LoggerMessage(EventId = 70, EventName = "ClusterRedisDown", Level = LogLevel.Warning,
         Message = "cluster: redis {Redis} unavailable ({Reason}); limits, cool-downs and key health are decided on this instance's own state until it answers again")]
     public static partial void ClusterRedisDown(ILogger logger, string redis, string reason);

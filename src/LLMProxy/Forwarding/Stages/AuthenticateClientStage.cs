@@ -4,6 +4,7 @@ using LLMProxy.Configuration;
 using LLMProxy.Observability;
 using LLMProxy.Runtime;
 using Microsoft.AspNetCore.Connections.Features;
+using Microsoft.AspNetCore.Http;
 
 namespace LLMProxy.Forwarding.Stages;
 
@@ -71,11 +72,16 @@ internal sealed class AuthenticateClientStage(ClientKeyTable keys, ForwardMetric
     /// The key <paramref name="presented"/> is. A keep-alive connection presents the same key on every request: the key
     /// this connection last authenticated with, against this same table, is taken again when the presented one equals it
     /// (compared in constant time, like the digests), without hashing it again. Anything else — another key, a reload
-    /// since, a connection without items — goes to the table, and a match becomes the connection's last key.
+    /// since, a connection without items, an HTTP/2 stream — goes to the table, and a match becomes the connection's last key.
     /// </summary>
     private ClientKeyRuntime? Match(RequestContext request, ReadOnlySpan<char> presented)
     {
-        var items = request.Http.Features.Get<IConnectionItemsFeature>()?.Items;
+        // Only an HTTP/1.x connection, one request at a time, keeps its last key: the streams of an HTTP/2 connection run
+        // at once, and the connection's items are a plain dictionary.
+        var protocol = request.Http.Request.Protocol;
+        var items = HttpProtocol.IsHttp11(protocol) || HttpProtocol.IsHttp10(protocol)
+            ? request.Http.Features.Get<IConnectionItemsFeature>()?.Items
+            : null;
         if (items is not null && items.TryGetValue(LastKey.Item, out var item) && item is LastKey last && last.Table == keys
             && CryptographicOperations.FixedTimeEquals(MemoryMarshal.AsBytes(presented), MemoryMarshal.AsBytes(last.Presented.AsSpan())))
         {
