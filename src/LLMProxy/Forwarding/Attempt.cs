@@ -26,6 +26,9 @@ internal sealed class Attempt
     public TimeSpan? RetryAfterHint { get; set; }
     /// <summary>Why the answer says the upstream's key is bad (SPEC §13.4), e.g. <c>status_401</c>; null otherwise.</summary>
     public string? BadKey { get; set; }
+    /// <summary>This attempt's request carried the upstream's configured credentials and no client's (SPEC §13.4):
+    /// only then is what the answer says about a key — bad, out of quota, its headroom — the proxy's key's.</summary>
+    public bool OwnCredentials { get; set; }
     public long Started { get; private set; }
     public double TimeToFirstByteSeconds { get; set; }
 
@@ -46,6 +49,7 @@ internal sealed class Attempt
         ProtocolViolation = false;
         RetryAfterHint = null;
         BadKey = null;
+        OwnCredentials = false;
         TimeToFirstByteSeconds = 0;
         Started = Stopwatch.GetTimestamp();
     }

@@ -66,9 +66,18 @@ internal sealed class UpstreamTransformer(RequestContext ctx, Attempt attempt, S
                 HeaderEdits.Remove(proxyRequest, Stages.AuthenticateClientStage.ApiKeyHeader);
             }
         }
+        // The proxy reads answers (usage, SPEC §13.2; a 429's quota error, §13.4), which it cannot in a compressed
+        // body: upstreams are asked for plain ones. An operator's header op may still ask otherwise.
+        if (headers.NonValidated.Contains("Accept-Encoding"))
+        {
+            headers.Remove("Accept-Encoding");
+            headers.TryAddWithoutValidation("Accept-Encoding", "identity");
+        }
+        var ownCredentials = 0;
         if (upstream.Authorization is { } auth)
         {
             HeaderEdits.Set(proxyRequest, "Authorization", auth);
+            ownCredentials = Credentials.Authorization;
         }
         if (ctx.Group.ProxyAuthorization is { } proxyAuthorization && proxyRequest.RequestUri.Scheme == Uri.UriSchemeHttp)
         {
@@ -83,8 +92,9 @@ internal sealed class UpstreamTransformer(RequestContext ctx, Attempt attempt, S
         var ops = upstream.HeaderOps;
         for (var i = 0; i < ops.Length; i++)
         {
-            ApplyHeaderOp(proxyRequest, ops[i]);
+            ApplyHeaderOp(proxyRequest, ops[i], upstream.InjectsCredentials, ref ownCredentials);
         }
+        attempt.OwnCredentials = upstream.InjectsCredentials && Credentials.OnlyOwn(proxyRequest, ownCredentials);
         // A small buffered body goes out in the same write as the head (Runtime/OneSendHandler).
         OneSendHandler.Offer(proxyRequest, ctx);
     }
@@ -168,7 +178,9 @@ internal sealed class UpstreamTransformer(RequestContext ctx, Attempt attempt, S
         return uri;
     }
 
-    private static void ApplyHeaderOp(HttpRequestMessage message, HeaderOpConfig op)
+    /// <param name="ownCredentials">The credential headers (<see cref="Credentials"/>) the proxy has set on this request so
+    /// far; kept only when <paramref name="credentialOps"/> (some op of this upstream sets one).</param>
+    private static void ApplyHeaderOp(HttpRequestMessage message, HeaderOpConfig op, bool credentialOps, ref int ownCredentials)
     {
         switch (op.Op)
         {
@@ -180,7 +192,45 @@ internal sealed class UpstreamTransformer(RequestContext ctx, Attempt attempt, S
                 break;
             case HeaderOp.Remove:
                 HeaderEdits.Remove(message, op.Key);
-                break;
+                if (credentialOps)
+                {
+                    ownCredentials &= ~Credentials.Of(op.Key);
+                }
+                return;
+            default:
+                return; // an insert the client's own header overruled: the value sent is the client's
+        }
+        if (credentialOps)
+        {
+            ownCredentials |= Credentials.Of(op.Key);
+        }
+    }
+
+    /// <summary>
+    /// The headers that carry an API key (SPEC §13.4), as bits. What an answer says about "the key" — a 401, a quota
+    /// error, headroom — is about the proxy's key only when the request carried the proxy's credentials and no
+    /// other: a client's own <c>Authorization</c> or <c>x-api-key</c>, passed through because an <c>insert</c> op yields
+    /// to it (or because the proxy set another header), would otherwise let any client disable every key of a group
+    /// with one bad header, or fill a key's learned headroom with its own account's.
+    /// </summary>
+    internal static class Credentials
+    {
+        public const int Authorization = 1, ApiKey = 2, AzureApiKey = 4;
+
+        public static int Of(string header) =>
+            header.Equals("Authorization", StringComparison.OrdinalIgnoreCase) ? Authorization
+            : header.Equals("x-api-key", StringComparison.OrdinalIgnoreCase) ? ApiKey
+            : header.Equals("api-key", StringComparison.OrdinalIgnoreCase) ? AzureApiKey
+            : 0;
+
+        /// <summary>The request carries some credential the proxy set, and every credential header on it is one the
+        /// proxy set.</summary>
+        public static bool OnlyOwn(HttpRequestMessage message, int own)
+        {
+            var present = (HeaderEdits.Has(message, "Authorization") ? Authorization : 0)
+                | (HeaderEdits.Has(message, "x-api-key") ? ApiKey : 0)
+                | (HeaderEdits.Has(message, "api-key") ? AzureApiKey : 0);
+            return (own & present) != 0 && (present & ~own) == 0;
         }
     }
 
@@ -202,14 +252,18 @@ internal sealed class UpstreamTransformer(RequestContext ctx, Attempt attempt, S
             attempt.ProtocolViolation = true;
             return false;
         }
-        // Provider headroom (SPEC §13.1) from every answer, 429 or not: a few header lookups, parsed only when present.
+        // Provider headroom (SPEC §13.1) from every answer to the proxy's key, 429 or not: a few header lookups, parsed
+        // only when present. An answer to a client's own key says nothing about the upstream's.
         var upstream = attempt.Lease!.Upstream;
-        upstream.Learn(proxyResponse.Headers);
+        if (attempt.OwnCredentials)
+        {
+            upstream.Learn(proxyResponse.Headers);
+        }
         if (status == StatusCodes.Status429TooManyRequests)
         {
             attempt.RetryAfterHint = RetryAfter.Parse(proxyResponse.Headers, ctx.Services.Time.GetUtcNow());
         }
-        if (upstream.InjectsCredentials && status is >= 401 and <= 403 or StatusCodes.Status429TooManyRequests)
+        if (attempt.OwnCredentials && status is >= 401 and <= 403 or StatusCodes.Status429TooManyRequests)
         {
             // SPEC §13.4: the proxy's own key may be bad. Only a 429's body is read (bounded), before anything is sent.
             attempt.BadKey = KeyHealthScreen.StatusReason(status)

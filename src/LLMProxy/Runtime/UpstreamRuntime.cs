@@ -128,7 +128,8 @@ internal sealed class UpstreamRuntime
     public string? Authorization { get; }
     public HeaderOpConfig[] HeaderOps { get; }
     /// <summary>Whether the proxy sends its own key here (auth bearer/basic, or a header op inserting or replacing
-    /// <c>Authorization</c>, <c>x-api-key</c> or <c>api-key</c>): only then can an answer say the key is bad (SPEC §13.4).</summary>
+    /// <c>Authorization</c>, <c>x-api-key</c> or <c>api-key</c>): only then can an answer say the key is bad (SPEC §13.4) —
+    /// and only when that request carried them and no client's (<see cref="Forwarding.Attempt.OwnCredentials"/>).</summary>
     public bool InjectsCredentials { get; }
     /// <summary><c>recheck</c>: the wait between trials of a disabled key; zero = never.</summary>
     public TimeSpan Recheck { get; }

@@ -107,6 +107,37 @@ public class TokenUsageTests
         AssertSample(metrics, "llmproxy_upstream_tokens_total{group=\"g\",upstream=\"u\",type=\"reasoning\"}", reasoning);
     }
 
+    /// <summary>A client that accepts gzip (every SDK does) must not get its answers' usage hidden in a compressed body:
+    /// upstreams are asked for plain answers, whatever the client accepts.</summary>
+    [Fact]
+    public async Task TokenUsage_ClientAcceptsGzip_UpstreamAskedForPlain_UsageCounted()
+    {
+        const string body = """{"id":"x","usage":{"prompt_tokens":31,"completion_tokens":7,"total_tokens":38}}""";
+        await using var upstream = await ScriptedUpstream.StartAsync(async context =>
+        {
+            // Compresses whenever the request allows it, as providers behind a CDN do.
+            context.Response.ContentType = "application/json";
+            if (context.Request.Headers.AcceptEncoding.ToString().Contains("gzip", StringComparison.OrdinalIgnoreCase))
+            {
+                context.Response.Headers.ContentEncoding = "gzip";
+                await using var gzip = new System.IO.Compression.GZipStream(context.Response.Body, System.IO.Compression.CompressionLevel.Fastest, leaveOpen: true);
+                await gzip.WriteAsync(Encoding.UTF8.GetBytes(body));
+                return;
+            }
+            await context.Response.WriteAsync(body);
+        });
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config($"- name: u\n  url: \"{upstream.Url}\"", "- name: u"));
+
+        using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions") { Content = new StringContent("{\"model\":\"m\"}", Encoding.UTF8, "application/json") };
+        request.Headers.TryAddWithoutValidation("Accept-Encoding", "gzip, deflate, br");
+        using var response = await proxy.Client.SendAsync(request);
+
+        Assert.Equal(body, await response.Content.ReadAsStringAsync());
+        Assert.Equal("identity", Assert.Single(upstream.Received).Header("Accept-Encoding"));
+        await AssertSampleAsync(proxy.Admin, "llmproxy_upstream_tokens_total{group=\"g\",upstream=\"u\",type=\"prompt\"}", 31);
+        AssertSample(await proxy.Admin.GetStringAsync("/metrics"), "llmproxy_upstream_tokens_total{group=\"g\",upstream=\"u\",type=\"completion\"}", 7);
+    }
+
     /// <summary>Hostile answers — absurd numbers, a deeply nested megabyte, no usage at all — pass through whole and
     /// count nothing they should not.</summary>
     [Theory]

@@ -30,6 +30,9 @@ public class BudgetPipelineTests
             : """{"error":{"message":"boom"}}""");
     };
 
+    /// <summary>The proxy's own key for an upstream: headroom is learned only from answers to it (SPEC §13.1, §13.4).</summary>
+    private const string OwnKey = "auth:\n  type: bearer\n  token: sk-proxy-key-0001";
+
     private static Task<HttpResponseMessage> Send(HttpClient client) =>
         client.PostAsync("/v1/chat/completions", new StringContent(Chat, Encoding.UTF8, "application/json"));
 
@@ -141,13 +144,32 @@ public class BudgetPipelineTests
         Assert.Equal("a", await Upstream(proxy.Client));
     }
 
+    /// <summary>With <c>auth: none</c> every client brings its own key: what an answer says of that key's headroom is
+    /// no reason to keep other clients off the upstream.</summary>
+    [Fact]
+    public async Task Headroom_FromAnAnswerToAClientsOwnKey_NotLearned()
+    {
+        var exhausted = new[] { ("x-ratelimit-remaining-requests", "0"), ("x-ratelimit-reset-requests", "6m0s") };
+        await using var ups = await Upstreams.StartAsync(("a", WithUsage("a", 1, 1, headers: exhausted)));
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config(ups.Yaml(), ups.Members()));
+
+        for (var i = 0; i < 3; i++)
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions") { Content = new StringContent(Chat, Encoding.UTF8, "application/json") };
+            request.Headers.Authorization = new("Bearer", $"sk-client-{i}");
+            using var r = await proxy.Client.SendAsync(request);
+            Assert.Equal(HttpStatusCode.OK, r.StatusCode);
+        }
+        Assert.Equal(3, ups["a"].Count);
+    }
+
     [Fact]
     public async Task Headroom_ProviderSaysNoTokensLeft_KeySkippedUntilReset()
     {
         var exhausted = new[] { ("x-ratelimit-remaining-tokens", "100"), ("x-ratelimit-reset-tokens", "20s") };
         await using var ups = await Upstreams.StartAsync(("a", WithUsage("a", 10, 10, headers: exhausted)), ("b", WithUsage("b", 10, 10)));
         var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
-        await using var proxy = await TestProxy.StartAsync(TestProxy.Config(ups.Yaml(), ups.Members()), time);
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config(ups.Yaml(_ => OwnKey), ups.Members()), time);
 
         var seen = new List<string>();
         for (var i = 0; i < 6; i++)
@@ -209,7 +231,7 @@ public class BudgetPipelineTests
         await using var ups = await Upstreams.StartAsync(("a", WithUsage("a", 100, 400, headers: learned)), ("b", WithUsage("b", 1, 1)));
         var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
         await using var proxy = await TestProxy.StartAsync(TestProxy.Config(
-            ups.Yaml(n => n == "a" ? "ratelimit:\n  requestsPerMinute: 60\n  tokensPerMinute: 2000\n  maxConcurrent: 4" : ""),
+            ups.Yaml(n => n == "a" ? "ratelimit:\n  requestsPerMinute: 60\n  tokensPerMinute: 2000\n  maxConcurrent: 4\n" + OwnKey : OwnKey),
             "- name: a"), time);
 
         Assert.Equal("a", await Upstream(proxy.Client));
@@ -292,7 +314,7 @@ public class BudgetPipelineTests
         ];
         await using var ups = await Upstreams.StartAsync(
             ("a", ctx => WithUsage("a", 1, 1, headers: Exhausted(40))(ctx)), ("b", ctx => WithUsage("b", 1, 1, headers: Exhausted(20))(ctx)));
-        await using var proxy = await TestProxy.StartAsync(TestProxy.Config(ups.Yaml(), ups.Members()), time);
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config(ups.Yaml(_ => OwnKey), ups.Members()), time);
 
         Assert.Equal(["a", "b"], new[] { await Upstream(proxy.Client), await Upstream(proxy.Client) }.Order());
         using var limited = await Send(proxy.Client);

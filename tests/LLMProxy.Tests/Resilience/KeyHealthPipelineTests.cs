@@ -138,6 +138,60 @@ public class KeyHealthPipelineTests
         MetricsText.AssertSample(await proxy.Admin.GetStringAsync("/metrics"), "llmproxy_upstream_disabled{upstream=\"a\"}", 0);
     }
 
+    /// <summary>An upstream that accepts only its own key, in whichever header the case puts it: anything else is a 401.</summary>
+    private static Func<HttpContext, Task> AcceptsOnly(string name, string header, string key) => ctx =>
+        ctx.Request.Headers[header].ToString() == key
+        && ctx.Request.Headers.Authorization.Count + ctx.Request.Headers["x-api-key"].Count + ctx.Request.Headers["api-key"].Count == 1
+            ? ScriptedUpstream.Json(name)(ctx)
+            : Error(401, "{\"error\":{\"code\":\"invalid_api_key\"}}")(ctx);
+
+    [Theory]
+    // An insert op yields to the client's own header: the client's key went upstream, not the proxy's.
+    [InlineData("headers:\n  - op: insert\n    key: Authorization\n    value: \"Bearer sk-own-1\"", "Authorization", "Bearer sk-own-1", "Authorization", "Bearer sk-client-junk")]
+    [InlineData("headers:\n  - op: insert\n    key: x-api-key\n    value: sk-own-1", "x-api-key", "sk-own-1", "x-api-key", "sk-client-junk")]
+    // The proxy sets one credential header, the client sends another beside it: the upstream may read either.
+    [InlineData("auth:\n  type: bearer\n  token: sk-own-1", "Authorization", "Bearer sk-own-1", "x-api-key", "sk-client-junk")]
+    [InlineData("headers:\n  - op: replace\n    key: x-api-key\n    value: sk-own-1", "x-api-key", "sk-own-1", "Authorization", "Bearer sk-client-junk")]
+    public async Task ClientsOwnCredential_SentUpstream_Its401_NeverDisablesTheProxysKeys(
+        string own, string ownHeader, string ownValue, string clientHeader, string clientValue)
+    {
+        await using var ups = await Upstreams.StartAsync(("k1", AcceptsOnly("k1", ownHeader, ownValue)), ("k2", AcceptsOnly("k2", ownHeader, ownValue)));
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config(ups.Yaml(_ => own), ups.Members()));
+
+        for (var i = 0; i < 4; i++)
+        {
+            using var hostile = new HttpRequestMessage(HttpMethod.Get, "/v1/models");
+            hostile.Headers.TryAddWithoutValidation(clientHeader, clientValue);
+            using var r = await proxy.Client.SendAsync(hostile);
+            Assert.Equal(HttpStatusCode.Unauthorized, r.StatusCode); // the client's problem, passed on as the upstream said it
+            Assert.Equal("1", r.Headers.GetValues(UpstreamTransformer.DebugAttemptsHeader).Single()); // not failed over
+        }
+        var health = await HealthAsync(proxy);
+        Assert.DoesNotContain("\"reason\":", health);
+        for (var i = 0; i < 4; i++)
+        {
+            using var r = await proxy.Client.GetAsync("/v1/models");
+            Assert.Equal(HttpStatusCode.OK, r.StatusCode); // both keys still serve everyone else
+        }
+        Assert.Equal(8, ups["k1"].Count + ups["k2"].Count); // one attempt per request, hostile or not
+    }
+
+    [Fact]
+    public async Task InsertOp_ClientSentNoCredential_TheProxysKeyIsJudged_Disabled()
+    {
+        await using var ups = await Upstreams.StartAsync(
+            ("bad", Error(401, "{\"error\":{\"code\":\"invalid_api_key\"}}")), ("good", ScriptedUpstream.Json("good")));
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config(
+            ups.Yaml(_ => "headers:\n  - op: insert\n    key: x-api-key\n    value: sk-own-1"), ups.Members()));
+
+        for (var i = 0; i < 3; i++)
+        {
+            using var r = await proxy.Client.GetAsync("/v1/models");
+            Assert.Equal("good", r.UpstreamName());
+        }
+        Assert.Contains("\"disabled\":{\"reason\":\"status_401\"", await HealthAsync(proxy));
+    }
+
     [Fact]
     public async Task EveryKeyDisabled_503NoAvailableUpstream_LastAnswerPassedOnAsItWas()
     {
