@@ -135,6 +135,48 @@ public class CleartextHttp2Tests
     }
 
     [Fact]
+    public async Task H2c_UpstreamBreaksMidStream_OneErrorEvent_ThenTheStreamIsReset_NoCleanEnd()
+    {
+        var delivered = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var upstream = await ScriptedUpstream.StartAsync(async ctx =>
+        {
+            ctx.Response.ContentType = "text/event-stream";
+            await ctx.Response.WriteAsync("data: {\"n\":1}\n\n");
+            await ctx.Response.Body.FlushAsync();
+            await delivered.Task.WaitAsync(TimeSpan.FromSeconds(10));
+            ctx.Abort();
+        });
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config($"- name: u\n  url: \"{upstream.Url}\"", "- name: u"));
+        using var h2 = H2c(proxy.ForwardUrl());
+
+        using var response = await h2.SendAsync(Post("""{"model":"m","stream":true,"stream_options":{"include_usage":true}}"""), HttpCompletionOption.ResponseHeadersRead);
+        var body = await response.Content.ReadAsStreamAsync();
+        var text = new StringBuilder();
+        var buffer = new byte[1024];
+        var clean = true;
+        try
+        {
+            int n;
+            while ((n = await body.ReadAsync(buffer).AsTask().WaitAsync(TimeSpan.FromSeconds(10))) > 0)
+            {
+                text.Append(Encoding.UTF8.GetString(buffer, 0, n));
+                if (text.ToString().Contains("\"n\":1", StringComparison.Ordinal))
+                {
+                    delivered.TrySetResult();
+                }
+            }
+        }
+        catch (HttpIOException)
+        {
+            clean = false; // RST_STREAM: HTTP/2's way of ending a response abruptly
+        }
+        Assert.False(clean, "an HTTP/2 client saw a clean end of a broken stream");
+        Assert.StartsWith("data: {\"n\":1}\n\n", text.ToString(), StringComparison.Ordinal);
+        Assert.Contains("upstream_broken_stream", text.ToString());
+        Assert.DoesNotContain("[DONE]", text.ToString());
+    }
+
+    [Fact]
     public async Task H2c_ManyStreamsOnOneConnection_TwoClientKeys_EachRequestCarriesItsOwnKey()
     {
         const string keyA = "team-a-key-0123456789", keyB = "team-b-key-9876543210";
