@@ -44,12 +44,13 @@ internal sealed class ClientStreams
     public CountingStream Wrap(HttpContext context, string requestId)
     {
         var request = context.Request;
+        RequestBodyGuard? guard = null;
         if (context.Features.Get<IHttpRequestBodyDetectionFeature>()?.CanHaveBody ?? true)
         {
             // The reader is Kestrel's own as long as the body has not been replaced: it can cancel a pending read.
-            request.Body = new RequestBodyGuard(request.Body, request.BodyReader, context, this, requestId);
+            request.Body = guard = new RequestBodyGuard(request.Body, request.BodyReader, context, this, requestId);
         }
-        var counting = new CountingStream(context.Response.Body, context, this, requestId);
+        var counting = new CountingStream(context.Response.Body, context, this, requestId) { RequestBody = guard };
         context.Response.Body = counting;
         return counting;
     }
@@ -116,6 +117,9 @@ internal sealed class RequestBodyGuard(Stream inner, PipeReader reader, HttpCont
     : Stream, IStallable
 {
     private long _read;
+
+    /// <summary>The body bytes read from the client so far.</summary>
+    public long BytesRead => _read;
     private int _stalled;
     private volatile bool _timedOut;
 

@@ -12,6 +12,9 @@ internal sealed class CountingStream(Stream inner, HttpContext? context = null, 
 
     public long Written { get; private set; }
 
+    /// <summary>The request's body as read from the client (null when the request can have none).</summary>
+    public RequestBodyGuard? RequestBody { get; init; }
+
     /// <summary>Set when the response is JSON or SSE from an LLM API: token usage is read as it passes.</summary>
     public UsageScanner? Usage { get; set; }
 

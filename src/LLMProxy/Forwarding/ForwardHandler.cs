@@ -79,7 +79,7 @@ internal sealed class ForwardHandler
             }
             forward.Metrics.Active.Dec();
             runtime.RequestEnded();
-            Account(request, started, counting.Written);
+            Account(request, started, counting);
         }
     }
 
@@ -94,8 +94,9 @@ internal sealed class ForwardHandler
         return LogText.Escape(model.Length > Max ? model[..Max] : model).Replace(" ", "\\x20", StringComparison.Ordinal);
     }
 
-    private void Account(RequestContext request, long started, long bytesWritten)
+    private void Account(RequestContext request, long started, CountingStream counting)
     {
+        var bytesWritten = counting.Written;
         var context = request.Http;
         var elapsed = Stopwatch.GetElapsedTime(started);
         var outcome = request.Outcome;
@@ -109,7 +110,8 @@ internal sealed class ForwardHandler
         {
             metrics.RecordRequest(context.Request.Method, status, elapsed.TotalSeconds);
         }
-        metrics.RequestSize.Observe(context.Request.ContentLength ?? 0);
+        // A chunked body declares no length: what was read of it is its size.
+        metrics.RequestSize.Observe(context.Request.ContentLength ?? counting.RequestBody?.BytesRead ?? 0);
         metrics.ResponseSize.Observe(bytesWritten);
         if (_logger.IsEnabled(LogLevel.Information))
         {

@@ -45,4 +45,32 @@ public class MetricFamiliesTests
         Assert.Contains("error=\"status_429\"", metrics);
         Assert.Contains("error=\"status_5xx\"", metrics);
     }
+
+    [Fact]
+    public async Task RequestSize_ChunkedBody_RecordsTheBytesRead_DeclaredBody_ItsLength()
+    {
+        await using var ups = await Upstreams.StartAsync(("ok", ScriptedUpstream.Json("ok")));
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config(ups.Yaml(), ups.Members()));
+
+        // No Content-Length: HttpClient sends a stream of unknown length chunked.
+        using (var chunked = await proxy.Client.PostAsync("/v1/chat/completions", new StreamContent(new NonSeekable(new byte[3000]))))
+        {
+            Assert.Equal(System.Net.HttpStatusCode.OK, chunked.StatusCode);
+        }
+        Assert.True(Assert.Single(ups["ok"].Received).Body.Length == 3000);
+        using (var declared = await proxy.Client.PostAsync("/v1/chat/completions", new ByteArrayContent(new byte[700])))
+        {
+            Assert.Equal(System.Net.HttpStatusCode.OK, declared.StatusCode);
+        }
+
+        var metrics = await proxy.Admin.GetStringAsync("/metrics");
+        MetricsText.AssertSample(metrics, "llmproxy_http_request_size_bytes_sum{forward=\"fwd\"}", 3700);
+        MetricsText.AssertSample(metrics, "llmproxy_http_request_size_bytes_count{forward=\"fwd\"}", 2);
+    }
+
+    /// <summary>A stream that cannot tell its length, so the body goes out chunked.</summary>
+    private sealed class NonSeekable(byte[] data) : MemoryStream(data)
+    {
+        public override bool CanSeek => false;
+    }
 }
