@@ -170,6 +170,11 @@ internal sealed class UpstreamTransformer(RequestContext ctx, Attempt attempt, S
             var query = upstream.UrlHasQuery ? upstream.Query : clientQuery;
             uri = new Uri(string.IsNullOrEmpty(query) ? upstream.Url : string.Concat(upstream.Url, query), UriKind.Absolute);
         }
+        else if (EncodedSlashes(request) is { } encodedPath)
+        {
+            // Not cached: the same decoded path stands for more than one raw one.
+            return new Uri(string.Concat(upstream.Url.AsSpan().TrimEnd('/'), encodedPath, request.QueryString.ToUriComponent()), UriKind.Absolute);
+        }
         else
         {
             uri = RequestUtilities.MakeDestinationAddress(upstream.Url, request.Path, request.QueryString);
@@ -180,6 +185,48 @@ internal sealed class UpstreamTransformer(RequestContext ctx, Attempt attempt, S
 
     /// <param name="ownCredentials">The credential headers (<see cref="Credentials"/>) the proxy has set on this request so
     /// far; kept only when <paramref name="credentialOps"/> (some op of this upstream sets one).</param>
+    /// <summary>
+    /// Kestrel decodes the path except <c>%2F</c>, which it leaves as those three characters (so that <c>a%2Fb</c> stays
+    /// one segment); YARP's re-encoding would then send its <c>%</c> as <c>%25</c>, and an upstream would see
+    /// <c>a%252Fb</c> (dotnet/yarp#1419): a model id such as <c>meta-llama%2FLlama-3</c> in a path would name another
+    /// model. When the client's raw path has no <c>%25</c>, every <c>%2F</c> in the decoded path is a slash the client
+    /// encoded, and the pieces between are encoded as YARP would. Null (YARP's encoding) when the path holds no
+    /// <c>%</c> — nearly always, and one scan — or when a <c>%</c> in it came from a <c>%25</c>.
+    /// </summary>
+    internal static string? EncodedSlashes(HttpRequest request)
+    {
+        var path = request.Path.Value;
+        if (path is null || !path.Contains('%'))
+        {
+            return null;
+        }
+        var raw = request.HttpContext.Features.Get<Microsoft.AspNetCore.Http.Features.IHttpRequestFeature>()?.RawTarget;
+        var query = raw?.IndexOf('?') ?? -1;
+        if (raw is null || raw.AsSpan(0, query < 0 ? raw.Length : query).Contains("%25", StringComparison.Ordinal))
+        {
+            return null;
+        }
+        var encoded = new System.Text.StringBuilder(path.Length + 16);
+        var start = 0;
+        int slash;
+        while ((slash = path.IndexOf("%2F", start, StringComparison.OrdinalIgnoreCase)) >= 0)
+        {
+            AppendEncoded(encoded, path[start..slash]);
+            encoded.Append(path, slash, 3);
+            start = slash + 3;
+        }
+        AppendEncoded(encoded, path[start..]);
+        return encoded.ToString();
+
+        static void AppendEncoded(System.Text.StringBuilder to, string piece)
+        {
+            if (piece.Length > 0)
+            {
+                to.Append(piece[0] == '/' ? new PathString(piece).ToUriComponent() : new PathString("/" + piece).ToUriComponent().AsSpan(1));
+            }
+        }
+    }
+
     private static void ApplyHeaderOp(HttpRequestMessage message, HeaderOpConfig op, bool credentialOps, ref int ownCredentials)
     {
         switch (op.Op)

@@ -17,6 +17,9 @@ public sealed record ReceivedRequest(string Method, string Path, string Query, I
 
     /// <summary>Kestrel's id of the TCP connection the request came on: equal ids mean a reused connection.</summary>
     public string ConnectionId { get; init; } = "";
+
+    /// <summary>The request target exactly as it arrived (path still percent-encoded, query included).</summary>
+    public string RawTarget { get; init; } = "";
 }
 
 /// <summary>
@@ -60,6 +63,7 @@ public sealed class ScriptedUpstream : IAsyncDisposable
             self.Received.Enqueue(new ReceivedRequest(context.Request.Method, context.Request.Path.Value ?? "", context.Request.QueryString.Value ?? "", headers, body)
             {
                 ConnectionId = context.Connection.Id,
+                RawTarget = context.Features.Get<Microsoft.AspNetCore.Http.Features.IHttpRequestFeature>()?.RawTarget ?? "",
             });
             await script(context);
         });

@@ -184,18 +184,22 @@ public class ClientShapeTests
 
     /// <summary>Kestrel normalises the path (dot segments, percent-decoding except %2F) before the proxy reads it; the
     /// upstream gets that path, re-encoded, and the query as sent (characters a URI may not carry are
-    /// percent-encoded).</summary>
+    /// percent-encoded). An encoded slash stays one encoded slash, and an encoded percent stays one.</summary>
     [Theory]
-    [InlineData("/v1/a%2Fb", "/v1/a%2Fb", "")]
-    [InlineData("/v1/../admin/x", "/admin/x", "")]
-    [InlineData("/v1/%2e%2e/%2E%2E/admin", "/admin", "")]
-    [InlineData("/v1/caf%C3%A9", "/v1/caf\u00e9", "")]
-    [InlineData("/@evil.example/v1", "/@evil.example/v1", "")]
-    [InlineData("//evil.example/v1", "//evil.example/v1", "")]
-    [InlineData("/v1/models?q=caf%C3%A9&x", "/v1/models", "?q=caf%C3%A9&x")]
-    [InlineData("/v1/models?q=a#frag", "/v1/models", "?q=a%23frag")]
-    [InlineData("/v1/models?a[]=1&b={x}|", "/v1/models", "?a[]=1&b=%7Bx%7D%7C")]
-    public async Task PathAndQueryShapes_ForwardedToTheConfiguredUpstream(string target, string path, string query)
+    [InlineData("/v1/a%2Fb", "/v1/a%2Fb", "", "/v1/a%2Fb")]
+    [InlineData("/v1/models/meta-llama%2fLlama-3%2F8B", "/v1/models/meta-llama%2fLlama-3%2F8B", "", "/v1/models/meta-llama%2fLlama-3%2F8B")]
+    [InlineData("/v1/x/../caf%C3%A9%2Fa%20b", "/v1/caf\u00e9%2Fa b", "", "/v1/caf%C3%A9%2Fa%20b")]
+    [InlineData("/v1/a%252Fb", "/v1/a%2Fb", "", "/v1/a%252Fb")]
+    [InlineData("/v1/100%25", "/v1/100%", "", "/v1/100%25")]
+    [InlineData("/v1/../admin/x", "/admin/x", "", "/admin/x")]
+    [InlineData("/v1/%2e%2e/%2E%2E/admin", "/admin", "", "/admin")]
+    [InlineData("/v1/caf%C3%A9", "/v1/caf\u00e9", "", "/v1/caf%C3%A9")]
+    [InlineData("/@evil.example/v1", "/@evil.example/v1", "", "/@evil.example/v1")]
+    [InlineData("//evil.example/v1", "//evil.example/v1", "", "//evil.example/v1")]
+    [InlineData("/v1/models?q=caf%C3%A9&x", "/v1/models", "?q=caf%C3%A9&x", "/v1/models")]
+    [InlineData("/v1/models?q=a#frag", "/v1/models", "?q=a%23frag", "/v1/models")]
+    [InlineData("/v1/models?a[]=1&b={x}|", "/v1/models", "?a[]=1&b=%7Bx%7D%7C", "/v1/models")]
+    public async Task PathAndQueryShapes_ForwardedToTheConfiguredUpstream(string target, string path, string query, string rawPath)
     {
         await using var rig = await Rig.StartAsync();
         await using var raw = await RawClient.ConnectAsync(rig.Port);
@@ -204,6 +208,7 @@ public class ClientShapeTests
         Assert.Equal(200, (await raw.ReadResponseAsync(TimeSpan.FromSeconds(10))).Status);
         var seen = Assert.Single(rig.Received);
         Assert.Equal((path, query), (seen.Path, seen.Query));
+        Assert.Equal(rawPath + query, seen.RawTarget);
         await rig.AssertNoUpstreamFailureAsync();
     }
 
