@@ -122,6 +122,11 @@ internal sealed class RequestBodyGuard(Stream inner, PipeReader reader, HttpCont
     public long BytesRead => _read;
     private int _stalled;
     private volatile bool _timedOut;
+    private volatile bool _awaitingClient;
+
+    /// <summary>A read is waiting for the client's next bytes (and did not complete): set while a read is pending, and
+    /// left set when it ends in an exception, so a cancelled forward can tell whose slowness cancelled it.</summary>
+    public bool AwaitingClient => _awaitingClient;
 
     public override bool CanRead => true;
     public override bool CanSeek => false;
@@ -160,10 +165,12 @@ internal sealed class RequestBodyGuard(Stream inner, PipeReader reader, HttpCont
     private async ValueTask<int> WatchAsync(ValueTask<int> read)
     {
         var pending = read.IsCompleted ? null : new PendingOperation(this, owner.Time, owner.ReadTimeout);
+        _awaitingClient = pending is not null;
         int n;
         try
         {
             n = await read.ConfigureAwait(false);
+            _awaitingClient = false;
         }
         catch (Exception ex) when (_timedOut && ex is OperationCanceledException or IOException)
         {

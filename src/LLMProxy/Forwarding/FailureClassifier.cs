@@ -22,6 +22,7 @@ internal readonly record struct AttemptFailure(bool ClientSide, AttemptError Kin
 internal static class FailureClassifier
 {
     private static readonly AttemptFailure ClientGone = AttemptFailure.Client(RequestOutcome.ClientAborted);
+    private static readonly AttemptFailure ClientTooSlow = AttemptFailure.Client(RequestOutcome.RequestTimeout);
 
     /// <summary>The proxy's own shortage: no descriptor or socket buffer for a new upstream connection. The upstream was
     /// never reached, so no verdict on it, and no other member would fare better: 503 at once.</summary>
@@ -41,6 +42,10 @@ internal static class FailureClassifier
         var exception = context.GetForwarderErrorFeature()?.Exception;
         return error switch
         {
+            // A streamed upload cancelled while the client is still there and the copy was waiting for its bytes: YARP's
+            // activity timeout (timeout.request, when below timeout.read) ran out on the client's slowness. Answered as
+            // timeout.read would: one JSON 408, no verdict on the upstream.
+            ForwarderError.RequestBodyClient or ForwarderError.RequestBodyCanceled when SlowUpload(context, exception) => ClientTooSlow,
             ForwarderError.RequestCanceled or ForwarderError.RequestBodyCanceled
                 or ForwarderError.ResponseBodyCanceled or ForwarderError.ResponseBodyClient => ClientGone,
             ForwarderError.RequestBodyClient => Find<BadHttpRequestException>(exception) is { } bad ? ForBadBody(context, bad) : ClientGone,
@@ -66,6 +71,11 @@ internal static class FailureClassifier
             _ => Unsendable,
         };
     }
+
+    private static bool SlowUpload(HttpContext context, Exception? exception) =>
+        !context.RequestAborted.IsCancellationRequested
+        && context.Request.Body is RequestBodyGuard { AwaitingClient: true }
+        && Find<OperationCanceledException>(exception) is not null;
 
     /// <summary>Evidence of a failed connection or exchange with the upstream (or the outbound proxy on its way).</summary>
     private static bool IsTransport(Exception? exception)

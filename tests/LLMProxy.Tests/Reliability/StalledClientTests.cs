@@ -146,6 +146,33 @@ public class StalledClientTests(ITestOutputHelper output)
         Assert.True(await raw.WaitForCloseAsync(Bound), "the connection stayed open after the 408");
     }
 
+    /// <summary>With <c>httpClient.timeout.request</c> below the forward's <c>timeout.read</c>, YARP's activity timeout fires
+    /// first while the streamed upload waits on the client: still the client's slowness, answered with one JSON 408 —
+    /// not a bodiless 408 counted as a client that left.</summary>
+    [Fact]
+    public async Task StalledUpload_RequestTimeoutBelowReadTimeout_Json408_UpstreamNotBlamed()
+    {
+        var aborted = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var watched = await BodyReadingUpstreamAsync(aborted);
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config(Upstream(watched.Url), "- name: u1",
+            groupExtra: $"httpClient:\n  timeout:\n    request: {TimeoutMs}", forwardExtra: "maxRequestBodySize: 1000000"));
+
+        await using var raw = await RawClient.ConnectAsync(RawClient.PortOf(proxy.ForwardUrl()));
+        await raw.SendAsync("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Request-ID: slow-upload\r\nTransfer-Encoding: chunked\r\n\r\n");
+        await raw.SendAsync("3e8\r\n" + new string('a', 1000) + "\r\n");
+
+        var response = await raw.ReadResponseAsync(Bound);
+       
+
+        Assert.Equal(408, response.Status);
+        Assert.Contains("\"code\":\"request_timeout\"", response.BodyText);
+        Assert.Contains("X-Request-ID: slow-upload", response.Head, StringComparison.OrdinalIgnoreCase);
+        await aborted.Task.WaitAsync(Bound);
+        await AssertIdleAsync(proxy.Admin);
+        await AssertUpstreamNotBlamedAsync(proxy);
+        Assert.Contains("outcome=request_timeout", await AccessLineAsync(proxy, "slow-upload"));
+    }
+
     [Theory]
     [InlineData(false)]
     [InlineData(true)]
