@@ -279,6 +279,28 @@ public class ClientKeyPipelineTests
     }
 
     [Fact]
+    public async Task Tpm_UploadToANonLlmPath_ReservesNothingOnTheKey()
+    {
+        // SPEC §11: a file upload is no LLM call. Its 100 KB used to reserve the key's whole budget and keep it (a 200
+        // without usage), so the key's next chat request got 429.
+        await using var upstream = await ScriptedUpstream.StartAsync(context =>
+            context.Request.Path == "/v1/files" ? ScriptedUpstream.Json("u")(context) : WithUsage(10, 10)(context));
+        var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        await using var proxy = await StartAsync(upstream, Keys("tokensPerMinute: 20000"), time);
+
+        using (var upload = new HttpRequestMessage(HttpMethod.Post, "/v1/files")
+        {
+            Content = new MultipartFormDataContent { { new ByteArrayContent(new byte[100 * 1024]), "file", "batch.jsonl" }, { new StringContent("batch"), "purpose" } },
+        })
+        {
+            upload.Headers.Authorization = new("Bearer", KeyA);
+            Assert.Equal(HttpStatusCode.OK, await SendAsync(proxy, upload));
+        }
+        Assert.Equal(HttpStatusCode.OK, await SendAsync(proxy, Post()));
+        Assert.Equal(2, upstream.Count);
+    }
+
+    [Fact]
     public async Task Tpm_SettlesToRealUsage_AndRefundsAFailureWithoutUsage()
     {
         var calls = 0;
