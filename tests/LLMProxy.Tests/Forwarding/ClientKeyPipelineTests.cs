@@ -374,6 +374,31 @@ public class ClientKeyPipelineTests
     }
 
     [Fact]
+    public async Task Models_KeyNamedModelInAnotherCase_400BadRequest_NeverSentUpstream()
+    {
+        // Go's encoding/json (Ollama, one-api, ...) matches names ignoring case, last one wins: forwarded, this body would
+        // run gpt-4o for a key limited to gpt-4o-mini.
+        await using var upstream = await ScriptedUpstream.StartAsync(ScriptedUpstream.Json("u"));
+        await using var proxy = await StartAsync(upstream, Keys("models: [\"gpt-4o-mini\"]"));
+
+        foreach (var body in new[]
+        {
+            """{"model":"gpt-4o-mini","MODEL":"gpt-4o","messages":[]}""",
+            """{"Model":"gpt-4o","model":"gpt-4o-mini","messages":[]}""",
+            """{"model":"gpt-4o-mini","mod\u0045l":"gpt-4o","messages":[]}""",
+        })
+        {
+            using var request = Post(body: body);
+            using var response = await proxy.Client.SendAsync(request);
+            await StreamingAndErrorTests.AssertErrorBody(response, HttpStatusCode.BadRequest, "bad_request");
+        }
+        Assert.Equal(0, upstream.Count);
+        // The exact name alone, and the name inside a message, are fine.
+        Assert.Equal(HttpStatusCode.OK, await SendAsync(proxy, Post(body: """{"model":"gpt-4o-mini","messages":[{"MODEL":"gpt-4o"}],"models":1}""")));
+        Assert.Equal(1, upstream.Count);
+    }
+
+    [Fact]
     public async Task Models_NotAllowed403_GlobCaseInsensitive_UnreadableBodyRefused_BodylessPasses()
     {
         await using var upstream = await ScriptedUpstream.StartAsync(ScriptedUpstream.Json("u"));
