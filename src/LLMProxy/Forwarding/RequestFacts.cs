@@ -1,3 +1,4 @@
+using System.Text;
 using System.Text.Json;
 
 namespace LLMProxy.Forwarding;
@@ -36,6 +37,12 @@ internal readonly struct RequestFacts
 
     /// <summary>Top-level <c>model</c> (unescaped), or null.</summary>
     public string? Model { get; init; }
+
+    /// <summary>Whether the object has a top-level key equal to <c>model</c> ignoring case but not <c>model</c> itself
+    /// (<c>"MODEL"</c>, <c>"Model"</c>, escaped or not). Go's <c>encoding/json</c> (Ollama, one-api and others) matches
+    /// field names ignoring case, last one wins, so such an upstream could run a model the proxy never saw: the proxy
+    /// refuses the request rather than route, authorize or budget on the wrong one.</summary>
+    public bool HasModelVariant { get; init; }
 
     /// <summary>Top-level <c>stream</c> when it is <c>true</c> or <c>false</c>, otherwise null.</summary>
     public bool? Stream { get; init; }
@@ -108,6 +115,7 @@ internal readonly struct RequestFacts
         var splice = (Kind: UsageSplice.AddStreamOptions, Offset: baseOffset + (int)reader.TokenStartIndex + 1, Length: 0);
 
         string? model = null;
+        var modelVariant = false;
         int modelOffset = 0, modelLength = 0;
         bool? stream = null, includeUsage = null;
         long? maxTokens = null, maxCompletionTokens = null, maxOutputTokens = null;
@@ -122,6 +130,10 @@ internal readonly struct RequestFacts
                 case Key.Model:
                     model = ReadString(ref reader, MaxModelLength);
                     (modelOffset, modelLength) = model is null ? (0, 0) : (baseOffset + (int)reader.TokenStartIndex, reader.ValueSpan.Length + 2);
+                    break;
+                case Key.ModelVariant:
+                    modelVariant = true;
+                    reader.Skip();
                     break;
                 case Key.Stream:
                     stream = ReadBool(ref reader);
@@ -160,6 +172,7 @@ internal readonly struct RequestFacts
         {
             IsJsonObject = true,
             Model = model,
+            HasModelVariant = modelVariant,
             ModelTokenOffset = modelOffset,
             ModelTokenLength = modelLength,
             Stream = stream,
@@ -174,7 +187,7 @@ internal readonly struct RequestFacts
         };
     }
 
-    private enum Key { Other, Model, Stream, MaxTokens, MaxCompletionTokens, MaxOutputTokens, StreamOptions, Metadata, PromptCacheKey, User }
+    private enum Key { Other, Model, ModelVariant, Stream, MaxTokens, MaxCompletionTokens, MaxOutputTokens, StreamOptions, Metadata, PromptCacheKey, User }
 
     /// <summary>Longest property name compared; every name the facts use is far shorter, so longer (or long
     /// escaped) names are skipped without unescaping them.</summary>
@@ -193,7 +206,36 @@ internal readonly struct RequestFacts
         if (reader.ValueTextEquals("metadata"u8)) return Key.Metadata;
         if (reader.ValueTextEquals("prompt_cache_key"u8)) return Key.PromptCacheKey;
         if (reader.ValueTextEquals("user"u8)) return Key.User;
-        return Key.Other;
+        return IsModelVariant(ref reader) ? Key.ModelVariant : Key.Other;
+    }
+
+    /// <summary>Whether a name that is not <c>model</c> is <c>model</c> ignoring case, after unescaping. The letters of
+    /// "model" have no case variants outside ASCII (unlike k and s, which Go also folds with K and ſ), so an ASCII
+    /// comparison is the whole test. Most names are turned away by their length alone.</summary>
+    private static bool IsModelVariant(ref Utf8JsonReader reader)
+    {
+        const int Length = 5; // "model"; as written, each character takes at most 6 bytes ("\uXXXX")
+        var raw = reader.ValueSpan;
+        if (!reader.ValueIsEscaped)
+        {
+            return raw.Length == Length && Ascii.EqualsIgnoreCase(raw, "model"u8);
+        }
+        if (raw.Length > Length * 6)
+        {
+            return false;
+        }
+        Span<byte> name = stackalloc byte[Length * 6];
+        int written;
+        try
+        {
+            written = reader.CopyString(name);
+        }
+        catch (InvalidOperationException)
+        {
+            // An escaped lone surrogate: no parser reads that as "model" (ValueTextEquals says false to it too).
+            return false;
+        }
+        return written == Length && Ascii.EqualsIgnoreCase(name[..written], "model"u8);
     }
 
     /// <summary><c>stream_options.include_usage</c> (null when stream_options is not an object or lacks a boolean

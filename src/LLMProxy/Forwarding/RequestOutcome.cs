@@ -18,6 +18,9 @@ internal enum RequestOutcome
     RateLimited,
     RequestTooLarge,
     BadRequest,
+    /// <summary>The JSON body has a top-level key that is <c>model</c> in another letter case (<c>"MODEL"</c>): which
+    /// model an upstream would run depends on its JSON parser, so the request is refused (400 <c>bad_request</c>).</summary>
+    AmbiguousModel,
     MethodNotAllowed,
     RequestTimeout,
     NoAvailableUpstream,
@@ -66,6 +69,8 @@ internal static class Outcomes
             "The request body is larger than this forward accepts.");
         t[(int)RequestOutcome.BadRequest] = new("bad_request", StatusCodes.Status400BadRequest, ProxyErrors.BadRequest,
             "The request could not be read or cannot be forwarded as sent (e.g. a header value with non-ASCII or control characters).");
+        t[(int)RequestOutcome.AmbiguousModel] = new("bad_request", StatusCodes.Status400BadRequest, ProxyErrors.BadRequest,
+            "The request body has a top-level key that is 'model' in another letter case; send the model once, as 'model'.");
         t[(int)RequestOutcome.MethodNotAllowed] = new("method_not_allowed", StatusCodes.Status405MethodNotAllowed, ProxyErrors.MethodNotAllowed,
             "This method is not forwarded (CONNECT and TRACE never are).");
         t[(int)RequestOutcome.RequestTimeout] = new("request_timeout", StatusCodes.Status408RequestTimeout, ProxyErrors.RequestTimeout,

@@ -20,29 +20,69 @@ internal sealed class UsageChunkFilter
     private readonly ArrayBufferWriter<byte> _out = new();
     private bool _lineHasContent;
     private bool _passing;
+    // The last read ended on a CR: a LF first in the next read completes that CRLF, one line end and not two.
+    private bool _pendingCr;
+    // ... and that CR ended an event, whose pass-or-drop verdict the LF follows.
+    private bool _crEndedEvent;
+    private bool _lastDropped;
 
     /// <summary>Whether a usage-only chunk was taken out.</summary>
     public bool Dropped { get; private set; }
 
     /// <summary>What to send the client for <paramref name="input"/>; valid until the next call.</summary>
+    /// <remarks>Lines end with CRLF, LF or CR, as the SSE grammar says; an event ends with a blank line. One search for
+    /// either byte finds the line ends, so an LF stream costs what it did when only LF was looked for. A CR that ends a
+    /// read ends its line at once (an event ended by <c>\r\r</c> goes on without waiting for the next read); a LF that
+    /// opens the next read is then the rest of that CRLF, sent or dropped with the event the CR ended.</remarks>
     public ReadOnlyMemory<byte> Filter(ReadOnlySpan<byte> input)
     {
         _out.ResetWrittenCount();
-        int start = 0, pos = 0, newline;
-        while ((newline = input[pos..].IndexOf((byte)'\n')) >= 0)
+        int start = 0, pos = 0, end;
+        if (_pendingCr && !input.IsEmpty)
         {
-            newline += pos;
-            // "\n\n" or "\r\n\r\n": a line with nothing but CR before its LF is blank and ends the event.
-            var blank = !_lineHasContent && input[pos..newline].IndexOfAnyExcept((byte)'\r') < 0;
-            _lineHasContent = false;
-            pos = newline + 1;
-            if (blank)
+            _pendingCr = false;
+            if (input[0] == (byte)'\n')
             {
-                EndEvent(input[start..pos]);
-                start = pos;
+                pos = 1;
+                if (_crEndedEvent)
+                {
+                    if (!_lastDropped)
+                    {
+                        _out.Write(input[..1]);
+                    }
+                    start = 1;
+                }
             }
         }
-        _lineHasContent |= input[pos..].IndexOfAnyExcept((byte)'\r') >= 0;
+        while ((end = input[pos..].IndexOfAny((byte)'\n', (byte)'\r')) >= 0)
+        {
+            end += pos;
+            var blank = !_lineHasContent && end == pos;
+            _lineHasContent = false;
+            var cr = input[end] == (byte)'\r';
+            pos = end + 1;
+            if (cr)
+            {
+                if (pos < input.Length)
+                {
+                    if (input[pos] == (byte)'\n')
+                    {
+                        pos++;
+                    }
+                }
+                else
+                {
+                    _pendingCr = true;
+                }
+            }
+            if (blank)
+            {
+                _lastDropped = EndEvent(input[start..pos]);
+                start = pos;
+            }
+            _crEndedEvent = blank;
+        }
+        _lineHasContent |= pos < input.Length;
         Partial(input[start..]);
         return _out.WrittenMemory;
     }
@@ -56,13 +96,14 @@ internal sealed class UsageChunkFilter
         return _out.WrittenMemory;
     }
 
-    private void EndEvent(ReadOnlySpan<byte> tail)
+    /// <summary>Ends the event whose last bytes are <paramref name="tail"/>: true when it was the usage-only chunk and dropped.</summary>
+    private bool EndEvent(ReadOnlySpan<byte> tail)
     {
         if (_passing)
         {
             _out.Write(tail);
             _passing = false;
-            return;
+            return false;
         }
         ReadOnlySpan<byte> whole = tail;
         if (_event.WrittenCount > 0)
@@ -70,7 +111,8 @@ internal sealed class UsageChunkFilter
             _event.Write(tail);
             whole = _event.WrittenSpan;
         }
-        if (whole.Length <= MaxHeld && IsUsageOnly(whole))
+        var drop = whole.Length <= MaxHeld && IsUsageOnly(whole);
+        if (drop)
         {
             Dropped = true;
         }
@@ -79,6 +121,7 @@ internal sealed class UsageChunkFilter
             _out.Write(whole);
         }
         _event.ResetWrittenCount();
+        return drop;
     }
 
     private void Partial(ReadOnlySpan<byte> part)

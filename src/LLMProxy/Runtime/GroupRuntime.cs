@@ -107,7 +107,8 @@ internal sealed class GroupRuntime : IDisposable, IMemberLoad
     public bool HasTokenBudgets { get; }
 
     /// <summary>Members that do not serve <paramref name="model"/> (bit i = member i), skipped like members already
-    /// tried; every bit of the group set means no member serves it.</summary>
+    /// tried; every bit of the group set means no member serves it. One bit per member: validation keeps groups to
+    /// <see cref="UpstreamGroupConfig.MaxMembers"/> (64).</summary>
     public ulong NotServing(string? model)
     {
         var mask = 0UL;

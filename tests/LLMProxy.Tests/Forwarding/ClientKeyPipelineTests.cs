@@ -279,6 +279,28 @@ public class ClientKeyPipelineTests
     }
 
     [Fact]
+    public async Task Tpm_UploadToANonLlmPath_ReservesNothingOnTheKey()
+    {
+        // SPEC §11: a file upload is no LLM call. Its 100 KB used to reserve the key's whole budget and keep it (a 200
+        // without usage), so the key's next chat request got 429.
+        await using var upstream = await ScriptedUpstream.StartAsync(context =>
+            context.Request.Path == "/v1/files" ? ScriptedUpstream.Json("u")(context) : WithUsage(10, 10)(context));
+        var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        await using var proxy = await StartAsync(upstream, Keys("tokensPerMinute: 20000"), time);
+
+        using (var upload = new HttpRequestMessage(HttpMethod.Post, "/v1/files")
+        {
+            Content = new MultipartFormDataContent { { new ByteArrayContent(new byte[100 * 1024]), "file", "batch.jsonl" }, { new StringContent("batch"), "purpose" } },
+        })
+        {
+            upload.Headers.Authorization = new("Bearer", KeyA);
+            Assert.Equal(HttpStatusCode.OK, await SendAsync(proxy, upload));
+        }
+        Assert.Equal(HttpStatusCode.OK, await SendAsync(proxy, Post()));
+        Assert.Equal(2, upstream.Count);
+    }
+
+    [Fact]
     public async Task Tpm_SettlesToRealUsage_AndRefundsAFailureWithoutUsage()
     {
         var calls = 0;
@@ -349,6 +371,31 @@ public class ClientKeyPipelineTests
         Assert.Equal(4, statuses.Count(s => s == HttpStatusCode.OK));
         Assert.Equal(12, statuses.Count(s => s == HttpStatusCode.TooManyRequests));
         Assert.Equal(4, upstream.Count);
+    }
+
+    [Fact]
+    public async Task Models_KeyNamedModelInAnotherCase_400BadRequest_NeverSentUpstream()
+    {
+        // Go's encoding/json (Ollama, one-api, ...) matches names ignoring case, last one wins: forwarded, this body would
+        // run gpt-4o for a key limited to gpt-4o-mini.
+        await using var upstream = await ScriptedUpstream.StartAsync(ScriptedUpstream.Json("u"));
+        await using var proxy = await StartAsync(upstream, Keys("models: [\"gpt-4o-mini\"]"));
+
+        foreach (var body in new[]
+        {
+            """{"model":"gpt-4o-mini","MODEL":"gpt-4o","messages":[]}""",
+            """{"Model":"gpt-4o","model":"gpt-4o-mini","messages":[]}""",
+            """{"model":"gpt-4o-mini","mod\u0045l":"gpt-4o","messages":[]}""",
+        })
+        {
+            using var request = Post(body: body);
+            using var response = await proxy.Client.SendAsync(request);
+            await StreamingAndErrorTests.AssertErrorBody(response, HttpStatusCode.BadRequest, "bad_request");
+        }
+        Assert.Equal(0, upstream.Count);
+        // The exact name alone, and the name inside a message, are fine.
+        Assert.Equal(HttpStatusCode.OK, await SendAsync(proxy, Post(body: """{"model":"gpt-4o-mini","messages":[{"MODEL":"gpt-4o"}],"models":1}""")));
+        Assert.Equal(1, upstream.Count);
     }
 
     [Fact]

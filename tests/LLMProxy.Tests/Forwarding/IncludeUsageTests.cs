@@ -81,6 +81,49 @@ public class IncludeUsageTests
         Assert.True(filter.Dropped);
     }
 
+    [Theory]
+    [InlineData("\r", 1)]
+    [InlineData("\r", 7)]
+    [InlineData("\r", 100000)]
+    [InlineData("\r\n", 1)]
+    [InlineData("\r\n", 2)]
+    [InlineData("\r\n", 7)]
+    [InlineData("\r\n", 100000)]
+    public void Filter_CrAndCrLfLineEnds_DropsOnlyTheUsageChunk_AtAnySplit(string lineEnd, int piece)
+    {
+        // SSE lines end with CRLF, LF or CR; a CRLF cut between two reads is one line end.
+        var events = new[] { Role, Word, Stop, UsageChunk, Done }.Select(e => e.Replace("\n", lineEnd, StringComparison.Ordinal)).ToArray();
+        var stream = string.Concat(events);
+        var filter = new UsageChunkFilter();
+        var bytes = Encoding.UTF8.GetBytes(stream);
+        var sent = new List<byte>();
+        for (var i = 0; i < bytes.Length; i += piece)
+        {
+            sent.AddRange(filter.Filter(bytes.AsSpan(i, Math.Min(piece, bytes.Length - i))).ToArray());
+        }
+        sent.AddRange(filter.Flush().ToArray());
+        Assert.Equal(stream.Replace(events[3], "", StringComparison.Ordinal), Encoding.UTF8.GetString([.. sent]));
+        Assert.True(filter.Dropped);
+    }
+
+    [Fact]
+    public void Filter_CrEndedEventPassesAtOnce_SplitCrLfIsNotABlankLine()
+    {
+        var filter = new UsageChunkFilter();
+        Assert.Equal("data: a\r\r", Encoding.UTF8.GetString(filter.Filter("data: a\r\r"u8).Span));
+        Assert.Equal("\n", Encoding.UTF8.GetString(filter.Filter("\n"u8).Span)); // the rest of that blank line's CRLF
+
+        // "data: b" CR | LF: one line end; had the LF counted as a second, the event would have ended here.
+        Assert.Equal(0, filter.Filter("data: b\r"u8).Length);
+        Assert.Equal(0, filter.Filter("\n"u8).Length);
+        Assert.Equal("data: b\r\n\r\n", Encoding.UTF8.GetString(filter.Filter("\r\n"u8).Span));
+
+        // A usage chunk ended by CR is dropped with the LF that completes its CRLF in the next read.
+        Assert.Equal(0, filter.Filter(Encoding.UTF8.GetBytes(UsageChunk.Replace("\n\n", "\r\n\r", StringComparison.Ordinal))).Length);
+        Assert.Equal("data: c\n\n", Encoding.UTF8.GetString(filter.Filter("\ndata: c\n\n"u8).Span));
+        Assert.True(filter.Dropped);
+    }
+
     [Fact]
     public void Filter_EventPassesAsSoonAsItsBlankLineArrives_LongEventsStreamThrough()
     {
@@ -125,6 +168,47 @@ public class IncludeUsageTests
         AssertSample(metrics, "llmproxy_upstream_tokens_total{group=\"g\",upstream=\"u\",type=\"completion\"}", 9);
         AssertSample(metrics, "llmproxy_upstream_tokens_total{group=\"g\",upstream=\"u\",type=\"cached\"}", 8);
         AssertSample(metrics, "llmproxy_upstream_tokens_total{group=\"g\",upstream=\"u\",type=\"reasoning\"}", 2);
+    }
+
+    [Fact]
+    public async Task Pipeline_EventsEndedByBareCr_EachReachesTheClientAtOnce_UsageChunkStillRemoved()
+    {
+        var first = Role.Replace("\n", "\r", StringComparison.Ordinal);
+        var rest = string.Concat(new[] { Word, Stop, UsageChunk, Done }.Select(e => e.Replace("\n", "\r", StringComparison.Ordinal)));
+        var firstSeen = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var upstream = await ScriptedUpstream.StartAsync(async context =>
+        {
+            context.Response.ContentType = "text/event-stream";
+            await context.Response.WriteAsync(first);
+            await context.Response.Body.FlushAsync();
+            // The rest only once the client has the first event: a filter that waits for more bytes would hang here.
+            await firstSeen.Task.WaitAsync(TimeSpan.FromSeconds(10));
+            await context.Response.WriteAsync(rest);
+        });
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config($"- name: u\n  url: \"{upstream.Url}\"", "- name: u"));
+
+        using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions")
+        {
+            Content = new StringContent("{\"model\":\"m\",\"stream\":true}", Encoding.UTF8, "application/json"),
+        };
+        using var response = await proxy.Client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
+        await using var stream = await response.Content.ReadAsStreamAsync();
+        var got = new List<byte>();
+        var buffer = new byte[4096];
+        using (var cts = new CancellationTokenSource(TimeSpan.FromSeconds(5)))
+        {
+            while (got.Count < first.Length)
+            {
+                var n = await stream.ReadAsync(buffer, cts.Token);
+                Assert.NotEqual(0, n);
+                got.AddRange(buffer.AsSpan(0, n).ToArray());
+            }
+        }
+        Assert.Equal(first, Encoding.UTF8.GetString([.. got]));
+        firstSeen.SetResult();
+        using var reader = new StreamReader(stream);
+        Assert.Equal(rest.Replace(UsageChunk.Replace("\n", "\r", StringComparison.Ordinal), "", StringComparison.Ordinal), await reader.ReadToEndAsync());
+        Assert.Contains("stream_options", Encoding.UTF8.GetString(Assert.Single(upstream.Received).Body), StringComparison.Ordinal);
     }
 
     [Fact]

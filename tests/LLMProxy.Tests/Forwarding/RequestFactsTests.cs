@@ -127,6 +127,20 @@ public class RequestFactsTests
         Assert.Null(facts.PromptCacheKey);
     }
 
+    [Theory]
+    [InlineData("""{"model":"a","MODEL":"b"}""", true)]
+    [InlineData("""{"Model":"b","model":"a"}""", true)]
+    [InlineData("""{"mOdEl":5}""", true)]
+    [InlineData("""{"model":"a","\u004Dodel":"b"}""", true)]
+    [InlineData("""{"model":"a","mod\u0065l":"b"}""", false)] // escaped, but exactly "model": the last one wins
+    [InlineData("""{"model":"a","models":"b","modeL_":"c","messages":[{"MODEL":"b"}]}""", false)]
+    public void Read_KeyThatIsModelInAnotherCase_Flagged(string json, bool variant)
+    {
+        var facts = Read(json);
+        Assert.True(facts.IsJsonObject);
+        Assert.Equal(variant, facts.HasModelVariant);
+    }
+
     [Fact]
     public void Read_EmptyObject_JsonWithoutFacts()
     {

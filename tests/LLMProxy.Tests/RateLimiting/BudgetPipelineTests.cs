@@ -268,15 +268,41 @@ public class BudgetPipelineTests
         Assert.Equal(Chat.Length / 4 + 1500, await TpmUsed(proxy));
     }
 
+    [Fact]
+    public async Task Tpm_UploadToANonLlmPath_ReservesNothing_StillCountsAgainstRpm()
+    {
+        // SPEC §11: only the known API shapes are LLM calls. A 100 KB file upload answered 200 without usage used to keep
+        // its whole estimate (capped at the bucket), so the next chat request found the key out of tokens.
+        await using var ups = await Upstreams.StartAsync(("a", ScriptedUpstream.Json("a")));
+        var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config(
+            ups.Yaml(_ => "ratelimit:\n  tokensPerMinute: 20000\n  requestsPerMinute: 100"), ups.Members()), time);
+
+        using (var form = new MultipartFormDataContent { { new ByteArrayContent(new byte[100 * 1024]), "file", "batch.jsonl" }, { new StringContent("batch"), "purpose" } })
+        using (var upload = await proxy.Client.PostAsync("/v1/files", form))
+        {
+            Assert.Equal(HttpStatusCode.OK, upload.StatusCode);
+        }
+        Assert.True(ups["a"].Received.Single().Body.Length > 100 * 1024); // the upload went through whole
+        await Task.Delay(50); // a charge would land within it
+        Assert.Equal(0, await TpmUsed(proxy));
+        Assert.Equal(1, await BudgetUsed(proxy, "requestsPerMinute"));
+
+        Assert.Equal("a", await Upstream(proxy.Client));
+        await WaitForTpmUsed(proxy, Chat.Length / 4 + 1500);
+    }
+
     private static Task WaitForTpmUsed(TestProxy proxy, long expected) =>
         WaitUntilAsync(async () => await TpmUsed(proxy) == expected, TimeSpan.FromSeconds(5),
             async () => $"tokensPerMinute.used = {await TpmUsed(proxy)}, expected {expected}");
 
-    private static async Task<long> TpmUsed(TestProxy proxy)
+    private static Task<long> TpmUsed(TestProxy proxy) => BudgetUsed(proxy, "tokensPerMinute");
+
+    private static async Task<long> BudgetUsed(TestProxy proxy, string budget)
     {
         using var health = JsonDocument.Parse(await proxy.Admin.GetStringAsync("/health"));
         return health.RootElement.GetProperty("groups")[0].GetProperty("upstreams")[0].GetProperty("budgets")
-            .GetProperty("tokensPerMinute").GetProperty("used").GetInt64();
+            .GetProperty(budget).GetProperty("used").GetInt64();
     }
 
     [Fact]

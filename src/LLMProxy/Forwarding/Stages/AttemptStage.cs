@@ -43,7 +43,8 @@ internal sealed class AttemptStage : IRequestStage
         }
         var transformer = new UpstreamTransformer(request, attempt, this);
         // The body length: buffered bytes, else what Content-Length announces, else only the output estimate. A request
-        // without a body (GET /v1/models) is no LLM call and reserves nothing.
+        // without a body (GET /v1/models) or off the known API shapes (an upload to /v1/files) is no LLM call and
+        // reserves nothing.
         request.TokenEstimate = EstimateTokens(request);
         var balancing = new BalancingContext(request.Client) { Tokens = request.TokenEstimate };
         AttemptFailure? lastTransport = null;
@@ -308,8 +309,8 @@ internal sealed class AttemptStage : IRequestStage
     }
 
     /// <summary>Settles the attempt's TPM reservation: to the usage the answer reported, else keeps the estimate for a
-    /// 2xx answer to a request with a body (an LLM call whose count is unknown); anything else — a failure, an abort, a
-    /// bodyless call such as <c>GET /v1/models</c> — leaves it to the lease, which refunds it.</summary>
+    /// 2xx answer to an LLM call (<see cref="IsLlmCall"/>) whose count is unknown; anything else — a failure, an abort —
+    /// leaves it to the lease, which refunds it. A request that is no LLM call reserved nothing and settles nothing.</summary>
     private static void SettleTokens(RequestContext request, UpstreamLease lease, ForwarderError error, int status)
     {
         if (lease.ReservedTokens == 0 && lease.SharedReservedTokens == 0)
@@ -321,17 +322,22 @@ internal sealed class AttemptStage : IRequestStage
             // Cached and reasoning tokens are parts of prompt and completion, not additions.
             lease.SettleTokens(usage.Total);
         }
-        else if (error == ForwarderError.None && status is >= 200 and < 300
-            && HasBody(request))
+        else if (error == ForwarderError.None && status is >= 200 and < 300 && IsLlmCall(request))
         {
             lease.SettleTokens(null);
         }
     }
 
-    /// <summary>The request's estimated LLM tokens (SPEC §13.1): 0 without a body.</summary>
-    internal static long EstimateTokens(RequestContext request) => HasBody(request)
+    /// <summary>The request's estimated LLM tokens (SPEC §13.1): 0 unless it is an LLM call.</summary>
+    internal static long EstimateTokens(RequestContext request) => IsLlmCall(request)
         ? TokenEstimate.For(request.Body is not null ? request.BodyLength : request.Http.Request.ContentLength ?? 0, request.Facts.MaxOutputTokens)
         : 0;
+
+    /// <summary>Whether token budgets apply to the request: it has a body and the client's path is one of SPEC §11's
+    /// known API shapes (<see cref="ApiShapes"/>). Anything else — <c>GET /v1/models</c>, an upload to <c>/v1/files</c> —
+    /// counts against request budgets (RPM, per second, concurrency) only.</summary>
+    internal static bool IsLlmCall(RequestContext request) =>
+        HasBody(request) && ApiShapes.IsLlmCall(request.Http.Request.Path.Value);
 
     internal static bool HasBody(RequestContext request) =>
         request.Body is not null || request.Http.Request.ContentLength > 0 || request.Http.Request.Headers.TransferEncoding.Count > 0;

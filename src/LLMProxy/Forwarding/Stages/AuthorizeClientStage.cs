@@ -5,7 +5,7 @@ namespace LLMProxy.Forwarding.Stages;
 
 /// <summary>
 /// SPEC §15, once the request's facts are read: the client key's <c>models</c> (403 <c>model_not_allowed</c>) and its
-/// <c>tokensPerMinute</c> (reserve the request's estimate, as an upstream budget does; 429 <c>rate_limited</c> with
+/// <c>tokensPerMinute</c> (reserve an LLM call's estimate, as an upstream budget does — a request off SPEC §11's API shapes reserves nothing; 429 <c>rate_limited</c> with
 /// Retry-After when the budget cannot cover it). The reservation is settled when the request ends
 /// (<see cref="Settle"/>). With <c>cluster.redis</c> the same tokens are reserved on the cluster's budget of the key
 /// with the first attempt's admission (<see cref="AttemptStage"/>), and settled with the local reservation. Only in the
@@ -29,7 +29,7 @@ internal sealed class AuthorizeClientStage : IRequestStage
         {
             return ValueTask.FromResult(request.Stop(RequestOutcome.ModelNotAllowed));
         }
-        if (key.Limiter.HasTokenBudget && hasBody)
+        if (key.Limiter.HasTokenBudget && AttemptStage.IsLlmCall(request))
         {
             request.ClientTokens = ClientTokenLease.TryTake(key.Limiter, AttemptStage.EstimateTokens(request), out var refused, out var retryAfter,
                 key.SharedTokens);

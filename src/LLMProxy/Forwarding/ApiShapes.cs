@@ -1,0 +1,22 @@
+namespace LLMProxy.Forwarding;
+
+/// <summary>
+/// SPEC §11's known API shapes — OpenAI <c>/v1/chat/completions</c>, <c>/v1/completions</c>, <c>/v1/responses</c>,
+/// <c>/v1/embeddings</c> and Anthropic <c>/v1/messages</c> — told by the path the client sent, as the request's facts
+/// are read: an upstream url that is a full endpoint or a route prefix changes where a request goes, not what the client
+/// asked for. Only these are LLM calls whose tokens a TPM budget reserves and settles (SPEC §13.1); a file upload, a
+/// batch or <c>/v1/messages/count_tokens</c> reserves nothing and counts against request budgets only.
+/// </summary>
+/// <remarks>Matched on the path's last segments, ignoring case as <see cref="IncludeUsage.IsCompletionsPath"/> does, so
+/// the same shapes behind a prefix (Azure's <c>/openai/deployments/d/chat/completions</c>, a gateway's
+/// <c>/openai/v1/chat/completions</c>) count too; <c>/completions</c> covers chat completions.</remarks>
+internal static class ApiShapes
+{
+    /// <summary>Whether <paramref name="path"/> (the client's, without its query) is one of the known LLM API shapes.</summary>
+    public static bool IsLlmCall(string? path) =>
+        path is not null
+        && (path.EndsWith("/completions", StringComparison.OrdinalIgnoreCase)
+            || path.EndsWith("/messages", StringComparison.OrdinalIgnoreCase)
+            || path.EndsWith("/responses", StringComparison.OrdinalIgnoreCase)
+            || path.EndsWith("/embeddings", StringComparison.OrdinalIgnoreCase));
+}
