@@ -276,12 +276,19 @@ internal sealed class GroupRuntime : IDisposable, IMemberLoad
     }
 
     /// <summary>Earliest moment any member may be available again (for a request of <paramref name="tokens"/>
-    /// estimated LLM tokens, as budgets see it).</summary>
-    public DateTimeOffset? EarliestRecovery(TimeProvider time, long tokens = 0)
+    /// estimated LLM tokens, as budgets see it), leaving out the members in <paramref name="skip"/> (they do not serve
+    /// the request's model) and those that never come back by themselves (<see cref="UpstreamRuntime.RecoversByItself"/>):
+    /// counted as "now", one of those made every 503 say <c>Retry-After: 1</c>. Null when no member will.</summary>
+    public DateTimeOffset? EarliestRecovery(TimeProvider time, long tokens = 0, ulong skip = 0)
     {
         DateTimeOffset? best = null;
-        foreach (var m in Members)
+        for (var i = 0; i < Members.Length; i++)
         {
+            var m = Members[i];
+            if (i < 64 && (skip & (1UL << i)) != 0 || !m.RecoversByItself)
+            {
+                continue;
+            }
             var at = m.AvailableAt(time, tokens) ?? time.GetUtcNow();
             if (best is null || at < best)
             {

@@ -140,6 +140,10 @@ internal sealed class UpstreamRuntime
     /// <summary>Why and since when this key is disabled (SPEC §13.4); null while it is enabled.</summary>
     public KeyDisabled? Disabled => Volatile.Read(ref _disabled);
 
+    /// <summary>False while the key is disabled for good until someone acts: by an operator, or as bad with
+    /// <c>recheck: 0</c> (no trial ever). Every other unavailability ends by itself.</summary>
+    public bool RecoversByItself => Volatile.Read(ref _disabled) is not { } d || !d.ByAdmin && Recheck > TimeSpan.Zero;
+
     /// <summary>Disables this key for <paramref name="reason"/> (e.g. <c>status_401</c>, <c>insufficient_quota</c>).
     /// A key already disabled keeps its first reason and time unless <paramref name="trial"/> failed, which restarts
     /// the wait for the next one. A key the operator disabled stays so (only <see cref="AdminEnable"/> ends that).</summary>

@@ -192,6 +192,42 @@ public class KeyHealthPipelineTests
         Assert.Contains("\"disabled\":{\"reason\":\"status_401\"", await HealthAsync(proxy));
     }
 
+    /// <summary>SPEC §4: the 503's Retry-After is the earliest moment a member may be available again. A member an
+    /// operator disabled never comes back by itself, so it must not make that moment "now".</summary>
+    [Fact]
+    public async Task RetryAfter_LeavesOutMembersThatNeverRecoverByThemselves_NoneLeft_NoRetryAfter()
+    {
+        await using var ups = await Upstreams.StartAsync(("broken", ScriptedUpstream.Json("broken", 500)), ("off", ScriptedUpstream.Json("off")));
+        var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config(
+            ups.Yaml(n => n == "broken" ? "breaker:\n  threshold: 0.01\n  minRequests: 1\n  cooldown: 20000" : ""), ups.Members()), time);
+        using (var disable = await proxy.Admin.PostAsync("/api/v1/upstreams/off/disable", null))
+        {
+            Assert.Equal(HttpStatusCode.OK, disable.StatusCode);
+        }
+        using (var first = await proxy.Client.GetAsync("/v1/models"))
+        {
+            Assert.Equal(HttpStatusCode.InternalServerError, first.StatusCode); // opens the breaker for 20 s
+        }
+
+        using (var r = await proxy.Client.GetAsync("/v1/models"))
+        {
+            Assert.Equal(HttpStatusCode.ServiceUnavailable, r.StatusCode);
+            Assert.Equal(TimeSpan.FromSeconds(20), r.Headers.RetryAfter?.Delta); // the breaker's cool-down, not 1 s
+        }
+
+        using (var disable = await proxy.Admin.PostAsync("/api/v1/upstreams/broken/disable", null))
+        {
+            Assert.Equal(HttpStatusCode.OK, disable.StatusCode);
+        }
+        using (var r = await proxy.Client.GetAsync("/v1/models"))
+        {
+            Assert.Equal(HttpStatusCode.ServiceUnavailable, r.StatusCode);
+            Assert.Contains("no_available_upstream", await r.Content.ReadAsStringAsync());
+            Assert.Null(r.Headers.RetryAfter); // nothing comes back by itself: no moment to promise
+        }
+    }
+
     [Fact]
     public async Task EveryKeyDisabled_503NoAvailableUpstream_LastAnswerPassedOnAsItWas()
     {

@@ -346,7 +346,9 @@ internal sealed class AttemptStage : IRequestStage
     {
         var time = request.Services.Time;
         var now = time.GetUtcNow();
-        var retryAfter = (group.EarliestRecovery(time, request.TokenEstimate) ?? now) - now;
+        var retryAfter = group.EarliestRecovery(time, request.TokenEstimate, group.NotServing(request.Facts.Model)) is { } at
+            ? at - now
+            : (TimeSpan?)null; // no member comes back by itself: no moment to promise
         if (reason == Unavailability.RateLimited)
         {
             request.Forward.Metrics.UpstreamRejections.Inc();
