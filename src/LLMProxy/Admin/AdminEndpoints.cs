@@ -297,7 +297,7 @@ internal sealed class AdminEndpoints(RuntimeHolder holder, Hosting.ConfigReloade
                 json.WriteStartObject();
                 json.WriteString("name", group.Name);
                 json.WriteString("strategy", group.StrategyLabel);
-                json.WriteBoolean("available", group.HasAlternative(0));
+                json.WriteBoolean("available", group.HasAlternative(default));
                 json.WriteBoolean("healthy", group.HasHealthyMember());
                 json.WriteStartArray("upstreams");
                 foreach (var u in group.Members)

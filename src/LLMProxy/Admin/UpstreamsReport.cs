@@ -22,7 +22,7 @@ internal static class UpstreamsReport
             json.WriteStartObject();
             json.WriteString("name", group.Name);
             json.WriteString("strategy", group.StrategyLabel);
-            json.WriteBoolean("available", group.HasAlternative(0));
+            json.WriteBoolean("available", group.HasAlternative(default));
             json.WriteStartArray("upstreams");
             for (var i = 0; i < group.Members.Length; i++)
             {

@@ -585,11 +585,6 @@ internal sealed class ConfigReader(ConfigReadContext ctx)
             };
         });
         References.Members.AddRange(memberNames);
-        if (members.Count > UpstreamGroupConfig.MaxMembers)
-        {
-            m.Error("upstreams", $"group '{name}' has {members.Count} upstreams; at most {UpstreamGroupConfig.MaxMembers} are supported "
-                + "(split the keys into several groups and route between them)");
-        }
         var seen = new HashSet<string>(StringComparer.Ordinal);
         foreach (var located in memberNames)
         {

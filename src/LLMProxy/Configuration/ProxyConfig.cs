@@ -290,11 +290,6 @@ public sealed record UpstreamRateLimitConfig
 /// <summary><c>upstreamGroups[]</c>.</summary>
 public sealed record UpstreamGroupConfig
 {
-    /// <summary>Most members a group may have: the attempt's tried set and the members that do not serve a model are
-    /// 64-bit masks, one bit per member; validation refuses a larger group rather than let members past the 64th be
-    /// tried twice or ignore <c>models</c>.</summary>
-    public const int MaxMembers = 64;
-
     public required string Name { get; init; }
     public required IReadOnlyList<GroupMemberConfig> Upstreams { get; init; }
     public BalanceConfig Balance { get; init; } = new();

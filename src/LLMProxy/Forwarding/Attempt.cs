@@ -12,8 +12,10 @@ internal sealed class Attempt
 {
     /// <summary>The lease of the current attempt.</summary>
     public UpstreamLease? Lease { get; private set; }
-    /// <summary>Members already tried (bit i = member i).</summary>
-    public ulong Tried { get; private set; }
+    private MemberSet _tried;
+
+    /// <summary>Members already tried, or excluded from the start.</summary>
+    public ref readonly MemberSet Tried => ref _tried;
     public int Count { get; private set; }
     /// <summary>Whether another attempt may follow this one (attempt budget left and body replayable).</summary>
     public bool MayRetry { get; private set; }
@@ -33,14 +35,14 @@ internal sealed class Attempt
     public double TimeToFirstByteSeconds { get; set; }
 
     /// <summary>Members never to try for this request (they do not serve its model), as if already tried.</summary>
-    public void Exclude(ulong members) => Tried |= members;
+    public void Exclude(in MemberSet members) => _tried.UnionWith(members);
 
     public void Begin(UpstreamLease lease, int maxAttempts)
     {
         Lease = lease;
-        if (lease.Index is >= 0 and < 64)
+        if (lease.Index >= 0)
         {
-            Tried |= 1UL << lease.Index;
+            _tried.Add(lease.Index);
         }
         Count++;
         MayRetry = Count < maxAttempts;

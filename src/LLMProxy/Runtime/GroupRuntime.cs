@@ -106,24 +106,21 @@ internal sealed class GroupRuntime : IDisposable, IMemberLoad
     /// <summary>Whether some member has a <c>tokensPerMinute</c> budget, so the request's facts feed its estimate.</summary>
     public bool HasTokenBudgets { get; }
 
-    /// <summary>Members that do not serve <paramref name="model"/> (bit i = member i), skipped like members already
-    /// tried; every bit of the group set means no member serves it. One bit per member: validation keeps groups to
-    /// <see cref="UpstreamGroupConfig.MaxMembers"/> (64).</summary>
-    public ulong NotServing(string? model)
+    /// <summary>Members that do not serve <paramref name="model"/>, skipped like members already tried; all of them
+    /// means no member serves it.</summary>
+    public MemberSet NotServing(string? model)
     {
-        var mask = 0UL;
-        for (var i = 0; i < Members.Length && i < 64; i++)
+        var set = default(MemberSet);
+        for (var i = 0; i < Members.Length; i++)
         {
             if (!Members[i].Serves(model))
             {
-                mask |= 1UL << i;
+                set.Add(i);
             }
         }
-        return mask;
+        return set;
     }
 
-    /// <summary>Bit mask with one bit per member (first 64).</summary>
-    public ulong AllMembers => Members.Length >= 64 ? ulong.MaxValue : (1UL << Members.Length) - 1;
     public TimeSpan Backoff { get; }
     public string Agent { get; }
     /// <summary>Proxy-Authorization for plain-http upstreams behind an http(s) proxy with credentials; null otherwise.</summary>
@@ -138,14 +135,14 @@ internal sealed class GroupRuntime : IDisposable, IMemberLoad
     public bool IsRetryStatus(int status) => (uint)status < (uint)_retryStatus.Length && _retryStatus[status];
 
     /// <summary>
-    /// Chooses a member not in <paramref name="tried"/> (bit i = member i, first 64 members) and leases it for one
+    /// Chooses a member not in <paramref name="tried"/> and leases it for one
     /// attempt. Null when none can take the request; <paramref name="reason"/> then says why.
     /// </summary>
     /// <remarks>Priorities (SPEC §13.3): only the highest tier with an eligible member is offered to the chooser, so
     /// a lower tier serves only while every member above it is unavailable, and traffic returns as soon as one is back.
     /// The chooser is the rendezvous of <see cref="Affinity"/> when <paramref name="affinityKey"/> is given (§13.5),
     /// the group's balancer otherwise; either keeps its state across tiers (one balancer per group).</remarks>
-    public UpstreamLease? Select(in BalancingContext context, ulong tried, out Unavailability reason, string? affinityKey = null)
+    public UpstreamLease? Select(in BalancingContext context, in MemberSet tried, out Unavailability reason, string? affinityKey = null)
     {
         var keyHash = affinityKey is not null && Affinity is not null ? StableHash.OfString(affinityKey) : 0UL;
         var useAffinity = affinityKey is not null && Affinity is not null;
@@ -159,7 +156,7 @@ internal sealed class GroupRuntime : IDisposable, IMemberLoad
             var any = false;
             for (var i = 0; i < n; i++)
             {
-                if (i < 64 && (excluded & (1UL << i)) != 0)
+                if (excluded.Contains(i))
                 {
                     eligible[i] = false;
                     continue;
@@ -192,10 +189,7 @@ internal sealed class GroupRuntime : IDisposable, IMemberLoad
                 return lease;
             }
             // Lost a race for the last trial slot or token: exclude it (keeping why) and choose again.
-            if (index < 64)
-            {
-                excluded |= 1UL << index;
-            }
+            excluded.Add(index);
             var lost = Members[index].Check(context.Tokens);
             if (lost > reason)
             {
@@ -241,11 +235,11 @@ internal sealed class GroupRuntime : IDisposable, IMemberLoad
 
     /// <summary>Whether some member outside <paramref name="tried"/> is available right now for a request of
     /// <paramref name="tokens"/> estimated LLM tokens (0 = any request).</summary>
-    public bool HasAlternative(ulong tried, long tokens = 0)
+    public bool HasAlternative(in MemberSet tried, long tokens = 0)
     {
         for (var i = 0; i < Members.Length; i++)
         {
-            if (i < 64 && (tried & (1UL << i)) != 0)
+            if (tried.Contains(i))
             {
                 continue;
             }
@@ -279,13 +273,13 @@ internal sealed class GroupRuntime : IDisposable, IMemberLoad
     /// estimated LLM tokens, as budgets see it), leaving out the members in <paramref name="skip"/> (they do not serve
     /// the request's model) and those that never come back by themselves (<see cref="UpstreamRuntime.RecoversByItself"/>):
     /// counted as "now", one of those made every 503 say <c>Retry-After: 1</c>. Null when no member will.</summary>
-    public DateTimeOffset? EarliestRecovery(TimeProvider time, long tokens = 0, ulong skip = 0)
+    public DateTimeOffset? EarliestRecovery(TimeProvider time, long tokens, in MemberSet skip)
     {
         DateTimeOffset? best = null;
         for (var i = 0; i < Members.Length; i++)
         {
             var m = Members[i];
-            if (i < 64 && (skip & (1UL << i)) != 0 || !m.RecoversByItself)
+            if (skip.Contains(i) || !m.RecoversByItself)
             {
                 continue;
             }

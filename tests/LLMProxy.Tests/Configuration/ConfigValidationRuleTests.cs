@@ -34,20 +34,6 @@ public class ConfigValidationRuleTests
     }
 
     [Fact]
-    public void Validate_GroupOver64Members_ReportsTheLimitNamingTheGroup()
-    {
-        // Tried members and members that do not serve a model are 64-bit masks: a 65th member could be tried twice and
-        // ignored models (65 upstreams, u64 the only one with "b": model b got 404 model_not_found).
-        static string Config(int count) =>
-            "httpServer:\n  forwards:\n    - name: f1\n      port: 3000\n      defaultGroup: big\nupstreams:\n"
-            + string.Concat(Enumerable.Range(0, count).Select(i => $"  - name: u{i}\n    url: \"https://api{i}.example.com\"\n    models: [\"{(i < 64 ? "a" : "b")}\"]\n"))
-            + "upstreamGroups:\n  - name: big\n    upstreams:\n" + string.Concat(Enumerable.Range(0, count).Select(i => $"      - name: u{i}\n"));
-
-        AssertSingleError(Load(Config(65)), "upstreamGroups[0].upstreams", "group 'big' has 65 upstreams; at most 64");
-        LoadValid(Config(64));
-    }
-
-    [Fact]
     public void Validate_GroupNameEmpty_ReportsNotEmpty()
     {
         var result = Load(Replace(GroupAnchor, "  - name: ''\n"));

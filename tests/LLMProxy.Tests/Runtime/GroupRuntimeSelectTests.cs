@@ -40,7 +40,7 @@ public sealed class GroupRuntimeSelectTests : IDisposable
 
     private static string Pick(GroupRuntime group, string? affinityKey = null)
     {
-        using var lease = group.Select(Anyone, 0, out var reason, affinityKey);
+        using var lease = group.Select(Anyone, default, out var reason, affinityKey);
         Assert.True(lease is not null, $"no member: {reason}");
         lease.Record(AttemptVerdict.Success);
         return lease.Upstream.Name;
@@ -102,7 +102,9 @@ public sealed class GroupRuntimeSelectTests : IDisposable
     {
         var group = Group("roundrobin", ["a:1:1", "b:1:0"]);
 
-        using var lease = group.Select(Anyone, tried: 0b01, out _);
+        var tried = default(MemberSet);
+        tried.Add(0);
+        using var lease = group.Select(Anyone, tried, out _);
 
         Assert.Equal("b", lease!.Upstream.Name);
     }
@@ -112,12 +114,12 @@ public sealed class GroupRuntimeSelectTests : IDisposable
     {
         var group = Group("least_loaded", ["a:1:0", "b:1:0"]);
 
-        using var busy = group.Select(Anyone, 0, out _);
+        using var busy = group.Select(Anyone, default, out _);
         Assert.Equal("a", busy!.Upstream.Name); // both idle: index order
         Assert.Equal(1, group.Members[0].InFlight);
 
         Assert.Equal("b", Pick(group));
-        using var busy2 = group.Select(Anyone, 0, out _);
+        using var busy2 = group.Select(Anyone, default, out _);
         Assert.Equal("b", busy2!.Upstream.Name);
         // 1 and 1 in flight: tie, index order again.
         Assert.Equal("a", Pick(group));

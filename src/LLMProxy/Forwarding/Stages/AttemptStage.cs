@@ -35,7 +35,7 @@ internal sealed class AttemptStage : IRequestStage
         if (group.HasModelRules)
         {
             var notServing = group.NotServing(request.Facts.Model);
-            if ((notServing & group.AllMembers) == group.AllMembers)
+            if (notServing.ContainsAll(group.Members.Length))
             {
                 return request.Stop(RequestOutcome.ModelNotFound);
             }
