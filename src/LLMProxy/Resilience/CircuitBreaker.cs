@@ -13,9 +13,10 @@ namespace LLMProxy.Resilience;
 /// <see cref="Release"/>); <c>maxRequests</c> consecutive successes close it, any failure reopens it.</item>
 /// </list>
 /// Only outcomes count as requests: <see cref="TryAcquire"/> followed by <see cref="Release"/> leaves no trace.
-/// Outcomes are not tied to the state they were acquired in: an outcome arriving while open is ignored, and in
-/// half-open an outcome is counted only while a trial is outstanding (so a late success from the closed period cannot
-/// close the breaker on its own with no trial issued).
+/// In half-open only the trials of that half-open period count: <see cref="TryAcquire(out int)"/> hands each trial the
+/// period's number, and an outcome or release carrying another (a long stream acquired while closed, or a trial of an
+/// earlier half-open period) changes nothing there — three old successes cannot close a breaker whose three trials are
+/// still out, and an old release cannot free a trial slot. An outcome arriving while open is ignored.
 /// Written by hand because Polly's breaker admits a single half-open probe and is shaped around its outcome pipeline.
 /// Thread-safe: the closed fast path of <see cref="TryAcquire"/>/<see cref="IsAvailable"/> is a volatile read; everything
 /// else takes a small lock. <see cref="StateChanged"/> is raised outside the lock, so handlers may call back in, but two
@@ -45,6 +46,7 @@ internal sealed class CircuitBreaker
     private DateTimeOffset _retryAt;
 
     // Half-open state.
+    private int _period;            // number of the current (or last) half-open period, from 1
     private int _trialsIssued;      // acquired minus released; admission stops at _maxRequests
     private int _trialsOutstanding; // acquired, no outcome or release yet
     private int _successes;         // consecutive
@@ -132,8 +134,14 @@ internal sealed class CircuitBreaker
     /// <c>maxRequests</c> trial slots; when open, false until the cooldown has elapsed.
     /// Every successful acquire must be followed by exactly one of RecordSuccess, RecordFailure or Release.
     /// </summary>
-    public bool TryAcquire()
+    public bool TryAcquire() => TryAcquire(out _);
+
+    /// <summary>As <see cref="TryAcquire()"/>; <paramref name="trial"/> is the half-open period this request is a trial
+    /// of (0 when admitted while closed), to be handed back to <see cref="RecordSuccess(int)"/>,
+    /// <see cref="RecordFailure(int)"/> or <see cref="Release(int)"/>.</summary>
+    public bool TryAcquire(out int trial)
     {
+        trial = 0;
         if (_state == CircuitState.Closed)
         {
             return true;
@@ -152,6 +160,7 @@ internal sealed class CircuitBreaker
                 case CircuitState.HalfOpen when _trialsIssued < _maxRequests:
                     _trialsIssued++;
                     _trialsOutstanding++;
+                    trial = _period;
                     acquired = true;
                     break;
                 default:
@@ -164,8 +173,11 @@ internal sealed class CircuitBreaker
         return acquired;
     }
 
+    /// <summary>Any trial of the current half-open period (for callers that do not keep their acquisition's number).</summary>
+    public const int CurrentPeriod = -1;
+
     /// <summary>The acquired request succeeded (any status other than a breaker failure, 429 included).</summary>
-    public void RecordSuccess()
+    public void RecordSuccess(int trial = CurrentPeriod)
     {
         Transitions t = default;
         lock (_lock)
@@ -178,7 +190,7 @@ internal sealed class CircuitBreaker
                     RollWindow(now);
                     _requests++;
                     break;
-                case CircuitState.HalfOpen when _trialsOutstanding > 0:
+                case CircuitState.HalfOpen when IsTrialOfThisPeriod(trial):
                     _trialsOutstanding--;
                     if (++_successes >= _maxRequests)
                     {
@@ -193,7 +205,7 @@ internal sealed class CircuitBreaker
     }
 
     /// <summary>The acquired request failed (connect/TLS error, timeout, reset, 5xx).</summary>
-    public void RecordFailure()
+    public void RecordFailure(int trial = CurrentPeriod)
     {
         Transitions t = default;
         lock (_lock)
@@ -212,7 +224,7 @@ internal sealed class CircuitBreaker
                     }
 
                     break;
-                case CircuitState.HalfOpen when _trialsOutstanding > 0:
+                case CircuitState.HalfOpen when IsTrialOfThisPeriod(trial):
                     Open(now, ref t);
                     break;
             }
@@ -222,7 +234,7 @@ internal sealed class CircuitBreaker
     }
 
     /// <summary>The acquired request ended without an outcome (e.g. the client cancelled): frees a half-open slot, counts nothing.</summary>
-    public void Release()
+    public void Release(int trial = CurrentPeriod)
     {
         if (_state == CircuitState.Closed)
         {
@@ -231,7 +243,7 @@ internal sealed class CircuitBreaker
 
         lock (_lock)
         {
-            if (_state == CircuitState.HalfOpen && _trialsOutstanding > 0)
+            if (_state == CircuitState.HalfOpen && IsTrialOfThisPeriod(trial))
             {
                 _trialsOutstanding--;
                 _trialsIssued--;
@@ -293,11 +305,14 @@ internal sealed class CircuitBreaker
         }
     }
 
+    private bool IsTrialOfThisPeriod(int trial) => _trialsOutstanding > 0 && (trial == _period || trial == CurrentPeriod);
+
     private void PromoteIfCooledDown(long now, ref Transitions t)
     {
         if (_state == CircuitState.Open && now - _openedAt >= _cooldownTicks)
         {
             _state = CircuitState.HalfOpen;
+            _period++;
             _trialsIssued = 0;
             _trialsOutstanding = 0;
             _successes = 0;

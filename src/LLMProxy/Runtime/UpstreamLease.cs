@@ -35,6 +35,8 @@ internal sealed class UpstreamLease : IDisposable
     public AttemptVerdict Verdict { get; private set; }
     /// <summary>This attempt is the single trial of a disabled key (SPEC §13.4).</summary>
     public bool IsTrial { get; init; }
+    /// <summary>The breaker's half-open period this attempt is a trial of (0: admitted while closed).</summary>
+    public int BreakerTrial { get; init; }
     private int _trialEnded;
 
     /// <summary>Settles the key-health side of the attempt once an answer arrived: <paramref name="badKey"/> (a reason)
@@ -96,7 +98,7 @@ internal sealed class UpstreamLease : IDisposable
             {
                 Upstream.Shared?.Settle(shared, 0);
             }
-            Upstream.Release(Verdict);
+            Upstream.Release(Verdict, BreakerTrial);
             if (IsTrial && Interlocked.Exchange(ref _trialEnded, 1) == 0)
             {
                 Upstream.EndTrial(success: false);

@@ -413,14 +413,15 @@ internal sealed class UpstreamRuntime
             }
             trial = true;
         }
-        if (Breaker is { } b && !b.TryAcquire())
+        var breakerTrial = 0;
+        if (Breaker is { } b && !b.TryAcquire(out breakerTrial))
         {
             ReturnTrial(trial);
             return null;
         }
         if (!TryEnter())
         {
-            Breaker?.Release();
+            Breaker?.Release(breakerTrial);
             ReturnTrial(trial);
             return null;
         }
@@ -435,7 +436,7 @@ internal sealed class UpstreamRuntime
                 Tpm!.Refund(reserved);
             }
             Interlocked.Decrement(ref _inFlight);
-            Breaker?.Release();
+            Breaker?.Release(breakerTrial);
             ReturnTrial(trial);
             return null;
         }
@@ -446,7 +447,7 @@ internal sealed class UpstreamRuntime
         }
         metrics.InFlight.Inc();
         Recent.AddRequest();
-        return new UpstreamLease(this, index, metrics, tokens, reserved) { IsTrial = trial };
+        return new UpstreamLease(this, index, metrics, tokens, reserved) { IsTrial = trial, BreakerTrial = breakerTrial };
     }
 
     private void ReturnTrial(bool trial)
@@ -477,7 +478,7 @@ internal sealed class UpstreamRuntime
     }
 
     /// <summary>Ends a lease (only <see cref="UpstreamLease.Dispose"/> calls this).</summary>
-    internal void Release(AttemptVerdict verdict)
+    internal void Release(AttemptVerdict verdict, int breakerTrial)
     {
         Interlocked.Decrement(ref _inFlight);
         if (Breaker is not { } b)
@@ -486,9 +487,9 @@ internal sealed class UpstreamRuntime
         }
         switch (verdict)
         {
-            case AttemptVerdict.Failure: b.RecordFailure(); break;
-            case AttemptVerdict.Success: b.RecordSuccess(); break;
-            default: b.Release(); break;
+            case AttemptVerdict.Failure: b.RecordFailure(breakerTrial); break;
+            case AttemptVerdict.Success: b.RecordSuccess(breakerTrial); break;
+            default: b.Release(breakerTrial); break;
         }
     }
 }

@@ -416,4 +416,75 @@ public class CircuitBreakerTests
         Assert.Equal(1, opened);
         Assert.Equal(CircuitState.Open, breaker.State);
     }
+
+    [Fact]
+    public void HalfOpen_SuccessesOfRequestsAcquiredWhileClosed_DoNotCloseIt_TheTrialsDo()
+    {
+        CircuitBreaker breaker = Create();
+        var streams = new int[3];
+        for (var i = 0; i < streams.Length; i++)
+        {
+            Assert.True(breaker.TryAcquire(out streams[i])); // long streams, still running when the breaker opens
+            Assert.Equal(0, streams[i]);
+        }
+        Record(breaker, 0, 10);
+        _time.Advance(TimeSpan.FromMilliseconds(Options.Cooldown));
+        var trials = new int[3];
+        for (var i = 0; i < trials.Length; i++)
+        {
+            Assert.True(breaker.TryAcquire(out trials[i]));
+        }
+
+        foreach (var stream in streams)
+        {
+            breaker.RecordSuccess(stream);
+        }
+        Assert.Equal(CircuitState.HalfOpen, breaker.State); // three old successes, no trial answered yet
+        Assert.False(breaker.IsAvailable);
+        breaker.RecordFailure(streams[0]);
+        Assert.Equal(CircuitState.HalfOpen, breaker.State); // nor does an old failure reopen it
+
+        foreach (var trial in trials)
+        {
+            breaker.RecordSuccess(trial);
+        }
+        Assert.Equal(CircuitState.Closed, breaker.State);
+    }
+
+    [Fact]
+    public void HalfOpen_ReleaseOfARequestAcquiredWhileClosed_FreesNoTrialSlot()
+    {
+        CircuitBreaker breaker = Create(Options with { MaxRequests = 1 });
+        Assert.True(breaker.TryAcquire(out var old));
+        Record(breaker, 0, 10);
+        _time.Advance(TimeSpan.FromMilliseconds(Options.Cooldown));
+        Assert.True(breaker.TryAcquire(out var trial));
+
+        breaker.Release(old);
+
+        Assert.False(breaker.TryAcquire()); // the one trial is still out
+        breaker.Release(trial);
+        Assert.True(breaker.TryAcquire());
+    }
+
+    [Fact]
+    public void HalfOpen_OutcomeOfATrialOfAnEarlierPeriod_CountsNothing()
+    {
+        CircuitBreaker breaker = Create(Options with { MaxRequests = 2 });
+        Record(breaker, 0, 10);
+        _time.Advance(TimeSpan.FromMilliseconds(Options.Cooldown));
+        Assert.True(breaker.TryAcquire(out var slow));   // a trial that takes long
+        Assert.True(breaker.TryAcquire(out var failing));
+        breaker.RecordFailure(failing);                   // reopens
+        _time.Advance(TimeSpan.FromMilliseconds(Options.Cooldown));
+        Assert.True(breaker.TryAcquire(out var fresh));
+        Assert.NotEqual(slow, fresh);
+
+        breaker.RecordSuccess(slow);                      // from the first half-open period
+        Assert.True(breaker.TryAcquire(out var fresh2));
+        breaker.RecordSuccess(fresh);
+        Assert.Equal(CircuitState.HalfOpen, breaker.State); // one success of this period out of two
+        breaker.RecordSuccess(fresh2);
+        Assert.Equal(CircuitState.Closed, breaker.State);
+    }
 }

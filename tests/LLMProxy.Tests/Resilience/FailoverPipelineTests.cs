@@ -14,6 +14,64 @@ public class FailoverPipelineTests
     private static string Breaker(int minRequests = 4, int cooldown = 30000) =>
         $"breaker:\n  threshold: 0.5\n  minRequests: {minRequests}\n  cooldown: {cooldown}\n  interval: 60000\n  maxRequests: 1";
 
+    /// <summary>A stream admitted while the breaker was closed that ends well during half-open is no trial: with
+    /// <c>maxRequests: 1</c> and the one trial still out, the breaker must stay half-open (and full), not close.</summary>
+    [Fact]
+    public async Task LongStreamFromBeforeTheBreakerOpened_EndsDuringHalfOpen_DoesNotCloseIt()
+    {
+        // One gate per request: the stream (1) and the trial (4) end when the test says.
+        var gates = Enumerable.Range(0, 5).Select(_ => new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).ToArray();
+        var started = 0;
+        await using var ups = await Upstreams.StartAsync(("u", async ctx =>
+        {
+            var n = Interlocked.Increment(ref started);
+            if (n is not (1 or 4))
+            {
+                await ScriptedUpstream.Json("u", n is 2 or 3 ? 500 : 200)(ctx); // 2 and 3 open the breaker
+                return;
+            }
+            ctx.Response.ContentType = "text/event-stream";
+            await ctx.Response.WriteAsync("data: {\"n\":1}\n\n");
+            await ctx.Response.Body.FlushAsync();
+            await gates[n].Task.WaitAsync(TimeSpan.FromSeconds(20));
+            await ctx.Response.WriteAsync("data: [DONE]\n\n");
+        }));
+        var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config(ups.Yaml(_ => Breaker(minRequests: 2, cooldown: 1000)), ups.Members()), time);
+
+        using var stream = await proxy.Client.SendAsync(new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions")
+        {
+            Content = new StringContent("{\"stream\":true}"),
+        }, HttpCompletionOption.ResponseHeadersRead);
+        Assert.Equal(HttpStatusCode.OK, stream.StatusCode);
+        for (var i = 0; i < 2; i++)
+        {
+            using var failed = await proxy.Client.GetAsync("/v1/models");
+            Assert.Equal(HttpStatusCode.InternalServerError, failed.StatusCode);
+        }
+        time.Advance(TimeSpan.FromMilliseconds(1000));
+        using var trial = await proxy.Client.SendAsync(new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions")
+        {
+            Content = new StringContent("{\"stream\":true}"),
+        }, HttpCompletionOption.ResponseHeadersRead);
+        Assert.Equal(HttpStatusCode.OK, trial.StatusCode); // the half-open period's one trial, still streaming
+
+        // The stream admitted while closed ends well; the trial is still out.
+        gates[1].SetResult();
+        Assert.Contains("[DONE]", await stream.Content.ReadAsStringAsync());
+        using (var during = await proxy.Client.GetAsync("/v1/models"))
+        {
+            Assert.Equal(HttpStatusCode.ServiceUnavailable, during.StatusCode); // still half-open, its one trial out
+        }
+        gates[4].SetResult();
+        Assert.Contains("[DONE]", await trial.Content.ReadAsStringAsync());
+        await Eventually.WaitUntilAsync(async () =>
+        {
+            using var after = await proxy.Client.GetAsync("/v1/models");
+            return after.StatusCode == HttpStatusCode.OK; // the trial's success closed it
+        }, TimeSpan.FromSeconds(10));
+    }
+
     [Fact]
     public async Task FailingUpstream_HiddenByFailover_CutOffByBreaker_ReadmittedAfterCooldown()
     {
