@@ -279,13 +279,13 @@ internal sealed class YamlMap
             // Digits that overflow are a range problem, not a type problem.
             var digits = trimmed.TrimStart('-', '+');
             _ctx.Error(node.Start, path, digits.Length > 0 && digits.All(char.IsAsciiDigit)
-                ? RangeMessage(min, max, trimmed)
+                ? RangeMessage(min, max, trimmed, above: !trimmed.StartsWith('-'))
                 : $"must be an integer{Got(Quote(text))}");
             return false;
         }
         if (value < min || value > max)
         {
-            _ctx.Error(node.Start, path, RangeMessage(min, max, value.ToString(CultureInfo.InvariantCulture)));
+            _ctx.Error(node.Start, path, RangeMessage(min, max, value.ToString(CultureInfo.InvariantCulture), above: value > max));
             return false;
         }
         return true;
@@ -305,8 +305,12 @@ internal sealed class YamlMap
         return "\"" + Observability.LogText.Escape(shown.Replace("\\", "\\\\", StringComparison.Ordinal).Replace("\"", "\\\"", StringComparison.Ordinal)) + "\"";
     }
 
-    private string RangeMessage(long min, long max, string shown) =>
-        (max == int.MaxValue || max == long.MaxValue ? $"must be at least {min}" : $"must be between {min} and {max}") + Got(shown);
+    /// <summary>A key without a real upper bound (only the type's) names the bound the value broke: "at least" the
+    /// minimum when below it, "at most" the type's maximum when above it.</summary>
+    private string RangeMessage(long min, long max, string shown, bool above) =>
+        (max != int.MaxValue && max != long.MaxValue ? $"must be between {min} and {max}"
+            : above ? $"must be at most {max}"
+            : $"must be at least {min}") + Got(shown);
 
     private static string FormatBound(double value) =>
         value == Math.Floor(value) ? value.ToString("0.0", CultureInfo.InvariantCulture) : value.ToString("R", CultureInfo.InvariantCulture);

@@ -494,6 +494,14 @@ public class ConfigValidationRuleTests
     public void Validate_ForwardTimeoutBelowOne_Reports(string lines, string path) =>
         AssertSingleError(Load(With(ForwardAnchor, lines)), path, "must be at least 1");
 
+    [Theory]
+    [InlineData("      timeout:\n        idle: 3000000000", "httpServer.forwards[0].timeout.idle", "must be at most 2147483647 (got 3000000000)")]
+    [InlineData("      maxConnections: 99999999999999999999999", "httpServer.forwards[0].maxConnections", "must be at most 2147483647 (got 99999999999999999999999)")]
+    [InlineData("      maxConnections: -99999999999999999999999", "httpServer.forwards[0].maxConnections", "must be at least 1 (got -99999999999999999999999)")]
+    [InlineData("      maxRequestBodySize: 99999999999999999999999", "httpServer.forwards[0].maxRequestBodySize", "must be at most 9223372036854775807 (got 99999999999999999999999)")]
+    public void Validate_NumberBeyondTypeOnKeyWithoutUpperBound_NamesTheBoundItBroke(string lines, string path, string message) =>
+        Assert.Equal(message, AssertSingleError(Load(With(ForwardAnchor, lines)), path).Message);
+
     [Fact]
     public void Validate_AdminTimeoutBelowOne_Reports() =>
         AssertSingleError(Load(With(HttpServerAnchor, "  admin:\n    timeout:\n      write: 0")), "httpServer.admin.timeout.write", "must be at least 1");
