@@ -669,7 +669,8 @@ internal sealed class ConfigReader(ConfigReadContext ctx)
         return new HttpClientConfig
         {
             Agent = agent,
-            Keepalive = c.Int("keepalive", HttpClientDefaults.Keepalive, 0),
+            Keepalive = c.Int("keepalive", HttpClientDefaults.Keepalive, 0, HttpClientConfig.MaxKeepalive,
+                why: "the TCP keep-alive idle time is set in whole seconds and Linux allows at most 32767 s"),
             Connect = connect,
             Timeout = timeout,
             Proxy = proxy,

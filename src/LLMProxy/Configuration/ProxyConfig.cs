@@ -331,8 +331,12 @@ public sealed record HttpClientConfig
 {
     /// <summary>User-Agent used when the client sent none. Default "LLMProxy/1.0".</summary>
     public string Agent { get; init; } = "LLMProxy/1.0";
-    /// <summary>TCP keep-alive time (ms); 0 disables keep-alive probes. Default 60000.</summary>
+    /// <summary>TCP keep-alive time (ms); 0 disables keep-alive probes. Default 60000, at most <see cref="MaxKeepalive"/>.</summary>
     public int Keepalive { get; init; } = 60000;
+
+    /// <summary>Largest <see cref="Keepalive"/>: it becomes TCP_KEEPIDLE in whole seconds, and Linux refuses more than
+    /// 32767 s (every connect would fail). The probe interval set beside it, a quarter of that, stays below its own 32767 s cap.</summary>
+    public const int MaxKeepalive = 32_767_000;
     public ConnectConfig Connect { get; init; } = new();
     public ClientTimeoutConfig Timeout { get; init; } = new();
     public ProxyServerConfig? Proxy { get; init; }

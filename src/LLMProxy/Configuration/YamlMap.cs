@@ -190,8 +190,9 @@ internal sealed class YamlMap
         return text;
     }
 
-    public int Int(string key, int fallback, int min, int max = int.MaxValue) =>
-        Node(key) is { } node && TryInteger(node, PathOf(key), min, max, out var value) ? (int)value : fallback;
+    /// <param name="why">Appended to the message for a value above <paramref name="max"/>: why the maximum is what it is.</param>
+    public int Int(string key, int fallback, int min, int max = int.MaxValue, string? why = null) =>
+        Node(key) is { } node && TryInteger(node, PathOf(key), min, max, out var value, why) ? (int)value : fallback;
 
     public int? OptionalInt(string key, int min, int max = int.MaxValue) =>
         Node(key) is { } node && TryInteger(node, PathOf(key), min, max, out var value) ? (int)value : null;
@@ -268,7 +269,9 @@ internal sealed class YamlMap
     }
 
     /// <summary>A list item that must be an integer in [min, max].</summary>
-    public bool TryInteger(YamlNode node, string path, long min, long max, out long value)
+    public bool TryInteger(YamlNode node, string path, long min, long max, out long value) => TryInteger(node, path, min, max, out value, why: null);
+
+    private bool TryInteger(YamlNode node, string path, long min, long max, out long value, string? why)
     {
         value = 0;
         var text = ScalarText(node, path, "an integer");
@@ -279,13 +282,13 @@ internal sealed class YamlMap
             // Digits that overflow are a range problem, not a type problem.
             var digits = trimmed.TrimStart('-', '+');
             _ctx.Error(node.Start, path, digits.Length > 0 && digits.All(char.IsAsciiDigit)
-                ? RangeMessage(min, max, trimmed, above: !trimmed.StartsWith('-'))
+                ? RangeMessage(min, max, trimmed, above: !trimmed.StartsWith('-'), why)
                 : $"must be an integer{Got(Quote(text))}");
             return false;
         }
         if (value < min || value > max)
         {
-            _ctx.Error(node.Start, path, RangeMessage(min, max, value.ToString(CultureInfo.InvariantCulture), above: value > max));
+            _ctx.Error(node.Start, path, RangeMessage(min, max, value.ToString(CultureInfo.InvariantCulture), above: value > max, why));
             return false;
         }
         return true;
@@ -307,10 +310,10 @@ internal sealed class YamlMap
 
     /// <summary>A key without a real upper bound (only the type's) names the bound the value broke: "at least" the
     /// minimum when below it, "at most" the type's maximum when above it.</summary>
-    private string RangeMessage(long min, long max, string shown, bool above) =>
+    private string RangeMessage(long min, long max, string shown, bool above, string? why) =>
         (max != int.MaxValue && max != long.MaxValue ? $"must be between {min} and {max}"
             : above ? $"must be at most {max}"
-            : $"must be at least {min}") + Got(shown);
+            : $"must be at least {min}") + Got(shown) + (above && why is not null ? ": " + why : "");
 
     private static string FormatBound(double value) =>
         value == Math.Floor(value) ? value.ToString("0.0", CultureInfo.InvariantCulture) : value.ToString("R", CultureInfo.InvariantCulture);

@@ -518,8 +518,22 @@ public class ConfigValidationRuleTests
         Assert.Equal(0, LoadValid(With(GroupAnchor, "    httpClient:\n      keepalive: 0")).UpstreamGroups[0].HttpClient.Keepalive);
 
     [Fact]
+    public void Validate_KeepaliveAboveKernelLimit_ReportsRangeAndWhy()
+    {
+        // 32767999 would become TCP_KEEPIDLE 32767 s, too; 32768000 is 32768 s, which Linux refuses on every connect.
+        var error = AssertSingleError(Load(With(GroupAnchor, "    httpClient:\n      keepalive: 32768000")), "upstreamGroups[0].httpClient.keepalive",
+            "must be between 0 and 32767000 (got 32768000)");
+
+        Assert.Contains("32767 s", error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Validate_KeepaliveAtKernelLimit_IsAccepted() =>
+        Assert.Equal(32_767_000, LoadValid(With(GroupAnchor, "    httpClient:\n      keepalive: 32767000")).UpstreamGroups[0].HttpClient.Keepalive);
+
+    [Fact]
     public void Validate_KeepaliveNegative_Reports() =>
-        AssertSingleError(Load(With(GroupAnchor, "    httpClient:\n      keepalive: -1")), "upstreamGroups[0].httpClient.keepalive", "must be at least 0");
+        AssertSingleError(Load(With(GroupAnchor, "    httpClient:\n      keepalive: -1")), "upstreamGroups[0].httpClient.keepalive", "must be between 0 and 32767000 (got -1)");
 
     [Theory]
     [InlineData("idleTotal")]
