@@ -57,7 +57,7 @@ internal sealed class YamlMap
         }
 
         var map = new YamlMap(ctx, mapping, path, sensitive);
-        foreach (var (keyNode, value) in mapping.Children)
+        foreach (var (keyNode, value) in Merged(ctx, mapping, path))
         {
             if (keyNode is not YamlScalarNode { Value: { } key })
             {
@@ -72,6 +72,53 @@ internal sealed class YamlMap
             map._values[key] = value;
         }
         return map;
+    }
+
+    /// <summary>
+    /// The entries of a mapping with YAML merge keys applied (<c>&lt;&lt;: *base</c>, <c>&lt;&lt;: [*a, *b]</c>), as the
+    /// reference's parser (gopkg.in/yaml.v3) applies them: a key written in the mapping wins over a merged one, an earlier
+    /// mapping of a merge list over a later one, and a merged mapping brings its own merges along. Written here rather than
+    /// with YamlDotNet's MergingParser, which refuses a merged key written again as a duplicate (the usual way to use a
+    /// base) and throws an unexpected exception for an alias of anything but a mapping. Aliases are already resolved
+    /// and paid for by <see cref="GuardedParser"/>, so this walk is bounded by the document's node budget.
+    /// </summary>
+    private static List<KeyValuePair<YamlNode, YamlNode>> Merged(ConfigReadContext ctx, YamlMappingNode mapping, string path)
+    {
+        var entries = new List<KeyValuePair<YamlNode, YamlNode>>(mapping.Children.Count);
+        YamlNode? merge = null;
+        var written = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var entry in mapping.Children)
+        {
+            if (entry.Key is YamlScalarNode { Value: "<<", Style: ScalarStyle.Plain or ScalarStyle.Any })
+            {
+                merge = entry.Value;
+                continue;
+            }
+            if (entry.Key is YamlScalarNode { Value: { } key }) written.Add(key);
+            entries.Add(entry);
+        }
+        if (merge is null) return entries;
+
+        List<YamlMappingNode>? sources = merge switch
+        {
+            YamlMappingNode single => [single],
+            YamlSequenceNode list when list.Children.All(item => item is YamlMappingNode) => [.. list.Children.Cast<YamlMappingNode>()],
+            _ => null,
+        };
+        if (sources is null)
+        {
+            ctx.Error(merge.Start, ConfigPath.Child(path, ConfigPath.UnknownKey("<<")),
+                $"a merge key takes a mapping or a list of mappings, e.g. <<: *base (got {Kind(merge)})");
+            return entries;
+        }
+        foreach (var source in sources)
+        {
+            foreach (var entry in Merged(ctx, source, path))
+            {
+                if (entry.Key is not YamlScalarNode { Value: { } key } || written.Add(key)) entries.Add(entry);
+            }
+        }
+        return entries;
     }
 
     /// <summary>Like <see cref="Open"/> but a missing/null node is an error (used for list items).</summary>
@@ -165,7 +212,7 @@ internal sealed class YamlMap
             return null;
         }
         var result = new List<(string, YamlNode, Mark, string)>();
-        foreach (var (keyNode, value) in mapping.Children)
+        foreach (var (keyNode, value) in Merged(_ctx, mapping, PathOf(key)))
         {
             if (keyNode is not YamlScalarNode { Value: { } name })
             {
