@@ -149,7 +149,7 @@ public sealed record RateLimitConfig
     public int Burst { get; init; } = 200;
 }
 
-/// <summary>Server-side timeouts (ms): idle 60000, read 30000, write 30000.</summary>
+/// <summary>Server-side timeouts (ms): idle 60000, read 30000, write 30000; 0 in the file means the default (as in the reference).</summary>
 public sealed record ServerTimeoutConfig
 {
     public int Idle { get; init; } = 60000;
@@ -342,7 +342,7 @@ public sealed record HttpClientConfig
     public ProxyServerConfig? Proxy { get; init; }
 }
 
-/// <summary><c>httpClient.connect</c>: idleTotal 100, idlePerHost 10, maxPerHost 50.</summary>
+/// <summary><c>httpClient.connect</c>: idleTotal 100, idlePerHost 10, maxPerHost 50; 0 in the file means the default (as in the reference).</summary>
 public sealed record ConnectConfig
 {
     public int IdleTotal { get; init; } = 100;
@@ -350,7 +350,8 @@ public sealed record ConnectConfig
     public int MaxPerHost { get; init; } = 50;
 }
 
-/// <summary><c>httpClient.timeout</c> (ms): connect 10000, request 300000 (time to headers and every idle gap), idle 60000.</summary>
+/// <summary><c>httpClient.timeout</c> (ms): connect 10000, request 300000 (time to headers and every idle gap), idle 60000;
+/// 0 in the file means the default (as in the reference).</summary>
 public sealed record ClientTimeoutConfig
 {
     public int Connect { get; init; } = 10000;

@@ -241,6 +241,14 @@ internal sealed class YamlMap
     public int Int(string key, int fallback, int min, int max = int.MaxValue, string? why = null) =>
         Node(key) is { } node && TryInteger(node, PathOf(key), min, max, out var value, why) ? (int)value : fallback;
 
+    /// <summary>An integer of at least 1 where 0, as in the reference, means "absent: use <paramref name="fallback"/>".</summary>
+    public int IntZeroIsDefault(string key, int fallback, int max = int.MaxValue) =>
+        Int(key, fallback, 0, max) is var value && value == 0 ? fallback : value;
+
+    /// <summary>True when the key holds a quoted empty string (<c>""</c>), which the reference reads as the key's default.
+    /// (A plain empty value is YAML null, i.e. absent, already.)</summary>
+    public bool IsEmptyString(string key) => _values.TryGetValue(key, out var node) && node is YamlScalarNode { Value: "" };
+
     public int? OptionalInt(string key, int min, int max = int.MaxValue) =>
         Node(key) is { } node && TryInteger(node, PathOf(key), min, max, out var value) ? (int)value : null;
 
