@@ -113,6 +113,23 @@ public class CommandLineTests
     }
 
     [Fact]
+    public async Task AdminPortInUse_ExitsOne_NamingAddress_NoReadyLineLogged()
+    {
+        // SPEC §8: every listener is bound before any ready line; the forward binds first and must not be announced.
+        using var occupied = new TcpListener(IPAddress.Loopback, 0);
+        occupied.Start();
+        var adminPort = ((IPEndPoint)occupied.LocalEndpoint).Port;
+        var path = WriteConfig(ProcessConfig.Minimal(StreamingAndErrorTests.FreePort(), adminPort, "http://127.0.0.1:1"));
+
+        var (code, stdout, stderr) = await ProxyProcess.RunAsync("-r", "-c", path);
+
+        Assert.Equal(1, code);
+        Assert.Contains($"127.0.0.1:{adminPort}", stderr);
+        Assert.DoesNotContain("ready:", stdout);
+        Assert.DoesNotContain("   at ", stderr);
+    }
+
+    [Fact]
     public async Task Mock_DefaultOptions_ServesUntilSigterm_ExitsZero()
     {
         await using var process = ProxyProcess.Start("mock", "--port", "0");
