@@ -129,6 +129,22 @@ public class CommandLineTests
         Assert.DoesNotContain("   at ", stderr);
     }
 
+    [Theory]
+    [InlineData("10.255.255.1", "0")] // not an address of this host: EADDRNOTAVAIL, a SocketException
+    [InlineData("127.0.0.1", "OCCUPIED")] // port in use: an IOException
+    public async Task Mock_CannotListen_ExitsOne_OneLineNoStackTrace(string address, string port)
+    {
+        using var occupied = new TcpListener(IPAddress.Loopback, 0);
+        occupied.Start();
+        if (port == "OCCUPIED") port = ((IPEndPoint)occupied.LocalEndpoint).Port.ToString(System.Globalization.CultureInfo.InvariantCulture);
+
+        var (code, _, stderr) = await ProxyProcess.RunAsync("mock", "--address", address, "--port", port);
+
+        Assert.Equal(1, code);
+        Assert.StartsWith($"llmproxy mock: cannot listen on {address}:{port}: ", stderr, StringComparison.Ordinal);
+        Assert.Single(stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+    }
+
     [Fact]
     public async Task Mock_DefaultOptions_ServesUntilSigterm_ExitsZero()
     {
