@@ -99,7 +99,19 @@ internal static class RootCommandFactory
     {
         var port = new Option<int>("--port") { Description = "Proxy port.", DefaultValueFactory = _ => 3000 };
         var adminPort = new Option<int>("--admin-port") { Description = "Admin port.", DefaultValueFactory = _ => 9000 };
-        var demo = new Command("demo", "Run mock upstreams and a proxy in front of them from a built-in config.") { port, adminPort };
+        foreach (var option in new[] { port, adminPort })
+        {
+            // A usage error, reported before any mock account starts. Only a value that parsed; the parser reports the rest.
+            option.Validators.Add(r =>
+            {
+                if (r.Tokens.Count == 1 && int.TryParse(r.Tokens[0].Value, out var value) && value is < 1 or > 65535)
+                {
+                    r.AddError($"{option.Name} must be between 1 and 65535 (got {value})");
+                }
+            });
+        }
+        // -j is a root option (llmproxy -j demo); demo takes it after its name too (llmproxy demo -j).
+        var demo = new Command("demo", "Run mock upstreams and a proxy in front of them from a built-in config.") { port, adminPort, json };
         demo.SetAction((parse, _) => DemoCommand.RunAsync(parse.GetValue(port), parse.GetValue(adminPort), parse.GetValue(json), stdout, stderr));
         return demo;
     }

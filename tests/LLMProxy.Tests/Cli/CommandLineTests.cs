@@ -47,6 +47,36 @@ public class CommandLineTests
         Assert.False(string.IsNullOrWhiteSpace(stderr));
     }
 
+    [Theory]
+    [InlineData("--port", "0")]
+    [InlineData("--port", "65536")]
+    [InlineData("--admin-port", "0")]
+    [InlineData("--admin-port", "70000")]
+    public async Task Demo_PortOutOfRange_IsAUsageError_ExitsTwo(string option, string value)
+    {
+        var (code, stdout, stderr) = await ProxyProcess.RunAsync("demo", option, value);
+
+        Assert.Equal(2, code);
+        Assert.Contains($"{option} must be between 1 and 65535 (got {value})", stderr);
+        Assert.DoesNotContain("starting", stdout); // refused by the parser: nothing started
+    }
+
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task Demo_JsonFlag_BeforeOrAfterDemo_LogsJson(bool afterDemo)
+    {
+        var ports = new[] { "--port", StreamingAndErrorTests.FreePort().ToString(System.Globalization.CultureInfo.InvariantCulture),
+            "--admin-port", StreamingAndErrorTests.FreePort().ToString(System.Globalization.CultureInfo.InvariantCulture) };
+        await using var process = ProxyProcess.Start(afterDemo ? ["demo", "-j", .. ports] : ["-j", "demo", .. ports]);
+
+        await process.WaitForOutputAsync("ready:", count: 2);
+
+        Assert.All(process.Stdout.Split('\n').Where(l => l.Contains("ready:", StringComparison.Ordinal)), l => Assert.StartsWith("{", l, StringComparison.Ordinal));
+        process.Signal(ProxyProcess.SIGTERM);
+        Assert.Equal(0, await process.WaitForExitAsync(TimeSpan.FromSeconds(30)));
+    }
+
     [Fact]
     public async Task InvalidConfig_ExitsOne_NamingEveryBadKey_NoStackTrace()
     {
