@@ -77,6 +77,20 @@ public class CommandLineTests
         Assert.Equal(0, await process.WaitForExitAsync(TimeSpan.FromSeconds(30)));
     }
 
+    [Theory]
+    [InlineData("--shutdown-timeout must be a whole number of milliseconds, 0 or more (got 'abc')", "--shutdown-timeout", "abc")]
+    [InlineData("--shutdown-timeout must be a whole number of milliseconds, 0 or more (got '-1')", "--shutdown-timeout", "-1")]
+    [InlineData("--config needs a file path (got an empty one)", "-c", "")]
+    public async Task UsageError_PlainMessage_ExitsTwo(string message, params string[] args)
+    {
+        var (code, _, stderr) = await ProxyProcess.RunAsync(args);
+
+        Assert.Equal(2, code);
+        Assert.Contains($"llmproxy: {message}", stderr);
+        Assert.DoesNotContain("System.", stderr);
+        Assert.DoesNotContain("Parameter", stderr);
+    }
+
     [Fact]
     public async Task InvalidConfig_ExitsOne_NamingEveryBadKey_NoStackTrace()
     {
