@@ -31,6 +31,12 @@ internal static class LoggingSetup
             b.AddFilter("Microsoft", LogLevel.Warning);
             b.AddFilter("System", LogLevel.Warning);
             b.AddFilter("Yarp", LogLevel.Warning);
+            // YARP's forwarder logs every failed forward (ForwardingError) at Warning with the exception and its stack
+            // trace: one per request while an upstream is down. The attempt stage reads the same error and logs it in one
+            // line (attempt failed with its kind, unsendable with the exception's type, or short of descriptors), and the
+            // access line follows; the forwarder's only other Warning is a client's bad Sec-WebSocket-Key. Its Errors
+            // and above, and every other Yarp category's Warnings, still show.
+            b.AddFilter("Yarp.ReverseProxy.Forwarder.HttpForwarder", LogLevel.Error);
             // Hosting opens a log scope per request whenever any level is enabled for it; we log our own
             // access line, so it gets none (saves an allocation per request).
             b.AddFilter("Microsoft.AspNetCore.Hosting.Diagnostics", LogLevel.None);

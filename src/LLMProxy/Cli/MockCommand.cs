@@ -22,7 +22,9 @@ internal static class MockCommand
         {
             server = await MockServer.StartAsync(options).ConfigureAwait(false);
         }
-        catch (IOException ex)
+        // A port in use (IOException), an address this host does not have (SocketException), a privileged port
+        // (UnauthorizedAccessException or SocketException): one line, exit 1, as the proxy's own listeners do.
+        catch (Exception ex) when (ex is IOException or System.Net.Sockets.SocketException or UnauthorizedAccessException)
         {
             stderr.WriteLine($"llmproxy mock: cannot listen on {options.Address}:{options.Port}: {ex.Message}");
             return ExitCodes.ConfigOrStartup;

@@ -1,4 +1,5 @@
 using System.CommandLine;
+using System.Globalization;
 using LLMProxy.Mock;
 
 namespace LLMProxy.Cli;
@@ -32,15 +33,28 @@ internal static class RootCommandFactory
         var json = new Option<bool>("--json", "-j") { Description = "Log one JSON object per line." };
         var release = new Option<bool>("--release", "-r") { Description = "Production mode: Information level, no banner." };
         var test = new Option<bool>("--test", "-t") { Description = "Validate the config, print a summary and exit (0 valid, 1 invalid)." };
-        var shutdown = new Option<int?>("--shutdown-timeout") { Description = "Milliseconds to drain in-flight requests on SIGTERM/SIGINT (default: httpServer.shutdownTimeout, 30000)." };
-        shutdown.Validators.Add(r =>
+        config.Validators.Add(r =>
         {
-            // Only range-check a value that parsed; a non-number is already reported by the parser.
-            if (r.Tokens.Count == 1 && int.TryParse(r.Tokens[0].Value, out var ms) && ms < 0)
+            if (r.Tokens.Count == 1 && r.Tokens[0].Value.Length == 0)
             {
-                r.AddError("--shutdown-timeout must be >= 0");
+                r.AddError("--config needs a file path (got an empty one)");
             }
         });
+        var shutdown = new Option<int?>("--shutdown-timeout")
+        {
+            Description = "Milliseconds to drain in-flight requests on SIGTERM/SIGINT (default: httpServer.shutdownTimeout, 30000).",
+            // Our own parser, so a bad value gets a plain message instead of the default one naming the .NET type.
+            CustomParser = r =>
+            {
+                var text = r.Tokens.Count == 1 ? r.Tokens[0].Value : "";
+                if (int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var ms))
+                {
+                    return ms;
+                }
+                r.AddError($"--shutdown-timeout must be a whole number of milliseconds, 0 or more (got '{text}')");
+                return null;
+            },
+        };
 
         var root = new RootCommand("LLMProxy: a fast, failover-aware proxy for OpenAI/Anthropic-compatible LLM APIs.");
         root.Options.Add(config);
@@ -99,7 +113,19 @@ internal static class RootCommandFactory
     {
         var port = new Option<int>("--port") { Description = "Proxy port.", DefaultValueFactory = _ => 3000 };
         var adminPort = new Option<int>("--admin-port") { Description = "Admin port.", DefaultValueFactory = _ => 9000 };
-        var demo = new Command("demo", "Run mock upstreams and a proxy in front of them from a built-in config.") { port, adminPort };
+        foreach (var option in new[] { port, adminPort })
+        {
+            // A usage error, reported before any mock account starts. Only a value that parsed; the parser reports the rest.
+            option.Validators.Add(r =>
+            {
+                if (r.Tokens.Count == 1 && int.TryParse(r.Tokens[0].Value, out var value) && value is < 1 or > 65535)
+                {
+                    r.AddError($"{option.Name} must be between 1 and 65535 (got {value})");
+                }
+            });
+        }
+        // -j is a root option (llmproxy -j demo); demo takes it after its name too (llmproxy demo -j).
+        var demo = new Command("demo", "Run mock upstreams and a proxy in front of them from a built-in config.") { port, adminPort, json };
         demo.SetAction((parse, _) => DemoCommand.RunAsync(parse.GetValue(port), parse.GetValue(adminPort), parse.GetValue(json), stdout, stderr));
         return demo;
     }

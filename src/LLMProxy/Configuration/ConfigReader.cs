@@ -341,9 +341,9 @@ internal sealed class ConfigReader(ConfigReadContext ctx)
         if (parent.Map("timeout", ConfigKeys.ServerTimeout) is not { } t) return ServerTimeoutDefaults;
         return new ServerTimeoutConfig
         {
-            Idle = t.Int("idle", ServerTimeoutDefaults.Idle, 1),
-            Read = t.Int("read", ServerTimeoutDefaults.Read, 1),
-            Write = t.Int("write", ServerTimeoutDefaults.Write, 1),
+            Idle = t.IntZeroIsDefault("idle", ServerTimeoutDefaults.Idle),
+            Read = t.IntZeroIsDefault("read", ServerTimeoutDefaults.Read),
+            Write = t.IntZeroIsDefault("write", ServerTimeoutDefaults.Write),
         };
     }
 
@@ -351,7 +351,8 @@ internal sealed class ConfigReader(ConfigReadContext ctx)
     private static string ReadAddress(YamlMap m, string fallback, out bool valid)
     {
         valid = true;
-        if (!m.Has("address")) return fallback;
+        // "" is the default, as in the reference.
+        if (!m.Has("address") || m.IsEmptyString("address")) return fallback;
         var text = m.String("address");
         if (text is null)
         {
@@ -495,7 +496,8 @@ internal sealed class ConfigReader(ConfigReadContext ctx)
         // Sensitive: no message under auth ever echoes a value.
         if (upstream.Map("auth", ConfigKeys.Auth, sensitive: true) is not { } a) return new AuthConfig();
 
-        var type = a.Enum("type", AuthType.None, ConfigNames.AuthTypes);
+        // "" is none, as in the reference (its validation allows '' beside none, bearer and basic).
+        var type = a.IsEmptyString("type") ? AuthType.None : a.Enum("type", AuthType.None, ConfigNames.AuthTypes);
         var token = a.String("token");
         var username = a.String("username");
         var password = a.String("password");
@@ -632,8 +634,9 @@ internal sealed class ConfigReader(ConfigReadContext ctx)
     {
         if (group.Map("httpClient", ConfigKeys.HttpClient) is not { } c) return HttpClientDefaults;
 
-        var agent = c.String("agent") ?? HttpClientDefaults.Agent;
-        if (string.IsNullOrWhiteSpace(agent)) c.Error("agent", "must not be empty (omit the key to use the default)");
+        // "" is the default, as in the reference; blanks would send an empty User-Agent.
+        var agent = c.IsEmptyString("agent") ? HttpClientDefaults.Agent : c.String("agent") ?? HttpClientDefaults.Agent;
+        if (string.IsNullOrWhiteSpace(agent)) c.Error("agent", "must not be blank (omit the key or give \"\" to use the default)");
         else CheckHeaderValue(c, "agent", agent);
 
         var connect = ConnectDefaults;
@@ -641,9 +644,9 @@ internal sealed class ConfigReader(ConfigReadContext ctx)
         {
             connect = new ConnectConfig
             {
-                IdleTotal = cn.Int("idleTotal", ConnectDefaults.IdleTotal, 1),
-                IdlePerHost = cn.Int("idlePerHost", ConnectDefaults.IdlePerHost, 1),
-                MaxPerHost = cn.Int("maxPerHost", ConnectDefaults.MaxPerHost, 1),
+                IdleTotal = cn.IntZeroIsDefault("idleTotal", ConnectDefaults.IdleTotal),
+                IdlePerHost = cn.IntZeroIsDefault("idlePerHost", ConnectDefaults.IdlePerHost),
+                MaxPerHost = cn.IntZeroIsDefault("maxPerHost", ConnectDefaults.MaxPerHost),
             };
         }
 
@@ -652,9 +655,9 @@ internal sealed class ConfigReader(ConfigReadContext ctx)
         {
             timeout = new ClientTimeoutConfig
             {
-                Connect = t.Int("connect", ClientTimeoutDefaults.Connect, 1),
-                Request = t.Int("request", ClientTimeoutDefaults.Request, 1),
-                Idle = t.Int("idle", ClientTimeoutDefaults.Idle, 1),
+                Connect = t.IntZeroIsDefault("connect", ClientTimeoutDefaults.Connect),
+                Request = t.IntZeroIsDefault("request", ClientTimeoutDefaults.Request),
+                Idle = t.IntZeroIsDefault("idle", ClientTimeoutDefaults.Idle),
             };
         }
 
@@ -669,7 +672,8 @@ internal sealed class ConfigReader(ConfigReadContext ctx)
         return new HttpClientConfig
         {
             Agent = agent,
-            Keepalive = c.Int("keepalive", HttpClientDefaults.Keepalive, 0),
+            Keepalive = c.Int("keepalive", HttpClientDefaults.Keepalive, 0, HttpClientConfig.MaxKeepalive,
+                why: "the TCP keep-alive idle time is set in whole seconds and Linux allows at most 32767 s"),
             Connect = connect,
             Timeout = timeout,
             Proxy = proxy,

@@ -149,7 +149,7 @@ public sealed record RateLimitConfig
     public int Burst { get; init; } = 200;
 }
 
-/// <summary>Server-side timeouts (ms): idle 60000, read 30000, write 30000.</summary>
+/// <summary>Server-side timeouts (ms): idle 60000, read 30000, write 30000; 0 in the file means the default (as in the reference).</summary>
 public sealed record ServerTimeoutConfig
 {
     public int Idle { get; init; } = 60000;
@@ -331,14 +331,18 @@ public sealed record HttpClientConfig
 {
     /// <summary>User-Agent used when the client sent none. Default "LLMProxy/1.0".</summary>
     public string Agent { get; init; } = "LLMProxy/1.0";
-    /// <summary>TCP keep-alive time (ms); 0 disables keep-alive probes. Default 60000.</summary>
+    /// <summary>TCP keep-alive time (ms); 0 disables keep-alive probes. Default 60000, at most <see cref="MaxKeepalive"/>.</summary>
     public int Keepalive { get; init; } = 60000;
+
+    /// <summary>Largest <see cref="Keepalive"/>: it becomes TCP_KEEPIDLE in whole seconds, and Linux refuses more than
+    /// 32767 s (every connect would fail). The probe interval set beside it, a quarter of that, stays below its own 32767 s cap.</summary>
+    public const int MaxKeepalive = 32_767_000;
     public ConnectConfig Connect { get; init; } = new();
     public ClientTimeoutConfig Timeout { get; init; } = new();
     public ProxyServerConfig? Proxy { get; init; }
 }
 
-/// <summary><c>httpClient.connect</c>: idleTotal 100, idlePerHost 10, maxPerHost 50.</summary>
+/// <summary><c>httpClient.connect</c>: idleTotal 100, idlePerHost 10, maxPerHost 50; 0 in the file means the default (as in the reference).</summary>
 public sealed record ConnectConfig
 {
     public int IdleTotal { get; init; } = 100;
@@ -346,7 +350,8 @@ public sealed record ConnectConfig
     public int MaxPerHost { get; init; } = 50;
 }
 
-/// <summary><c>httpClient.timeout</c> (ms): connect 10000, request 300000 (time to headers and every idle gap), idle 60000.</summary>
+/// <summary><c>httpClient.timeout</c> (ms): connect 10000, request 300000 (time to headers and every idle gap), idle 60000;
+/// 0 in the file means the default (as in the reference).</summary>
 public sealed record ClientTimeoutConfig
 {
     public int Connect { get; init; } = 10000;

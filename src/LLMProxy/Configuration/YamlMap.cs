@@ -57,7 +57,7 @@ internal sealed class YamlMap
         }
 
         var map = new YamlMap(ctx, mapping, path, sensitive);
-        foreach (var (keyNode, value) in mapping.Children)
+        foreach (var (keyNode, value) in Merged(ctx, mapping, path))
         {
             if (keyNode is not YamlScalarNode { Value: { } key })
             {
@@ -72,6 +72,53 @@ internal sealed class YamlMap
             map._values[key] = value;
         }
         return map;
+    }
+
+    /// <summary>
+    /// The entries of a mapping with YAML merge keys applied (<c>&lt;&lt;: *base</c>, <c>&lt;&lt;: [*a, *b]</c>), as the
+    /// reference's parser (gopkg.in/yaml.v3) applies them: a key written in the mapping wins over a merged one, an earlier
+    /// mapping of a merge list over a later one, and a merged mapping brings its own merges along. Written here rather than
+    /// with YamlDotNet's MergingParser, which refuses a merged key written again as a duplicate (the usual way to use a
+    /// base) and throws an unexpected exception for an alias of anything but a mapping. Aliases are already resolved
+    /// and paid for by <see cref="GuardedParser"/>, so this walk is bounded by the document's node budget.
+    /// </summary>
+    private static List<KeyValuePair<YamlNode, YamlNode>> Merged(ConfigReadContext ctx, YamlMappingNode mapping, string path)
+    {
+        var entries = new List<KeyValuePair<YamlNode, YamlNode>>(mapping.Children.Count);
+        YamlNode? merge = null;
+        var written = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var entry in mapping.Children)
+        {
+            if (entry.Key is YamlScalarNode { Value: "<<", Style: ScalarStyle.Plain or ScalarStyle.Any })
+            {
+                merge = entry.Value;
+                continue;
+            }
+            if (entry.Key is YamlScalarNode { Value: { } key }) written.Add(key);
+            entries.Add(entry);
+        }
+        if (merge is null) return entries;
+
+        List<YamlMappingNode>? sources = merge switch
+        {
+            YamlMappingNode single => [single],
+            YamlSequenceNode list when list.Children.All(item => item is YamlMappingNode) => [.. list.Children.Cast<YamlMappingNode>()],
+            _ => null,
+        };
+        if (sources is null)
+        {
+            ctx.Error(merge.Start, ConfigPath.Child(path, ConfigPath.UnknownKey("<<")),
+                $"a merge key takes a mapping or a list of mappings, e.g. <<: *base (got {Kind(merge)})");
+            return entries;
+        }
+        foreach (var source in sources)
+        {
+            foreach (var entry in Merged(ctx, source, path))
+            {
+                if (entry.Key is not YamlScalarNode { Value: { } key } || written.Add(key)) entries.Add(entry);
+            }
+        }
+        return entries;
     }
 
     /// <summary>Like <see cref="Open"/> but a missing/null node is an error (used for list items).</summary>
@@ -165,7 +212,7 @@ internal sealed class YamlMap
             return null;
         }
         var result = new List<(string, YamlNode, Mark, string)>();
-        foreach (var (keyNode, value) in mapping.Children)
+        foreach (var (keyNode, value) in Merged(_ctx, mapping, PathOf(key)))
         {
             if (keyNode is not YamlScalarNode { Value: { } name })
             {
@@ -190,8 +237,17 @@ internal sealed class YamlMap
         return text;
     }
 
-    public int Int(string key, int fallback, int min, int max = int.MaxValue) =>
-        Node(key) is { } node && TryInteger(node, PathOf(key), min, max, out var value) ? (int)value : fallback;
+    /// <param name="why">Appended to the message for a value above <paramref name="max"/>: why the maximum is what it is.</param>
+    public int Int(string key, int fallback, int min, int max = int.MaxValue, string? why = null) =>
+        Node(key) is { } node && TryInteger(node, PathOf(key), min, max, out var value, why) ? (int)value : fallback;
+
+    /// <summary>An integer of at least 1 where 0, as in the reference, means "absent: use <paramref name="fallback"/>".</summary>
+    public int IntZeroIsDefault(string key, int fallback, int max = int.MaxValue) =>
+        Int(key, fallback, 0, max) is var value && value == 0 ? fallback : value;
+
+    /// <summary>True when the key holds a quoted empty string (<c>""</c>), which the reference reads as the key's default.
+    /// (A plain empty value is YAML null, i.e. absent, already.)</summary>
+    public bool IsEmptyString(string key) => _values.TryGetValue(key, out var node) && node is YamlScalarNode { Value: "" };
 
     public int? OptionalInt(string key, int min, int max = int.MaxValue) =>
         Node(key) is { } node && TryInteger(node, PathOf(key), min, max, out var value) ? (int)value : null;
@@ -268,7 +324,9 @@ internal sealed class YamlMap
     }
 
     /// <summary>A list item that must be an integer in [min, max].</summary>
-    public bool TryInteger(YamlNode node, string path, long min, long max, out long value)
+    public bool TryInteger(YamlNode node, string path, long min, long max, out long value) => TryInteger(node, path, min, max, out value, why: null);
+
+    private bool TryInteger(YamlNode node, string path, long min, long max, out long value, string? why)
     {
         value = 0;
         var text = ScalarText(node, path, "an integer");
@@ -279,13 +337,13 @@ internal sealed class YamlMap
             // Digits that overflow are a range problem, not a type problem.
             var digits = trimmed.TrimStart('-', '+');
             _ctx.Error(node.Start, path, digits.Length > 0 && digits.All(char.IsAsciiDigit)
-                ? RangeMessage(min, max, trimmed)
+                ? RangeMessage(min, max, trimmed, above: !trimmed.StartsWith('-'), why)
                 : $"must be an integer{Got(Quote(text))}");
             return false;
         }
         if (value < min || value > max)
         {
-            _ctx.Error(node.Start, path, RangeMessage(min, max, value.ToString(CultureInfo.InvariantCulture)));
+            _ctx.Error(node.Start, path, RangeMessage(min, max, value.ToString(CultureInfo.InvariantCulture), above: value > max, why));
             return false;
         }
         return true;
@@ -305,8 +363,12 @@ internal sealed class YamlMap
         return "\"" + Observability.LogText.Escape(shown.Replace("\\", "\\\\", StringComparison.Ordinal).Replace("\"", "\\\"", StringComparison.Ordinal)) + "\"";
     }
 
-    private string RangeMessage(long min, long max, string shown) =>
-        (max == int.MaxValue || max == long.MaxValue ? $"must be at least {min}" : $"must be between {min} and {max}") + Got(shown);
+    /// <summary>A key without a real upper bound (only the type's) names the bound the value broke: "at least" the
+    /// minimum when below it, "at most" the type's maximum when above it.</summary>
+    private string RangeMessage(long min, long max, string shown, bool above, string? why) =>
+        (max != int.MaxValue && max != long.MaxValue ? $"must be between {min} and {max}"
+            : above ? $"must be at most {max}"
+            : $"must be at least {min}") + Got(shown) + (above && why is not null ? ": " + why : "");
 
     private static string FormatBound(double value) =>
         value == Math.Floor(value) ? value.ToString("0.0", CultureInfo.InvariantCulture) : value.ToString("R", CultureInfo.InvariantCulture);

@@ -94,6 +94,8 @@ internal sealed class ProxyHost : IAsyncDisposable
         var apps = new List<WebApplication>();
         var forwardPorts = new Dictionary<string, int>(StringComparer.Ordinal);
         var adminPort = 0;
+        // SPEC §8: bind every listener, then say ready — a listener that fails to bind must not follow a ready line.
+        var ready = new List<(string Kind, string Name, string Endpoint)>();
         try
         {
             for (var index = 0; index < runtime.Forwards.Length; index++)
@@ -112,7 +114,7 @@ internal sealed class ProxyHost : IAsyncDisposable
                 var port = await StartAppAsync(app, c.Address, c.Port, cancellationToken).ConfigureAwait(false);
                 apps.Add(app);
                 forwardPorts[forward.Name] = port;
-                Log.Listening(logger, "forward", forward.Name, FormatEndpoint(c.Address, port));
+                ready.Add(("forward", forward.Name, FormatEndpoint(c.Address, port)));
             }
 
             var a = config.HttpServer.Admin;
@@ -121,7 +123,7 @@ internal sealed class ProxyHost : IAsyncDisposable
             new AdminEndpoints(holder, reloader, loggerFactory.CreateLogger("LLMProxy.Admin"), options.Time).Map(admin);
             adminPort = await StartAppAsync(admin, a.Address, a.Port, cancellationToken).ConfigureAwait(false);
             apps.Add(admin);
-            Log.Listening(logger, "admin", "admin", FormatEndpoint(a.Address, adminPort));
+            ready.Add(("admin", "admin", FormatEndpoint(a.Address, adminPort)));
         }
         catch
         {
@@ -133,6 +135,10 @@ internal sealed class ProxyHost : IAsyncDisposable
             runtime.Dispose();
             cluster?.Dispose();
             throw;
+        }
+        foreach (var (kind, name, endpoint) in ready)
+        {
+            Log.Listening(logger, kind, name, endpoint);
         }
         var trimmer = new IdleMemoryTrimmer(() => holder.Current.ActiveRequests, () => holder.Current.StartedRequests, options.Time);
         return new ProxyHost(holder, reloader, apps, forwardPorts, adminPort, logger, trimmer);

@@ -1,12 +1,12 @@
 namespace LLMProxy.LoadBalancing;
 
 /// <summary>
-/// Weighted rendezvous (highest-random-weight) hashing over a fixed member list, shared by <c>iphash</c> (keyed by the
-/// client IP) and prompt-cache affinity (keyed by a session string). Each member's score for a key is
+/// Rendezvous (highest-random-weight) hashing over a fixed member list, shared by <c>iphash</c> (keyed by the client IP,
+/// weights ignored) and prompt-cache affinity (keyed by a session string, weighted). Each member's score for a key is
 /// mix(keyHash ^ memberHash) and the eligible member with the highest score wins, so a key sticks to its member while
 /// that member is eligible, and when a member becomes ineligible only its own keys move (each to its next-highest
 /// member). Member hashes come from the member names with a stable hash, so the mapping survives restarts, reordering
-/// of the member list and is the same in every proxy instance. Unequal weights use weighted rendezvous
+/// of the member list and is the same in every proxy instance. When weighted, unequal weights use weighted rendezvous
 /// (score = w / -ln(u)), which keeps both properties and gives each member a share proportional to its weight; equal
 /// weights take the integer fast path. Immutable, so thread-safe; allocation-free per call.
 /// </summary>
@@ -15,16 +15,16 @@ internal sealed class Rendezvous
     private readonly ulong[] _memberHashes;
     private readonly double[]? _weights; // null when all weights are equal
 
-    public Rendezvous(IReadOnlyList<BalancerMember> members)
+    /// <param name="weighted">Whether member weights shape the shares; false scores every member alike.</param>
+    public Rendezvous(IReadOnlyList<BalancerMember> members, bool weighted)
     {
         ArgumentNullException.ThrowIfNull(members);
         ArgumentOutOfRangeException.ThrowIfLessThan(members.Count, 1);
         _memberHashes = new ulong[members.Count];
-        bool equal = true;
+        bool equal = !weighted || members.All(m => Math.Max(1, m.Weight) == Math.Max(1, members[0].Weight));
         for (int i = 0; i < members.Count; i++)
         {
             _memberHashes[i] = StableHash.OfString(members[i].Name);
-            equal &= Math.Max(1, members[i].Weight) == Math.Max(1, members[0].Weight);
         }
 
         if (!equal)

@@ -41,7 +41,7 @@ internal sealed class GroupRuntime : IDisposable, IMemberLoad
             : [];
         HasBodyAffinity = AffinityKeys.Any(k => k.IsBody);
         // Stateless, so rebuilt on every reload: the same names and weights give the same mapping (SPEC §13.5).
-        Affinity = AffinityKeys.Length > 0 ? new Rendezvous([.. config.Upstreams.Select(m => new BalancerMember(m.Name, m.Weight))]) : null;
+        Affinity = AffinityKeys.Length > 0 ? new Rendezvous([.. config.Upstreams.Select(m => new BalancerMember(m.Name, m.Weight))], weighted: true) : null;
         Metrics = new GroupMetrics(metrics, Name);
         MemberMetrics = [.. Members.Select(m => new MemberMetrics(metrics, Name, m.Name, StrategyLabel))];
         MaxAttempts = Math.Max(1, Math.Min(config.Retry.Attempts, Members.Length));

@@ -47,6 +47,50 @@ public class CommandLineTests
         Assert.False(string.IsNullOrWhiteSpace(stderr));
     }
 
+    [Theory]
+    [InlineData("--port", "0")]
+    [InlineData("--port", "65536")]
+    [InlineData("--admin-port", "0")]
+    [InlineData("--admin-port", "70000")]
+    public async Task Demo_PortOutOfRange_IsAUsageError_ExitsTwo(string option, string value)
+    {
+        var (code, stdout, stderr) = await ProxyProcess.RunAsync("demo", option, value);
+
+        Assert.Equal(2, code);
+        Assert.Contains($"{option} must be between 1 and 65535 (got {value})", stderr);
+        Assert.DoesNotContain("starting", stdout); // refused by the parser: nothing started
+    }
+
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task Demo_JsonFlag_BeforeOrAfterDemo_LogsJson(bool afterDemo)
+    {
+        var ports = new[] { "--port", StreamingAndErrorTests.FreePort().ToString(System.Globalization.CultureInfo.InvariantCulture),
+            "--admin-port", StreamingAndErrorTests.FreePort().ToString(System.Globalization.CultureInfo.InvariantCulture) };
+        await using var process = ProxyProcess.Start(afterDemo ? ["demo", "-j", .. ports] : ["-j", "demo", .. ports]);
+
+        await process.WaitForOutputAsync("ready:", count: 2);
+
+        Assert.All(process.Stdout.Split('\n').Where(l => l.Contains("ready:", StringComparison.Ordinal)), l => Assert.StartsWith("{", l, StringComparison.Ordinal));
+        process.Signal(ProxyProcess.SIGTERM);
+        Assert.Equal(0, await process.WaitForExitAsync(TimeSpan.FromSeconds(30)));
+    }
+
+    [Theory]
+    [InlineData("--shutdown-timeout must be a whole number of milliseconds, 0 or more (got 'abc')", "--shutdown-timeout", "abc")]
+    [InlineData("--shutdown-timeout must be a whole number of milliseconds, 0 or more (got '-1')", "--shutdown-timeout", "-1")]
+    [InlineData("--config needs a file path (got an empty one)", "-c", "")]
+    public async Task UsageError_PlainMessage_ExitsTwo(string message, params string[] args)
+    {
+        var (code, _, stderr) = await ProxyProcess.RunAsync(args);
+
+        Assert.Equal(2, code);
+        Assert.Contains($"llmproxy: {message}", stderr);
+        Assert.DoesNotContain("System.", stderr);
+        Assert.DoesNotContain("Parameter", stderr);
+    }
+
     [Fact]
     public async Task InvalidConfig_ExitsOne_NamingEveryBadKey_NoStackTrace()
     {
@@ -110,6 +154,39 @@ public class CommandLineTests
         Assert.Equal(1, code);
         Assert.Contains($"127.0.0.1:{port}", stderr);
         Assert.DoesNotContain("   at ", stderr);
+    }
+
+    [Fact]
+    public async Task AdminPortInUse_ExitsOne_NamingAddress_NoReadyLineLogged()
+    {
+        // SPEC §8: every listener is bound before any ready line; the forward binds first and must not be announced.
+        using var occupied = new TcpListener(IPAddress.Loopback, 0);
+        occupied.Start();
+        var adminPort = ((IPEndPoint)occupied.LocalEndpoint).Port;
+        var path = WriteConfig(ProcessConfig.Minimal(StreamingAndErrorTests.FreePort(), adminPort, "http://127.0.0.1:1"));
+
+        var (code, stdout, stderr) = await ProxyProcess.RunAsync("-r", "-c", path);
+
+        Assert.Equal(1, code);
+        Assert.Contains($"127.0.0.1:{adminPort}", stderr);
+        Assert.DoesNotContain("ready:", stdout);
+        Assert.DoesNotContain("   at ", stderr);
+    }
+
+    [Theory]
+    [InlineData("10.255.255.1", "0")] // not an address of this host: EADDRNOTAVAIL, a SocketException
+    [InlineData("127.0.0.1", "OCCUPIED")] // port in use: an IOException
+    public async Task Mock_CannotListen_ExitsOne_OneLineNoStackTrace(string address, string port)
+    {
+        using var occupied = new TcpListener(IPAddress.Loopback, 0);
+        occupied.Start();
+        if (port == "OCCUPIED") port = ((IPEndPoint)occupied.LocalEndpoint).Port.ToString(System.Globalization.CultureInfo.InvariantCulture);
+
+        var (code, _, stderr) = await ProxyProcess.RunAsync("mock", "--address", address, "--port", port);
+
+        Assert.Equal(1, code);
+        Assert.StartsWith($"llmproxy mock: cannot listen on {address}:{port}: ", stderr, StringComparison.Ordinal);
+        Assert.Single(stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
     }
 
     [Fact]

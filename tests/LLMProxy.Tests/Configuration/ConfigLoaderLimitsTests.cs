@@ -44,6 +44,21 @@ public class ConfigLoaderLimitsTests
     public void LoadYaml_BillionLaughsAsUpstreams_RefusedBeforeReading() =>
         AssertSingleError(Load(Laughs(i => $"l{i}: &a{i} [ALIASES]") + "upstreams: *a9\n"), "", "more than 100000 nodes");
 
+    [Fact]
+    public void LoadYaml_BillionLaughsThroughMergeKeys_RefusedByNodeBudget()
+    {
+        // Each level merges nine copies of the one below: merges go through aliases, so the guard charges them as it
+        // charges any alias, and the document is refused before a merge is walked.
+        var s = new StringBuilder("l0: &a0 {k0: lol, k1: lol, k2: lol, k3: lol, k4: lol, k5: lol, k6: lol, k7: lol, k8: lol}\n");
+        for (var i = 1; i <= 9; i++)
+        {
+            s.Append($"l{i}: &a{i} {{<<: [{string.Join(", ", Enumerable.Repeat($"*a{i - 1}", 9))}]}}\n");
+        }
+        var yaml = Valid + s + "cluster:\n  <<: *a9\n";
+
+        AssertSingleError(Load(yaml), "", "more than 100000 nodes");
+    }
+
     [Theory]
     [InlineData("? &a [*a]\n: x\n")]
     [InlineData("a: &x [1, *x]\n")]

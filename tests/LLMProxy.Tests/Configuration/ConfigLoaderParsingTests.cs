@@ -327,4 +327,62 @@ public class ConfigLoaderParsingTests
         Assert.Equal(0.25, config.Upstreams[0].Breaker!.Threshold);
         Assert.Equal(0.25, config.Upstreams[1].Breaker!.Threshold);
     }
+
+    [Fact]
+    public void LoadYaml_MergeKeys_MergeLikeTheReference_WrittenKeysWin()
+    {
+        // As gopkg.in/yaml.v3 (the reference's parser) reads it: keys written beside <<: override merged ones, and in a
+        // merge list the earlier mapping wins.
+        var config = LoadValid("""
+            httpServer:
+              forwards:
+                - name: f1
+                  port: 3000
+                  defaultGroup: g1
+            upstreams:
+              - &base
+                name: u1
+                url: "https://api.example.com/v1/chat/completions"
+                breaker: &breaker
+                  threshold: 0.25
+                  cooldown: 5000
+              - <<: *base
+                name: u2
+                breaker:
+                  <<: [{cooldown: 7000}, *breaker]
+                  maxRequests: 2
+            upstreamGroups:
+              - name: g1
+                upstreams:
+                  - name: u1
+                  - name: u2
+            """);
+
+        var u2 = config.Upstreams[1];
+        Assert.Equal(("u2", "https://api.example.com/v1/chat/completions"), (u2.Name, u2.Url));
+        Assert.Equal((0.25, 7000, 2), (u2.Breaker!.Threshold, u2.Breaker.Cooldown, u2.Breaker.MaxRequests));
+        Assert.Equal(("u1", 5000), (config.Upstreams[0].Name, config.Upstreams[0].Breaker!.Cooldown));
+    }
+
+    [Fact]
+    public void LoadYaml_MergedUnknownKey_ReportedAtTheMergingMapping()
+    {
+        var yaml = With(Upstream0Anchor, "    breaker: &b\n      threshold: 0.5")
+            .Replace(Upstream1Anchor, Upstream1Anchor + "    ratelimit:\n      <<: *b\n", StringComparison.Ordinal);
+
+        AssertSingleError(Load(yaml), "upstreams[1].ratelimit.threshold", "unknown key");
+    }
+
+    [Theory]
+    [InlineData("    <<: *url", "a single value")]
+    [InlineData("    <<: *models", "a list")]
+    [InlineData("    <<: [*url]", "a list")]
+    [InlineData("    <<:", "an empty value")]
+    public void LoadYaml_MergeOfNonMapping_ReportsPath(string merge, string got)
+    {
+        var yaml = Replace(Upstream0Anchor, "    url: &url \"https://api.example.com/v1/chat/completions\"\n    models: &models [\"*\"]\n")
+            .Replace(Upstream1Anchor, Upstream1Anchor + merge + "\n", StringComparison.Ordinal);
+
+        AssertSingleError(Load(yaml), "upstreams[1].\"<<\"", $"a merge key takes a mapping or a list of mappings, e.g. <<: *base (got {got})");
+    }
 }

@@ -488,41 +488,103 @@ public class ConfigValidationRuleTests
     // ---- timeouts and pools --------------------------------------------------------------------
 
     [Theory]
-    [InlineData("      timeout:\n        idle: 0", "httpServer.forwards[0].timeout.idle")]
-    [InlineData("      timeout:\n        read: 0", "httpServer.forwards[0].timeout.read")]
-    [InlineData("      timeout:\n        write: 0", "httpServer.forwards[0].timeout.write")]
-    public void Validate_ForwardTimeoutBelowOne_Reports(string lines, string path) =>
-        AssertSingleError(Load(With(ForwardAnchor, lines)), path, "must be at least 1");
+    [InlineData("      timeout:\n        idle: -1", "httpServer.forwards[0].timeout.idle")]
+    [InlineData("      timeout:\n        read: -1", "httpServer.forwards[0].timeout.read")]
+    [InlineData("      timeout:\n        write: -1", "httpServer.forwards[0].timeout.write")]
+    public void Validate_ForwardTimeoutNegative_Reports(string lines, string path) =>
+        AssertSingleError(Load(With(ForwardAnchor, lines)), path, "must be at least 0 (got -1)");
 
     [Fact]
-    public void Validate_AdminTimeoutBelowOne_Reports() =>
-        AssertSingleError(Load(With(HttpServerAnchor, "  admin:\n    timeout:\n      write: 0")), "httpServer.admin.timeout.write", "must be at least 1");
+    public void Validate_TimeoutsZero_UseTheDefaults_AsInTheReference()
+    {
+        // The reference's SetDefaults turns a 0 timeout into its default.
+        var yaml = With(ForwardAnchor, "      timeout: {idle: 0, read: 0, write: 0}")
+            .Replace(HttpServerAnchor, HttpServerAnchor + "  admin:\n    timeout: {idle: 0, read: 0, write: 0}\n", StringComparison.Ordinal)
+            .Replace(GroupAnchor, GroupAnchor + "    httpClient:\n      timeout: {connect: 0, request: 0, idle: 0}\n", StringComparison.Ordinal);
+
+        var config = LoadValid(yaml);
+
+        Assert.Equal(new ServerTimeoutConfig(), config.HttpServer.Forwards[0].Timeout);
+        Assert.Equal(new ServerTimeoutConfig(), config.HttpServer.Admin.Timeout);
+        Assert.Equal(new ClientTimeoutConfig(), config.UpstreamGroups[0].HttpClient.Timeout);
+        Assert.Equal((60000, 30000, 30000), (config.HttpServer.Forwards[0].Timeout.Idle, config.HttpServer.Forwards[0].Timeout.Read, config.HttpServer.Forwards[0].Timeout.Write));
+        Assert.Equal((10000, 300000, 60000), (config.UpstreamGroups[0].HttpClient.Timeout.Connect, config.UpstreamGroups[0].HttpClient.Timeout.Request, config.UpstreamGroups[0].HttpClient.Timeout.Idle));
+    }
+
+    [Fact]
+    public void Validate_ConnectZero_UsesTheDefaults_AsInTheReference()
+    {
+        var connect = LoadValid(With(GroupAnchor, "    httpClient:\n      connect: {idleTotal: 0, idlePerHost: 0, maxPerHost: 0}")).UpstreamGroups[0].HttpClient.Connect;
+
+        Assert.Equal((100, 10, 50), (connect.IdleTotal, connect.IdlePerHost, connect.MaxPerHost));
+    }
+
+    [Fact]
+    public void Validate_EmptyStrings_UseTheDefaults_AsInTheReference()
+    {
+        var yaml = With(ForwardAnchor, "      address: \"\"")
+            .Replace(HttpServerAnchor, HttpServerAnchor + "  admin:\n    address: ''\n", StringComparison.Ordinal)
+            .Replace(Upstream0Anchor, Upstream0Anchor + "    auth:\n      type: \"\"\n", StringComparison.Ordinal)
+            .Replace(GroupAnchor, GroupAnchor + "    httpClient:\n      agent: \"\"\n", StringComparison.Ordinal);
+
+        var config = LoadValid(yaml);
+
+        Assert.Equal(("0.0.0.0", "0.0.0.0"), (config.HttpServer.Forwards[0].Address, config.HttpServer.Admin.Address));
+        Assert.Equal(AuthType.None, config.Upstreams[0].Auth.Type);
+        Assert.Equal("LLMProxy/1.0", config.UpstreamGroups[0].HttpClient.Agent);
+    }
+
+    [Theory]
+    [InlineData("      timeout:\n        idle: 3000000000", "httpServer.forwards[0].timeout.idle", "must be at most 2147483647 (got 3000000000)")]
+    [InlineData("      maxConnections: 99999999999999999999999", "httpServer.forwards[0].maxConnections", "must be at most 2147483647 (got 99999999999999999999999)")]
+    [InlineData("      maxConnections: -99999999999999999999999", "httpServer.forwards[0].maxConnections", "must be at least 1 (got -99999999999999999999999)")]
+    [InlineData("      maxRequestBodySize: 99999999999999999999999", "httpServer.forwards[0].maxRequestBodySize", "must be at most 9223372036854775807 (got 99999999999999999999999)")]
+    public void Validate_NumberBeyondTypeOnKeyWithoutUpperBound_NamesTheBoundItBroke(string lines, string path, string message) =>
+        Assert.Equal(message, AssertSingleError(Load(With(ForwardAnchor, lines)), path).Message);
+
+    [Fact]
+    public void Validate_AdminTimeoutNegative_Reports() =>
+        AssertSingleError(Load(With(HttpServerAnchor, "  admin:\n    timeout:\n      write: -1")), "httpServer.admin.timeout.write", "must be at least 0");
 
     [Theory]
     [InlineData("connect")]
     [InlineData("request")]
     [InlineData("idle")]
-    public void Validate_ClientTimeoutBelowOne_Reports(string key) =>
-        AssertSingleError(Load(With(GroupAnchor, $"    httpClient:\n      timeout:\n        {key}: 0")), $"upstreamGroups[0].httpClient.timeout.{key}", "must be at least 1");
+    public void Validate_ClientTimeoutNegative_Reports(string key) =>
+        AssertSingleError(Load(With(GroupAnchor, $"    httpClient:\n      timeout:\n        {key}: -1")), $"upstreamGroups[0].httpClient.timeout.{key}", "must be at least 0");
 
     [Fact]
     public void Validate_KeepaliveZero_IsAllowedAndDisables() =>
         Assert.Equal(0, LoadValid(With(GroupAnchor, "    httpClient:\n      keepalive: 0")).UpstreamGroups[0].HttpClient.Keepalive);
 
     [Fact]
+    public void Validate_KeepaliveAboveKernelLimit_ReportsRangeAndWhy()
+    {
+        // 32767999 would become TCP_KEEPIDLE 32767 s, too; 32768000 is 32768 s, which Linux refuses on every connect.
+        var error = AssertSingleError(Load(With(GroupAnchor, "    httpClient:\n      keepalive: 32768000")), "upstreamGroups[0].httpClient.keepalive",
+            "must be between 0 and 32767000 (got 32768000)");
+
+        Assert.Contains("32767 s", error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Validate_KeepaliveAtKernelLimit_IsAccepted() =>
+        Assert.Equal(32_767_000, LoadValid(With(GroupAnchor, "    httpClient:\n      keepalive: 32767000")).UpstreamGroups[0].HttpClient.Keepalive);
+
+    [Fact]
     public void Validate_KeepaliveNegative_Reports() =>
-        AssertSingleError(Load(With(GroupAnchor, "    httpClient:\n      keepalive: -1")), "upstreamGroups[0].httpClient.keepalive", "must be at least 0");
+        AssertSingleError(Load(With(GroupAnchor, "    httpClient:\n      keepalive: -1")), "upstreamGroups[0].httpClient.keepalive", "must be between 0 and 32767000 (got -1)");
 
     [Theory]
     [InlineData("idleTotal")]
     [InlineData("idlePerHost")]
     [InlineData("maxPerHost")]
-    public void Validate_ConnectBelowOne_Reports(string key) =>
-        AssertSingleError(Load(With(GroupAnchor, $"    httpClient:\n      connect:\n        {key}: 0")), $"upstreamGroups[0].httpClient.connect.{key}", "must be at least 1");
+    public void Validate_ConnectNegative_Reports(string key) =>
+        AssertSingleError(Load(With(GroupAnchor, $"    httpClient:\n      connect:\n        {key}: -1")), $"upstreamGroups[0].httpClient.connect.{key}", "must be at least 0");
 
     [Fact]
-    public void Validate_AgentEmpty_Reports() =>
-        AssertSingleError(Load(With(GroupAnchor, "    httpClient:\n      agent: \"\"")), "upstreamGroups[0].httpClient.agent", "must not be empty");
+    public void Validate_AgentBlank_Reports() =>
+        AssertSingleError(Load(With(GroupAnchor, "    httpClient:\n      agent: \"  \"")), "upstreamGroups[0].httpClient.agent", "must not be blank");
 
     [Theory]
     [InlineData("LLMProxy/\\u00e9")]

@@ -8,6 +8,21 @@ namespace LLMProxy.Tests.Forwarding;
 public class ConnectionLimitsTests
 {
     [Fact]
+    public async Task KeepaliveAtItsMaximum_UpstreamConnectsAndAnswers()
+    {
+        // The largest keepalive the config accepts becomes TCP_KEEPIDLE 32767 s on each upstream socket: the kernel must take it.
+        await using var upstream = await ScriptedUpstream.StartAsync(ctx => ctx.Response.WriteAsync("ok"));
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config($"- name: u1\n  url: \"{upstream.Url}\"", "- name: u1", groupExtra: $"""
+            httpClient:
+              keepalive: {LLMProxy.Configuration.HttpClientConfig.MaxKeepalive}
+            """));
+
+        using var r = await proxy.Client.GetAsync("/");
+
+        Assert.Equal(HttpStatusCode.OK, r.StatusCode);
+    }
+
+    [Fact]
     public async Task MaxPerHost_CapsConcurrentUpstreamConnections()
     {
         var inFlight = 0;

@@ -20,9 +20,9 @@ public class AffinityTests
     public void SameKey_SameMember_AcrossSeparatelyBuiltGroups_AnyMemberOrder()
     {
         var members = Members(1, 1, 1, 1);
-        var one = new Rendezvous(members);
-        var two = new Rendezvous([.. members]);
-        var reversed = new Rendezvous([.. members.Reverse()]);
+        var one = new Rendezvous(members, weighted: true);
+        var two = new Rendezvous([.. members], weighted: true);
+        var reversed = new Rendezvous([.. members.Reverse()], weighted: true);
 
         foreach (var key in Keys)
         {
@@ -35,7 +35,7 @@ public class AffinityTests
     [Fact]
     public void MemberUnavailable_OnlyItsKeysMove_ToTheirNextInOrder_AndReturn()
     {
-        var r = new Rendezvous(Members(1, 1, 1, 1));
+        var r = new Rendezvous(Members(1, 1, 1, 1), weighted: true);
         var before = Keys.Select(k => Pick(r, k)).ToArray();
         bool[] without2 = [true, true, false, true];
 
@@ -60,7 +60,7 @@ public class AffinityTests
     [Fact]
     public void Weights_GiveProportionalShares()
     {
-        var r = new Rendezvous(Members(3, 1));
+        var r = new Rendezvous(Members(3, 1), weighted: true);
         var toFirst = Keys.Count(k => Pick(r, k) == 0);
 
         // Expected 1500 of 2000.
@@ -68,7 +68,7 @@ public class AffinityTests
     }
 
     [Fact]
-    public void NoEligible_MinusOne() => Assert.Equal(-1, Pick(new Rendezvous(Members(1, 1)), "k", [false, false]));
+    public void NoEligible_MinusOne() => Assert.Equal(-1, Pick(new Rendezvous(Members(1, 1), weighted: true), "k", [false, false]));
 
     [Theory]
     [InlineData("header:x-session-id", "Header", "x-session-id")]
