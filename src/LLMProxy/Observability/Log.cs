@@ -86,6 +86,10 @@ internal static partial class Log
         Message = "request could not be sent as received (client's fault, no upstream verdict): upstream={Upstream} cause={Cause} request_id={RequestId}")]
     public static partial void Unsendable(ILogger logger, string upstream, string cause, string requestId);
 
+    [LoggerMessage(EventId = 21, EventName = "UnsendableDetail", Level = LogLevel.Debug,
+        Message = "why the request could not be sent: request_id={RequestId}")]
+    public static partial void UnsendableDetail(ILogger logger, Exception exception, string requestId);
+
     [LoggerMessage(EventId = 48, EventName = "ShortOfDescriptors", Level = LogLevel.Warning,
         Message = "no file descriptor or socket buffer for a new upstream connection (this process's shortage, no upstream verdict): 503 proxy_overloaded upstream={Upstream} request_id={RequestId}; raise the open-file limit")]
     public static partial void ShortOfDescriptors(ILogger logger, string upstream, string requestId);

@@ -247,7 +247,12 @@ internal sealed class AttemptStage : IRequestStage
             // Not the upstream's doing: no verdict (the lease's default).
             if (failure == FailureClassifier.Unsendable)
             {
-                Log.Unsendable(services.Logger, upstream.Name, http.GetForwarderErrorFeature()?.Exception?.GetType().Name ?? error.ToString(), request.RequestId);
+                var cause = http.GetForwarderErrorFeature()?.Exception;
+                Log.Unsendable(services.Logger, upstream.Name, cause?.GetType().Name ?? error.ToString(), request.RequestId);
+                if (cause is not null)
+                {
+                    Log.UnsendableDetail(services.Logger, cause, request.RequestId); // the stack trace, at Debug only
+                }
             }
             else if (failure == FailureClassifier.ShortOfDescriptors)
             {

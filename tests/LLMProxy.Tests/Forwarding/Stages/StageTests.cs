@@ -8,6 +8,7 @@ using LLMProxy.Observability;
 using LLMProxy.Runtime;
 using LLMProxy.Tests.Infrastructure;
 using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Time.Testing;
 
@@ -18,6 +19,7 @@ namespace LLMProxy.Tests.Forwarding.Stages;
 public sealed class StageTests : IDisposable
 {
     private readonly FakeTimeProvider _time = new();
+    private readonly CapturingLoggerProvider _logs = new();
     private readonly ProxyRuntime _runtime;
 
     public StageTests()
@@ -26,7 +28,7 @@ public sealed class StageTests : IDisposable
             forwardExtra: "ratelimit:\n  perSecond: 1\n  burst: 1\nmaxRequestBodySize: 100\ntrustedProxies: [\"10.0.0.0/8\"]");
         var loaded = ConfigLoader.LoadYaml(yaml);
         Assert.True(loaded.Success, string.Join("; ", loaded.Errors));
-        _runtime = new ProxyRuntime(loaded.Config!, new ProxyMetrics(includeProcessMetrics: false), _time, NullLogger.Instance);
+        _runtime = new ProxyRuntime(loaded.Config!, new ProxyMetrics(includeProcessMetrics: false), _time, _logs.CreateLogger("LLMProxy"));
     }
 
     private ForwardRuntime Forward => _runtime.Forwards[0];
@@ -173,20 +175,8 @@ public sealed class StageTests : IDisposable
     public async Task SocketCannotBeOpened_OwnShortage503_NoFailover_NoBreakerVerdict(System.Net.Sockets.SocketError code, int sends,
         int status, string errorCode, int failures)
     {
-        var forwarder = new FailingForwarder(code);
-        var handler = new ForwardHandler(new RuntimeHolder(_runtime), 0, forwarder, _time, NullLogger.Instance);
-        var http = new DefaultHttpContext();
-        http.Request.Method = "POST";
-        http.Request.Path = "/v1/chat/completions";
-        http.Request.ContentType = "application/json";
-        var body = Encoding.UTF8.GetBytes("{\"model\":\"m\"}");
-        http.Request.Body = new MemoryStream(body);
-        http.Request.ContentLength = body.Length;
-        http.Connection.RemoteIpAddress = IPAddress.Loopback;
-        var response = new MemoryStream();
-        http.Response.Body = response;
-
-        await handler.HandleAsync(http);
+        var forwarder = new FailingForwarder(ForwarderErrorFeature.ConnectFailed(code));
+        var (http, response) = await HandleAsync(forwarder);
 
         Assert.Equal(sends, forwarder.Sends);
         Assert.Equal(status, http.Response.StatusCode);
@@ -197,8 +187,45 @@ public sealed class StageTests : IDisposable
         Assert.Equal(failures, MetricsText.Sum(await MetricsText.ExportAsync(_runtime.Metrics.Registry), "llmproxy_upstream_errors_total"));
     }
 
-    /// <summary>Fails every send as SocketsHttpHandler reports a socket that could not be opened or connected.</summary>
-    private sealed class FailingForwarder(System.Net.Sockets.SocketError code) : Yarp.ReverseProxy.Forwarder.IHttpForwarder
+    /// <summary>A send that failed on something that is no evidence against the upstream is the client's request the
+    /// proxy could not send: 400, one Warning naming the exception's type, and its stack trace at Debug only.</summary>
+    [Fact]
+    public async Task SendFailsOnASurprise_400_WarningNamesTheType_StackTraceAtDebugOnly()
+    {
+        var forwarder = new FailingForwarder(new ForwarderErrorFeature(new InvalidOperationException("cannot build the request: boom")));
+        var (http, _) = await HandleAsync(forwarder);
+
+        Assert.Equal(1, forwarder.Sends);
+        Assert.Equal(400, http.Response.StatusCode);
+        var warning = Assert.Single(_logs.Entries, e => e.Id.Name == "Unsendable");
+        Assert.Equal(LogLevel.Warning, warning.Level);
+        Assert.Contains("cause=InvalidOperationException", warning.Message);
+        Assert.DoesNotContain("boom", warning.Message);
+        var detail = Assert.Single(_logs.Entries, e => e.Id.Name == "UnsendableDetail");
+        Assert.Equal(LogLevel.Debug, detail.Level);
+        Assert.Contains("boom", detail.Message);
+        Assert.Equal(0, MetricsText.Sum(await MetricsText.ExportAsync(_runtime.Metrics.Registry), "llmproxy_upstream_errors_total"));
+    }
+
+    private async Task<(HttpContext Http, MemoryStream Response)> HandleAsync(Yarp.ReverseProxy.Forwarder.IHttpForwarder forwarder)
+    {
+        var handler = new ForwardHandler(new RuntimeHolder(_runtime), 0, forwarder, _time, _logs.CreateLogger("LLMProxy.Access"));
+        var http = new DefaultHttpContext();
+        http.Request.Method = "POST";
+        http.Request.Path = "/v1/chat/completions";
+        http.Request.ContentType = "application/json";
+        var body = Encoding.UTF8.GetBytes("{\"model\":\"m\"}");
+        http.Request.Body = new MemoryStream(body);
+        http.Request.ContentLength = body.Length;
+        http.Connection.RemoteIpAddress = IPAddress.Loopback;
+        var response = new MemoryStream();
+        http.Response.Body = response;
+        await handler.HandleAsync(http);
+        return (http, response);
+    }
+
+    /// <summary>Fails every send, leaving <paramref name="error"/> as YARP leaves what it caught.</summary>
+    private sealed class FailingForwarder(ForwarderErrorFeature error) : Yarp.ReverseProxy.Forwarder.IHttpForwarder
     {
         public int Sends { get; private set; }
 
@@ -207,7 +234,7 @@ public sealed class StageTests : IDisposable
             Yarp.ReverseProxy.Forwarder.HttpTransformer transformer)
         {
             Sends++;
-            context.Features.Set<Yarp.ReverseProxy.Forwarder.IForwarderErrorFeature>(ForwarderErrorFeature.ConnectFailed(code));
+            context.Features.Set<Yarp.ReverseProxy.Forwarder.IForwarderErrorFeature>(error);
             return new(Yarp.ReverseProxy.Forwarder.ForwarderError.Request);
         }
     }
