@@ -100,14 +100,7 @@ public class StreamingAndErrorTests
         // The upstream dies once the client has the answer's head: a fixed pause instead raced a busy machine, where the
         // reset overtook a head the proxy had not read yet and the client got a 502.
         var headRead = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        await using var upstream = await ScriptedUpstream.StartAsync(async ctx =>
-        {
-            ctx.Response.ContentType = "text/event-stream";
-            await ctx.Response.WriteAsync("data: partial\n\n");
-            await ctx.Response.Body.FlushAsync();
-            await headRead.Task.WaitAsync(TimeSpan.FromSeconds(10));
-            ctx.Abort();
-        });
+        await using var upstream = await ScriptedUpstream.StartAsync(ScriptedUpstream.SseThen("data: partial\n\n", headRead.Task));
         await using var proxy = await TestProxy.StartAsync(TestProxy.Config(One(upstream.Url), "- name: u1"));
 
         using var response = await proxy.Client.SendAsync(new HttpRequestMessage(HttpMethod.Get, "/stream"), HttpCompletionOption.ResponseHeadersRead);

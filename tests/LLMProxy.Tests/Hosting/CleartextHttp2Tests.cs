@@ -59,9 +59,7 @@ public class CleartextHttp2Tests
     public void Classify_PrefaceSplitAcrossSegments_IsHttp2()
     {
         var bytes = Encoding.ASCII.GetBytes(Preface + "rest");
-        var first = new Segment(bytes.AsMemory(0, 3));
-        var last = first.Append(bytes.AsMemory(3, 10)).Append(bytes.AsMemory(13));
-        Assert.Equal(CleartextHttp2.Verdict.Http2, CleartextHttp2.Classify(new ReadOnlySequence<byte>(first, 0, last, last.Memory.Length)));
+        Assert.Equal(CleartextHttp2.Verdict.Http2, CleartextHttp2.Classify(Segments.Split(bytes, 3, 13)));
     }
 
     [Fact]
@@ -107,14 +105,8 @@ public class CleartextHttp2Tests
     public async Task H2c_Sse_EachEventReachesTheClient_BeforeTheUpstreamWritesTheNext()
     {
         var next = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        await using var upstream = await ScriptedUpstream.StartAsync(async ctx =>
-        {
-            ctx.Response.ContentType = "text/event-stream";
-            await ctx.Response.WriteAsync("data: {\"n\":1}\n\n");
-            await ctx.Response.Body.FlushAsync();
-            await next.Task.WaitAsync(TimeSpan.FromSeconds(10)); // the client must see event 1 while this waits
-            await ctx.Response.WriteAsync("data: {\"n\":2}\n\ndata: [DONE]\n\n");
-        });
+        // The client must see event 1 while the upstream waits to send the rest.
+        await using var upstream = await ScriptedUpstream.StartAsync(ScriptedUpstream.SseThen("data: {\"n\":1}\n\n", next.Task, "data: {\"n\":2}\n\ndata: [DONE]\n\n"));
         await using var proxy = await TestProxy.StartAsync(TestProxy.Config($"- name: u\n  url: \"{upstream.Url}\"", "- name: u"));
         using var h2 = H2c(proxy.ForwardUrl());
 
@@ -138,14 +130,7 @@ public class CleartextHttp2Tests
     public async Task H2c_UpstreamBreaksMidStream_OneErrorEvent_ThenTheStreamIsReset_NoCleanEnd()
     {
         var delivered = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        await using var upstream = await ScriptedUpstream.StartAsync(async ctx =>
-        {
-            ctx.Response.ContentType = "text/event-stream";
-            await ctx.Response.WriteAsync("data: {\"n\":1}\n\n");
-            await ctx.Response.Body.FlushAsync();
-            await delivered.Task.WaitAsync(TimeSpan.FromSeconds(10));
-            ctx.Abort();
-        });
+        await using var upstream = await ScriptedUpstream.StartAsync(ScriptedUpstream.SseThen("data: {\"n\":1}\n\n", delivered.Task));
         await using var proxy = await TestProxy.StartAsync(TestProxy.Config($"- name: u\n  url: \"{upstream.Url}\"", "- name: u"));
         using var h2 = H2c(proxy.ForwardUrl());
 
@@ -307,17 +292,5 @@ public class CleartextHttp2Tests
         {
         }
         return true;
-    }
-
-    private sealed class Segment : ReadOnlySequenceSegment<byte>
-    {
-        public Segment(ReadOnlyMemory<byte> memory) => Memory = memory;
-
-        public Segment Append(ReadOnlyMemory<byte> memory)
-        {
-            var next = new Segment(memory) { RunningIndex = RunningIndex + Memory.Length };
-            Next = next;
-            return next;
-        }
     }
 }

@@ -73,6 +73,22 @@ public sealed class ScriptedUpstream : IAsyncDisposable
         return self;
     }
 
+    /// <summary>A script that streams <paramref name="first"/> as SSE and flushes it, waits for <paramref name="proceed"/> (10 s
+    /// at most), then sends <paramref name="rest"/> — or, without one, drops the connection mid-stream.</summary>
+    public static Func<HttpContext, Task> SseThen(string first, Task proceed, string? rest = null) => async ctx =>
+    {
+        ctx.Response.ContentType = "text/event-stream";
+        await ctx.Response.WriteAsync(first);
+        await ctx.Response.Body.FlushAsync();
+        await proceed.WaitAsync(TimeSpan.FromSeconds(10));
+        if (rest is null)
+        {
+            ctx.Abort();
+            return;
+        }
+        await ctx.Response.WriteAsync(rest);
+    };
+
     /// <summary>A script answering 200 with a small JSON body and an X-Upstream header naming <paramref name="name"/>.</summary>
     public static Func<HttpContext, Task> Json(string name, int status = 200) => async context =>
     {

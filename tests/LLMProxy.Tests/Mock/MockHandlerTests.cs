@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.Text;
 using LLMProxy.Mock;
+using LLMProxy.Tests.Infrastructure;
 
 namespace LLMProxy.Tests.Mock;
 
@@ -38,10 +39,7 @@ public sealed class MockHandlerTests
     public void ParseChatRequest_BodySplitAcrossSegments_IsParsed()
     {
         byte[] bytes = Encoding.UTF8.GetBytes("""{"stream":true,"model":"split-model"}""");
-        var first = new Segment(bytes.AsMemory(0, 20));
-        var last = first.Append(bytes.AsMemory(20));
-
-        var chat = MockHandler.ParseChatRequest(new ReadOnlySequence<byte>(first, 0, last, last.Memory.Length));
+        var chat = MockHandler.ParseChatRequest(Segments.Split(bytes, 20));
 
         Assert.Equal("split-model", chat.Model.ToString());
         Assert.True(chat.Stream);
@@ -54,17 +52,5 @@ public sealed class MockHandlerTests
         string content = Encoding.UTF8.GetString(MockPayloads.Content(12));
 
         Assert.Equal("This is a streamed answer from the LLMProxy mock upstream. This is", content);
-    }
-
-    private sealed class Segment : ReadOnlySequenceSegment<byte>
-    {
-        public Segment(ReadOnlyMemory<byte> memory) => Memory = memory;
-
-        public Segment Append(ReadOnlyMemory<byte> memory)
-        {
-            var next = new Segment(memory) { RunningIndex = RunningIndex + Memory.Length };
-            Next = next;
-            return next;
-        }
     }
 }
