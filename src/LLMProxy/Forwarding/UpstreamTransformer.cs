@@ -35,6 +35,8 @@ internal sealed class UpstreamTransformer(RequestContext ctx, Attempt attempt, S
         // Hop-by-hop headers YARP copies (it leaves out Connection, Upgrade, TE and the like, not Trailer), and the
         // headers the client named in Connection (RFC 9110 §7.6.1).
         HeaderEdits.Remove(proxyRequest, "Trailer");
+        // YARP keeps "TE: trailers" from an HTTP/2 client (for gRPC); TE is hop-by-hop whatever its value (SPEC §3.5).
+        HeaderEdits.Remove(proxyRequest, "TE");
         RemoveConnectionNamed(request.Headers.Connection, proxyRequest);
         // The upstream's own Host, taken from the request URI.
         headers.Host = null;

@@ -119,7 +119,8 @@ internal sealed class ProxyHost : IAsyncDisposable
 
             var a = config.HttpServer.Admin;
             var admin = BuildApp(loggerFactory, a.Address, options.EphemeralPorts ? 0 : a.Port, a.Timeout, 1024 * 1024,
-                config.HttpServer.ShutdownTimeout, inlineScheduling: false, acceptGuard, ListenerKind.Admin);
+                config.HttpServer.ShutdownTimeout, inlineScheduling: false, acceptGuard, ListenerKind.Admin,
+                h2c: new CleartextHttp2(TimeSpan.FromMilliseconds(a.Timeout.Idle)));
             new AdminEndpoints(holder, reloader, loggerFactory.CreateLogger("LLMProxy.Admin"), options.Time).Map(admin);
             adminPort = await StartAppAsync(admin, a.Address, a.Port, cancellationToken).ConfigureAwait(false);
             apps.Add(admin);
@@ -176,6 +177,11 @@ internal sealed class ProxyHost : IAsyncDisposable
             ? $"[{address}]:{port}"
             : $"{address}:{port}";
 
+    /// <summary>Concurrent streams per HTTP/2 connection (Kestrel's default).</summary>
+    internal const int Http2Streams = 100;
+    /// <summary>An HTTP/2 stream's receive window: 128 KiB, so the connection's window for all of them is 12.5 MiB.</summary>
+    internal const int Http2StreamWindow = 128 * 1024;
+
     private static WebApplication BuildApp(ILoggerFactory loggerFactory, string address, int port, ServerTimeoutConfig timeouts,
         long? maxBody, int shutdownTimeoutMs, bool inlineScheduling, AcceptGuard acceptGuard, ListenerKind kind, ConnectionCap? cap = null,
         CleartextHttp2? h2c = null)
@@ -202,7 +208,7 @@ internal sealed class ProxyHost : IAsyncDisposable
             var ip = address == "localhost" ? IPAddress.Loopback : IPAddress.Parse(address);
             // Cleartext listeners. Declared HTTP/1.1 (an endpoint declared for both would make Kestrel warn that h2c is
             // off, and then pick HTTP/1.1 anyway); a forward's connections that open with the HTTP/2 preface are
-            // switched to HTTP/2 one by one (CleartextHttp2). Admin is HTTP/1.1.
+            // switched to HTTP/2 one by one (CleartextHttp2), on admin as on forwards.
             k.Listen(ip, port, listen =>
             {
                 listen.Protocols = HttpProtocols.Http1;
@@ -219,6 +225,14 @@ internal sealed class ProxyHost : IAsyncDisposable
                     listen.Use(acceptGuard.CountAdmin);
                 }
             });
+            // HTTP/2 flow control: a stream whose body nobody reads yet (a request waiting for an upstream connection,
+            // a body streamed to a busy upstream) holds its whole stream window. Kestrel's defaults (768 KB per stream,
+            // 1 MB per connection) let one such stream stop the uploads of every other stream on the connection until
+            // their read timeout answered them 408; here the connection's window covers every stream's at once, as
+            // separate HTTP/1.1 connections would.
+            k.Limits.Http2.MaxStreamsPerConnection = Http2Streams;
+            k.Limits.Http2.InitialStreamWindowSize = Http2StreamWindow;
+            k.Limits.Http2.InitialConnectionWindowSize = Http2Streams * Http2StreamWindow;
             k.Limits.MaxRequestBodySize = maxBody;
             k.Limits.KeepAliveTimeout = TimeSpan.FromMilliseconds(timeouts.Idle);
             k.Limits.RequestHeadersTimeout = TimeSpan.FromMilliseconds(timeouts.Read);

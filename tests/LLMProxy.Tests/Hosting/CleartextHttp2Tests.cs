@@ -199,6 +199,108 @@ public class CleartextHttp2Tests
     }
 
     [Fact]
+    public async Task H2c_TeTrailers_NotSentUpstream_AdminSpeaksH2cToo()
+    {
+        await using var upstream = await ScriptedUpstream.StartAsync(ScriptedUpstream.Json("u"));
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config($"- name: u\n  url: \"{upstream.Url}\"", "- name: u"));
+        using var h2 = H2c(proxy.ForwardUrl());
+
+        // YARP keeps "TE: trailers" from an HTTP/2 client; TE is hop-by-hop (SPEC §3.5).
+        using var request = Post();
+        request.Headers.TryAddWithoutValidation("TE", "trailers");
+        using (var response = await h2.SendAsync(request))
+        {
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        }
+        Assert.Null(Assert.Single(upstream.Received).Header("TE"));
+
+        using var admin = H2c($"http://127.0.0.1:{proxy.AdminPort}");
+        using var ping = await admin.GetAsync("/ping");
+        Assert.Equal(HttpVersion.Version20, ping.Version);
+        Assert.Equal("success", await ping.Content.ReadAsStringAsync());
+    }
+
+    /// <summary>HTTP/2 flow control on one connection: a stream whose body the proxy does not read yet (it waits for its
+    /// group's only upstream connection) must not stop another stream's upload. With Kestrel's default windows (768 KB
+    /// per stream, 1 MB per connection) the waiting body took the connection's window, and the other upload, to a free
+    /// group, was answered 408 after timeout.read as if its client had stalled.</summary>
+    [Fact]
+    public async Task H2c_AnUnreadBodyOnOneStream_DoesNotStallTheUploadsOfTheOthers()
+    {
+        var hang = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var upstream = await ScriptedUpstream.StartAsync(async ctx =>
+        {
+            if (ctx.Request.Path.StartsWithSegments("/hang"))
+            {
+                await hang.Task.WaitAsync(TimeSpan.FromSeconds(30));
+            }
+            await ScriptedUpstream.Json("u")(ctx);
+        }, recordBody: true);
+        var yaml = $"""
+            httpServer:
+              forwards:
+                - name: fwd
+                  port: 3000
+                  address: "127.0.0.1"
+                  defaultGroup: narrow
+                  maxRequestBodySize: 20000000
+                  timeout:
+                    read: 3000
+                  routes:
+                    - path: /other
+                      group: free
+              admin:
+                port: 9000
+                address: "127.0.0.1"
+            upstreams:
+              - name: u
+                url: "{upstream.Url}"
+            upstreamGroups:
+              - name: narrow
+                upstreams:
+                  - name: u
+                httpClient:
+                  connect:
+                    maxPerHost: 1
+              - name: free
+                upstreams:
+                  - name: u
+            """;
+        await using var proxy = await TestProxy.StartAsync(yaml);
+        using var h2 = H2c(proxy.ForwardUrl());
+
+        // 1: holds narrow's one upstream connection. 2: 5 MB (streamed, above the replay limit) queued behind it, unread.
+        var holding = h2.SendAsync(new HttpRequestMessage(HttpMethod.Get, "/hang") { Version = HttpVersion.Version20, VersionPolicy = HttpVersionPolicy.RequestVersionExact });
+        await Eventually.WaitUntilAsync(() => upstream.Count >= 1, TimeSpan.FromSeconds(10));
+        var queued = h2.SendAsync(new HttpRequestMessage(HttpMethod.Post, "/v1/queued")
+        {
+            Version = HttpVersion.Version20,
+            VersionPolicy = HttpVersionPolicy.RequestVersionExact,
+            Content = new ByteArrayContent(new byte[5_000_000]),
+        });
+
+        // 3: 1 MB to the free group, on the same connection, while 2 waits.
+        using (var other = await h2.SendAsync(new HttpRequestMessage(HttpMethod.Post, "/other/v1/echo")
+        {
+            Version = HttpVersion.Version20,
+            VersionPolicy = HttpVersionPolicy.RequestVersionExact,
+            Content = new ByteArrayContent(new byte[1_000_000]),
+        }))
+        {
+            Assert.Equal(HttpStatusCode.OK, other.StatusCode);
+        }
+
+        hang.SetResult();
+        using (var first = await holding)
+        using (var second = await queued)
+        {
+            Assert.Equal(HttpStatusCode.OK, first.StatusCode);
+            Assert.Equal(HttpStatusCode.OK, second.StatusCode);
+        }
+        Assert.Contains(upstream.Received, r => r.Path == "/v1/queued" && r.Body.Length == 5_000_000);
+    }
+
+    [Fact]
     public async Task Http11_WhoseFirstPacketIsOneByte_IsServed()
     {
         await using var upstream = await ScriptedUpstream.StartAsync(ScriptedUpstream.Json("u"));
