@@ -104,9 +104,27 @@ internal sealed class RequestContext : IDisposable, IBufferedBody
         return Body.AsMemory(0, length);
     }
 
+    /// <summary>Takes a rented buffer holding the whole body (returned on dispose).</summary>
+    public void AdoptBody(byte[] rented, int length)
+    {
+        Body = rented;
+        BodyLength = length;
+    }
+
+    /// <summary>Takes a rented buffer holding the start of a body too long to keep, which streams behind it: not a
+    /// buffered body, only returned on dispose (the attempt has sent it by then).</summary>
+    public void AdoptBodyPrefix(byte[] rented) => _prefix = rented;
+
+    private byte[]? _prefix;
+
     public void Dispose()
     {
         ClientTokens?.Dispose();
+        if (_prefix is { } prefix)
+        {
+            _prefix = null;
+            ArrayPool<byte>.Shared.Return(prefix);
+        }
         if (Body is { } body)
         {
             Body = null;

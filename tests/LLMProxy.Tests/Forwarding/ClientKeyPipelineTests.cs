@@ -415,13 +415,24 @@ public class ClientKeyPipelineTests
             models.Headers.Add("x-api-key", KeyA);
             Assert.Equal(HttpStatusCode.OK, await SendAsync(proxy, models));
         }
-        // A chunked body is not buffered, so its model cannot be read: refused rather than let around the list.
+        // A chunked body is read up to the replay limit like any other: its model counts.
         using (var chunked = Post())
+        {
+            chunked.Headers.TransferEncodingChunked = true;
+            Assert.Equal(HttpStatusCode.OK, await SendAsync(proxy, chunked));
+        }
+        using (var chunked = Post(body: """{"model":"gpt-4o","messages":[]}"""))
         {
             chunked.Headers.TransferEncodingChunked = true;
             Assert.Equal(HttpStatusCode.Forbidden, await SendAsync(proxy, chunked));
         }
-        Assert.Equal(4, upstream.Count);
+        // Longer than that, it streams and its model cannot be read: refused rather than let around the list.
+        using (var huge = Post(body: """{"model":"gpt-4o-mini","messages":[],"pad":" """ + new string('x', 5 * 1024 * 1024) + "\"}"))
+        {
+            huge.Headers.TransferEncodingChunked = true;
+            Assert.Equal(HttpStatusCode.Forbidden, await SendAsync(proxy, huge));
+        }
+        Assert.Equal(5, upstream.Count);
     }
 
     [Fact]

@@ -69,4 +69,58 @@ public class RequestStreamingTests
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
         Assert.Equal("got:second-part", await response.Content.ReadAsStringAsync());
     }
+
+    /// <summary>A body of a length not known in advance — HTTP/1.1 chunked, or HTTP/2 without content-length, which SDKs
+    /// on HTTP/2 may send — is read up to the replay limit: its facts count (model), and a failed attempt is replayed on
+    /// another member with the whole body.</summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task RequestBody_UnknownLength_Buffered_FactsRead_ReplayedOnAnotherMember(bool http2)
+    {
+        const string body = """{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}""";
+        await using var ups = await Upstreams.StartAsync(("bad", ScriptedUpstream.Json("bad", 500)), ("good", ScriptedUpstream.Json("good")));
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config(ups.Yaml(), ups.Members(), groupExtra: "balance:\n  strategy: roundrobin"));
+        using var client = new HttpClient { BaseAddress = new Uri(proxy.ForwardUrl()) };
+
+        for (var i = 0; i < 2; i++) // round robin: one of the two starts on the failing member
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions")
+            {
+                Content = new StreamContent(new NonSeekable(System.Text.Encoding.UTF8.GetBytes(body))),
+                Version = http2 ? HttpVersion.Version20 : HttpVersion.Version11,
+                VersionPolicy = HttpVersionPolicy.RequestVersionExact,
+            };
+            using var response = await client.SendAsync(request);
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+            Assert.Equal("good", response.UpstreamName());
+        }
+        Assert.InRange(ups["bad"].Count, 1, 2); // at least one request was replayed after the failing member's 500
+        Assert.All(ups["good"].Received.Concat(ups["bad"].Received), r => Assert.Equal(body, System.Text.Encoding.UTF8.GetString(r.Body)));
+        Assert.Equal(2, proxy.Logs.Entries.Count(e => e.Category == "LLMProxy.Access" && e.Message.Contains("model=gpt-4o-mini", StringComparison.Ordinal)));
+    }
+
+    /// <summary>Longer than the replay limit, a body of unknown length goes to one attempt: the part read while finding
+    /// that out first, the rest behind it, byte for byte.</summary>
+    [Fact]
+    public async Task RequestBody_UnknownLengthOverTheReplayLimit_OneAttempt_ReachesTheUpstreamWhole()
+    {
+        var sent = new byte[5 * 1024 * 1024 + 12345];
+        new Random(7).NextBytes(sent);
+        await using var ups = await Upstreams.StartAsync(("a", ScriptedUpstream.Json("a")), ("b", ScriptedUpstream.Json("b")));
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config(ups.Yaml(), ups.Members()));
+
+        using var response = await proxy.Client.PostAsync("/v1/files", new StreamContent(new NonSeekable(sent)));
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        var received = Assert.Single(ups["a"].Received.Concat(ups["b"].Received));
+        Assert.Equal(sent.Length, received.Body.Length);
+        Assert.True(sent.AsSpan().SequenceEqual(received.Body), "the body arrived changed");
+    }
+
+    /// <summary>A stream that cannot tell its length, so the body goes out chunked (HTTP/1.1) or without content-length.</summary>
+    private sealed class NonSeekable(byte[] data) : MemoryStream(data)
+    {
+        public override bool CanSeek => false;
+    }
 }

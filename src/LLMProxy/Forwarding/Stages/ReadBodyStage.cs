@@ -1,11 +1,14 @@
+using System.Buffers;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.Features;
 
 namespace LLMProxy.Forwarding.Stages;
 
 /// <summary>
-/// Buffers a request body of known length up to <see cref="ReplayLimit"/> once, so every attempt can send it again
-/// and later stages can read it; a larger or chunked body streams to a single attempt. In every pipeline, but a forward
+/// Buffers a request body up to <see cref="ReplayLimit"/> once, so every attempt can send it again and later stages can
+/// read it; a larger body streams to a single attempt. A body of unknown length (HTTP/1.1 chunked, HTTP/2 without
+/// content-length) is read up to the limit: whole, it is buffered like any other; longer, what was read goes first and
+/// the rest streams behind it. In every pipeline, but a forward
 /// that neither retries nor routes by body (<see cref="Runtime.ForwardRuntime.BuffersBodies"/> false) buffers only
 /// JSON requests to a <c>/completions</c> path, whose facts say whether to add include_usage (SPEC §13.2): one pooled
 /// copy of a body the size of a prompt, next to a generation that takes seconds.
@@ -31,11 +34,57 @@ internal sealed class ReadBodyStage : IRequestStage
             request.Replayable = true;
             return ValueTask.FromResult(true);
         }
+        if (declared is null)
+        {
+            return ReadUnknownLengthAsync(request);
+        }
         if (declared is not (> 0 and <= ReplayLimit))
         {
             return ValueTask.FromResult(true);
         }
         return ReadAsync(request, (int)declared.Value);
+    }
+
+    /// <summary>First buffer of a body of unknown length; it doubles as the body grows, up to one byte over the limit.</summary>
+    private const int FirstBuffer = 16 * 1024;
+
+    private static async ValueTask<bool> ReadUnknownLengthAsync(RequestContext request)
+    {
+        var http = request.Http;
+        var body = http.Request.Body;
+        var buffer = ArrayPool<byte>.Shared.Rent(FirstBuffer);
+        var filled = 0;
+        try
+        {
+            while (filled <= ReplayLimit)
+            {
+                if (filled == buffer.Length)
+                {
+                    var larger = ArrayPool<byte>.Shared.Rent(Math.Min(buffer.Length * 2, ReplayLimit + 1));
+                    buffer.AsSpan(0, filled).CopyTo(larger);
+                    ArrayPool<byte>.Shared.Return(buffer);
+                    buffer = larger;
+                }
+                var read = await body.ReadAsync(buffer.AsMemory(filled, Math.Min(buffer.Length, ReplayLimit + 1) - filled), http.RequestAborted)
+                    .ConfigureAwait(false);
+                if (read == 0)
+                {
+                    request.AdoptBody(buffer, filled);
+                    request.Replayable = true;
+                    return true;
+                }
+                filled += read;
+            }
+            // Over the limit: one attempt, sending what was read and then the rest as it comes.
+            request.AdoptBodyPrefix(buffer);
+            http.Request.Body = new PrefixedStream(buffer, filled, body);
+            return true;
+        }
+        catch (Exception ex) when (ex is BadHttpRequestException or OperationCanceledException or IOException)
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+            return request.Stop(ex is BadHttpRequestException bad ? FailureClassifier.ForBadBody(http, bad).Outcome : RequestOutcome.ClientAborted);
+        }
     }
 
     private static async ValueTask<bool> ReadAsync(RequestContext request, int length)
@@ -62,4 +111,49 @@ internal sealed class ReadBodyStage : IRequestStage
             return request.Stop(RequestOutcome.ClientAborted);
         }
     }
+}
+
+/// <summary>A request body whose first <c>length</c> bytes were read already: those, then the rest from the client.</summary>
+internal sealed class PrefixedStream(byte[] prefix, int length, Stream rest) : Stream
+{
+    private int _position;
+
+    public override bool CanRead => true;
+    public override bool CanSeek => false;
+    public override bool CanWrite => false;
+    public override long Length => throw new NotSupportedException();
+    public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+
+    public override void Flush()
+    {
+    }
+
+    public override int Read(byte[] buffer, int offset, int count) => Read(buffer.AsSpan(offset, count));
+
+    public override int Read(Span<byte> buffer)
+    {
+        if (_position < length)
+        {
+            return Take(buffer);
+        }
+        return rest.Read(buffer);
+    }
+
+    public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
+        ReadAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
+
+    public override ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default) =>
+        _position < length ? new ValueTask<int>(Take(buffer.Span)) : rest.ReadAsync(buffer, cancellationToken);
+
+    private int Take(Span<byte> buffer)
+    {
+        var n = Math.Min(buffer.Length, length - _position);
+        prefix.AsSpan(_position, n).CopyTo(buffer);
+        _position += n;
+        return n;
+    }
+
+    public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+    public override void SetLength(long value) => throw new NotSupportedException();
+    public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
 }
