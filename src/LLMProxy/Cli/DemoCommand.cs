@@ -31,6 +31,7 @@ internal static class DemoCommand
                 return ExitCodes.ConfigOrStartup;
             }
             using var loggerFactory = LoggingSetup.Create(json, release: true, out var logOutput);
+            using var flushedAtExit = logOutput; // the factory does not dispose a provider it was given (ServeCommand)
             return await ServeCommand.RunHostAsync(result.Config!, loggerFactory, new ProxyHostOptions(), TimeSpan.FromSeconds(5), stderr,
                 host =>
                 {

@@ -10,9 +10,8 @@ internal static class LoggingSetup
     /// the request path. Release mode logs Information and up; development mode adds the proxy's Debug
     /// detail. Framework chatter stays at Warning.
     /// </summary>
-    public static ILoggerFactory Create(bool json, bool release) => Create(json, release, out _);
-
-    /// <inheritdoc cref="Create(bool, bool)"/>
+    /// <param name="output">The provider, for the caller to dispose after the factory's last use: disposing it writes what
+    /// is still queued (the factory does not dispose a provider it was given).</param>
     public static ILoggerFactory Create(bool json, bool release, out BatchingConsoleLoggerProvider output)
     {
         // Our own buffered writer on stdout (Console.Out flushes on every write).
@@ -37,6 +36,10 @@ internal static class LoggingSetup
             // access line follows; the forwarder's only other Warning is a client's bad Sec-WebSocket-Key. Its Errors
             // and above, and every other Yarp category's Warnings, still show.
             b.AddFilter("Yarp.ReverseProxy.Forwarder.HttpForwarder", LogLevel.Error);
+            // A listener that cannot be bound makes the generic host log "Hosting failed to start" with the exception's
+            // stack trace; the proxy reports it itself, one line on stderr naming the address (SPEC §1, §8). The host
+            // runs no hosted services of ours, so its Errors carry nothing else.
+            b.AddFilter("Microsoft.Extensions.Hosting", LogLevel.Critical);
             // Hosting opens a log scope per request whenever any level is enabled for it; we log our own
             // access line, so it gets none (saves an allocation per request).
             b.AddFilter("Microsoft.AspNetCore.Hosting.Diagnostics", LogLevel.None);

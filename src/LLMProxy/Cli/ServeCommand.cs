@@ -32,7 +32,10 @@ internal static class ServeCommand
             stdout.WriteLine($"LLMProxy {VersionInfo.Version} — config {Path.GetFullPath(configPath)}");
         }
         var drain = TimeSpan.FromMilliseconds(shutdownTimeoutMs ?? config.HttpServer.ShutdownTimeout);
-        using var loggerFactory = LoggingSetup.Create(json, release);
+        // The provider is ours to dispose (the factory does not dispose a provider it was given): disposing it writes
+        // the lines still queued, the last ones ("stopped") included, before the process exits.
+        using var loggerFactory = LoggingSetup.Create(json, release, out var logOutput);
+        using var flushedAtExit = logOutput;
         var options = new ProxyHostOptions { ReloadSource = () => ConfigLoader.LoadFile(configPath) };
         return await RunHostAsync(config, loggerFactory, options, drain, stderr, onStarted: null).ConfigureAwait(false);
     }

@@ -171,6 +171,23 @@ public class CommandLineTests
         Assert.Contains($"127.0.0.1:{adminPort}", stderr);
         Assert.DoesNotContain("ready:", stdout);
         Assert.DoesNotContain("   at ", stderr);
+        Assert.DoesNotContain("   at ", stdout); // no framework log of the failure with its stack trace either
+    }
+
+    [Fact]
+    public async Task Sigterm_ExitsZero_TheLastLinesAreWritten()
+    {
+        await using var upstream = await ScriptedUpstream.StartAsync(ScriptedUpstream.Json("u1"));
+        var path = WriteConfig(ProcessConfig.Minimal(StreamingAndErrorTests.FreePort(), StreamingAndErrorTests.FreePort(), upstream.Url));
+        await using var process = ProxyProcess.Start("-r", "-c", path);
+        await process.WaitForOutputAsync("ready:", count: 2);
+
+        process.Signal(ProxyProcess.SIGTERM);
+
+        Assert.Equal(0, await process.WaitForExitAsync(TimeSpan.FromSeconds(30)));
+        // Logged in the last moments before exit, through the batching writer: written, not lost with the process.
+        Assert.Contains("shutting down", process.Stdout);
+        Assert.EndsWith("info: LLMProxy[7] stopped", process.Stdout.TrimEnd());
     }
 
     [Theory]
