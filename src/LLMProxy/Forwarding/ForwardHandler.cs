@@ -42,6 +42,9 @@ internal sealed class ForwardHandler
         using var request = new RequestContext(context, forward, _services, requestId, counting);
         forward.Metrics.Active.Inc();
         runtime.RequestStarted();
+        // An HTTP/2 connection's requests keep it from being closed as idle (Hosting/CleartextHttp2).
+        var http2 = HttpProtocol.IsHttp2(context.Request.Protocol) ? context.Features.Get<Hosting.Http2Activity>() : null;
+        http2?.Begin();
         try
         {
             var stages = forward.Stages;
@@ -79,6 +82,7 @@ internal sealed class ForwardHandler
             }
             forward.Metrics.Active.Dec();
             runtime.RequestEnded();
+            http2?.End();
             Account(request, started, counting);
         }
     }

@@ -32,8 +32,17 @@ internal sealed class CleartextHttp2
     private static readonly (Type Type, object Http2)? Feature = FindFeature();
 
     private readonly TimeSpan _firstBytes;
+    private readonly bool _countsRequests;
 
-    public CleartextHttp2(TimeSpan firstBytes) => _firstBytes = firstBytes;
+    /// <param name="firstBytes">How long a new connection may take to decide (<c>timeout.idle</c>); also how long an
+    /// HTTP/2 connection may stay without a request when <paramref name="countsRequests"/>.</param>
+    /// <param name="countsRequests">The listener's requests report to <see cref="Http2Activity"/> (the forward's handler
+    /// does), so an idle HTTP/2 connection can be closed.</param>
+    public CleartextHttp2(TimeSpan firstBytes, bool countsRequests)
+    {
+        _firstBytes = firstBytes;
+        _countsRequests = countsRequests;
+    }
 
     /// <summary>Whether this Kestrel can be told to speak HTTP/2 on a cleartext connection.</summary>
     public static bool Available => Feature is not null;
@@ -58,10 +67,14 @@ internal sealed class CleartextHttp2
         {
             return; // Kestrel disposes the connection: closed, as its own keep-alive timeout would
         }
-        if (verdict == Verdict.Http2)
+        if (verdict != Verdict.Http2)
         {
-            connection.Features[feature.Type] = feature.Http2;
+            await next(connection).ConfigureAwait(false);
+            return;
         }
+        connection.Features[feature.Type] = feature.Http2;
+        using var activity = _countsRequests ? new Http2Activity(connection, _firstBytes) : null;
+        connection.Features.Set(activity);
         await next(connection).ConfigureAwait(false);
     }
 
@@ -126,3 +139,47 @@ internal sealed class CleartextHttp2
         Close,
     }
 }
+
+/// <summary>
+/// <c>timeout.idle</c> for an HTTP/2 connection. Kestrel restarts its keep-alive timer on every PING a client sends, so a
+/// client pinging once per idle period would hold a connection (and a <c>maxConnections</c> slot) for ever without a
+/// single request — on HTTP/1.1 the same costs a real, rate-limited request. The forward's handler counts the connection's
+/// requests (<see cref="Begin"/>, <see cref="End"/>); with none open for <c>timeout.idle</c>, the connection is asked to
+/// close (a graceful GOAWAY: a stream that starts meanwhile still finishes).
+/// </summary>
+internal sealed class Http2Activity : IDisposable
+{
+    private readonly ConnectionContext _connection;
+    private readonly long _idleMs;
+    private readonly ITimer _timer;
+    private int _open;
+    private long _lastEnd = Environment.TickCount64;
+
+    public Http2Activity(ConnectionContext connection, TimeSpan idle)
+    {
+        _connection = connection;
+        _idleMs = (long)idle.TotalMilliseconds;
+        var period = TimeSpan.FromMilliseconds(Math.Clamp(_idleMs / 4, 100, 5_000));
+        _timer = TimeProvider.System.CreateTimer(static state => ((Http2Activity)state!).Check(), this, period, period);
+    }
+
+    public void Begin() => Interlocked.Increment(ref _open);
+
+    public void End()
+    {
+        Volatile.Write(ref _lastEnd, Environment.TickCount64);
+        Interlocked.Decrement(ref _open);
+    }
+
+    private void Check()
+    {
+        if (Volatile.Read(ref _open) == 0 && Environment.TickCount64 - Volatile.Read(ref _lastEnd) >= _idleMs)
+        {
+            _timer.Dispose();
+            _connection.Features.Get<IConnectionLifetimeNotificationFeature>()?.RequestClose();
+        }
+    }
+
+    public void Dispose() => _timer.Dispose();
+}
+

@@ -107,7 +107,7 @@ internal sealed class ProxyHost : IAsyncDisposable
                 var cap = new ConnectionCap(c.Name, c.MaxConnections, metrics, options.Time, logger);
                 var app = BuildApp(loggerFactory, c.Address, options.EphemeralPorts ? 0 : c.Port, c.Timeout, maxBody: null,
                     config.HttpServer.ShutdownTimeout, inlineScheduling: true, acceptGuard, ListenerKind.Forward, cap,
-                    new CleartextHttp2(TimeSpan.FromMilliseconds(c.Timeout.Idle)));
+                    new CleartextHttp2(TimeSpan.FromMilliseconds(c.Timeout.Idle), countsRequests: true));
                 var handler = new ForwardHandler(holder, index, app.Services.GetRequiredService<IHttpForwarder>(), options.Time,
                     loggerFactory.CreateLogger("LLMProxy.Access"));
                 app.Run(handler.HandleAsync);
@@ -120,7 +120,7 @@ internal sealed class ProxyHost : IAsyncDisposable
             var a = config.HttpServer.Admin;
             var admin = BuildApp(loggerFactory, a.Address, options.EphemeralPorts ? 0 : a.Port, a.Timeout, 1024 * 1024,
                 config.HttpServer.ShutdownTimeout, inlineScheduling: false, acceptGuard, ListenerKind.Admin,
-                h2c: new CleartextHttp2(TimeSpan.FromMilliseconds(a.Timeout.Idle)));
+                h2c: new CleartextHttp2(TimeSpan.FromMilliseconds(a.Timeout.Idle), countsRequests: false));
             new AdminEndpoints(holder, reloader, loggerFactory.CreateLogger("LLMProxy.Admin"), options.Time).Map(admin);
             adminPort = await StartAppAsync(admin, a.Address, a.Port, cancellationToken).ConfigureAwait(false);
             apps.Add(admin);

@@ -300,6 +300,44 @@ public class CleartextHttp2Tests
         Assert.Contains(upstream.Received, r => r.Path == "/v1/queued" && r.Body.Length == 5_000_000);
     }
 
+    /// <summary>Kestrel restarts its keep-alive timer on every PING, so a client pinging within each idle period held an
+    /// HTTP/2 connection for ever without a request. The forward closes it after timeout.idle with no request open; a
+    /// stream longer than that still completes.</summary>
+    [Fact]
+    public async Task H2c_PingsAlone_DoNotKeepAConnectionPastTheIdleTimeout()
+    {
+        await using var upstream = await ScriptedUpstream.StartAsync(async ctx =>
+        {
+            ctx.Response.ContentType = "text/event-stream";
+            for (var i = 0; i < 6; i++) // 3 s of events, longer than timeout.idle
+            {
+                await ctx.Response.WriteAsync($"data: {{\"n\":{i}}}\n\n");
+                await ctx.Response.Body.FlushAsync();
+                await Task.Delay(500);
+            }
+            await ctx.Response.WriteAsync("data: [DONE]\n\n");
+        });
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config($"- name: u\n  url: \"{upstream.Url}\"", "- name: u",
+            forwardExtra: "timeout:\n  idle: 2000"));
+        using var h2 = new HttpClient(new SocketsHttpHandler
+        {
+            KeepAlivePingDelay = TimeSpan.FromSeconds(1), // a PING every second, more often than timeout.idle
+            KeepAlivePingTimeout = TimeSpan.FromSeconds(5),
+            KeepAlivePingPolicy = HttpKeepAlivePingPolicy.Always,
+        })
+        { BaseAddress = new Uri(proxy.ForwardUrl()) };
+
+        using (var stream = await h2.SendAsync(Post("""{"model":"m","stream":true,"stream_options":{"include_usage":true}}""")))
+        {
+            Assert.Equal(HttpVersion.Version20, stream.Version);
+            Assert.EndsWith("data: [DONE]\n\n", await stream.Content.ReadAsStringAsync());
+        }
+
+        // Then only PINGs: the connection is closed after timeout.idle all the same.
+        await Eventually.WaitUntilAsync(async () => MetricsText.Sample(await proxy.Admin.GetStringAsync("/metrics"),
+            "llmproxy_client_connections{forward=\"fwd\"}") == 0, TimeSpan.FromSeconds(15));
+    }
+
     [Fact]
     public async Task Http11_WhoseFirstPacketIsOneByte_IsServed()
     {
