@@ -74,7 +74,8 @@ internal static class FailureClassifier
 
     private static bool SlowUpload(HttpContext context, Exception? exception) =>
         !context.RequestAborted.IsCancellationRequested
-        && context.Request.Body is RequestBodyGuard { AwaitingClient: true }
+        && (context.Request.Body is RequestBodyGuard { AwaitingClient: true }
+            || context.Request.Body is Stages.PrefixedStream { Rest: RequestBodyGuard { AwaitingClient: true } })
         && Find<OperationCanceledException>(exception) is not null;
 
     /// <summary>Evidence of a failed connection or exchange with the upstream (or the outbound proxy on its way).</summary>

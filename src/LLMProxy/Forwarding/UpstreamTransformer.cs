@@ -161,6 +161,13 @@ internal sealed class UpstreamTransformer(RequestContext ctx, Attempt attempt, S
         // serves the next one with the same path and query, instead of a new string, Uri and parse per attempt.
         var path = request.Path.Value;
         var clientQuery = request.QueryString.Value;
+        // A path holding '%' is not cached either way: Kestrel gives /a%2Fb and /a%252Fb the same decoded path.
+        if (!upstream.IsFullEndpoint && path is not null && path.Contains('%'))
+        {
+            return EncodedSlashes(request) is { } encodedPath
+                ? new Uri(string.Concat(upstream.Url.AsSpan().TrimEnd('/'), encodedPath, request.QueryString.ToUriComponent()), UriKind.Absolute)
+                : RequestUtilities.MakeDestinationAddress(upstream.Url, request.Path, request.QueryString);
+        }
         if (upstream.LastDestination is { } last && last.Path == path && last.Query == clientQuery)
         {
             return last.Uri;
@@ -171,11 +178,6 @@ internal sealed class UpstreamTransformer(RequestContext ctx, Attempt attempt, S
             // Full endpoint: the client's path is replaced; the client's query kept unless the url has one.
             var query = upstream.UrlHasQuery ? upstream.Query : clientQuery;
             uri = new Uri(string.IsNullOrEmpty(query) ? upstream.Url : string.Concat(upstream.Url, query), UriKind.Absolute);
-        }
-        else if (EncodedSlashes(request) is { } encodedPath)
-        {
-            // Not cached: the same decoded path stands for more than one raw one.
-            return new Uri(string.Concat(upstream.Url.AsSpan().TrimEnd('/'), encodedPath, request.QueryString.ToUriComponent()), UriKind.Absolute);
         }
         else
         {

@@ -182,6 +182,23 @@ public class ClientShapeTests
         await rig.AssertNoUpstreamFailureAsync();
     }
 
+    /// <summary>Kestrel gives /a%2Fb and /a%252Fb the same decoded path: the URI an upstream keeps for its last path must
+    /// not send one as the other.</summary>
+    [Fact]
+    public async Task EncodedSlashAndEncodedPercent_SameDecodedPath_EachSentAsTheClientSentIt()
+    {
+        await using var upstream = await ScriptedUpstream.StartAsync(ScriptedUpstream.Json("u"));
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config($"- name: u\n  url: \"{upstream.Url}\"", "- name: u"));
+
+        foreach (var target in new[] { "/v1/a%252Fb", "/v1/a%2Fb", "/v1/a%252Fb" })
+        {
+            using var response = await proxy.Client.GetAsync(target);
+            Assert.Equal(System.Net.HttpStatusCode.OK, response.StatusCode);
+        }
+
+        Assert.Equal(["/v1/a%252Fb", "/v1/a%2Fb", "/v1/a%252Fb"], upstream.Received.Select(r => r.RawTarget));
+    }
+
     /// <summary>Kestrel normalises the path (dot segments, percent-decoding except %2F) before the proxy reads it; the
     /// upstream gets that path, re-encoded, and the query as sent (characters a URI may not carry are
     /// percent-encoded). An encoded slash stays one encoded slash, and an encoded percent stays one.</summary>

@@ -17,6 +17,7 @@ namespace LLMProxy.Tests.Reliability;
 public class StalledClientTests(ITestOutputHelper output)
 {
     private const int TimeoutMs = 1000;
+    private const int ReadBodyLimit = LLMProxy.Forwarding.Stages.ReadBodyStage.ReplayLimit;
     /// <summary>Far below the 5-minute request timeout that used to pin these clients, far above the timeout itself.</summary>
     private static readonly TimeSpan Bound = TimeSpan.FromSeconds(15);
 
@@ -149,17 +150,21 @@ public class StalledClientTests(ITestOutputHelper output)
     /// <summary>With <c>httpClient.timeout.request</c> below the forward's <c>timeout.read</c>, YARP's activity timeout fires
     /// first while the streamed upload waits on the client: still the client's slowness, answered with one JSON 408 —
     /// not a bodiless 408 counted as a client that left.</summary>
-    [Fact]
-    public async Task StalledUpload_RequestTimeoutBelowReadTimeout_Json408_UpstreamNotBlamed()
+    [Theory]
+    [InlineData(1000)]            // streamed to the upstream as it arrives
+    [InlineData(5 * 1024 * 1024)] // read up to the replay limit, then streamed behind what was read
+    public async Task StalledUpload_RequestTimeoutBelowReadTimeout_Json408_UpstreamNotBlamed(int sentFirst)
     {
         var aborted = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         await using var watched = await BodyReadingUpstreamAsync(aborted);
         await using var proxy = await TestProxy.StartAsync(TestProxy.Config(Upstream(watched.Url), "- name: u1",
-            groupExtra: $"httpClient:\n  timeout:\n    request: {TimeoutMs}", forwardExtra: "maxRequestBodySize: 1000000"));
+            groupExtra: $"httpClient:\n  timeout:\n    request: {TimeoutMs}", forwardExtra: "maxRequestBodySize: 20000000"));
 
         await using var raw = await RawClient.ConnectAsync(RawClient.PortOf(proxy.ForwardUrl()));
-        await raw.SendAsync("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Request-ID: slow-upload\r\nTransfer-Encoding: chunked\r\n\r\n");
-        await raw.SendAsync("3e8\r\n" + new string('a', 1000) + "\r\n");
+        // As JSON, the body is read up to the replay limit before any attempt; otherwise (one member) it streams at once.
+        var json = sentFirst > ReadBodyLimit ? "Content-Type: application/json\r\n" : "";
+        await raw.SendAsync($"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Request-ID: slow-upload\r\n{json}Transfer-Encoding: chunked\r\n\r\n");
+        await raw.SendAsync($"{sentFirst:x}\r\n" + new string('a', sentFirst) + "\r\n");
 
         var response = await raw.ReadResponseAsync(Bound);
        

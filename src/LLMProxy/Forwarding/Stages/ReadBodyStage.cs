@@ -118,6 +118,9 @@ internal sealed class PrefixedStream(byte[] prefix, int length, Stream rest) : S
 {
     private int _position;
 
+    /// <summary>Where the body goes on after the prefix (the client's body guard).</summary>
+    public Stream Rest => rest;
+
     public override bool CanRead => true;
     public override bool CanSeek => false;
     public override bool CanWrite => false;
