@@ -100,20 +100,19 @@ internal sealed class RedisCluster : IDisposable
         }
     }
 
-    /// <summary>Reads one hash field, waiting at most the timeout; null when absent, or when Redis is down or slow
-    /// (then also <paramref name="answered"/> is false).</summary>
-    public async ValueTask<(bool Answered, string? Value)> HashGetAsync(RedisKey key, RedisValue field)
+    /// <summary>Reads hash fields, waiting at most the timeout; a field absent is a null value. Not answered (null
+    /// values) when Redis is down or slow.</summary>
+    public async ValueTask<(bool Answered, RedisValue[]? Values)> HashGetAsync(RedisKey key, RedisValue[] fields)
     {
         if (Volatile.Read(ref _state) != UpState || _database is not { } db)
         {
             return (false, null);
         }
-        Task<RedisValue>? call = null;
+        Task<RedisValue[]>? call = null;
         try
         {
-            call = db.HashGetAsync(key, field);
-            var value = await call.WaitAsync(_timeout).ConfigureAwait(false);
-            return (true, value.IsNull ? null : (string?)value);
+            call = db.HashGetAsync(key, fields);
+            return (true, await call.WaitAsync(_timeout).ConfigureAwait(false));
         }
         catch (Exception ex) when (ex is not OutOfMemoryException)
         {

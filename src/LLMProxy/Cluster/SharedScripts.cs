@@ -6,11 +6,12 @@ namespace LLMProxy.Cluster;
 /// still share one bucket. Numbers go back to Redis through <c>string.format</c>: Lua's default conversion keeps only
 /// 14 digits, too few for a microsecond timestamp.
 /// <para>Keys of one upstream: <c>{prefix}up:{name}:cool</c> (a 429 cool-down: the key's own TTL), <c>:off</c> (a
-/// disabled key: reason and credential fingerprint), <c>:head</c> (learned headroom and what was sent since),
-/// <c>:rps</c> / <c>:rpm</c> (GCRA: the theoretical arrival time), <c>:tpm</c> (token bucket: level and stamp). A shared
-/// bucket of a client (IP or client key) is <c>{prefix}cl:{id}</c> (GCRA); a client key's token budget is
-/// <c>{prefix}cl:fwd:{forward}:tpm:{key name}</c> (level and stamp, as an upstream's <c>:tpm</c>). Every key expires once it means nothing
-/// any more (a full bucket is the same as a missing one), except <c>:off</c>, which lasts until the key is enabled.</para>
+/// key's health: the reason while disabled, the credential fingerprint, the id of its last enable), <c>:head</c>
+/// (learned headroom and what was sent since), <c>:rps</c> / <c>:rpm</c> (GCRA: the theoretical arrival time),
+/// <c>:tpm</c> (token bucket: level and stamp). A shared bucket of a client (IP or client key) is <c>{prefix}cl:{id}</c>
+/// (GCRA); a client key's token budget is <c>{prefix}cl:fwd:{forward}:tpm:{key name}</c> (level and stamp, as an
+/// upstream's <c>:tpm</c>). Every key expires once it means nothing any more (a full bucket is the same as a missing
+/// one), except <c>:off</c>, which is never deleted: a missing record is Redis having lost it, never an enable.</para>
 /// </summary>
 internal static class SharedScripts
 {
@@ -66,8 +67,8 @@ internal static class SharedScripts
         local cool = redis.call('PTTL', KEYS[1])
         if cool > 0 then return {1, cool} end
         if ARGV[7] ~= '' then
-          local off = redis.call('HMGET', KEYS[2], 'r', 'f')
-          if off[1] and off[2] == ARGV[7] then return {2, 0, off[1]} end
+          local off = redis.call('HMGET', KEYS[2], 'r', 'f', 'e')
+          if off[1] and off[2] == ARGV[7] then return {2, 0, off[1], off[3] or ''} end
         end
         local est = tonumber(ARGV[8])
         local h = redis.call('HMGET', KEYS[3], 'rq', 'rqAt', 'tk', 'tkAt', 'sq', 'st')
@@ -135,15 +136,20 @@ internal static class SharedScripts
         """;
 
     /// <summary>A key disabled as bad: KEYS off; ARGV reason, fingerprint. The first reason for a credential stays,
-    /// except that an operator's (<c>admin</c>) replaces it.</summary>
+    /// except that an operator's (<c>admin</c>) replaces it. Returns the id of the last enable held ("" = none).</summary>
     public const string Disable = """
-        if redis.call('HGET', KEYS[1], 'f') ~= ARGV[2] or ARGV[1] == 'admin' then redis.call('HSET', KEYS[1], 'r', ARGV[1], 'f', ARGV[2]) end
-        return 0
+        local off = redis.call('HMGET', KEYS[1], 'r', 'f', 'e')
+        if not off[1] or off[2] ~= ARGV[2] or ARGV[1] == 'admin' then redis.call('HSET', KEYS[1], 'r', ARGV[1], 'f', ARGV[2]) end
+        return off[3] or ''
         """;
 
-    /// <summary>A key enabled again: KEYS off; ARGV fingerprint (a record for another credential is left alone).</summary>
+    /// <summary>A key enabled again: KEYS off; ARGV fingerprint, a new enable id. Written, not deleted: a missing record
+    /// is Redis having lost it, never an enable (a disabled record for another credential is left alone).</summary>
     public const string Enable = """
-        if redis.call('HGET', KEYS[1], 'f') == ARGV[1] then redis.call('DEL', KEYS[1]) end
+        local off = redis.call('HMGET', KEYS[1], 'r', 'f')
+        if off[1] and off[2] ~= ARGV[1] then return 0 end
+        redis.call('HDEL', KEYS[1], 'r')
+        redis.call('HSET', KEYS[1], 'f', ARGV[1], 'e', ARGV[2])
         return 0
         """;
 

@@ -141,8 +141,9 @@ internal sealed class SharedUpstream
                 return new(SharedVerdict.UpstreamRefused, wait, 0);
             case 2:
                 var reason = answer.Length > 2 ? Reason((string?)answer[2]) : "disabled";
-                if (upstream.AdoptDisabled(reason))
+                if (upstream.AdoptDisabled(reason) is { } disabled)
                 {
+                    Volatile.Write(ref _baseline, new EnableBaseline(disabled, answer.Length > 3 ? (string?)answer[3] ?? "" : ""));
                     Observability.Log.KeyDisabled(_cluster.Logger, upstream.Name, reason + " (found by another instance)");
                 }
                 return new(SharedVerdict.UpstreamRefused, TimeSpan.Zero, 0);
@@ -183,14 +184,25 @@ internal sealed class SharedUpstream
         }
     }
 
-    /// <summary>Tells the cluster this key is bad (SPEC §13.4).</summary>
-    public void Disable(string reason) => _cluster.Send(SharedScripts.Disable, _offKey, [reason, Fingerprint]);
+    /// <summary>Tells the cluster this key is bad (SPEC §13.4), or disabled by its operator, without waiting; the answer
+    /// — the id of the last enable the cluster holds — is the baseline against which an enable elsewhere is told.</summary>
+    public void Disable(Runtime.KeyDisabled disabled) => _ = DisableAsync(disabled);
+
+    private async Task DisableAsync(Runtime.KeyDisabled disabled)
+    {
+        var result = await _cluster.EvaluateAsync(SharedScripts.Disable, _offKey, [disabled.Reason, Fingerprint]).ConfigureAwait(false);
+        if (result is { IsNull: false, Resp2Type: ResultType.BulkString })
+        {
+            Volatile.Write(ref _baseline, new EnableBaseline(disabled, (string?)result ?? ""));
+        }
+    }
 
     /// <summary>Tells the cluster an operator reset this upstream: its cool-down and learned headroom end everywhere.</summary>
     public void Reset() => _cluster.Send(SharedScripts.Reset, [_keys[0], _keys[2]], []);
 
-    /// <summary>Tells the cluster this key is good again (a trial passed, or an operator enabled it).</summary>
-    public void Enable() => _cluster.Send(SharedScripts.Enable, _offKey, [Fingerprint]);
+    /// <summary>Tells the cluster this key is good again (a trial passed, or an operator enabled it): a new enable id,
+    /// which the other instances holding it disabled see change.</summary>
+    public void Enable() => _cluster.Send(SharedScripts.Enable, _offKey, [Fingerprint, Guid.NewGuid().ToString("N")]);
 
     /// <summary>Writes back what this instance learned alone while Redis was away: its cool-down and disabled state.</summary>
     public void Republish(Runtime.UpstreamRuntime upstream, DateTimeOffset now)
@@ -201,16 +213,48 @@ internal sealed class SharedUpstream
         }
         if (upstream.Disabled is { } disabled)
         {
-            Disable(disabled.Reason);
+            Disable(disabled);
         }
     }
 
-    /// <summary>Whether the cluster still holds this key as disabled (for this credential); null when Redis did not
-    /// answer. Read once a second for keys disabled here, so a key enabled by another instance comes back here too.</summary>
-    public async ValueTask<bool?> StillDisabledAsync()
+    private static readonly RedisValue[] OffFields = ["r", "f", "e"];
+
+    // The id of the last enable the cluster held when this instance's disabled state began (or was last seen disabled
+    // on the cluster): an enable anywhere writes a new one, so only a change is "enabled by another instance".
+    private EnableBaseline? _baseline;
+
+    private sealed record EnableBaseline(Runtime.KeyDisabled Disabled, string EnableId);
+
+    /// <summary>Whether another instance enabled this key (for this credential) since it became <paramref name="disabled"/>
+    /// here. Read once a second for keys disabled here, so a key enabled elsewhere comes back here too. Only an enable
+    /// written after this disabled state began counts: a record Redis lost (flushed, evicted, a write it refused) never
+    /// enables a key — it is written back instead — and least of all one its operator disabled (SPEC §13.4).</summary>
+    public async ValueTask<bool> EnabledElsewhereAsync(Runtime.KeyDisabled disabled)
     {
-        var (answered, fingerprint) = await _cluster.HashGetAsync(_offKey[0], "f").ConfigureAwait(false);
-        return answered ? fingerprint == Fingerprint : null;
+        var (answered, values) = await _cluster.HashGetAsync(_offKey[0], OffFields).ConfigureAwait(false);
+        if (!answered || values is not [var reason, var fingerprint, var enableId])
+        {
+            return false;
+        }
+        if (fingerprint.IsNull)
+        {
+            Disable(disabled);
+            return false;
+        }
+        if (fingerprint != Fingerprint)
+        {
+            return false; // another credential's record: instances on different configs (a reload under way)
+        }
+        var id = enableId.IsNull ? "" : (string)enableId!;
+        var baseline = Volatile.Read(ref _baseline);
+        if (reason.IsNull && baseline is not null && baseline.Disabled == disabled)
+        {
+            return id != baseline.EnableId;
+        }
+        // Still disabled on the cluster — an enable from now on writes a new id — or enabled with no baseline for this
+        // state (its own write never landed): then that enable may be older than this state, and is not taken for one.
+        Volatile.Write(ref _baseline, new EnableBaseline(disabled, id));
+        return false;
     }
 
     /// <summary>Shares what the provider said about this key's remaining limits (SPEC §13.1).</summary>

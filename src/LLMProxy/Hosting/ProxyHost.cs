@@ -147,7 +147,7 @@ internal sealed class ProxyHost : IAsyncDisposable
 
     /// <summary>SPEC §17, off the request path: after an outage, what this instance learned alone is written back; once
     /// a second, keys disabled here are checked against the cluster, so a key enabled through another instance (its
-    /// trial passed) is enabled here too.</summary>
+    /// trial passed, or its operator enabled it) is enabled here too — and only then (SPEC §13.4).</summary>
     private static void WireCluster(Cluster.RedisCluster cluster, RuntimeHolder holder, TimeProvider time, ILogger logger)
     {
         cluster.Resumed += () =>
@@ -162,9 +162,9 @@ internal sealed class ProxyHost : IAsyncDisposable
         {
             foreach (var upstream in holder.Current.Upstreams.Values)
             {
-                if (upstream is { Disabled: not null, Shared: { } shared }
-                    && await shared.StillDisabledAsync().ConfigureAwait(false) == false
-                    && upstream.AdoptEnabled())
+                if (upstream is { Disabled: { } disabled, Shared: { } shared }
+                    && await shared.EnabledElsewhereAsync(disabled).ConfigureAwait(false)
+                    && upstream.AdoptEnabled(disabled))
                 {
                     Log.KeyEnabled(logger, upstream.Name);
                 }

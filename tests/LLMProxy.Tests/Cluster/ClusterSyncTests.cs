@@ -279,4 +279,58 @@ public sealed class ClusterSyncTests
         using var served = await b.Client.PostAsync("/v1/chat/completions", new StringContent("{}"));
         Assert.Equal(HttpStatusCode.OK, served.StatusCode);
     }
+
+    [RedisFact]
+    public async Task AdminDisable_RedisRefusesOrLosesTheRecord_StaysDisabledOnAll_UntilAdminEnable()
+    {
+        await using var redis = await RedisServer.StartAsync();
+        await using var upstream = await ScriptedUpstream.StartAsync(ScriptedUpstream.Json("u1"), recordBody: false);
+        var prefix = "s" + Guid.NewGuid().ToString("N")[..8] + ":";
+        await using var a = await TestProxy.StartAsync(Yaml(upstream.Url, redis.Url, prefix, recheck: 500));
+        await using var b = await TestProxy.StartAsync(Yaml(upstream.Url, redis.Url, prefix, recheck: 500));
+        await a.Admin.AssertRedisUpAsync(1);
+        await b.Admin.AssertRedisUpAsync(1);
+
+        // Redis refuses every write (out of memory): A's operator disables the key, and no record reaches the cluster.
+        Assert.Equal("+OK", await redis.CommandAsync("CONFIG SET maxmemory 1"));
+        using (var disable = await a.Admin.PostAsync("/api/v1/upstreams/u1/disable", null))
+        {
+            Assert.Equal(HttpStatusCode.OK, disable.StatusCode);
+        }
+        await Task.Delay(2500); // the once-a-second check ran twice
+        Assert.Equal(":0", await redis.CommandAsync($"EXISTS {prefix}up:u1:off"));
+        await AssertSampleAsync(a.Admin, "llmproxy_upstream_disabled{upstream=\"u1\"}", 1);
+
+        // Writes accepted again: B's operator disables it too; then Redis loses everything.
+        Assert.Equal("+OK", await redis.CommandAsync("CONFIG SET maxmemory 0"));
+        using (var disable = await b.Admin.PostAsync("/api/v1/upstreams/u1/disable", null))
+        {
+            Assert.Equal(HttpStatusCode.OK, disable.StatusCode);
+        }
+        await WaitUntilAsync(async () => await redis.CommandAsync($"EXISTS {prefix}up:u1:off") == ":1", TimeSpan.FromSeconds(5));
+        Assert.Equal("+OK", await redis.CommandAsync("FLUSHALL"));
+        await Task.Delay(2500);
+        foreach (var proxy in new[] { a, b })
+        {
+            await AssertSampleAsync(proxy.Admin, "llmproxy_upstream_disabled{upstream=\"u1\"}", 1);
+            Assert.DoesNotContain(proxy.Logs.Entries, e => e.Id.Id == 46); // KeyEnabled: nobody enabled it
+        }
+        // What Redis lost is written back by the instances that hold it.
+        Assert.Equal(":1", await redis.CommandAsync($"EXISTS {prefix}up:u1:off"));
+        using (var refused = await b.Client.PostAsync("/v1/chat/completions", new StringContent("{}")))
+        {
+            Assert.Equal(HttpStatusCode.ServiceUnavailable, refused.StatusCode);
+        }
+        Assert.Equal(0, upstream.Count);
+
+        // A real enable on one instance still reaches the other within about a second.
+        using (var enable = await a.Admin.PostAsync("/api/v1/upstreams/u1/enable", null))
+        {
+            Assert.Equal(HttpStatusCode.OK, enable.StatusCode);
+        }
+        await WaitUntilAsync(async () => Sample(await b.Admin.GetStringAsync("/metrics"), "llmproxy_upstream_disabled{upstream=\"u1\"}") == 0,
+            TimeSpan.FromSeconds(10));
+        using var served = await b.Client.PostAsync("/v1/chat/completions", new StringContent("{}"));
+        Assert.Equal(HttpStatusCode.OK, served.StatusCode);
+    }
 }
