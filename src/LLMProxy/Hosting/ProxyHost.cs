@@ -77,7 +77,7 @@ internal sealed class ProxyHost : IAsyncDisposable
         var logger = loggerFactory.CreateLogger("LLMProxy");
         var metrics = new ProxyMetrics(options.ProcessMetrics);
         // SPEC §17: one connection for the process, kept across reloads; requests decide locally until Redis answers.
-        var cluster = config.Cluster?.Redis is { } redis ? new Cluster.RedisCluster(redis, metrics, logger) : null;
+        var cluster = config.Cluster?.Redis is { } redis ? new Cluster.RedisCluster(redis, metrics, logger, options.Time) : null;
         var runtime = new ProxyRuntime(config, metrics, options.Time, logger, cluster: cluster);
         var holder = new RuntimeHolder(runtime);
         if (cluster is not null)
