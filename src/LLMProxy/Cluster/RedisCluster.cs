@@ -131,6 +131,28 @@ internal sealed class RedisCluster : IDisposable
         }
     }
 
+    /// <summary>Reads one string key, waiting at most the timeout; a null value when absent. Not answered when Redis
+    /// is down or slow.</summary>
+    public async ValueTask<(bool Answered, RedisValue Value)> StringGetAsync(RedisKey key)
+    {
+        if (Volatile.Read(ref _state) != UpState || _database is not { } db)
+        {
+            return (false, RedisValue.Null);
+        }
+        Task<RedisValue>? call = null;
+        try
+        {
+            call = db.StringGetAsync(key);
+            return (true, await call.WaitAsync(_timeout).ConfigureAwait(false));
+        }
+        catch (Exception ex) when (ex is not OutOfMemoryException)
+        {
+            Observe(call);
+            Failed(ex);
+            return (false, RedisValue.Null);
+        }
+    }
+
     /// <summary>Sends <paramref name="script"/> without waiting for (or reading) its answer: settles and the writes of
     /// cool-downs, disabled keys and headroom. Skipped while Redis is down (the local state already has it).</summary>
     public void Send(string script, RedisKey[] keys, RedisValue[] values)

@@ -35,6 +35,7 @@ internal sealed class SharedUpstream
     private readonly RedisCluster _cluster;
     private readonly RedisKey[] _keys;
     private readonly RedisKey[] _tpmKey, _offKey, _coolKey, _headKey;
+    private readonly RedisKey _resetKey;
     private readonly RedisValue _rpsInterval, _rpsDepth, _rpmInterval, _rpmDepth, _tpmCap;
     private readonly long _capacity;
 
@@ -49,8 +50,8 @@ internal sealed class SharedUpstream
         ArgumentNullException.ThrowIfNull(config);
         _cluster = cluster;
         var root = cluster.Prefix + "up:" + config.Name + ":";
-        _keys = [root + "cool", root + "off", root + "head", root + "rps", root + "rpm", root + "tpm"];
-        (_coolKey, _offKey, _headKey, _tpmKey) = ([_keys[0]], [_keys[1]], [_keys[2]], [_keys[5]]);
+        _keys = [root + "cool", root + "off", root + "head", root + "rps", root + "rpm", root + "tpm", root + "reset"];
+        (_coolKey, _offKey, _headKey, _tpmKey, _resetKey) = ([_keys[0]], [_keys[1]], [_keys[2]], [_keys[5]], _keys[6]);
         var limits = config.Ratelimit;
         (_rpsInterval, _rpsDepth) = limits is { } r ? Gcra(r.PerSecond, Math.Max(1, r.EffectiveBurst)) : (0, 0);
         (_rpmInterval, _rpmDepth) = limits?.RequestsPerMinute is { } rpm ? Gcra(rpm / 60.0, rpm) : (0, 0);
@@ -88,7 +89,7 @@ internal sealed class SharedUpstream
         var clientNeed = budget is null ? 0 : Math.Min(clientTokens!.Value.Tokens, budget.Capacity);
         if (clientCount > 0 || budget is not null)
         {
-            keys = new RedisKey[6 + clientCount + (budget is null ? 0 : 1)];
+            keys = new RedisKey[_keys.Length + clientCount + (budget is null ? 0 : 1)];
             _keys.CopyTo(keys, 0);
             if (budget is not null)
             {
@@ -109,7 +110,7 @@ internal sealed class SharedUpstream
         for (var i = 0; i < clientCount; i++)
         {
             var take = clients![i];
-            keys[6 + i] = take.Key;
+            keys[_keys.Length + i] = take.Key;
             values[10 + 2 * i] = take.Bucket.Interval;
             values[11 + 2 * i] = take.Bucket.Depth;
         }
@@ -138,6 +139,7 @@ internal sealed class SharedUpstream
                 return new(SharedVerdict.Admitted, TimeSpan.Zero, need, ClientReserved: clientNeed);
             case 1:
                 upstream.CoolDown.Park(wait);
+                SeenReset(answer);
                 return new(SharedVerdict.UpstreamRefused, wait, 0);
             case 2:
                 var reason = answer.Length > 2 ? Reason((string?)answer[2]) : "disabled";
@@ -149,6 +151,7 @@ internal sealed class SharedUpstream
                 return new(SharedVerdict.UpstreamRefused, TimeSpan.Zero, 0);
             case 3:
                 upstream.BlockShared(wait);
+                SeenReset(answer);
                 return new(SharedVerdict.UpstreamRefused, wait, 0);
             case 4:
                 // Which bucket (1-based into the takes): the caller answers for that kind of client limit.
@@ -197,8 +200,38 @@ internal sealed class SharedUpstream
         }
     }
 
-    /// <summary>Tells the cluster an operator reset this upstream: its cool-down and learned headroom end everywhere.</summary>
-    public void Reset() => _cluster.Send(SharedScripts.Reset, [_keys[0], _keys[2]], []);
+    /// <summary>Tells the cluster an operator reset this upstream: its cool-down and learned headroom end everywhere —
+    /// in Redis at once, in the other instances' copies at their next check (<see cref="ResetElsewhereAsync"/>).</summary>
+    public void Reset() => _cluster.Send(SharedScripts.Reset, [_keys[0], _keys[2], _resetKey], [Guid.NewGuid().ToString("N")]);
+
+    // The id of the operator's last reset when this upstream came to be held back here (null = not known yet): a
+    // different one later means another instance's operator reset it since.
+    private string? _resetSeen;
+
+    private void SeenReset(RedisResult[] answer)
+    {
+        if (answer.Length > 2 && answer[2].Resp2Type == ResultType.BulkString)
+        {
+            Volatile.Write(ref _resetSeen, (string?)answer[2] ?? "");
+        }
+    }
+
+    /// <summary>Whether an operator reset this upstream on another instance since it came to be held back here (a
+    /// cool-down, a shared-budget block or learned headroom: copies of the cluster's that a reset ends). Read once a
+    /// second while it is held back; the first read only learns the reset id.</summary>
+    public async ValueTask<bool> ResetElsewhereAsync()
+    {
+        var (answered, value) = await _cluster.StringGetAsync(_resetKey).ConfigureAwait(false);
+        if (!answered)
+        {
+            return false;
+        }
+        var id = value.IsNull ? "" : (string)value!;
+        return Interlocked.Exchange(ref _resetSeen, id) is { } seen && seen != id;
+    }
+
+    /// <summary>This upstream is not held back here any more: the next hold learns the reset id afresh.</summary>
+    public void NotHeld() => Volatile.Write(ref _resetSeen, null);
 
     /// <summary>Tells the cluster this key is good again (a trial passed, or an operator enabled it): a new enable id,
     /// which the other instances holding it disabled see change.</summary>

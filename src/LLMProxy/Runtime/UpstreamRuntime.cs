@@ -244,13 +244,28 @@ internal sealed class UpstreamRuntime
     public void AdminReset()
     {
         Breaker?.Reset();
+        Shared?.Reset(); // the cluster's cool-down and learned headroom too; the shared buckets are not the operator's to refill
+        AdoptReset();
+    }
+
+    /// <summary>Reset by the operator on another instance (SPEC §17): the 429 cool-down, the shared-budget block and
+    /// the learned headroom held here end too — copies of what the reset ended on the cluster. The breaker stays: each
+    /// instance's own.</summary>
+    public void AdoptReset()
+    {
         CoolDown.Clear();
         _sharedBlock.Clear();
-        Shared?.Reset(); // the cluster's cool-down and learned headroom too; the shared buckets are not the operator's to refill
         Volatile.Write(ref _learned, null);
         Interlocked.Exchange(ref _sentSinceLearned, 0);
         Interlocked.Exchange(ref _tokensSinceLearned, 0);
     }
+
+    /// <summary>Whether a 429 cool-down, a shared-budget block or learned headroom keeps this upstream out now: what an
+    /// operator's reset ends.</summary>
+    public bool HeldByResettable =>
+        CoolDown.IsCooling || _sharedBlock.IsCooling
+        || Volatile.Read(ref _learned) is { } learned
+            && learned.Blocks(1, _time.GetUtcNow(), Interlocked.Read(ref _sentSinceLearned), Interlocked.Read(ref _tokensSinceLearned));
 
     /// <summary>The disabled reason of a key disabled through the admin API.</summary>
     public const string AdminReason = "admin";

@@ -333,4 +333,50 @@ public sealed class ClusterSyncTests
         using var served = await b.Client.PostAsync("/v1/chat/completions", new StringContent("{}"));
         Assert.Equal(HttpStatusCode.OK, served.StatusCode);
     }
+
+    [RedisFact]
+    public async Task AdminResetOnOneInstance_EndsTheCoolDownCopiedByTheOthers()
+    {
+        await using var redis = await RedisServer.StartAsync();
+        var limited = 1;
+        await using var upstream = await ScriptedUpstream.StartAsync(async ctx =>
+        {
+            if (Volatile.Read(ref limited) == 1)
+            {
+                ctx.Response.StatusCode = StatusCodes.Status429TooManyRequests;
+                ctx.Response.Headers.RetryAfter = "120";
+            }
+            await ctx.Response.WriteAsync("{}");
+        }, recordBody: false);
+        var prefix = "s" + Guid.NewGuid().ToString("N")[..8] + ":";
+        await using var a = await TestProxy.StartAsync(Yaml(upstream.Url, redis.Url, prefix, recheck: 0));
+        await using var b = await TestProxy.StartAsync(Yaml(upstream.Url, redis.Url, prefix, recheck: 0));
+        await a.Admin.AssertRedisUpAsync(1);
+        await b.Admin.AssertRedisUpAsync(1);
+
+        using (var first = await a.Client.PostAsync("/v1/chat/completions", new StringContent("{}")))
+        {
+            Assert.Equal(HttpStatusCode.TooManyRequests, first.StatusCode);
+        }
+        await WaitUntilAsync(async () => await redis.CommandAsync($"EXISTS {prefix}up:u1:cool") == ":1", TimeSpan.FromSeconds(5));
+        // B copies the cluster's cool-down on its first request, and from then on keeps the key out on its own.
+        using (var refused = await b.Client.PostAsync("/v1/chat/completions", new StringContent("{}")))
+        {
+            Assert.Equal(HttpStatusCode.TooManyRequests, refused.StatusCode);
+        }
+        Assert.Equal(1, upstream.Count);
+
+        // The provider is fine again; A's operator resets the key: B's copy ends too, long before its 120 s.
+        Volatile.Write(ref limited, 0);
+        using (var reset = await a.Admin.PostAsync("/api/v1/upstreams/u1/reset", null))
+        {
+            Assert.Equal(HttpStatusCode.OK, reset.StatusCode);
+        }
+        await WaitUntilAsync(async () =>
+        {
+            using var response = await b.Client.PostAsync("/v1/chat/completions", new StringContent("{}"));
+            return response.StatusCode == HttpStatusCode.OK;
+        }, TimeSpan.FromSeconds(10));
+        Assert.Contains(b.Logs.Entries, e => e.Id.Id == 73); // UpstreamResetElsewhere
+    }
 }
