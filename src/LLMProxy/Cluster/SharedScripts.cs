@@ -5,13 +5,15 @@ namespace LLMProxy.Cluster;
 /// Redis time (<c>redis.call('TIME')</c>, microseconds) — never an instance's clock, so instances whose clocks disagree
 /// still share one bucket. Numbers go back to Redis through <c>string.format</c>: Lua's default conversion keeps only
 /// 14 digits, too few for a microsecond timestamp.
-/// <para>Keys of one upstream: <c>{prefix}up:{name}:cool</c> (a 429 cool-down: the key's own TTL), <c>:off</c> (a
-/// key's health: the reason while disabled, the credential fingerprint, the id of its last enable), <c>:head</c>
-/// (learned headroom and what was sent since), <c>:rps</c> / <c>:rpm</c> (GCRA: the theoretical arrival time),
-/// <c>:tpm</c> (token bucket: level and stamp), <c>:reset</c> (the id of the operator's last reset). A shared bucket of a client (IP or client key) is <c>{prefix}cl:{id}</c>
-/// (GCRA); a client key's token budget is <c>{prefix}cl:fwd:{forward}:tpm:{key name}</c> (level and stamp, as an
-/// upstream's <c>:tpm</c>). Every key expires once it means nothing any more (a full bucket is the same as a missing
-/// one), except <c>:off</c> and <c>:reset</c>; <c>:off</c> is never deleted: a missing record is Redis having lost it, never an enable.</para>
+/// <para>Keys of one upstream: <c>{prefix}up:{name}:off</c> (a key's health: the reason while disabled, the credential
+/// fingerprint, the id of its last enable); and, for its account (<c>{prefix}up:{name}:{fingerprint}</c>, so that a
+/// rotated credential starts clean), <c>:cool</c> (a 429 cool-down: the key's own TTL), <c>:head</c> (learned headroom
+/// and what was sent since), <c>:rps</c> / <c>:rpm</c> (GCRA: the theoretical arrival time), <c>:tpm</c> (token
+/// bucket: level and stamp), <c>:reset</c> (the id of the operator's last reset). A shared bucket of a client (IP or
+/// client key) is <c>{prefix}cl:{id}</c> (GCRA); a client key's token budget is
+/// <c>{prefix}cl:fwd:{forward}:tpm:{key name}</c> (level and stamp, as an upstream's <c>:tpm</c>). Every key expires
+/// once it means nothing any more (a full bucket is the same as a missing one), except <c>:off</c> and <c>:reset</c>,
+/// which are never deleted: a missing record is Redis having lost it, never an enable or a reset.</para>
 /// </summary>
 internal static class SharedScripts
 {

@@ -49,15 +49,19 @@ internal sealed class SharedUpstream
         ArgumentNullException.ThrowIfNull(cluster);
         ArgumentNullException.ThrowIfNull(config);
         _cluster = cluster;
+        Fingerprint = FingerprintOf(config, authorization);
         var root = cluster.Prefix + "up:" + config.Name + ":";
-        _keys = [root + "cool", root + "off", root + "head", root + "rps", root + "rpm", root + "tpm", root + "reset"];
+        // What belongs to the account — its cool-down, headroom and buckets, and the resets of those — is keyed by the
+        // credential too: after a reload that rotates the key (another account), nothing of the old one is picked up
+        // (SPEC §16). The key's health is keyed by name and holds the fingerprint, so that a rotated key is told apart.
+        var account = root + Fingerprint + ":";
+        _keys = [account + "cool", root + "off", account + "head", account + "rps", account + "rpm", account + "tpm", account + "reset"];
         (_coolKey, _offKey, _headKey, _tpmKey, _resetKey) = ([_keys[0]], [_keys[1]], [_keys[2]], [_keys[5]], _keys[6]);
         var limits = config.Ratelimit;
         (_rpsInterval, _rpsDepth) = limits is { } r ? Gcra(r.PerSecond, Math.Max(1, r.EffectiveBurst)) : (0, 0);
         (_rpmInterval, _rpmDepth) = limits?.RequestsPerMinute is { } rpm ? Gcra(rpm / 60.0, rpm) : (0, 0);
         _capacity = limits?.TokensPerMinute ?? 0;
         _tpmCap = _capacity;
-        Fingerprint = FingerprintOf(config, authorization);
     }
 
     /// <summary>Identifies the credential the proxy sends to this upstream (a truncated SHA-256, never the key): a key

@@ -103,7 +103,7 @@ public sealed class ClusterDegradeTests
         await using var proxy = await TestProxy.StartAsync(yaml);
         await proxy.Admin.AssertRedisUpAsync(1);
         // A foreign key of another type where the admission script reads a hash: every admission answers WRONGTYPE.
-        Assert.Equal("+OK", await redis.CommandAsync($"SET {prefix}up:u1:head foreign"));
+        Assert.Equal("+OK", await redis.CommandAsync($"SET {prefix}up:u1:off foreign"));
         for (var i = 0; i < 8; i++)
         {
             using var response = await proxy.Client.PostAsync("/v1/chat/completions", new StringContent("{}"));

@@ -8,13 +8,14 @@ namespace LLMProxy.Tests.Cluster;
 /// back on the others, and what an instance learned while Redis was away is written back when it returns.</summary>
 public sealed class ClusterSyncTests
 {
-    private static string Yaml(string upstreamUrl, string redisUrl, string prefix, int recheck) => TestProxy.Config($"""
+    private static string Yaml(string upstreamUrl, string redisUrl, string prefix, int recheck, string token = "sk-cluster-sync-test-1234") =>
+        TestProxy.Config($"""
         - name: u1
           url: "{upstreamUrl}"
           recheck: {recheck}
           auth:
             type: bearer
-            token: "sk-cluster-sync-test-1234"
+            token: "{token}"
         """, "- name: u1") + $"""
 
         cluster:
@@ -89,8 +90,9 @@ public sealed class ClusterSyncTests
         }
         await redis.StartAgainAsync(); // empty
         await a.Admin.AssertRedisUpAsync(1, TimeSpan.FromSeconds(20));
-        await WaitUntilAsync(async () => await redis.CommandAsync($"EXISTS {prefix}up:u1:cool") == ":1", TimeSpan.FromSeconds(5));
-        var ttl = int.Parse((await redis.CommandAsync($"PTTL {prefix}up:u1:cool"))!.TrimStart(':'), System.Globalization.CultureInfo.InvariantCulture);
+        string? cool = null;
+        await WaitUntilAsync(async () => (cool = await redis.KeyAsync($"{prefix}up:u1:*:cool")) is not null, TimeSpan.FromSeconds(5));
+        var ttl = int.Parse((await redis.CommandAsync($"PTTL {cool}"))!.TrimStart(':'), System.Globalization.CultureInfo.InvariantCulture);
         Assert.InRange(ttl, 60_000, 120_000);
     }
 
@@ -358,7 +360,7 @@ public sealed class ClusterSyncTests
         {
             Assert.Equal(HttpStatusCode.TooManyRequests, first.StatusCode);
         }
-        await WaitUntilAsync(async () => await redis.CommandAsync($"EXISTS {prefix}up:u1:cool") == ":1", TimeSpan.FromSeconds(5));
+        await WaitUntilAsync(async () => await redis.KeyAsync($"{prefix}up:u1:*:cool") is not null, TimeSpan.FromSeconds(5));
         // B copies the cluster's cool-down on its first request, and from then on keeps the key out on its own.
         using (var refused = await b.Client.PostAsync("/v1/chat/completions", new StringContent("{}")))
         {
@@ -378,5 +380,40 @@ public sealed class ClusterSyncTests
             return response.StatusCode == HttpStatusCode.OK;
         }, TimeSpan.FromSeconds(10));
         Assert.Contains(b.Logs.Entries, e => e.Id.Id == 73); // UpstreamResetElsewhere
+    }
+
+    [RedisFact]
+    public async Task ReloadRotatingTheKey_PicksUpNoneOfTheOldAccountsSharedState()
+    {
+        await using var redis = await RedisServer.StartAsync();
+        // The old key's account is out of quota for two minutes; the new key's is not.
+        await using var upstream = await ScriptedUpstream.StartAsync(async ctx =>
+        {
+            if (ctx.Request.Headers.Authorization == "Bearer sk-old-account-0001")
+            {
+                ctx.Response.StatusCode = StatusCodes.Status429TooManyRequests;
+                ctx.Response.Headers.RetryAfter = "120";
+            }
+            await ctx.Response.WriteAsync("{}");
+        }, recordBody: false);
+        var prefix = "s" + Guid.NewGuid().ToString("N")[..8] + ":";
+        var current = Yaml(upstream.Url, redis.Url, prefix, recheck: 0, token: "sk-old-account-0001");
+        await using var proxy = await TestProxy.StartAsync(current, reloadYaml: () => current);
+        await proxy.Admin.AssertRedisUpAsync(1);
+        using (var limited = await proxy.Client.PostAsync("/v1/chat/completions", new StringContent("{}")))
+        {
+            Assert.Equal(HttpStatusCode.TooManyRequests, limited.StatusCode);
+        }
+        await WaitUntilAsync(async () => await redis.KeyAsync($"{prefix}up:u1:*cool") is not null, TimeSpan.FromSeconds(5));
+
+        // SPEC §16: a reload keeps state only for what did not change; a rotated key is another account.
+        current = Yaml(upstream.Url, redis.Url, prefix, recheck: 0, token: "sk-new-account-0002");
+        using (var reload = await proxy.Admin.PostAsync("/api/v1/reload", null))
+        {
+            Assert.Equal(HttpStatusCode.OK, reload.StatusCode);
+        }
+        using var served = await proxy.Client.PostAsync("/v1/chat/completions", new StringContent("{}"));
+        Assert.Equal(HttpStatusCode.OK, served.StatusCode);
+        Assert.Equal(2, upstream.Count);
     }
 }
