@@ -11,6 +11,9 @@ namespace LLMProxy.Cluster;
 /// once — the caller decides on local state, which is kept up to date all the time, so falling back costs nothing —
 /// and from then on no request waits for Redis: every shared operation is skipped (and counted) until a background
 /// probe, one PING a second, gets an answer in time. One log line per transition, never per request.</para>
+/// <para>A command Redis answers with an error (WRONGTYPE from a foreign key under the prefix, OOM under
+/// <c>maxmemory</c>) is not an outage: that one call is decided locally and counted, and logged at most once per
+/// <see cref="ErrorLogInterval"/>; the others still go to Redis.</para>
 /// <para>StackExchange.Redis reconnects by itself (<c>AbortOnConnectFail=false</c>); commands issued while it is
 /// disconnected fail at once (<see cref="BacklogPolicy.FailFast"/>) instead of queueing behind the outage.</para>
 /// </summary>
@@ -19,6 +22,9 @@ internal sealed class RedisCluster : IDisposable
     /// <summary>Between two probes (PING), up or down.</summary>
     public static readonly TimeSpan ProbeInterval = TimeSpan.FromSeconds(1);
 
+    /// <summary>At most one log line per this interval for commands Redis answered with an error.</summary>
+    public static readonly TimeSpan ErrorLogInterval = TimeSpan.FromMinutes(1);
+
     private readonly ConfigurationOptions _options;
     private readonly TimeSpan _timeout;
     private readonly ILogger _logger;
@@ -26,13 +32,14 @@ internal sealed class RedisCluster : IDisposable
     private readonly CancellationTokenSource _stop = new();
     private readonly Task _probe;
     private readonly string _shown;
+    private readonly LogThrottle _errors;
     private ConnectionMultiplexer? _connection;
     private IDatabase? _database;
     private int _state; // Unknown until the first probe, then Up or Down
     private int _wasEverUp;
     private const int Unknown = 0, UpState = 1, DownState = 2;
 
-    public RedisCluster(RedisConfig config, ProxyMetrics metrics, ILogger logger)
+    public RedisCluster(RedisConfig config, ProxyMetrics metrics, ILogger logger, TimeProvider? time = null)
     {
         ArgumentNullException.ThrowIfNull(config);
         if (!RedisUrl.TryParse(config.Url, out var options, out var error))
@@ -54,6 +61,7 @@ internal sealed class RedisCluster : IDisposable
         _logger = logger;
         _metrics = new ClusterMetrics(metrics);
         _shown = RedisUrl.Describe(config.Url);
+        _errors = new LogThrottle(time ?? TimeProvider.System, ErrorLogInterval);
         _metrics.Up.Set(0);
         _probe = Task.Run(() => ProbeLoopAsync(_stop.Token));
     }
@@ -76,7 +84,8 @@ internal sealed class RedisCluster : IDisposable
     public bool IsUp => Volatile.Read(ref _state) == UpState;
 
     /// <summary>Runs <paramref name="script"/> and waits at most the configured timeout. Null — decide locally — when
-    /// Redis is down, failed or was too slow (which marks it down until the probe finds it back).</summary>
+    /// Redis is down, failed or was too slow (which marks it down until the probe finds it back), or answered with an
+    /// error (which does not).</summary>
     /// <remarks>Whatever goes wrong in the client is caught here: no request fails because Redis did.</remarks>
     public async ValueTask<RedisResult?> EvaluateAsync(string script, RedisKey[] keys, RedisValue[] values)
     {
@@ -94,32 +103,53 @@ internal sealed class RedisCluster : IDisposable
         catch (Exception ex) when (ex is not OutOfMemoryException)
         {
             Observe(call);
-            Down(ex is TimeoutException ? $"no answer within {(long)_timeout.TotalMilliseconds} ms" : Reason(ex));
+            Failed(ex);
             _metrics.Fallbacks.Inc();
             return null;
         }
     }
 
-    /// <summary>Reads one hash field, waiting at most the timeout; null when absent, or when Redis is down or slow
-    /// (then also <paramref name="answered"/> is false).</summary>
-    public async ValueTask<(bool Answered, string? Value)> HashGetAsync(RedisKey key, RedisValue field)
+    /// <summary>Reads hash fields, waiting at most the timeout; a field absent is a null value. Not answered (null
+    /// values) when Redis is down or slow.</summary>
+    public async ValueTask<(bool Answered, RedisValue[]? Values)> HashGetAsync(RedisKey key, RedisValue[] fields)
     {
         if (Volatile.Read(ref _state) != UpState || _database is not { } db)
         {
             return (false, null);
         }
-        Task<RedisValue>? call = null;
+        Task<RedisValue[]>? call = null;
         try
         {
-            call = db.HashGetAsync(key, field);
-            var value = await call.WaitAsync(_timeout).ConfigureAwait(false);
-            return (true, value.IsNull ? null : (string?)value);
+            call = db.HashGetAsync(key, fields);
+            return (true, await call.WaitAsync(_timeout).ConfigureAwait(false));
         }
         catch (Exception ex) when (ex is not OutOfMemoryException)
         {
             Observe(call);
-            Down(ex is TimeoutException ? $"no answer within {(long)_timeout.TotalMilliseconds} ms" : Reason(ex));
+            Failed(ex);
             return (false, null);
+        }
+    }
+
+    /// <summary>Reads one string key, waiting at most the timeout; a null value when absent. Not answered when Redis
+    /// is down or slow.</summary>
+    public async ValueTask<(bool Answered, RedisValue Value)> StringGetAsync(RedisKey key)
+    {
+        if (Volatile.Read(ref _state) != UpState || _database is not { } db)
+        {
+            return (false, RedisValue.Null);
+        }
+        Task<RedisValue>? call = null;
+        try
+        {
+            call = db.StringGetAsync(key);
+            return (true, await call.WaitAsync(_timeout).ConfigureAwait(false));
+        }
+        catch (Exception ex) when (ex is not OutOfMemoryException)
+        {
+            Observe(call);
+            Failed(ex);
+            return (false, RedisValue.Null);
         }
     }
 
@@ -138,8 +168,24 @@ internal sealed class RedisCluster : IDisposable
         }
         catch (Exception ex) when (ex is not OutOfMemoryException)
         {
-            Down(Reason(ex));
+            Failed(ex);
             _metrics.Fallbacks.Inc();
+        }
+    }
+
+    // Redis answered, with an error: this call only falls back. No answer in time, or no connection: Redis is down.
+    private void Failed(Exception ex)
+    {
+        if (ex is RedisServerException)
+        {
+            if (_errors.TryEnter(out var count))
+            {
+                Log.ClusterRedisError(_logger, _shown, Reason(ex), count);
+            }
+        }
+        else
+        {
+            Down(ex is TimeoutException ? $"no answer within {(long)_timeout.TotalMilliseconds} ms" : Reason(ex));
         }
     }
 
@@ -262,5 +308,5 @@ internal sealed class ClusterMetrics(ProxyMetrics metrics)
     public Prometheus.Gauge Up { get; } = Prometheus.Metrics.WithCustomRegistry(metrics.Registry).CreateGauge("llmproxy_cluster_redis_up",
         "1 while this instance shares limits, cool-downs, headroom and disabled keys through Redis; 0 while it decides on its own state (Redis down, slow or not reached yet).");
     public Prometheus.Counter Fallbacks { get; } = Prometheus.Metrics.WithCustomRegistry(metrics.Registry).CreateCounter("llmproxy_cluster_fallbacks_total",
-        "Shared operations (a request's admission, a settle, a cool-down, headroom or key-health write) decided or kept on local state only because Redis was down or slower than cluster.redis.timeout.");
+        "Shared operations (a request's admission, a settle, a cool-down, headroom or key-health write) decided or kept on local state only because Redis was down, slower than cluster.redis.timeout, or answered that command with an error.");
 }

@@ -5,12 +5,15 @@ namespace LLMProxy.Cluster;
 /// Redis time (<c>redis.call('TIME')</c>, microseconds) — never an instance's clock, so instances whose clocks disagree
 /// still share one bucket. Numbers go back to Redis through <c>string.format</c>: Lua's default conversion keeps only
 /// 14 digits, too few for a microsecond timestamp.
-/// <para>Keys of one upstream: <c>{prefix}up:{name}:cool</c> (a 429 cool-down: the key's own TTL), <c>:off</c> (a
-/// disabled key: reason and credential fingerprint), <c>:head</c> (learned headroom and what was sent since),
-/// <c>:rps</c> / <c>:rpm</c> (GCRA: the theoretical arrival time), <c>:tpm</c> (token bucket: level and stamp). A shared
-/// bucket of a client (IP or client key) is <c>{prefix}cl:{id}</c> (GCRA); a client key's token budget is
-/// <c>{prefix}cl:fwd:{forward}:tpm:{key name}</c> (level and stamp, as an upstream's <c>:tpm</c>). Every key expires once it means nothing
-/// any more (a full bucket is the same as a missing one), except <c>:off</c>, which lasts until the key is enabled.</para>
+/// <para>Keys of one upstream: <c>{prefix}up:{name}:off</c> (a key's health: the reason while disabled, the credential
+/// fingerprint, the id of its last enable); and, for its account (<c>{prefix}up:{name}:{fingerprint}</c>, so that a
+/// rotated credential starts clean), <c>:cool</c> (a 429 cool-down: the key's own TTL), <c>:head</c> (learned headroom
+/// and what was sent since), <c>:rps</c> / <c>:rpm</c> (GCRA: the theoretical arrival time), <c>:tpm</c> (token
+/// bucket: level and stamp), <c>:reset</c> (the id of the operator's last reset). A shared bucket of a client (IP or
+/// client key) is <c>{prefix}cl:{id}</c> (GCRA); a client key's token budget is
+/// <c>{prefix}cl:fwd:{forward}:tpm:{key name}</c> (level and stamp, as an upstream's <c>:tpm</c>). Every key expires
+/// once it means nothing any more (a full bucket is the same as a missing one), except <c>:off</c> and <c>:reset</c>,
+/// which are never deleted: a missing record is Redis having lost it, never an enable or a reset.</para>
 /// </summary>
 internal static class SharedScripts
 {
@@ -39,22 +42,23 @@ internal static class SharedScripts
         """;
 
     /// <summary>
-    /// One attempt's admission, the hot path's only round trip. KEYS: cool, off, head, rps, rpm, tpm, then one key per
-    /// client bucket, then — with a client key's token budget — that budget's key. ARGV: rps interval and depth (µs;
+    /// One attempt's admission, the hot path's only round trip. KEYS: cool, off, head, rps, rpm, tpm, reset, then one
+    /// key per client bucket, then — with a client key's token budget — that budget's key. ARGV: rps interval and depth (µs;
     /// interval 0 = none), rpm interval and depth, TPM capacity (0 = none), tokens to reserve, credential fingerprint
     /// ("" = a key-health trial: not refused for being disabled), estimated tokens (headroom accounting), the client
     /// key's TPM capacity (0 = none) and tokens to reserve on it, then interval and depth per client bucket.
     /// Client limits are checked first, everything is checked before anything is taken, so a refusal takes nothing.
-    /// Returns {0} admitted, {1, ms} cooling, {2, 0, reason} disabled, {3, ms} out of a budget (rate, TPM or learned
-    /// headroom), {4, ms, i} client bucket i empty, {5, ms} the client key's token budget short.
+    /// Returns {0} admitted, {1, ms, reset id} cooling, {2, 0, reason, enable id} disabled, {3, ms, reset id} out of a
+    /// budget (rate, TPM or learned headroom), {4, ms, i} client bucket i empty, {5, ms} the client key's token budget
+    /// short. The reset id (the operator's last reset, "" = none) tells a copied refusal from one a reset ended since.
     /// </summary>
     public const string Acquire = Prelude + "\n" + """
         local ccap, cneed = tonumber(ARGV[9]), tonumber(ARGV[10])
-        local n = #KEYS - 6
+        local n = #KEYS - 7
         if ccap > 0 then n = n - 1 end
         local clients = {}
         for i = 1, n do
-          local nxt, wait = gcra(KEYS[6 + i], tonumber(ARGV[9 + 2 * i]), tonumber(ARGV[10 + 2 * i]))
+          local nxt, wait = gcra(KEYS[7 + i], tonumber(ARGV[9 + 2 * i]), tonumber(ARGV[10 + 2 * i]))
           if not nxt then return {4, ms(wait), i} end
           clients[i] = nxt
         end
@@ -63,11 +67,12 @@ internal static class SharedScripts
           cl = level(KEYS[#KEYS], ccap)
           if cl < cneed then return {5, ms((cneed - cl) * 60000000 / ccap)} end
         end
+        local function reset() return redis.call('GET', KEYS[7]) or '' end
         local cool = redis.call('PTTL', KEYS[1])
-        if cool > 0 then return {1, cool} end
+        if cool > 0 then return {1, cool, reset()} end
         if ARGV[7] ~= '' then
-          local off = redis.call('HMGET', KEYS[2], 'r', 'f')
-          if off[1] and off[2] == ARGV[7] then return {2, 0, off[1]} end
+          local off = redis.call('HMGET', KEYS[2], 'r', 'f', 'e')
+          if off[1] and off[2] == ARGV[7] then return {2, 0, off[1], off[3] or ''} end
         end
         local est = tonumber(ARGV[8])
         local h = redis.call('HMGET', KEYS[3], 'rq', 'rqAt', 'tk', 'tkAt', 'sq', 'st')
@@ -77,26 +82,26 @@ internal static class SharedScripts
           local rq, rqAt, tk, tkAt = tonumber(h[1]), tonumber(h[2]), tonumber(h[3]), tonumber(h[4])
           if rq >= 0 and rq - sq <= 0 and rqAt > now then blocked = rqAt end
           if tk >= 0 and tk - st < math.max(1, est) and tkAt > now and tkAt > blocked then blocked = tkAt end
-          if blocked > 0 then return {3, ms(blocked - now)} end
+          if blocked > 0 then return {3, ms(blocked - now), reset()} end
         end
         local rps, rpm
         if tonumber(ARGV[1]) > 0 then
           local nxt, wait = gcra(KEYS[4], tonumber(ARGV[1]), tonumber(ARGV[2]))
-          if not nxt then return {3, ms(wait)} end
+          if not nxt then return {3, ms(wait), reset()} end
           rps = nxt
         end
         if tonumber(ARGV[3]) > 0 then
           local nxt, wait = gcra(KEYS[5], tonumber(ARGV[3]), tonumber(ARGV[4]))
-          if not nxt then return {3, ms(wait)} end
+          if not nxt then return {3, ms(wait), reset()} end
           rpm = nxt
         end
         local cap, need = tonumber(ARGV[5]), tonumber(ARGV[6])
         local l
         if cap > 0 then
           l = level(KEYS[6], cap)
-          if l < need then return {3, ms((need - l) * 60000000 / cap)} end
+          if l < need then return {3, ms((need - l) * 60000000 / cap), reset()} end
         end
-        for i = 1, n do put(KEYS[6 + i], clients[i]) end
+        for i = 1, n do put(KEYS[7 + i], clients[i]) end
         if ccap > 0 and cneed > 0 then
           redis.call('HSET', KEYS[#KEYS], 'l', string.format('%.6f', cl - cneed), 's', f0(now))
           redis.call('PEXPIRE', KEYS[#KEYS], 121000)
@@ -135,21 +140,29 @@ internal static class SharedScripts
         """;
 
     /// <summary>A key disabled as bad: KEYS off; ARGV reason, fingerprint. The first reason for a credential stays,
-    /// except that an operator's (<c>admin</c>) replaces it.</summary>
+    /// except that an operator's (<c>admin</c>) replaces it. Returns the id of the last enable held ("" = none).</summary>
     public const string Disable = """
-        if redis.call('HGET', KEYS[1], 'f') ~= ARGV[2] or ARGV[1] == 'admin' then redis.call('HSET', KEYS[1], 'r', ARGV[1], 'f', ARGV[2]) end
-        return 0
+        local off = redis.call('HMGET', KEYS[1], 'r', 'f', 'e')
+        if not off[1] or off[2] ~= ARGV[2] or ARGV[1] == 'admin' then redis.call('HSET', KEYS[1], 'r', ARGV[1], 'f', ARGV[2]) end
+        return off[3] or ''
         """;
 
-    /// <summary>A key enabled again: KEYS off; ARGV fingerprint (a record for another credential is left alone).</summary>
+    /// <summary>A key enabled again: KEYS off; ARGV fingerprint, a new enable id. Written, not deleted: a missing record
+    /// is Redis having lost it, never an enable (a disabled record for another credential is left alone).</summary>
     public const string Enable = """
-        if redis.call('HGET', KEYS[1], 'f') == ARGV[1] then redis.call('DEL', KEYS[1]) end
+        local off = redis.call('HMGET', KEYS[1], 'r', 'f')
+        if off[1] and off[2] ~= ARGV[1] then return 0 end
+        redis.call('HDEL', KEYS[1], 'r')
+        redis.call('HSET', KEYS[1], 'f', ARGV[1], 'e', ARGV[2])
         return 0
         """;
 
-    /// <summary>An operator's reset: KEYS cool, head — the cool-down and the learned headroom are forgotten.</summary>
+    /// <summary>An operator's reset: KEYS cool, head, reset; ARGV a new reset id — the cool-down and the learned
+    /// headroom are forgotten, and the instances holding a copy of either see the reset id change. The id never
+    /// expires: a missing one read as a change would end copies no reset ended.</summary>
     public const string Reset = """
         redis.call('DEL', KEYS[1], KEYS[2])
+        redis.call('SET', KEYS[3], ARGV[1])
         return 0
         """;
 

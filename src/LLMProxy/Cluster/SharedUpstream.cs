@@ -35,6 +35,7 @@ internal sealed class SharedUpstream
     private readonly RedisCluster _cluster;
     private readonly RedisKey[] _keys;
     private readonly RedisKey[] _tpmKey, _offKey, _coolKey, _headKey;
+    private readonly RedisKey _resetKey;
     private readonly RedisValue _rpsInterval, _rpsDepth, _rpmInterval, _rpmDepth, _tpmCap;
     private readonly long _capacity;
 
@@ -48,15 +49,19 @@ internal sealed class SharedUpstream
         ArgumentNullException.ThrowIfNull(cluster);
         ArgumentNullException.ThrowIfNull(config);
         _cluster = cluster;
+        Fingerprint = FingerprintOf(config, authorization);
         var root = cluster.Prefix + "up:" + config.Name + ":";
-        _keys = [root + "cool", root + "off", root + "head", root + "rps", root + "rpm", root + "tpm"];
-        (_coolKey, _offKey, _headKey, _tpmKey) = ([_keys[0]], [_keys[1]], [_keys[2]], [_keys[5]]);
+        // What belongs to the account — its cool-down, headroom and buckets, and the resets of those — is keyed by the
+        // credential too: after a reload that rotates the key (another account), nothing of the old one is picked up
+        // (SPEC §16). The key's health is keyed by name and holds the fingerprint, so that a rotated key is told apart.
+        var account = root + Fingerprint + ":";
+        _keys = [account + "cool", root + "off", account + "head", account + "rps", account + "rpm", account + "tpm", account + "reset"];
+        (_coolKey, _offKey, _headKey, _tpmKey, _resetKey) = ([_keys[0]], [_keys[1]], [_keys[2]], [_keys[5]], _keys[6]);
         var limits = config.Ratelimit;
         (_rpsInterval, _rpsDepth) = limits is { } r ? Gcra(r.PerSecond, Math.Max(1, r.EffectiveBurst)) : (0, 0);
         (_rpmInterval, _rpmDepth) = limits?.RequestsPerMinute is { } rpm ? Gcra(rpm / 60.0, rpm) : (0, 0);
         _capacity = limits?.TokensPerMinute ?? 0;
         _tpmCap = _capacity;
-        Fingerprint = FingerprintOf(config, authorization);
     }
 
     /// <summary>Identifies the credential the proxy sends to this upstream (a truncated SHA-256, never the key): a key
@@ -88,7 +93,7 @@ internal sealed class SharedUpstream
         var clientNeed = budget is null ? 0 : Math.Min(clientTokens!.Value.Tokens, budget.Capacity);
         if (clientCount > 0 || budget is not null)
         {
-            keys = new RedisKey[6 + clientCount + (budget is null ? 0 : 1)];
+            keys = new RedisKey[_keys.Length + clientCount + (budget is null ? 0 : 1)];
             _keys.CopyTo(keys, 0);
             if (budget is not null)
             {
@@ -109,7 +114,7 @@ internal sealed class SharedUpstream
         for (var i = 0; i < clientCount; i++)
         {
             var take = clients![i];
-            keys[6 + i] = take.Key;
+            keys[_keys.Length + i] = take.Key;
             values[10 + 2 * i] = take.Bucket.Interval;
             values[11 + 2 * i] = take.Bucket.Depth;
         }
@@ -138,16 +143,19 @@ internal sealed class SharedUpstream
                 return new(SharedVerdict.Admitted, TimeSpan.Zero, need, ClientReserved: clientNeed);
             case 1:
                 upstream.CoolDown.Park(wait);
+                SeenReset(answer);
                 return new(SharedVerdict.UpstreamRefused, wait, 0);
             case 2:
                 var reason = answer.Length > 2 ? Reason((string?)answer[2]) : "disabled";
-                if (upstream.AdoptDisabled(reason))
+                if (upstream.AdoptDisabled(reason) is { } disabled)
                 {
+                    Volatile.Write(ref _baseline, new EnableBaseline(disabled, answer.Length > 3 ? (string?)answer[3] ?? "" : ""));
                     Observability.Log.KeyDisabled(_cluster.Logger, upstream.Name, reason + " (found by another instance)");
                 }
                 return new(SharedVerdict.UpstreamRefused, TimeSpan.Zero, 0);
             case 3:
                 upstream.BlockShared(wait);
+                SeenReset(answer);
                 return new(SharedVerdict.UpstreamRefused, wait, 0);
             case 4:
                 // Which bucket (1-based into the takes): the caller answers for that kind of client limit.
@@ -183,14 +191,55 @@ internal sealed class SharedUpstream
         }
     }
 
-    /// <summary>Tells the cluster this key is bad (SPEC §13.4).</summary>
-    public void Disable(string reason) => _cluster.Send(SharedScripts.Disable, _offKey, [reason, Fingerprint]);
+    /// <summary>Tells the cluster this key is bad (SPEC §13.4), or disabled by its operator, without waiting; the answer
+    /// — the id of the last enable the cluster holds — is the baseline against which an enable elsewhere is told.</summary>
+    public void Disable(Runtime.KeyDisabled disabled) => _ = DisableAsync(disabled);
 
-    /// <summary>Tells the cluster an operator reset this upstream: its cool-down and learned headroom end everywhere.</summary>
-    public void Reset() => _cluster.Send(SharedScripts.Reset, [_keys[0], _keys[2]], []);
+    private async Task DisableAsync(Runtime.KeyDisabled disabled)
+    {
+        var result = await _cluster.EvaluateAsync(SharedScripts.Disable, _offKey, [disabled.Reason, Fingerprint]).ConfigureAwait(false);
+        if (result is { IsNull: false, Resp2Type: ResultType.BulkString })
+        {
+            Volatile.Write(ref _baseline, new EnableBaseline(disabled, (string?)result ?? ""));
+        }
+    }
 
-    /// <summary>Tells the cluster this key is good again (a trial passed, or an operator enabled it).</summary>
-    public void Enable() => _cluster.Send(SharedScripts.Enable, _offKey, [Fingerprint]);
+    /// <summary>Tells the cluster an operator reset this upstream: its cool-down and learned headroom end everywhere —
+    /// in Redis at once, in the other instances' copies at their next check (<see cref="ResetElsewhereAsync"/>).</summary>
+    public void Reset() => _cluster.Send(SharedScripts.Reset, [_keys[0], _keys[2], _resetKey], [Guid.NewGuid().ToString("N")]);
+
+    // The id of the operator's last reset when this upstream came to be held back here (null = not known yet): a
+    // different one later means another instance's operator reset it since.
+    private string? _resetSeen;
+
+    private void SeenReset(RedisResult[] answer)
+    {
+        if (answer.Length > 2 && answer[2].Resp2Type == ResultType.BulkString)
+        {
+            Volatile.Write(ref _resetSeen, (string?)answer[2] ?? "");
+        }
+    }
+
+    /// <summary>Whether an operator reset this upstream on another instance since it came to be held back here (a
+    /// cool-down, a shared-budget block or learned headroom: copies of the cluster's that a reset ends). Read once a
+    /// second while it is held back; the first read only learns the reset id.</summary>
+    public async ValueTask<bool> ResetElsewhereAsync()
+    {
+        var (answered, value) = await _cluster.StringGetAsync(_resetKey).ConfigureAwait(false);
+        if (!answered)
+        {
+            return false;
+        }
+        var id = value.IsNull ? "" : (string)value!;
+        return Interlocked.Exchange(ref _resetSeen, id) is { } seen && seen != id;
+    }
+
+    /// <summary>This upstream is not held back here any more: the next hold learns the reset id afresh.</summary>
+    public void NotHeld() => Volatile.Write(ref _resetSeen, null);
+
+    /// <summary>Tells the cluster this key is good again (a trial passed, or an operator enabled it): a new enable id,
+    /// which the other instances holding it disabled see change.</summary>
+    public void Enable() => _cluster.Send(SharedScripts.Enable, _offKey, [Fingerprint, Guid.NewGuid().ToString("N")]);
 
     /// <summary>Writes back what this instance learned alone while Redis was away: its cool-down and disabled state.</summary>
     public void Republish(Runtime.UpstreamRuntime upstream, DateTimeOffset now)
@@ -201,16 +250,48 @@ internal sealed class SharedUpstream
         }
         if (upstream.Disabled is { } disabled)
         {
-            Disable(disabled.Reason);
+            Disable(disabled);
         }
     }
 
-    /// <summary>Whether the cluster still holds this key as disabled (for this credential); null when Redis did not
-    /// answer. Read once a second for keys disabled here, so a key enabled by another instance comes back here too.</summary>
-    public async ValueTask<bool?> StillDisabledAsync()
+    private static readonly RedisValue[] OffFields = ["r", "f", "e"];
+
+    // The id of the last enable the cluster held when this instance's disabled state began (or was last seen disabled
+    // on the cluster): an enable anywhere writes a new one, so only a change is "enabled by another instance".
+    private EnableBaseline? _baseline;
+
+    private sealed record EnableBaseline(Runtime.KeyDisabled Disabled, string EnableId);
+
+    /// <summary>Whether another instance enabled this key (for this credential) since it became <paramref name="disabled"/>
+    /// here. Read once a second for keys disabled here, so a key enabled elsewhere comes back here too. Only an enable
+    /// written after this disabled state began counts: a record Redis lost (flushed, evicted, a write it refused) never
+    /// enables a key — it is written back instead — and least of all one its operator disabled (SPEC §13.4).</summary>
+    public async ValueTask<bool> EnabledElsewhereAsync(Runtime.KeyDisabled disabled)
     {
-        var (answered, fingerprint) = await _cluster.HashGetAsync(_offKey[0], "f").ConfigureAwait(false);
-        return answered ? fingerprint == Fingerprint : null;
+        var (answered, values) = await _cluster.HashGetAsync(_offKey[0], OffFields).ConfigureAwait(false);
+        if (!answered || values is not [var reason, var fingerprint, var enableId])
+        {
+            return false;
+        }
+        if (fingerprint.IsNull)
+        {
+            Disable(disabled);
+            return false;
+        }
+        if (fingerprint != Fingerprint)
+        {
+            return false; // another credential's record: instances on different configs (a reload under way)
+        }
+        var id = enableId.IsNull ? "" : (string)enableId!;
+        var baseline = Volatile.Read(ref _baseline);
+        if (reason.IsNull && baseline is not null && baseline.Disabled == disabled)
+        {
+            return id != baseline.EnableId;
+        }
+        // Still disabled on the cluster — an enable from now on writes a new id — or enabled with no baseline for this
+        // state (its own write never landed): then that enable may be older than this state, and is not taken for one.
+        Volatile.Write(ref _baseline, new EnableBaseline(disabled, id));
+        return false;
     }
 
     /// <summary>Shares what the provider said about this key's remaining limits (SPEC §13.1).</summary>

@@ -77,7 +77,7 @@ internal sealed class ProxyHost : IAsyncDisposable
         var logger = loggerFactory.CreateLogger("LLMProxy");
         var metrics = new ProxyMetrics(options.ProcessMetrics);
         // SPEC §17: one connection for the process, kept across reloads; requests decide locally until Redis answers.
-        var cluster = config.Cluster?.Redis is { } redis ? new Cluster.RedisCluster(redis, metrics, logger) : null;
+        var cluster = config.Cluster?.Redis is { } redis ? new Cluster.RedisCluster(redis, metrics, logger, options.Time) : null;
         var runtime = new ProxyRuntime(config, metrics, options.Time, logger, cluster: cluster);
         var holder = new RuntimeHolder(runtime);
         if (cluster is not null)
@@ -147,7 +147,9 @@ internal sealed class ProxyHost : IAsyncDisposable
 
     /// <summary>SPEC §17, off the request path: after an outage, what this instance learned alone is written back; once
     /// a second, keys disabled here are checked against the cluster, so a key enabled through another instance (its
-    /// trial passed) is enabled here too.</summary>
+    /// trial passed, or its operator enabled it) is enabled here too — and only then (SPEC §13.4); and upstreams held back
+    /// here by a cool-down, a shared-budget block or learned headroom are checked for an operator's reset elsewhere, which
+    /// ends them here too.</summary>
     private static void WireCluster(Cluster.RedisCluster cluster, RuntimeHolder holder, TimeProvider time, ILogger logger)
     {
         cluster.Resumed += () =>
@@ -162,11 +164,24 @@ internal sealed class ProxyHost : IAsyncDisposable
         {
             foreach (var upstream in holder.Current.Upstreams.Values)
             {
-                if (upstream is { Disabled: not null, Shared: { } shared }
-                    && await shared.StillDisabledAsync().ConfigureAwait(false) == false
-                    && upstream.AdoptEnabled())
+                if (upstream.Shared is not { } shared)
+                {
+                    continue;
+                }
+                if (upstream.Disabled is { } disabled
+                    && await shared.EnabledElsewhereAsync(disabled).ConfigureAwait(false)
+                    && upstream.AdoptEnabled(disabled))
                 {
                     Log.KeyEnabled(logger, upstream.Name);
+                }
+                if (!upstream.HeldByResettable)
+                {
+                    shared.NotHeld();
+                }
+                else if (await shared.ResetElsewhereAsync().ConfigureAwait(false))
+                {
+                    upstream.AdoptReset();
+                    Log.UpstreamResetElsewhere(logger, upstream.Name);
                 }
             }
         };

@@ -129,4 +129,12 @@ internal static partial class Log
     [LoggerMessage(EventId = 71, EventName = "ClusterRedisUp", Level = LogLevel.Information,
         Message = "cluster: redis {Redis} {What}")]
     public static partial void ClusterRedisUp(ILogger logger, string redis, string what);
+
+    [LoggerMessage(EventId = 72, EventName = "ClusterRedisError", Level = LogLevel.Warning,
+        Message = "cluster: redis {Redis} answered {Count} command(s) with an error ({Reason}, the latest) since the last such line; each was decided on this instance's own state, and Redis stays in use")]
+    public static partial void ClusterRedisError(ILogger logger, string redis, string reason, long count);
+
+    [LoggerMessage(EventId = 73, EventName = "UpstreamResetElsewhere", Level = LogLevel.Information,
+        Message = "upstream {Upstream} reset by an operator on another instance: its cool-down and learned headroom end here too")]
+    public static partial void UpstreamResetElsewhere(ILogger logger, string upstream);
 }

@@ -149,22 +149,24 @@ internal sealed class UpstreamRuntime
     /// the wait for the next one. A key the operator disabled stays so (only <see cref="AdminEnable"/> ends that).</summary>
     public void Disable(string reason, bool trial = false)
     {
-        if (SetDisabled(reason, trial, byAdmin: false))
+        if (SetDisabled(reason, trial, byAdmin: false) is { } disabled)
         {
-            Shared?.Disable(reason);
+            Shared?.Disable(disabled);
         }
     }
 
     /// <summary>Disables this key because the cluster says another instance found it bad, or its operator disabled it
     /// (SPEC §17): like <see cref="Disable"/> (or <see cref="AdminDisable"/> for reason <c>admin</c>, so no trial
-    /// undoes an operator's decision), without telling the cluster again. False when it was already disabled.</summary>
-    public bool AdoptDisabled(string reason) => SetDisabled(reason, trial: false, byAdmin: reason == AdminReason);
+    /// undoes an operator's decision), without telling the cluster again. Null when it was already disabled, else the
+    /// disabled state it starts.</summary>
+    public KeyDisabled? AdoptDisabled(string reason) => SetDisabled(reason, trial: false, byAdmin: reason == AdminReason);
 
-    /// <summary>Enables this key because the cluster no longer holds it as disabled (another instance's trial passed,
-    /// or an operator enabled it there), without telling the cluster again. False when it was not disabled.</summary>
-    public bool AdoptEnabled()
+    /// <summary>Ends the disabled state <paramref name="disabled"/> because another instance enabled the key on the
+    /// cluster (its trial passed, or an operator enabled it there), without telling the cluster again. False when this
+    /// key is no longer in that state (enabled meanwhile, or disabled anew).</summary>
+    public bool AdoptEnabled(KeyDisabled disabled)
     {
-        if (Volatile.Read(ref _disabled) is not { } current || Interlocked.CompareExchange(ref _disabled, null, current) != current)
+        if (Interlocked.CompareExchange(ref _disabled, null, disabled) != disabled)
         {
             return false;
         }
@@ -172,13 +174,13 @@ internal sealed class UpstreamRuntime
         return true;
     }
 
-    private bool SetDisabled(string reason, bool trial, bool byAdmin)
+    private KeyDisabled? SetDisabled(string reason, bool trial, bool byAdmin)
     {
         var now = _time.GetUtcNow();
         var current = Volatile.Read(ref _disabled);
         if (current is not null && (!trial || current.ByAdmin))
         {
-            return false;
+            return null;
         }
         var next = byAdmin
             ? new KeyDisabled(AdminReason, now, DateTimeOffset.MaxValue, ByAdmin: true)
@@ -187,9 +189,9 @@ internal sealed class UpstreamRuntime
         if (Interlocked.CompareExchange(ref _disabled, next, current) == current)
         {
             Volatile.Write(ref _trialTaken, 0);
-            return true;
+            return next;
         }
-        return false;
+        return null;
     }
 
     /// <summary>Ends a trial of a disabled key: a 2xx answer enables it, anything else keeps it disabled and restarts
@@ -223,9 +225,10 @@ internal sealed class UpstreamRuntime
     /// <see cref="AdminEnable"/> or a reload that changes this upstream brings it back.</summary>
     public void AdminDisable()
     {
-        Volatile.Write(ref _disabled, new KeyDisabled(AdminReason, _time.GetUtcNow(), DateTimeOffset.MaxValue, ByAdmin: true));
+        var disabled = new KeyDisabled(AdminReason, _time.GetUtcNow(), DateTimeOffset.MaxValue, ByAdmin: true);
+        Volatile.Write(ref _disabled, disabled);
         Volatile.Write(ref _trialTaken, 0);
-        Shared?.Disable(AdminReason); // SPEC §17: an operator's decision holds on every instance
+        Shared?.Disable(disabled); // SPEC §17: an operator's decision holds on every instance
     }
 
     /// <summary>Enabled by the operator: ends any disabled state, the operator's or key health's (SPEC §13.4).</summary>
@@ -241,13 +244,28 @@ internal sealed class UpstreamRuntime
     public void AdminReset()
     {
         Breaker?.Reset();
+        Shared?.Reset(); // the cluster's cool-down and learned headroom too; the shared buckets are not the operator's to refill
+        AdoptReset();
+    }
+
+    /// <summary>Reset by the operator on another instance (SPEC §17): the 429 cool-down, the shared-budget block and
+    /// the learned headroom held here end too — copies of what the reset ended on the cluster. The breaker stays: each
+    /// instance's own.</summary>
+    public void AdoptReset()
+    {
         CoolDown.Clear();
         _sharedBlock.Clear();
-        Shared?.Reset(); // the cluster's cool-down and learned headroom too; the shared buckets are not the operator's to refill
         Volatile.Write(ref _learned, null);
         Interlocked.Exchange(ref _sentSinceLearned, 0);
         Interlocked.Exchange(ref _tokensSinceLearned, 0);
     }
+
+    /// <summary>Whether a 429 cool-down, a shared-budget block or learned headroom keeps this upstream out now: what an
+    /// operator's reset ends.</summary>
+    public bool HeldByResettable =>
+        CoolDown.IsCooling || _sharedBlock.IsCooling
+        || Volatile.Read(ref _learned) is { } learned
+            && learned.Blocks(1, _time.GetUtcNow(), Interlocked.Read(ref _sentSinceLearned), Interlocked.Read(ref _tokensSinceLearned));
 
     /// <summary>The disabled reason of a key disabled through the admin API.</summary>
     public const string AdminReason = "admin";

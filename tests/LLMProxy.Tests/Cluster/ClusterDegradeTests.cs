@@ -82,4 +82,39 @@ public sealed class ClusterDegradeTests
         await proxy.Admin.AssertRedisUpAsync(0);
         Assert.Single(proxy.Logs.Entries, e => e.Id.Id == 70);
     }
+
+    [RedisFact]
+    public async Task RedisAnswersWithAnError_ThatCallFallsBack_RedisStaysUp_OneLine()
+    {
+        await using var redis = await RedisServer.StartAsync();
+        await using var upstream = await ScriptedUpstream.StartAsync(ScriptedUpstream.Json("u1"), recordBody: false);
+        var prefix = "d" + Guid.NewGuid().ToString("N")[..8] + ":";
+        var yaml = TestProxy.Config($"""
+            - name: u1
+              url: "{upstream.Url}"
+            """, "- name: u1") + $"""
+
+            cluster:
+              redis:
+                url: "{redis.Url}"
+                prefix: "{prefix}"
+                timeout: 1000
+            """;
+        await using var proxy = await TestProxy.StartAsync(yaml);
+        await proxy.Admin.AssertRedisUpAsync(1);
+        // A foreign key of another type where the admission script reads a hash: every admission answers WRONGTYPE.
+        Assert.Equal("+OK", await redis.CommandAsync($"SET {prefix}up:u1:off foreign"));
+        for (var i = 0; i < 8; i++)
+        {
+            using var response = await proxy.Client.PostAsync("/v1/chat/completions", new StringContent("{}"));
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+            await Task.Delay(300); // across a few probes: a flap would have shown by now
+        }
+        var metrics = await proxy.Admin.GetStringAsync("/metrics");
+        Assert.True(Sample(metrics, "llmproxy_cluster_redis_up") == 1, Lines(metrics, "llmproxy_cluster") + proxy.Logs.AllText);
+        Assert.True(Sample(metrics, "llmproxy_cluster_fallbacks_total") >= 8, Lines(metrics, "llmproxy_cluster"));
+        Assert.DoesNotContain(proxy.Logs.Entries, e => e.Id.Id == 70); // never "unavailable"
+        var error = Assert.Single(proxy.Logs.Entries, e => e.Id.Id == 72);
+        Assert.Contains("WRONGTYPE", error.Message, StringComparison.Ordinal);
+    }
 }

@@ -8,13 +8,14 @@ namespace LLMProxy.Tests.Cluster;
 /// back on the others, and what an instance learned while Redis was away is written back when it returns.</summary>
 public sealed class ClusterSyncTests
 {
-    private static string Yaml(string upstreamUrl, string redisUrl, string prefix, int recheck) => TestProxy.Config($"""
+    private static string Yaml(string upstreamUrl, string redisUrl, string prefix, int recheck, string token = "sk-cluster-sync-test-1234") =>
+        TestProxy.Config($"""
         - name: u1
           url: "{upstreamUrl}"
           recheck: {recheck}
           auth:
             type: bearer
-            token: "sk-cluster-sync-test-1234"
+            token: "{token}"
         """, "- name: u1") + $"""
 
         cluster:
@@ -89,8 +90,9 @@ public sealed class ClusterSyncTests
         }
         await redis.StartAgainAsync(); // empty
         await a.Admin.AssertRedisUpAsync(1, TimeSpan.FromSeconds(20));
-        await WaitUntilAsync(async () => await redis.CommandAsync($"EXISTS {prefix}up:u1:cool") == ":1", TimeSpan.FromSeconds(5));
-        var ttl = int.Parse((await redis.CommandAsync($"PTTL {prefix}up:u1:cool"))!.TrimStart(':'), System.Globalization.CultureInfo.InvariantCulture);
+        string? cool = null;
+        await WaitUntilAsync(async () => (cool = await redis.KeyAsync($"{prefix}up:u1:*:cool")) is not null, TimeSpan.FromSeconds(5));
+        var ttl = int.Parse((await redis.CommandAsync($"PTTL {cool}"))!.TrimStart(':'), System.Globalization.CultureInfo.InvariantCulture);
         Assert.InRange(ttl, 60_000, 120_000);
     }
 
@@ -278,5 +280,140 @@ public sealed class ClusterSyncTests
             TimeSpan.FromSeconds(10));
         using var served = await b.Client.PostAsync("/v1/chat/completions", new StringContent("{}"));
         Assert.Equal(HttpStatusCode.OK, served.StatusCode);
+    }
+
+    [RedisFact]
+    public async Task AdminDisable_RedisRefusesOrLosesTheRecord_StaysDisabledOnAll_UntilAdminEnable()
+    {
+        await using var redis = await RedisServer.StartAsync();
+        await using var upstream = await ScriptedUpstream.StartAsync(ScriptedUpstream.Json("u1"), recordBody: false);
+        var prefix = "s" + Guid.NewGuid().ToString("N")[..8] + ":";
+        await using var a = await TestProxy.StartAsync(Yaml(upstream.Url, redis.Url, prefix, recheck: 500));
+        await using var b = await TestProxy.StartAsync(Yaml(upstream.Url, redis.Url, prefix, recheck: 500));
+        await a.Admin.AssertRedisUpAsync(1);
+        await b.Admin.AssertRedisUpAsync(1);
+
+        // Redis refuses every write (out of memory): A's operator disables the key, and no record reaches the cluster.
+        Assert.Equal("+OK", await redis.CommandAsync("CONFIG SET maxmemory 1"));
+        using (var disable = await a.Admin.PostAsync("/api/v1/upstreams/u1/disable", null))
+        {
+            Assert.Equal(HttpStatusCode.OK, disable.StatusCode);
+        }
+        await Task.Delay(2500); // the once-a-second check ran twice
+        Assert.Equal(":0", await redis.CommandAsync($"EXISTS {prefix}up:u1:off"));
+        await AssertSampleAsync(a.Admin, "llmproxy_upstream_disabled{upstream=\"u1\"}", 1);
+
+        // Writes accepted again: B's operator disables it too; then Redis loses everything.
+        Assert.Equal("+OK", await redis.CommandAsync("CONFIG SET maxmemory 0"));
+        using (var disable = await b.Admin.PostAsync("/api/v1/upstreams/u1/disable", null))
+        {
+            Assert.Equal(HttpStatusCode.OK, disable.StatusCode);
+        }
+        await WaitUntilAsync(async () => await redis.CommandAsync($"EXISTS {prefix}up:u1:off") == ":1", TimeSpan.FromSeconds(5));
+        Assert.Equal("+OK", await redis.CommandAsync("FLUSHALL"));
+        await Task.Delay(2500);
+        foreach (var proxy in new[] { a, b })
+        {
+            await AssertSampleAsync(proxy.Admin, "llmproxy_upstream_disabled{upstream=\"u1\"}", 1);
+            Assert.DoesNotContain(proxy.Logs.Entries, e => e.Id.Id == 46); // KeyEnabled: nobody enabled it
+        }
+        // What Redis lost is written back by the instances that hold it.
+        Assert.Equal(":1", await redis.CommandAsync($"EXISTS {prefix}up:u1:off"));
+        using (var refused = await b.Client.PostAsync("/v1/chat/completions", new StringContent("{}")))
+        {
+            Assert.Equal(HttpStatusCode.ServiceUnavailable, refused.StatusCode);
+        }
+        Assert.Equal(0, upstream.Count);
+
+        // A real enable on one instance still reaches the other within about a second.
+        using (var enable = await a.Admin.PostAsync("/api/v1/upstreams/u1/enable", null))
+        {
+            Assert.Equal(HttpStatusCode.OK, enable.StatusCode);
+        }
+        await WaitUntilAsync(async () => Sample(await b.Admin.GetStringAsync("/metrics"), "llmproxy_upstream_disabled{upstream=\"u1\"}") == 0,
+            TimeSpan.FromSeconds(10));
+        using var served = await b.Client.PostAsync("/v1/chat/completions", new StringContent("{}"));
+        Assert.Equal(HttpStatusCode.OK, served.StatusCode);
+    }
+
+    [RedisFact]
+    public async Task AdminResetOnOneInstance_EndsTheCoolDownCopiedByTheOthers()
+    {
+        await using var redis = await RedisServer.StartAsync();
+        var limited = 1;
+        await using var upstream = await ScriptedUpstream.StartAsync(async ctx =>
+        {
+            if (Volatile.Read(ref limited) == 1)
+            {
+                ctx.Response.StatusCode = StatusCodes.Status429TooManyRequests;
+                ctx.Response.Headers.RetryAfter = "120";
+            }
+            await ctx.Response.WriteAsync("{}");
+        }, recordBody: false);
+        var prefix = "s" + Guid.NewGuid().ToString("N")[..8] + ":";
+        await using var a = await TestProxy.StartAsync(Yaml(upstream.Url, redis.Url, prefix, recheck: 0));
+        await using var b = await TestProxy.StartAsync(Yaml(upstream.Url, redis.Url, prefix, recheck: 0));
+        await a.Admin.AssertRedisUpAsync(1);
+        await b.Admin.AssertRedisUpAsync(1);
+
+        using (var first = await a.Client.PostAsync("/v1/chat/completions", new StringContent("{}")))
+        {
+            Assert.Equal(HttpStatusCode.TooManyRequests, first.StatusCode);
+        }
+        await WaitUntilAsync(async () => await redis.KeyAsync($"{prefix}up:u1:*:cool") is not null, TimeSpan.FromSeconds(5));
+        // B copies the cluster's cool-down on its first request, and from then on keeps the key out on its own.
+        using (var refused = await b.Client.PostAsync("/v1/chat/completions", new StringContent("{}")))
+        {
+            Assert.Equal(HttpStatusCode.TooManyRequests, refused.StatusCode);
+        }
+        Assert.Equal(1, upstream.Count);
+
+        // The provider is fine again; A's operator resets the key: B's copy ends too, long before its 120 s.
+        Volatile.Write(ref limited, 0);
+        using (var reset = await a.Admin.PostAsync("/api/v1/upstreams/u1/reset", null))
+        {
+            Assert.Equal(HttpStatusCode.OK, reset.StatusCode);
+        }
+        await WaitUntilAsync(async () =>
+        {
+            using var response = await b.Client.PostAsync("/v1/chat/completions", new StringContent("{}"));
+            return response.StatusCode == HttpStatusCode.OK;
+        }, TimeSpan.FromSeconds(10));
+        Assert.Contains(b.Logs.Entries, e => e.Id.Id == 73); // UpstreamResetElsewhere
+    }
+
+    [RedisFact]
+    public async Task ReloadRotatingTheKey_PicksUpNoneOfTheOldAccountsSharedState()
+    {
+        await using var redis = await RedisServer.StartAsync();
+        // The old key's account is out of quota for two minutes; the new key's is not.
+        await using var upstream = await ScriptedUpstream.StartAsync(async ctx =>
+        {
+            if (ctx.Request.Headers.Authorization == "Bearer sk-old-account-0001")
+            {
+                ctx.Response.StatusCode = StatusCodes.Status429TooManyRequests;
+                ctx.Response.Headers.RetryAfter = "120";
+            }
+            await ctx.Response.WriteAsync("{}");
+        }, recordBody: false);
+        var prefix = "s" + Guid.NewGuid().ToString("N")[..8] + ":";
+        var current = Yaml(upstream.Url, redis.Url, prefix, recheck: 0, token: "sk-old-account-0001");
+        await using var proxy = await TestProxy.StartAsync(current, reloadYaml: () => current);
+        await proxy.Admin.AssertRedisUpAsync(1);
+        using (var limited = await proxy.Client.PostAsync("/v1/chat/completions", new StringContent("{}")))
+        {
+            Assert.Equal(HttpStatusCode.TooManyRequests, limited.StatusCode);
+        }
+        await WaitUntilAsync(async () => await redis.KeyAsync($"{prefix}up:u1:*cool") is not null, TimeSpan.FromSeconds(5));
+
+        // SPEC §16: a reload keeps state only for what did not change; a rotated key is another account.
+        current = Yaml(upstream.Url, redis.Url, prefix, recheck: 0, token: "sk-new-account-0002");
+        using (var reload = await proxy.Admin.PostAsync("/api/v1/reload", null))
+        {
+            Assert.Equal(HttpStatusCode.OK, reload.StatusCode);
+        }
+        using var served = await proxy.Client.PostAsync("/v1/chat/completions", new StringContent("{}"));
+        Assert.Equal(HttpStatusCode.OK, served.StatusCode);
+        Assert.Equal(2, upstream.Count);
     }
 }

@@ -73,7 +73,7 @@ public sealed class SharedScriptsTests : IAsyncLifetime
     }
 
     /// <summary>The shared TPM level as stored (whole tokens, rounded down).</summary>
-    private Task<double> TpmLevel(string name) => Level($"{_prefix}up:{name}:tpm");
+    private async Task<double> TpmLevel(string name) => await Level((await _redis.KeyAsync($"{_prefix}up:{name}:*:tpm"))!);
 
     /// <summary>A stored token-bucket level (whole tokens, rounded down).</summary>
     internal static async Task<double> Level(RedisServer redis, string key) =>
@@ -236,7 +236,7 @@ public sealed class SharedScriptsTests : IAsyncLifetime
         response.Headers.TryAddWithoutValidation("x-ratelimit-remaining-requests", "2");
         response.Headers.TryAddWithoutValidation("x-ratelimit-reset-requests", "30s");
         a.Learn(response.Headers);
-        await WaitUntilAsync(async () => await _redis.CommandAsync($"EXISTS {_prefix}up:head:head") == ":1", TimeSpan.FromSeconds(5));
+        await WaitUntilAsync(async () => await _redis.KeyAsync($"{_prefix}up:head:*:head") is not null, TimeSpan.FromSeconds(5));
         Assert.Equal(SharedVerdict.Admitted, (await b.Shared!.AcquireAsync(b, false, 10, null)).Verdict);
         Assert.Equal(SharedVerdict.Admitted, (await b.Shared!.AcquireAsync(b, false, 10, null)).Verdict);
         var blocked = await b.Shared!.AcquireAsync(b, false, 10, null);
@@ -253,7 +253,7 @@ public sealed class SharedScriptsTests : IAsyncLifetime
         response.Headers.TryAddWithoutValidation("x-ratelimit-remaining-requests", "2");
         response.Headers.TryAddWithoutValidation("x-ratelimit-reset-requests", "30s");
         upstream.Learn(response.Headers);
-        await WaitUntilAsync(async () => await _redis.CommandAsync($"EXISTS {_prefix}up:huge:head") == ":1", TimeSpan.FromSeconds(5));
+        await WaitUntilAsync(async () => await _redis.KeyAsync($"{_prefix}up:huge:*:head") is not null, TimeSpan.FromSeconds(5));
         var huge = global::LLMProxy.RateLimiting.TokenEstimate.For(0, long.MaxValue);
         Assert.Equal(SharedVerdict.Admitted, (await upstream.Shared!.AcquireAsync(upstream, false, huge, null)).Verdict);
         Assert.True(_cluster.IsUp);

@@ -113,6 +113,24 @@ public sealed class RedisServer : IAsyncDisposable
         }
     }
 
+    /// <summary>The one key matching <paramref name="pattern"/> (<c>KEYS</c>), or null when none (or not one) does:
+    /// for keys whose name holds a hash, such as an upstream account's (<c>{prefix}up:{name}:{fingerprint}:cool</c>).</summary>
+    public async Task<string?> KeyAsync(string pattern)
+    {
+        using var client = new TcpClient();
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(2));
+        await client.ConnectAsync(IPAddress.Loopback, Port, cts.Token);
+        var stream = client.GetStream();
+        await stream.WriteAsync(Encoding.ASCII.GetBytes("KEYS " + pattern + "\r\n"), cts.Token);
+        using var reader = new StreamReader(stream, Encoding.ASCII);
+        if (await reader.ReadLineAsync(cts.Token) != "*1")
+        {
+            return null;
+        }
+        _ = await reader.ReadLineAsync(cts.Token); // $length
+        return await reader.ReadLineAsync(cts.Token);
+    }
+
     public ValueTask DisposeAsync()
     {
         Kill();
