@@ -41,17 +41,23 @@ internal sealed class UpstreamLease : IDisposable
 
     /// <summary>Settles the key-health side of the attempt once an answer arrived: <paramref name="badKey"/> (a reason)
     /// disables the key, or restarts its wait when this was its trial; a trial answered 2xx enables it, any other
-    /// answer keeps it out. A lease disposed without this (a transport failure, an abort) counts as a failed trial.</summary>
-    public void KeyAnswer(int status, string? badKey)
+    /// answer keeps it out. A lease disposed without this (a transport failure, an abort) counts as a failed trial.
+    /// A trial whose request did not carry the key's credentials alone (<paramref name="ownCredentials"/> false: a
+    /// client's own key went along) says nothing of the key: it is handed back unjudged, for the next request.</summary>
+    public void KeyAnswer(int status, string? badKey, bool ownCredentials)
     {
         var trial = IsTrial && Interlocked.Exchange(ref _trialEnded, 1) == 0;
         if (badKey is not null)
         {
             Upstream.Disable(badKey, trial);
         }
-        else if (trial)
+        else if (trial && ownCredentials)
         {
             Upstream.EndTrial(status is >= 200 and < 300);
+        }
+        else if (trial)
+        {
+            Upstream.ReturnTrial();
         }
     }
 

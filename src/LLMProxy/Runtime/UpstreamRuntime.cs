@@ -218,6 +218,9 @@ internal sealed class UpstreamRuntime
         }
     }
 
+    /// <summary>Gives a taken trial back without a verdict (its answer was to a client's credentials, not the key's).</summary>
+    public void ReturnTrial() => Volatile.Write(ref _trialTaken, 0);
+
     /// <summary>Whether a disabled key's trial is due and not taken by another request.</summary>
     private bool TrialDue(KeyDisabled d) =>
         !d.ByAdmin && Recheck > TimeSpan.Zero && _time.GetUtcNow() >= d.NextTrial && Volatile.Read(ref _trialTaken) == 0;

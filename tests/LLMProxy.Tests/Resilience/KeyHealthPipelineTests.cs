@@ -176,6 +176,39 @@ public class KeyHealthPipelineTests
         Assert.Equal(8, ups["k1"].Count + ups["k2"].Count); // one attempt per request, hostile or not
     }
 
+    /// <summary>A disabled key's trial that carried a client's own key (an insert op yields to it) says nothing of the
+    /// proxy's key: a client with a valid key of its own must not re-enable a bad one. The trial goes back unjudged and
+    /// the next request without a client key takes it.</summary>
+    [Fact]
+    public async Task Trial_CarryingAClientsOwnKey_NeitherEnablesNorCountsAgainstTheKey()
+    {
+        await using var ups = await Upstreams.StartAsync(("k", AcceptsOnly("k", "x-api-key", "sk-client-valid")));
+        var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config(
+            ups.Yaml(_ => "recheck: 1000\nheaders:\n  - op: insert\n    key: x-api-key\n    value: sk-own-bad"), ups.Members()), time);
+        using (var first = await proxy.Client.GetAsync("/v1/models"))
+        {
+            Assert.Equal(HttpStatusCode.Unauthorized, first.StatusCode); // the proxy's key: disabled
+        }
+        Assert.Contains("\"reason\":\"status_401\"", await HealthAsync(proxy));
+        time.Advance(TimeSpan.FromMilliseconds(1001));
+
+        using (var withOwnKey = new HttpRequestMessage(HttpMethod.Get, "/v1/models"))
+        {
+            withOwnKey.Headers.TryAddWithoutValidation("x-api-key", "sk-client-valid");
+            using var r = await proxy.Client.SendAsync(withOwnKey);
+            Assert.Equal(HttpStatusCode.OK, r.StatusCode); // the client's key works
+        }
+        Assert.Contains("\"reason\":\"status_401\"", await HealthAsync(proxy)); // the proxy's key is still out
+
+        using (var trial = await proxy.Client.GetAsync("/v1/models"))
+        {
+            Assert.Equal(HttpStatusCode.Unauthorized, trial.StatusCode); // the trial, handed back, judged the proxy's key
+        }
+        Assert.Equal(3, ups["k"].Count);
+        Assert.Contains("\"reason\":\"status_401\"", await HealthAsync(proxy));
+    }
+
     [Fact]
     public async Task InsertOp_ClientSentNoCredential_TheProxysKeyIsJudged_Disabled()
     {

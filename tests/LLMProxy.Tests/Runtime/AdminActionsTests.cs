@@ -32,7 +32,7 @@ public class AdminActionsTests
             Assert.NotNull(trial);
             Assert.True(trial.IsTrial);
             u.AdminDisable();
-            trial.KeyAnswer(200, null); // the trial succeeded, but the operator's word came later
+            trial.KeyAnswer(200, null, ownCredentials: true); // the trial succeeded, but the operator's word came later
         }
         Assert.Equal(UpstreamRuntime.AdminReason, u.Disabled?.Reason);
 

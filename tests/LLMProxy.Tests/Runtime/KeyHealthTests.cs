@@ -59,7 +59,7 @@ public class KeyHealthTests
         _time.Advance(TimeSpan.FromMilliseconds(1000));
         using (var second = u.TryLease(0, _metrics)!)
         {
-            second.KeyAnswer(200, null);
+            second.KeyAnswer(200, null, ownCredentials: true);
         }
         Assert.Null(u.Disabled);
         Assert.Equal(Unavailability.None, u.Check());
@@ -73,7 +73,7 @@ public class KeyHealthTests
         var u = Create(recheck: 0);
         var before = u.TryLease(0, _metrics)!;
         u.Disable("insufficient_quota");
-        before.KeyAnswer(200, null);
+        before.KeyAnswer(200, null, ownCredentials: true);
         before.Dispose();
         Assert.NotNull(u.Disabled);
         _time.Advance(TimeSpan.FromDays(1));

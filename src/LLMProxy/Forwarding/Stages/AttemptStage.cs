@@ -182,7 +182,7 @@ internal sealed class AttemptStage : IRequestStage
         member.Requests(status).Inc();
         if (status != 0)
         {
-            KeyAnswer(services, lease, status, attempt.BadKey);
+            KeyAnswer(services, lease, status, attempt);
         }
         if (status == StatusCodes.Status429TooManyRequests && attempt.BadKey is null)
         {
@@ -284,11 +284,12 @@ internal sealed class AttemptStage : IRequestStage
 
     /// <summary>Key health (SPEC §13.4): a bad-key answer disables the key (or keeps it out, after its trial); a trial
     /// answered 2xx enables it again.</summary>
-    private static void KeyAnswer(PipelineServices services, UpstreamLease lease, int status, string? badKey)
+    private static void KeyAnswer(PipelineServices services, UpstreamLease lease, int status, Attempt attempt)
     {
         var upstream = lease.Upstream;
+        var badKey = attempt.BadKey;
         var wasDisabled = upstream.Disabled is not null;
-        lease.KeyAnswer(status, badKey);
+        lease.KeyAnswer(status, badKey, attempt.OwnCredentials);
         if (badKey is not null && !wasDisabled)
         {
             Log.KeyDisabled(services.Logger, upstream.Name, badKey);
