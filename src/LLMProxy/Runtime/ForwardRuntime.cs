@@ -25,6 +25,7 @@ internal sealed class ForwardRuntime : IDisposable
         RouteCounters = [.. Enumerable.Range(0, Routes.Count).Select(i => metrics.RouteRequests.WithLabels(Name, Routes.Labels[i], RouteGroups[i].Name)),
             metrics.RouteRequests.WithLabels(Name, DefaultRouteLabel, DefaultGroup.Name)];
         var reachable = RouteGroups.Append(DefaultGroup).ToArray();
+        ReachesLlmEndpoint = reachable.Any(g => g.Members.Any(m => m.EndpointIsLlmCall));
         ClientKeys = config.Keys.Count > 0 ? new ClientKeyTable(config.Keys, Name, metrics, time, previous?.ClientKeys, cluster) : null;
         NeedsFacts = config.Routes.Any(r => r.Model is not null) || reachable.Any(g => g.HasModelRules || g.HasBodyAffinity || g.HasTokenBudgets)
             || ClientKeys?.NeedsFacts == true;
@@ -57,6 +58,9 @@ internal sealed class ForwardRuntime : IDisposable
     /// member or a client key has a TPM budget (which reserves the request's max-output field), or a client key allows
     /// only some models, so the body's facts must be read.</summary>
     public bool NeedsFacts { get; }
+    /// <summary>Some group of this forward has a member whose url is a full LLM endpoint: every request with a body may
+    /// be an LLM call there, whatever its path (Forwarding/ApiShapes).</summary>
+    public bool ReachesLlmEndpoint { get; }
     /// <summary>Whether every request body is buffered: its facts are needed or some reachable group retries. When false,
     /// only requests to a <c>/completions</c> path are (for include_usage, SPEC §13.2; see <see cref="ReadBodyStage"/>).</summary>
     public bool BuffersBodies { get; }

@@ -52,6 +52,7 @@ internal sealed class UpstreamRuntime
             : uri.GetLeftPart(UriPartial.Authority);
         Query = uri.Query;
         Host = uri.Authority;
+        EndpointIsLlmCall = IsFullEndpoint && Forwarding.ApiShapes.IsLlmCall(uri.AbsolutePath);
         Authorization = config.Auth.Type switch
         {
             AuthType.Bearer => "Bearer " + config.Auth.Token,
@@ -116,6 +117,8 @@ internal sealed class UpstreamRuntime
     public UpstreamConfig Config { get; }
     /// <summary>True when the url has a path: the client's path is replaced by it.</summary>
     public bool IsFullEndpoint { get; }
+    /// <summary>The url is a full endpoint of a known LLM API shape: whatever path the client sent, it gets an LLM call.</summary>
+    public bool EndpointIsLlmCall { get; }
     /// <summary>Full endpoint (without query) or base (scheme://authority).</summary>
     public string Url { get; }
     /// <summary>The url's own query including '?', or empty.</summary>

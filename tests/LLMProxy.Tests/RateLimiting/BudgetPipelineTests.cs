@@ -292,6 +292,34 @@ public class BudgetPipelineTests
         await WaitForTpmUsed(proxy, Chat.Length / 4 + 1500);
     }
 
+    /// <summary>What counts as an LLM call for TPM: the known shapes (a trailing slash too, not the Assistants'
+    /// /threads/{id}/messages), and any request with a body on a forward whose upstream url is a full LLM endpoint —
+    /// there the client's path is replaced, so /anything got a real completion with no budget taken.</summary>
+    [Theory]
+    [InlineData("/v1/chat/completions", "", true)]
+    [InlineData("/v1/chat/completions/", "", true)]
+    [InlineData("/proxy/v1/messages", "", true)]
+    [InlineData("/v1/threads/t1/messages", "", false)]
+    [InlineData("/anything", "/v1/chat/completions", true)]
+    public async Task Tpm_WhatCountsAsAnLlmCall(string path, string urlPath, bool reserves)
+    {
+        await using var ups = await Upstreams.StartAsync(("a", ScriptedUpstream.Json("a")));
+        var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        var yaml = TestProxy.Config($"- name: a\n  url: \"{ups["a"].Url}{urlPath}\"\n  ratelimit:\n    tokensPerMinute: 20000", "- name: a");
+        await using var proxy = await TestProxy.StartAsync(yaml, time);
+
+        using (var r = await proxy.Client.PostAsync(path, new StringContent(Chat, Encoding.UTF8, "application/json")))
+        {
+            Assert.Equal(HttpStatusCode.OK, r.StatusCode);
+        }
+        using (var fence = await proxy.Client.GetAsync("/v1/models")) // same connection: the POST's settle came first
+        {
+            Assert.Equal(HttpStatusCode.OK, fence.StatusCode);
+        }
+
+        Assert.Equal(reserves ? Chat.Length / 4 + 1500 : 0, await TpmUsed(proxy)); // no usage answered: the estimate stays
+    }
+
     private static Task WaitForTpmUsed(TestProxy proxy, long expected) =>
         WaitUntilAsync(async () => await TpmUsed(proxy) == expected, TimeSpan.FromSeconds(5),
             async () => $"tokensPerMinute.used = {await TpmUsed(proxy)}, expected {expected}");

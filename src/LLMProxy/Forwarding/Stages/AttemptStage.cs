@@ -343,7 +343,7 @@ internal sealed class AttemptStage : IRequestStage
     /// known API shapes (<see cref="ApiShapes"/>). Anything else — <c>GET /v1/models</c>, an upload to <c>/v1/files</c> —
     /// counts against request budgets (RPM, per second, concurrency) only.</summary>
     internal static bool IsLlmCall(RequestContext request) =>
-        HasBody(request) && ApiShapes.IsLlmCall(request.Http.Request.Path.Value);
+        HasBody(request) && (request.Forward.ReachesLlmEndpoint || ApiShapes.IsLlmCall(request.Http.Request.Path.Value));
 
     internal static bool HasBody(RequestContext request) =>
         request.Body is not null || request.Http.Request.ContentLength > 0 || request.Http.Request.Headers.TransferEncoding.Count > 0;
