@@ -72,11 +72,17 @@ internal static class FailureClassifier
         };
     }
 
-    private static bool SlowUpload(HttpContext context, Exception? exception) =>
-        !context.RequestAborted.IsCancellationRequested
-        && (context.Request.Body is RequestBodyGuard { AwaitingClient: true }
-            || context.Request.Body is Stages.PrefixedStream { Rest: RequestBodyGuard { AwaitingClient: true } })
-        && Find<OperationCanceledException>(exception) is not null;
+    private static bool SlowUpload(HttpContext context, Exception? exception)
+    {
+        var body = context.Request.Body;
+        while (body is Stages.PrefixedStream prefixed)
+        {
+            body = prefixed.Rest; // a body read up to the replay limit streams on behind what was read
+        }
+        return !context.RequestAborted.IsCancellationRequested
+            && body is RequestBodyGuard { AwaitingClient: true }
+            && Find<OperationCanceledException>(exception) is not null;
+    }
 
     /// <summary>Evidence of a failed connection or exchange with the upstream (or the outbound proxy on its way).</summary>
     private static bool IsTransport(Exception? exception)

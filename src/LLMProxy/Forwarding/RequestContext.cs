@@ -97,13 +97,6 @@ internal sealed class RequestContext : IDisposable, IBufferedBody
         return false;
     }
 
-    public Memory<byte> RentBody(int length)
-    {
-        Body = ArrayPool<byte>.Shared.Rent(length);
-        BodyLength = length;
-        return Body.AsMemory(0, length);
-    }
-
     /// <summary>Takes a rented buffer holding the whole body (returned on dispose).</summary>
     public void AdoptBody(byte[] rented, int length)
     {

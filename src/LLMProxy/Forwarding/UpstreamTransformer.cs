@@ -36,7 +36,11 @@ internal sealed class UpstreamTransformer(RequestContext ctx, Attempt attempt, S
         // headers the client named in Connection (RFC 9110 §7.6.1).
         HeaderEdits.Remove(proxyRequest, "Trailer");
         // YARP keeps "TE: trailers" from an HTTP/2 client (for gRPC); TE is hop-by-hop whatever its value (SPEC §3.5).
-        HeaderEdits.Remove(proxyRequest, "TE");
+        // From an HTTP/1.1 client YARP drops it already.
+        if (HttpProtocol.IsHttp2(request.Protocol))
+        {
+            HeaderEdits.Remove(proxyRequest, "TE");
+        }
         RemoveConnectionNamed(request.Headers.Connection, proxyRequest);
         // The upstream's own Host, taken from the request URI.
         headers.Host = null;
