@@ -31,6 +31,11 @@ internal sealed class Attempt
     /// <summary>This attempt's request carried the upstream's configured credentials and no client's (SPEC §13.4):
     /// only then is what the answer says about a key — bad, out of quota, its headroom — the proxy's key's.</summary>
     public bool OwnCredentials { get; set; }
+    /// <summary>The credential headers the proxy set on this attempt's request (UpstreamTransformer.Credentials bits).</summary>
+    public int CredentialsSet { get; set; }
+    /// <summary>A 429 answered to a client's own credentials: that client's account is out, not the upstream's — no
+    /// cool-down for everyone.</summary>
+    public bool ClientsAccount { get; set; }
     public long Started { get; private set; }
     public double TimeToFirstByteSeconds { get; set; }
 
@@ -52,6 +57,8 @@ internal sealed class Attempt
         RetryAfterHint = null;
         BadKey = null;
         OwnCredentials = false;
+        CredentialsSet = 0;
+        ClientsAccount = false;
         TimeToFirstByteSeconds = 0;
         Started = Stopwatch.GetTimestamp();
     }

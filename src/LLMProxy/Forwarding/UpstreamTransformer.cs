@@ -101,6 +101,7 @@ internal sealed class UpstreamTransformer(RequestContext ctx, Attempt attempt, S
             ApplyHeaderOp(proxyRequest, ops[i], upstream.InjectsCredentials, ref ownCredentials);
         }
         attempt.OwnCredentials = upstream.InjectsCredentials && Credentials.OnlyOwn(proxyRequest, ownCredentials);
+        attempt.CredentialsSet = ownCredentials;
         // A small buffered body goes out in the same write as the head (Runtime/OneSendHandler).
         OneSendHandler.Offer(proxyRequest, ctx);
     }
@@ -190,6 +191,13 @@ internal sealed class UpstreamTransformer(RequestContext ctx, Attempt attempt, S
         upstream.LastDestination = new UpstreamDestination(path, clientQuery, uri);
         return uri;
     }
+
+    /// <summary>Whether what an answer says of limits (a 429, headroom) is about the upstream's account, shared by every
+    /// client: the request carried the proxy's credentials and no client's, or none at all (a keyless upstream). An
+    /// answer to a client's own key is about that client's account only.</summary>
+    private bool SpeaksForTheUpstream(UpstreamRuntime upstream, HttpResponseMessage answer) =>
+        attempt.OwnCredentials
+        || !upstream.InjectsCredentials && answer.RequestMessage is { } sent && Credentials.Present(sent) == 0;
 
     /// <param name="ownCredentials">The credential headers (<see cref="Credentials"/>) the proxy has set on this request so
     /// far; kept only when <paramref name="credentialOps"/> (some op of this upstream sets one).</param>
@@ -282,11 +290,15 @@ internal sealed class UpstreamTransformer(RequestContext ctx, Attempt attempt, S
         /// proxy set.</summary>
         public static bool OnlyOwn(HttpRequestMessage message, int own)
         {
-            var present = (HeaderEdits.Has(message, "Authorization") ? Authorization : 0)
-                | (HeaderEdits.Has(message, "x-api-key") ? ApiKey : 0)
-                | (HeaderEdits.Has(message, "api-key") ? AzureApiKey : 0);
+            var present = Present(message);
             return (own & present) != 0 && (present & ~own) == 0;
         }
+
+        /// <summary>The credential headers on <paramref name="message"/>, as bits.</summary>
+        public static int Present(HttpRequestMessage message) =>
+            (HeaderEdits.Has(message, "Authorization") ? Authorization : 0)
+            | (HeaderEdits.Has(message, "x-api-key") ? ApiKey : 0)
+            | (HeaderEdits.Has(message, "api-key") ? AzureApiKey : 0);
     }
 
     public override async ValueTask<bool> TransformResponseAsync(HttpContext httpContext, HttpResponseMessage? proxyResponse,
@@ -310,13 +322,14 @@ internal sealed class UpstreamTransformer(RequestContext ctx, Attempt attempt, S
         // Provider headroom (SPEC §13.1) from every answer to the proxy's key, 429 or not: a few header lookups, parsed
         // only when present. An answer to a client's own key says nothing about the upstream's.
         var upstream = attempt.Lease!.Upstream;
-        if (attempt.OwnCredentials)
+        if (Headroom.Announced(proxyResponse.Headers) && SpeaksForTheUpstream(upstream, proxyResponse))
         {
             upstream.Learn(proxyResponse.Headers);
         }
         if (status == StatusCodes.Status429TooManyRequests)
         {
             attempt.RetryAfterHint = RetryAfter.Parse(proxyResponse.Headers, ctx.Services.Time.GetUtcNow());
+            attempt.ClientsAccount = !SpeaksForTheUpstream(upstream, proxyResponse);
         }
         if (attempt.OwnCredentials && status is >= 401 and <= 403 or StatusCodes.Status429TooManyRequests)
         {

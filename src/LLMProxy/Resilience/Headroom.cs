@@ -111,6 +111,9 @@ internal sealed record Headroom(long? RemainingRequests, DateTimeOffset? Request
             : new Headroom(requests, requestsReset, tokens, tokensReset, requestsLimit, tokensLimit, now);
     }
 
+    /// <summary>Whether an answer carries any provider rate-limit header (one pass over the names, no lookups).</summary>
+    public static bool Announced(System.Net.Http.Headers.HttpResponseHeaders headers) => HasRateLimitHeaders(headers.NonValidated);
+
     private static bool HasRateLimitHeaders(HttpHeadersNonValidated raw)
     {
         foreach (var header in raw)

@@ -144,6 +144,45 @@ public class BudgetPipelineTests
         Assert.Equal("a", await Upstream(proxy.Client));
     }
 
+    /// <summary>With <c>auth: none</c> a 429 answered to a client's own key is that client's account being out: the
+    /// upstream is not cooled down for everyone else (a keyless request's 429 still is: it speaks for the upstream).</summary>
+    [Fact]
+    public async Task Answer429_ToAClientsOwnKey_NoCoolDownForOthers_KeylessOneCools()
+    {
+        await using var ups = await Upstreams.StartAsync(("a", async ctx =>
+        {
+            if (ctx.Request.Headers.Authorization == "Bearer sk-client-a" || ctx.Request.Headers.ContainsKey("X-Busy"))
+            {
+                ctx.Response.Headers.RetryAfter = "20";
+                await ScriptedUpstream.Json("a", 429)(ctx);
+                return;
+            }
+            await ScriptedUpstream.Json("a")(ctx);
+        }));
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config(ups.Yaml(), ups.Members()));
+
+        using (var ownKey = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions") { Content = new StringContent(Chat, Encoding.UTF8, "application/json") })
+        {
+            ownKey.Headers.Authorization = new("Bearer", "sk-client-a");
+            using var r = await proxy.Client.SendAsync(ownKey);
+            Assert.Equal(HttpStatusCode.TooManyRequests, r.StatusCode); // the upstream's own answer, passed on
+        }
+        Assert.Equal("a", await Upstream(proxy.Client)); // another client is still served
+
+        using (var keyless = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions") { Content = new StringContent(Chat, Encoding.UTF8, "application/json") })
+        {
+            keyless.Headers.Add("X-Busy", "1");
+            using var r = await proxy.Client.SendAsync(keyless);
+            Assert.Equal(HttpStatusCode.TooManyRequests, r.StatusCode);
+        }
+        using (var cooled = await Send(proxy.Client))
+        {
+            Assert.Equal(HttpStatusCode.TooManyRequests, cooled.StatusCode); // cooling now: the proxy's own 429
+            Assert.Contains("upstream_rate_limited", await cooled.Content.ReadAsStringAsync());
+        }
+        Assert.Equal(3, ups["a"].Count);
+    }
+
     /// <summary>With <c>auth: none</c> every client brings its own key: what an answer says of that key's headroom is
     /// no reason to keep other clients off the upstream.</summary>
     [Fact]

@@ -184,7 +184,7 @@ internal sealed class AttemptStage : IRequestStage
         {
             KeyAnswer(services, lease, status, attempt);
         }
-        if (status == StatusCodes.Status429TooManyRequests && attempt.BadKey is null)
+        if (status == StatusCodes.Status429TooManyRequests && attempt.BadKey is null && !attempt.ClientsAccount)
         {
             var park = RetryAfter.CoolDownFor(attempt.RetryAfterHint);
             upstream.CoolDown.Park(park);
