@@ -25,6 +25,19 @@ public sealed class ClusterSyncTests
             timeout: 1000
         """;
 
+    /// <summary>An operator enables u1 on <paramref name="a"/>; within seconds <paramref name="b"/> has it enabled too and serves.</summary>
+    private static async Task EnabledOnOneServesOnTheOtherAsync(TestProxy a, TestProxy b)
+    {
+        using (var enable = await a.Admin.PostAsync("/api/v1/upstreams/u1/enable", null))
+        {
+            Assert.Equal(HttpStatusCode.OK, enable.StatusCode);
+        }
+        await WaitUntilAsync(async () => Sample(await b.Admin.GetStringAsync("/metrics"), "llmproxy_upstream_disabled{upstream=\"u1\"}") == 0,
+            TimeSpan.FromSeconds(10));
+        using var served = await b.Client.PostAsync("/v1/chat/completions", new StringContent("{}"));
+        Assert.Equal(HttpStatusCode.OK, served.StatusCode);
+    }
+
     [RedisFact]
     public async Task KeyEnabledByATrialOnOneInstance_IsEnabledOnTheOthers()
     {
@@ -272,14 +285,7 @@ public sealed class ClusterSyncTests
         Assert.Equal(0, upstream.Count);
         Assert.Contains("\"reason\":\"admin\"", await b.Admin.GetStringAsync("/api/v1/upstreams"), StringComparison.Ordinal);
 
-        using (var enable = await a.Admin.PostAsync("/api/v1/upstreams/u1/enable", null))
-        {
-            Assert.Equal(HttpStatusCode.OK, enable.StatusCode);
-        }
-        await WaitUntilAsync(async () => Sample(await b.Admin.GetStringAsync("/metrics"), "llmproxy_upstream_disabled{upstream=\"u1\"}") == 0,
-            TimeSpan.FromSeconds(10));
-        using var served = await b.Client.PostAsync("/v1/chat/completions", new StringContent("{}"));
-        Assert.Equal(HttpStatusCode.OK, served.StatusCode);
+        await EnabledOnOneServesOnTheOtherAsync(a, b);
     }
 
     [RedisFact]
@@ -326,14 +332,7 @@ public sealed class ClusterSyncTests
         Assert.Equal(0, upstream.Count);
 
         // A real enable on one instance still reaches the other within about a second.
-        using (var enable = await a.Admin.PostAsync("/api/v1/upstreams/u1/enable", null))
-        {
-            Assert.Equal(HttpStatusCode.OK, enable.StatusCode);
-        }
-        await WaitUntilAsync(async () => Sample(await b.Admin.GetStringAsync("/metrics"), "llmproxy_upstream_disabled{upstream=\"u1\"}") == 0,
-            TimeSpan.FromSeconds(10));
-        using var served = await b.Client.PostAsync("/v1/chat/completions", new StringContent("{}"));
-        Assert.Equal(HttpStatusCode.OK, served.StatusCode);
+        await EnabledOnOneServesOnTheOtherAsync(a, b);
     }
 
     [RedisFact]
