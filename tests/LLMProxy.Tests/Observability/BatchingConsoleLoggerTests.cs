@@ -118,11 +118,12 @@ public class BatchingConsoleLoggerTests
     public async Task Running_LinesWrittenWithinTheInterval_WithoutDispose()
     {
         var output = new StringWriter();
-        using var provider = new BatchingConsoleLoggerProvider(TextWriter.Synchronized(output), json: false, interval: TimeSpan.FromMilliseconds(20));
+        var synced = TextWriter.Synchronized(output);
+        using var provider = new BatchingConsoleLoggerProvider(synced, json: false, interval: TimeSpan.FromMilliseconds(20));
         var logger = provider.CreateLogger("LLMProxy.Access");
         Log.Access(logger, "POST", "/v1/chat/completions", 200, "fwd", "u1", 1, 1.5, 42, "ok", "req-live", "g", "m", "-");
 
-        await WaitUntilAsync(() => output.ToString().Contains("request_id=req-live", StringComparison.Ordinal), TimeSpan.FromSeconds(10));
+        await WaitUntilAsync(() => Written(synced, output).Contains("request_id=req-live", StringComparison.Ordinal), TimeSpan.FromSeconds(10));
     }
 
     [Fact]
@@ -130,7 +131,8 @@ public class BatchingConsoleLoggerTests
     {
         var output = new StringWriter();
         // An hour-long interval: only the threshold can make the writer write before Dispose.
-        using var provider = new BatchingConsoleLoggerProvider(TextWriter.Synchronized(output), json: false,
+        var synced = TextWriter.Synchronized(output);
+        using var provider = new BatchingConsoleLoggerProvider(synced, json: false,
             interval: TimeSpan.FromHours(1), flushAtQueued: 50);
         var logger = provider.CreateLogger("LLMProxy.Access");
         for (var i = 0; i < 50; i++)
@@ -138,7 +140,17 @@ public class BatchingConsoleLoggerTests
             Log.Access(logger, "POST", "/v1/chat/completions", 200, "fwd", "u1", 1, 1.5, 42, "ok", $"req-{i}", "g", "m", "-");
         }
 
-        await WaitUntilAsync(() => output.ToString().Contains("request_id=req-49", StringComparison.Ordinal), TimeSpan.FromSeconds(10));
+        await WaitUntilAsync(() => Written(synced, output).Contains("request_id=req-49", StringComparison.Ordinal), TimeSpan.FromSeconds(10));
+    }
+
+    /// <summary>What the writer has written so far, read under the lock its synchronized wrapper writes under: a
+    /// StringWriter read while the logger's thread writes to it can throw.</summary>
+    private static string Written(TextWriter synced, StringWriter output)
+    {
+        lock (synced)
+        {
+            return output.ToString();
+        }
     }
 
     [Theory]
