@@ -50,8 +50,9 @@ internal sealed class ProxyHost : IAsyncDisposable
     private readonly ConfigReloader _reloader;
 
     private ProxyHost(RuntimeHolder holder, ConfigReloader reloader, List<WebApplication> apps, Dictionary<string, int> forwardPorts,
-        int adminPort, ILogger logger, IdleMemoryTrimmer trimmer)
+        int adminPort, ILogger logger, IdleMemoryTrimmer trimmer, AcceptGuard acceptGuard)
     {
+        AcceptGuard = acceptGuard;
         _trimmer = trimmer;
         _holder = holder;
         _reloader = reloader;
@@ -60,6 +61,9 @@ internal sealed class ProxyHost : IAsyncDisposable
         AdminPort = adminPort;
         _logger = logger;
     }
+
+    /// <summary>The listeners' descriptor guard (tests read its admin count).</summary>
+    internal AcceptGuard AcceptGuard { get; }
 
     /// <summary>The configuration in force now (it changes on reload).</summary>
     public ProxyRuntime Runtime => _holder.Current;
@@ -142,7 +146,7 @@ internal sealed class ProxyHost : IAsyncDisposable
             Log.Listening(logger, kind, name, endpoint);
         }
         var trimmer = new IdleMemoryTrimmer(() => holder.Current.ActiveRequests, () => holder.Current.StartedRequests, options.Time);
-        return new ProxyHost(holder, reloader, apps, forwardPorts, adminPort, logger, trimmer);
+        return new ProxyHost(holder, reloader, apps, forwardPorts, adminPort, logger, trimmer, acceptGuard);
     }
 
     /// <summary>SPEC §17, off the request path: after an outage, what this instance learned alone is written back; once
@@ -227,6 +231,12 @@ internal sealed class ProxyHost : IAsyncDisposable
             k.Listen(ip, port, listen =>
             {
                 listen.Protocols = HttpProtocols.Http1;
+                // Outermost: an admin connection counted at accept is uncounted however it ends — also when the h2c
+                // check closes it before Kestrel's HTTP middleware ever runs (idle, or shutdown).
+                if (kind == ListenerKind.Admin)
+                {
+                    listen.Use(acceptGuard.CountAdmin);
+                }
                 if (cap is not null)
                 {
                     listen.Use(cap.Wrap);
@@ -234,10 +244,6 @@ internal sealed class ProxyHost : IAsyncDisposable
                 if (h2c is not null)
                 {
                     listen.Use(h2c.Wrap);
-                }
-                if (kind == ListenerKind.Admin)
-                {
-                    listen.Use(acceptGuard.CountAdmin);
                 }
             });
             // HTTP/2 flow control: a stream whose body nobody reads yet (a request waiting for an upstream connection,

@@ -376,6 +376,31 @@ public class CleartextHttp2Tests
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
     }
 
+    /// <summary>The admin listener counts its open connections (the descriptor guard's admin room): one the h2c check
+    /// closes as idle, before any HTTP ran on it, must be uncounted too, or 32 idle connections used the room up.</summary>
+    [Fact]
+    public async Task AdminConnectionsClosedAsIdle_BeforeAnyRequest_AreUncounted()
+    {
+        await using var upstream = await ScriptedUpstream.StartAsync(ScriptedUpstream.Json("u"));
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config($"- name: u\n  url: \"{upstream.Url}\"", "- name: u",
+            adminExtra: "timeout:\n  idle: 500"));
+        var sockets = new List<Socket>();
+        for (var i = 0; i < 3; i++)
+        {
+            var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+            await socket.ConnectAsync(new IPEndPoint(IPAddress.Loopback, proxy.AdminPort));
+            sockets.Add(socket);
+        }
+        await Eventually.WaitUntilAsync(() => proxy.Host.AcceptGuard.AdminOpen == 3, TimeSpan.FromSeconds(10));
+
+        foreach (var socket in sockets)
+        {
+            Assert.True(await ReadUntilClosedAsync(socket).WaitAsync(TimeSpan.FromSeconds(20)));
+            socket.Dispose();
+        }
+        await Eventually.WaitUntilAsync(() => proxy.Host.AcceptGuard.AdminOpen == 0, TimeSpan.FromSeconds(10));
+    }
+
     [Fact]
     public async Task PartialPreface_DoesNotHoldUpShutdown()
     {
