@@ -96,9 +96,10 @@ internal sealed class UpstreamTransformer(RequestContext ctx, Attempt attempt, S
             headers.TryAddWithoutValidation("User-Agent", ctx.Group.Agent);
         }
         var ops = upstream.HeaderOps;
+        var opCredentials = upstream.HeaderOpCredentials;
         for (var i = 0; i < ops.Length; i++)
         {
-            ApplyHeaderOp(proxyRequest, ops[i], upstream.InjectsCredentials, ref ownCredentials);
+            ApplyHeaderOp(proxyRequest, ops[i], opCredentials[i], ref ownCredentials);
         }
         attempt.OwnCredentials = upstream.InjectsCredentials && Credentials.OnlyOwn(proxyRequest, ownCredentials);
         attempt.CredentialsSet = ownCredentials;
@@ -199,8 +200,6 @@ internal sealed class UpstreamTransformer(RequestContext ctx, Attempt attempt, S
         attempt.OwnCredentials
         || !upstream.InjectsCredentials && answer.RequestMessage is { } sent && Credentials.Present(sent) == 0;
 
-    /// <param name="ownCredentials">The credential headers (<see cref="Credentials"/>) the proxy has set on this request so
-    /// far; kept only when <paramref name="credentialOps"/> (some op of this upstream sets one).</param>
     /// <summary>
     /// Kestrel decodes the path except <c>%2F</c>, which it leaves as those three characters (so that <c>a%2Fb</c> stays
     /// one segment); YARP's re-encoding would then send its <c>%</c> as <c>%25</c>, and an upstream would see
@@ -243,29 +242,25 @@ internal sealed class UpstreamTransformer(RequestContext ctx, Attempt attempt, S
         }
     }
 
-    private static void ApplyHeaderOp(HttpRequestMessage message, HeaderOpConfig op, bool credentialOps, ref int ownCredentials)
+    /// <param name="credential">The credential header <paramref name="op"/> edits (<see cref="Credentials"/> bit), 0 for any other.</param>
+    /// <param name="ownCredentials">The credential headers the proxy has set on this request so far.</param>
+    private static void ApplyHeaderOp(HttpRequestMessage message, HeaderOpConfig op, int credential, ref int ownCredentials)
     {
         switch (op.Op)
         {
             case HeaderOp.Insert when !HeaderEdits.Has(message, op.Key):
                 HeaderEdits.Add(message, op.Key, op.Value!);
+                ownCredentials |= credential;
                 break;
             case HeaderOp.Replace:
                 HeaderEdits.Set(message, op.Key, op.Value!);
+                ownCredentials |= credential;
                 break;
             case HeaderOp.Remove:
                 HeaderEdits.Remove(message, op.Key);
-                if (credentialOps)
-                {
-                    ownCredentials &= ~Credentials.Of(op.Key);
-                }
-                return;
-            default:
-                return; // an insert the client's own header overruled: the value sent is the client's
-        }
-        if (credentialOps)
-        {
-            ownCredentials |= Credentials.Of(op.Key);
+                ownCredentials &= ~credential;
+                break;
+            // An insert the client's own header overruled: the value sent is the client's.
         }
     }
 

@@ -60,11 +60,9 @@ internal sealed class UpstreamRuntime
             _ => null,
         };
         HeaderOps = [.. config.Headers];
-        InjectsCredentials = Authorization is not null || HeaderOps.Any(op =>
-            op.Op is HeaderOp.Insert or HeaderOp.Replace
-            && (string.Equals(op.Key, "Authorization", StringComparison.OrdinalIgnoreCase)
-                || string.Equals(op.Key, "x-api-key", StringComparison.OrdinalIgnoreCase)
-                || string.Equals(op.Key, "api-key", StringComparison.OrdinalIgnoreCase)));
+        HeaderOpCredentials = [.. HeaderOps.Select(op => Forwarding.UpstreamTransformer.Credentials.Of(op.Key))];
+        InjectsCredentials = Authorization is not null
+            || HeaderOps.Where((op, i) => op.Op is HeaderOp.Insert or HeaderOp.Replace && HeaderOpCredentials[i] != 0).Any();
         Recheck = TimeSpan.FromMilliseconds(config.Recheck);
         _models = config.Models is { } models ? [.. models.Select(ModelGlob.Parse)] : null;
         // Each mapping's JSON token is encoded once; a request only splices it in.
@@ -130,6 +128,9 @@ internal sealed class UpstreamRuntime
     /// <summary>Precomputed Authorization header value, null for auth type none.</summary>
     public string? Authorization { get; }
     public HeaderOpConfig[] HeaderOps { get; }
+    /// <summary>Per header op, the credential header it edits (UpstreamTransformer.Credentials bits; 0 for any other),
+    /// found once here rather than by name per request.</summary>
+    public int[] HeaderOpCredentials { get; }
     /// <summary>Whether the proxy sends its own key here (auth bearer/basic, or a header op inserting or replacing
     /// <c>Authorization</c>, <c>x-api-key</c> or <c>api-key</c>): only then can an answer say the key is bad (SPEC §13.4) —
     /// and only when that request carried them and no client's (<see cref="Forwarding.Attempt.OwnCredentials"/>).</summary>
