@@ -338,6 +338,38 @@ public class CleartextHttp2Tests
             "llmproxy_client_connections{forward=\"fwd\"}") == 0, TimeSpan.FromSeconds(15));
     }
 
+    /// <summary>A request open on an HTTP/2 connection keeps it from being closed as idle: past timeout.idle with a
+    /// stream still open, a second request goes on the same connection (one connection counted, not two).</summary>
+    [Fact]
+    public async Task H2c_AStreamStillOpen_KeepsTheConnectionPastTheIdleTimeout()
+    {
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var upstream = await ScriptedUpstream.StartAsync(async ctx =>
+        {
+            if (ctx.Request.Path.StartsWithSegments("/v1/chat/completions"))
+            {
+                await ScriptedUpstream.SseThen("data: {\"n\":1}\n\n", release.Task, "data: [DONE]\n\n")(ctx);
+                return;
+            }
+            await ScriptedUpstream.Json("u")(ctx);
+        });
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config($"- name: u\n  url: \"{upstream.Url}\"", "- name: u",
+            forwardExtra: "timeout:\n  idle: 500"));
+        using var h2 = H2c(proxy.ForwardUrl());
+        using var stream = await h2.SendAsync(Post("""{"model":"m","stream":true,"stream_options":{"include_usage":true}}"""),
+            HttpCompletionOption.ResponseHeadersRead);
+
+        await Task.Delay(1500); // three idle timeouts with the stream open: nothing to wait on but time
+        using (var second = await h2.GetAsync("/v1/models"))
+        {
+            Assert.Equal(HttpVersion.Version20, second.Version);
+        }
+        Assert.Equal(1, MetricsText.Sample(await proxy.Admin.GetStringAsync("/metrics"), "llmproxy_client_connections{forward=\"fwd\"}"));
+
+        release.SetResult();
+        Assert.EndsWith("data: [DONE]\n\n", await stream.Content.ReadAsStringAsync());
+    }
+
     [Fact]
     public async Task Http11_WhoseFirstPacketIsOneByte_IsServed()
     {
