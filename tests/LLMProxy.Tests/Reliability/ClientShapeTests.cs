@@ -208,6 +208,8 @@ public class ClientShapeTests
     [InlineData("/v1/x/../caf%C3%A9%2Fa%20b", "/v1/caf\u00e9%2Fa b", "", "/v1/caf%C3%A9%2Fa%20b")]
     [InlineData("/v1/a%252Fb", "/v1/a%2Fb", "", "/v1/a%252Fb")]
     [InlineData("/v1/100%25", "/v1/100%", "", "/v1/100%25")]
+    [InlineData("/v1/%2F%2F%2F", "/v1/%2F%2F%2F", "", "/v1/%2F%2F%2F")]
+    [InlineData("/v1/a%2F%20%2f", "/v1/a%2F %2f", "", "/v1/a%2F%20%2f")]
     [InlineData("/v1/../admin/x", "/admin/x", "", "/admin/x")]
     [InlineData("/v1/%2e%2e/%2E%2E/admin", "/admin", "", "/admin")]
     [InlineData("/v1/caf%C3%A9", "/v1/caf\u00e9", "", "/v1/caf%C3%A9")]
