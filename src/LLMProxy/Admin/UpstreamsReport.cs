@@ -164,6 +164,15 @@ internal static class UpstreamsReport
         json.WriteStartObject("learned");
         WriteLearned(json, "remainingRequests", "requestsReset", learned.RemainingRequests, learned.RequestsReset, now);
         WriteLearned(json, "remainingTokens", "tokensReset", learned.RemainingTokens, learned.TokensReset, now);
+        // Anthropic's separate input and output limits, only when the provider reports them.
+        if (learned.InputTokens is { } input)
+        {
+            WriteLearned(json, "remainingInputTokens", "inputTokensReset", input.Remaining, input.Reset, now);
+        }
+        if (learned.OutputTokens is { } output)
+        {
+            WriteLearned(json, "remainingOutputTokens", "outputTokensReset", output.Remaining, output.Reset, now);
+        }
         json.WriteEndObject();
     }
 

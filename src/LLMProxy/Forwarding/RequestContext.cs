@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.Net;
 using LLMProxy.LoadBalancing;
+using LLMProxy.RateLimiting;
 using LLMProxy.Runtime;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Logging;
@@ -61,7 +62,7 @@ internal sealed class RequestContext : IDisposable, IBufferedBody
     /// chunk out of the answer (<see cref="IncludeUsage"/>).</summary>
     public bool InjectsUsage { get; set; }
     /// <summary>Estimated LLM tokens of this request (SPEC §13.1), set by the attempt stage: what budgets reserve.</summary>
-    public long TokenEstimate { get; set; }
+    public TokenNeed TokenEstimate { get; set; }
 
     /// <summary>Client buckets on the cluster (SPEC §17) this request must take a token from: added by the stages
     /// that admit a client (per IP, per client key), taken atomically with the first attempt's admission. Null

@@ -44,8 +44,9 @@ internal readonly struct BalancingContext(IPAddress client)
     public IPAddress Client { get; } = client ?? throw new ArgumentNullException(nameof(client));
 
     /// <summary>The request's estimated LLM tokens (SPEC §13.1): what a member's TPM budget or learned provider headroom
-    /// must cover for it to be eligible. 0 = unknown (any member with budget left).</summary>
-    public long Tokens { get; init; }
+    /// must cover for it to be eligible, with its output part (Anthropic limits input and output apart). 0 = unknown
+    /// (any member with budget left).</summary>
+    public RateLimiting.TokenNeed Tokens { get; init; }
 
     /// <summary>Live load of the group's members (same index space as the eligibility span); null when the caller
     /// knows none, in which case load-aware policies treat every member as idle.</summary>

@@ -106,7 +106,7 @@ internal sealed class ProxyMetrics
             "group", "upstream", "type", "client");
         BudgetRemaining = f.CreateGauge("llmproxy_upstream_budget_remaining",
             "What an upstream's budgets have left: requests_per_minute, tokens_per_minute (negative in debt), concurrent, and "
-            + "the provider's own learned_requests / learned_tokens until their reset. Only configured or known budgets appear.",
+            + "the provider's own learned_requests / learned_tokens (Anthropic's learned_input_tokens / learned_output_tokens) until their reset. Only configured or known budgets appear.",
             "upstream", "budget");
         UpstreamDisabled = f.CreateGauge("llmproxy_upstream_disabled",
             "1 while an upstream's key is disabled as bad (401/402/403, or a 429 saying quota or billing), else 0.", "upstream");

@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Net.Http.Headers;
+using LLMProxy.RateLimiting;
 
 namespace LLMProxy.Resilience;
 
@@ -12,35 +13,59 @@ namespace LLMProxy.Resilience;
 /// reset; without it, the whole wait until the reset is assumed. Values are hostile input: negative, huge or
 /// unparseable numbers, resets in the past or unparseable are ignored (a remaining without a usable future reset means
 /// nothing), a limit not above the remaining is ignored, and resets are capped at <see cref="MaxReset"/> so a wrong
-/// header cannot take a key out for long.
+/// header cannot take a key out for long. Anthropic limits input and output tokens apart (and admits a request by its
+/// <c>max_tokens</c>): those two are kept as <see cref="InputTokens"/> and <see cref="OutputTokens"/> and asked for the
+/// request's prompt and output estimates, so a key whose output tokens run low still takes a long prompt with a short
+/// answer; the single token count (OpenAI's, Anthropic's combined <c>tokens</c>) is asked for the whole estimate.
 /// </summary>
 internal sealed record Headroom(long? RemainingRequests, DateTimeOffset? RequestsReset, long? RemainingTokens, DateTimeOffset? TokensReset,
-    long? RequestsLimit = null, long? TokensLimit = null, DateTimeOffset LearnedAt = default)
+    long? RequestsLimit = null, long? TokensLimit = null, DateTimeOffset LearnedAt = default,
+    Headroom.Pool? InputTokens = null, Headroom.Pool? OutputTokens = null)
 {
+    /// <summary>One limit the provider reported: what remains, when it is whole again, and the limit if it said.</summary>
+    public readonly record struct Pool(long Remaining, DateTimeOffset Reset, long? Limit);
+
+    /// <summary>What went out since the provider said so (its numbers do not count it yet): requests, estimated tokens,
+    /// and the output part of those tokens.</summary>
+    public readonly record struct Sent(long Requests, long Tokens, long OutputTokens)
+    {
+        public long PromptTokens => Math.Max(0, Tokens - OutputTokens);
+    }
+
     /// <summary>Furthest reset believed; a later one is cut to this.</summary>
     public static readonly TimeSpan MaxReset = RetryAfter.MaxCoolDown;
 
     /// <summary>Largest remaining count believed (10^15); a larger value is ignored.</summary>
     public const long MaxRemaining = 1_000_000_000_000_000;
 
-    // Header names built once: this runs on every answer.
-    private static readonly (string Remaining, string Reset, string Limit)[] AnthropicTokenPairs =
-        [.. new[] { "tokens", "input-tokens", "output-tokens" }.Select(k =>
-            ($"anthropic-ratelimit-{k}-remaining", $"anthropic-ratelimit-{k}-reset", $"anthropic-ratelimit-{k}-limit"))];
-
     /// <summary>Whether this headroom says a request of <paramref name="tokens"/> estimated tokens cannot be sent at
-    /// <paramref name="now"/>: no requests left, or fewer tokens left than it needs, before the matching reset —
-    /// after <paramref name="requestsSent"/> requests and <paramref name="tokensSent"/> estimated tokens went out
-    /// since the provider said so.</summary>
-    public bool Blocks(long tokens, DateTimeOffset now, long requestsSent = 0, long tokensSent = 0) =>
-        BlockedUntil(tokens, now, requestsSent, tokensSent) is not null;
+    /// <paramref name="now"/>: no requests left, or fewer tokens left than it needs (of each kind the provider limits),
+    /// before the matching reset — after what was <paramref name="sent"/> since the provider said so.</summary>
+    public bool Blocks(TokenNeed tokens, DateTimeOffset now, Sent sent = default) => BlockedUntil(tokens, now, sent) is not null;
 
-    /// <summary>When a block by <see cref="Blocks"/> ends (null when it does not block).</summary>
-    public DateTimeOffset? BlockedUntil(long tokens, DateTimeOffset now, long requestsSent = 0, long tokensSent = 0)
+    /// <summary>When a block by <see cref="Blocks"/> ends (null when it does not block): the latest of the limits that
+    /// cannot cover the request.</summary>
+    public DateTimeOffset? BlockedUntil(TokenNeed tokens, DateTimeOffset now, Sent sent = default)
     {
-        var requests = Until(RemainingRequests, RequestsReset, RequestsLimit, 1, requestsSent, now);
-        var tokensAt = Until(RemainingTokens, TokensReset, TokensLimit, Math.Max(1, tokens), tokensSent, now);
-        return tokensAt is { } t && (requests is null || t > requests) ? t : requests;
+        var at = Until(RemainingRequests, RequestsReset, RequestsLimit, 1, sent.Requests, now);
+        Later(ref at, Until(RemainingTokens, TokensReset, TokensLimit, Math.Max(1, tokens.Total), sent.Tokens, now));
+        if (InputTokens is { } input)
+        {
+            Later(ref at, Until(input.Remaining, input.Reset, input.Limit, Math.Max(1, tokens.Prompt), sent.PromptTokens, now));
+        }
+        if (OutputTokens is { } output)
+        {
+            Later(ref at, Until(output.Remaining, output.Reset, output.Limit, Math.Max(1, tokens.Output), sent.OutputTokens, now));
+        }
+        return at;
+    }
+
+    private static void Later(ref DateTimeOffset? at, DateTimeOffset? other)
+    {
+        if (other is { } o && (at is null || o > at))
+        {
+            at = o;
+        }
     }
 
     /// <summary>When <paramref name="need"/> is there again of what the provider said remains (less what went out since);
@@ -72,8 +97,9 @@ internal sealed record Headroom(long? RemainingRequests, DateTimeOffset? Request
     /// <summary>
     /// Reads OpenAI <c>x-ratelimit-remaining-{requests,tokens}</c> / <c>x-ratelimit-reset-{requests,tokens}</c> (Go
     /// durations such as <c>6m0s</c>, <c>1.5s</c>, <c>20ms</c>) and Anthropic
-    /// <c>anthropic-ratelimit-{requests,tokens,input-tokens,output-tokens}-{remaining,reset}</c> (RFC 3339). Of the
-    /// Anthropic token kinds the one with the least remaining counts. Null when no usable pair is present.
+    /// <c>anthropic-ratelimit-{requests,tokens,input-tokens,output-tokens}-{remaining,reset}</c> (RFC 3339). Anthropic's
+    /// input and output tokens are kept apart; its combined <c>tokens</c> is the single token count (the lower when an
+    /// answer also carries OpenAI's). Null when no usable pair is present.
     /// </summary>
     public static Headroom? Parse(HttpResponseHeaders headers, DateTimeOffset now)
     {
@@ -99,17 +125,22 @@ internal sealed record Headroom(long? RemainingRequests, DateTimeOffset? Request
         {
             (requests, requestsReset, requestsLimit) = (ar.Remaining, ar.Reset, Limit(raw, "anthropic-ratelimit-requests-limit"));
         }
-        foreach (var (remainingName, resetName, limitName) in AnthropicTokenPairs)
+        if (Pair(raw, "anthropic-ratelimit-tokens-remaining", "anthropic-ratelimit-tokens-reset", now, duration: false) is { } at
+            && (tokens is null || at.Remaining < tokens))
         {
-            if (Pair(raw, remainingName, resetName, now, duration: false) is { } at
-                && (tokens is null || at.Remaining < tokens))
-            {
-                (tokens, tokensReset, tokensLimit) = (at.Remaining, at.Reset, Limit(raw, limitName));
-            }
+            (tokens, tokensReset, tokensLimit) = (at.Remaining, at.Reset, Limit(raw, "anthropic-ratelimit-tokens-limit"));
         }
-        return requests is null && tokens is null ? null
-            : new Headroom(requests, requestsReset, tokens, tokensReset, requestsLimit, tokensLimit, now);
+        var input = AnthropicPool(raw, "anthropic-ratelimit-input-tokens-remaining", "anthropic-ratelimit-input-tokens-reset",
+            "anthropic-ratelimit-input-tokens-limit", now);
+        var output = AnthropicPool(raw, "anthropic-ratelimit-output-tokens-remaining", "anthropic-ratelimit-output-tokens-reset",
+            "anthropic-ratelimit-output-tokens-limit", now);
+        return requests is null && tokens is null && input is null && output is null ? null
+            : new Headroom(requests, requestsReset, tokens, tokensReset, requestsLimit, tokensLimit, now, input, output);
     }
+
+    private static Pool? AnthropicPool(HttpHeadersNonValidated raw, string remainingName, string resetName, string limitName,
+        DateTimeOffset now) =>
+        Pair(raw, remainingName, resetName, now, duration: false) is { } pair ? new Pool(pair.Remaining, pair.Reset, Limit(raw, limitName)) : null;
 
     /// <summary>Whether an answer carries any provider rate-limit header (one pass over the names, no lookups).</summary>
     public static bool Announced(System.Net.Http.Headers.HttpResponseHeaders headers) => HasRateLimitHeaders(headers.NonValidated);

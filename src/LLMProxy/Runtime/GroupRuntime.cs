@@ -3,6 +3,7 @@ using System.Net.Sockets;
 using LLMProxy.Configuration;
 using LLMProxy.LoadBalancing;
 using LLMProxy.Observability;
+using LLMProxy.RateLimiting;
 using Yarp.ReverseProxy.Forwarder;
 
 namespace LLMProxy.Runtime;
@@ -235,7 +236,7 @@ internal sealed class GroupRuntime : IDisposable, IMemberLoad
 
     /// <summary>Whether some member outside <paramref name="tried"/> is available right now for a request of
     /// <paramref name="tokens"/> estimated LLM tokens (0 = any request).</summary>
-    public bool HasAlternative(in MemberSet tried, long tokens = 0)
+    public bool HasAlternative(in MemberSet tried, TokenNeed tokens = default)
     {
         for (var i = 0; i < Members.Length; i++)
         {
@@ -273,7 +274,7 @@ internal sealed class GroupRuntime : IDisposable, IMemberLoad
     /// estimated LLM tokens, as budgets see it), leaving out the members in <paramref name="skip"/> (they do not serve
     /// the request's model) and those that never come back by themselves (<see cref="UpstreamRuntime.RecoversByItself"/>):
     /// counted as "now", one of those made every 503 say <c>Retry-After: 1</c>. Null when no member will.</summary>
-    public DateTimeOffset? EarliestRecovery(TimeProvider time, long tokens, in MemberSet skip)
+    public DateTimeOffset? EarliestRecovery(TimeProvider time, TokenNeed tokens, in MemberSet skip)
     {
         DateTimeOffset? best = null;
         for (var i = 0; i < Members.Length; i++)

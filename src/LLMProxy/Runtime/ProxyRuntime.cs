@@ -109,6 +109,8 @@ internal sealed class ProxyRuntime : IDisposable
             var learned = u.Learned;
             Set(gauge, u.Name, "learned_requests", learned?.RequestsReset > now ? learned.RemainingRequests : null);
             Set(gauge, u.Name, "learned_tokens", learned?.TokensReset > now ? learned.RemainingTokens : null);
+            Set(gauge, u.Name, "learned_input_tokens", learned?.InputTokens is { } input && input.Reset > now ? input.Remaining : null);
+            Set(gauge, u.Name, "learned_output_tokens", learned?.OutputTokens is { } output && output.Reset > now ? output.Remaining : null);
             Metrics.UpstreamDisabled.WithLabels(u.Name).Set(u.Disabled is null ? 0 : 1);
             Metrics.CoolDownRemaining.WithLabels(u.Name).Set(u.CoolDown.Until is { } until && until > now ? (until - now).TotalSeconds : 0);
         }

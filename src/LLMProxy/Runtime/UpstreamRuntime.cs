@@ -36,7 +36,7 @@ internal sealed class UpstreamRuntime
     private readonly TimeProvider _time;
     private Headroom? _learned;
     // Requests and estimated tokens sent since the provider last told its headroom: what it has not counted yet.
-    private long _sentSinceLearned, _tokensSinceLearned;
+    private long _sentSinceLearned, _tokensSinceLearned, _outputSinceLearned;
 
     public UpstreamRuntime(UpstreamConfig config, TimeProvider time)
     {
@@ -265,6 +265,7 @@ internal sealed class UpstreamRuntime
         Volatile.Write(ref _learned, null);
         Interlocked.Exchange(ref _sentSinceLearned, 0);
         Interlocked.Exchange(ref _tokensSinceLearned, 0);
+        Interlocked.Exchange(ref _outputSinceLearned, 0);
     }
 
     /// <summary>Whether a 429 cool-down, a shared-budget block or learned headroom keeps this upstream out now: what an
@@ -272,7 +273,7 @@ internal sealed class UpstreamRuntime
     public bool HeldByResettable =>
         CoolDown.IsCooling || _sharedBlock.IsCooling
         || Volatile.Read(ref _learned) is { } learned
-            && learned.Blocks(1, _time.GetUtcNow(), Interlocked.Read(ref _sentSinceLearned), Interlocked.Read(ref _tokensSinceLearned));
+            && learned.Blocks(1, _time.GetUtcNow(), SentSinceLearned);
 
     /// <summary>The disabled reason of a key disabled through the admin API.</summary>
     public const string AdminReason = "admin";
@@ -325,12 +326,13 @@ internal sealed class UpstreamRuntime
             // Approximate on purpose: requests still in flight may or may not be in the provider's numbers.
             Interlocked.Exchange(ref _sentSinceLearned, 0);
             Interlocked.Exchange(ref _tokensSinceLearned, 0);
+            Interlocked.Exchange(ref _outputSinceLearned, 0);
         }
     }
 
     /// <summary>Cheap availability check used while selecting, for a request estimated at <paramref name="tokens"/>
     /// LLM tokens (0 = "any request at all"); takes nothing.</summary>
-    public Unavailability Check(long tokens = 0)
+    public Unavailability Check(TokenNeed tokens = default)
     {
         if (Volatile.Read(ref _disabled) is { } disabled && !TrialDue(disabled))
         {
@@ -348,16 +350,19 @@ internal sealed class UpstreamRuntime
         return Unavailability.None;
     }
 
-    private bool HasBudget(long tokens) =>
+    private bool HasBudget(TokenNeed tokens) =>
         Volatile.Read(ref _inFlight) < MaxConcurrent
         && Rpm is not { HasToken: false }
-        && (Tpm is null || Tpm.Covers(tokens))
-        && (Volatile.Read(ref _learned) is not { } learned
-            || !learned.Blocks(tokens, _time.GetUtcNow(), Interlocked.Read(ref _sentSinceLearned), Interlocked.Read(ref _tokensSinceLearned)));
+        && (Tpm is null || Tpm.Covers(tokens.Total))
+        && (Volatile.Read(ref _learned) is not { } learned || !learned.Blocks(tokens, _time.GetUtcNow(), SentSinceLearned));
+
+    /// <summary>What went out since the provider last told its headroom: what its numbers do not count yet.</summary>
+    private Headroom.Sent SentSinceLearned => new(Interlocked.Read(ref _sentSinceLearned), Interlocked.Read(ref _tokensSinceLearned),
+        Interlocked.Read(ref _outputSinceLearned));
 
     /// <summary>Earliest moment this upstream may be available again for a request of <paramref name="tokens"/>
     /// (null when it is available now).</summary>
-    public DateTimeOffset? AvailableAt(TimeProvider time, long tokens = 0)
+    public DateTimeOffset? AvailableAt(TimeProvider time, TokenNeed tokens = default)
     {
         var now = time.GetUtcNow();
         DateTimeOffset? at = null;
@@ -365,11 +370,11 @@ internal sealed class UpstreamRuntime
         {
             Later(ref at, now + rpm.TimeUntilToken);
         }
-        if (Tpm is { } tpm && tpm.TimeUntil(tokens) is { Ticks: > 0 } wait)
+        if (Tpm is { } tpm && tpm.TimeUntil(tokens.Total) is { Ticks: > 0 } wait)
         {
             Later(ref at, now + wait);
         }
-        if (Volatile.Read(ref _learned)?.BlockedUntil(tokens, now, Interlocked.Read(ref _sentSinceLearned), Interlocked.Read(ref _tokensSinceLearned)) is { } learned)
+        if (Volatile.Read(ref _learned)?.BlockedUntil(tokens, now, SentSinceLearned) is { } learned)
         {
             Later(ref at, learned);
         }
@@ -426,7 +431,7 @@ internal sealed class UpstreamRuntime
     /// <remarks>Budgets (SPEC §13.1) are taken in the same lease: a concurrency slot, the TPM reservation of
     /// <paramref name="estimate"/> tokens and an RPM token. Refundable parts are taken first, so a refusal further on
     /// gives them back; provider headroom is only checked (<see cref="Check"/>), never reserved.</remarks>
-    public UpstreamLease? TryLease(int index, MemberMetrics metrics, long estimate = 0)
+    public UpstreamLease? TryLease(int index, MemberMetrics metrics, TokenNeed estimate = default)
     {
         // A disabled key takes only its one due trial; the claim is given back if the rest of the lease fails.
         var trial = false;
@@ -450,7 +455,7 @@ internal sealed class UpstreamRuntime
             ReturnTrial(trial);
             return null;
         }
-        var reserved = Tpm?.TryReserve(estimate) ?? 0;
+        var reserved = Tpm?.TryReserve(estimate.Total) ?? 0;
         // RateLimiter's lease shape, so a shared (distributed) limiter can take this one's place.
         var tokens = reserved < 0 ? null : Limiter?.AttemptAcquire();
         if (reserved < 0 || tokens is { IsAcquired: false } || (Rpm is { } rpm && !rpm.TryTake(out _)))
@@ -468,7 +473,8 @@ internal sealed class UpstreamRuntime
         if (Volatile.Read(ref _learned) is not null)
         {
             Interlocked.Increment(ref _sentSinceLearned);
-            Interlocked.Add(ref _tokensSinceLearned, estimate);
+            Interlocked.Add(ref _tokensSinceLearned, estimate.Total);
+            Interlocked.Add(ref _outputSinceLearned, estimate.Output);
         }
         metrics.InFlight.Inc();
         Recent.AddRequest();

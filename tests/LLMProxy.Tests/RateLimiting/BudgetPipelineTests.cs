@@ -396,6 +396,61 @@ public class BudgetPipelineTests
         await WaitForTpmUsed(proxy, 50);
     }
 
+    /// <summary>Anthropic limits input and output tokens apart, and its output limit is the lowest (tier 2: 80,000 input,
+    /// 16,000 output a minute). A long prompt with a short answer fits a key whose output tokens are below the whole
+    /// estimate: comparing the least remaining kind with prompt + output took such a key out after every answer.</summary>
+    [Fact]
+    public async Task Headroom_AnthropicInputAndOutputLimits_EachAskedForItsOwnPart()
+    {
+        var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        string At(int seconds) => time.GetUtcNow().AddSeconds(seconds).ToString("yyyy-MM-ddTHH:mm:ssZ");
+        (string, string)[] Anthropic() =>
+        [
+            ("anthropic-ratelimit-tokens-limit", "96000"), ("anthropic-ratelimit-tokens-remaining", "85000"),
+            ("anthropic-ratelimit-tokens-reset", At(8)),
+            ("anthropic-ratelimit-input-tokens-limit", "80000"), ("anthropic-ratelimit-input-tokens-remaining", "70000"),
+            ("anthropic-ratelimit-input-tokens-reset", At(8)),
+            ("anthropic-ratelimit-output-tokens-limit", "16000"), ("anthropic-ratelimit-output-tokens-remaining", "15000"),
+            ("anthropic-ratelimit-output-tokens-reset", At(4)),
+        ];
+        await using var ups = await Upstreams.StartAsync(("a", ctx => WithUsage("a", 1, 1, headers: Anthropic())(ctx)), ("b", WithUsage("b", 1, 1)));
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config(ups.Yaml(_ => OwnKey), ups.Members()), time);
+
+        async Task<string> Message(int promptBytes, int maxTokens)
+        {
+            var body = $$"""{"model":"m","max_tokens":{{maxTokens}},"messages":[{"role":"user","content":"{{new string('x', promptBytes)}}"}]}""";
+            using var r = await proxy.Client.PostAsync("/v1/messages", new StringContent(body, Encoding.UTF8, "application/json"));
+            Assert.Equal(HttpStatusCode.OK, r.StatusCode);
+            return r.Headers.GetValues("X-Upstream").Single();
+        }
+
+        Assert.Equal(["a", "b"], new[] { await Message(10, 100), await Message(10, 100) }.Order());
+        // ~15,000 prompt tokens + 1,024 output: more than the 15,000 output tokens left, within every limit it touches.
+        var seen = new List<string>();
+        for (var i = 0; i < 4; i++)
+        {
+            seen.Add(await Message(60_000, 1_024));
+        }
+        Assert.Equal(2, seen.Count(s => s == "a"));
+        // A 20,000-token answer is more than the output limit has left: a is skipped, b takes them all.
+        seen.Clear();
+        for (var i = 0; i < 3; i++)
+        {
+            seen.Add(await Message(10, 20_000));
+        }
+        Assert.Equal(["b", "b", "b"], seen);
+
+        var health = JsonDocument.Parse(await proxy.Admin.GetStringAsync("/health"));
+        var a = health.RootElement.GetProperty("groups")[0].GetProperty("upstreams").EnumerateArray()
+            .Single(u => u.GetProperty("name").GetString() == "a").GetProperty("learned");
+        Assert.Equal(85000, a.GetProperty("remainingTokens").GetInt64());
+        Assert.Equal(70000, a.GetProperty("remainingInputTokens").GetInt64());
+        Assert.Equal(15000, a.GetProperty("remainingOutputTokens").GetInt64());
+        var metrics = await proxy.Admin.GetStringAsync("/metrics");
+        Assert.Contains("llmproxy_upstream_budget_remaining{upstream=\"a\",budget=\"learned_input_tokens\"} 70000", metrics);
+        Assert.Contains("llmproxy_upstream_budget_remaining{upstream=\"a\",budget=\"learned_output_tokens\"} 15000", metrics);
+    }
+
     [Fact]
     public async Task Headroom_AnthropicNoRequestsLeft_AllKeysOut_429UntilTheEarliestReset()
     {

@@ -1,4 +1,5 @@
 using System.Net.Http.Headers;
+using LLMProxy.RateLimiting;
 using LLMProxy.Resilience;
 
 namespace LLMProxy.Tests.Resilience;
@@ -43,7 +44,7 @@ public class HeadroomTests
     }
 
     [Fact]
-    public void Parse_Anthropic_LeastRemainingTokenKindCounts()
+    public void Parse_Anthropic_InputAndOutputTokensKeptApartFromTheCombinedCount()
     {
         var reset = Now.AddSeconds(30).ToString("yyyy-MM-ddTHH:mm:ssZ");
         var soon = Now.AddSeconds(10).ToString("yyyy-MM-ddTHH:mm:ssZ");
@@ -53,8 +54,45 @@ public class HeadroomTests
             ("anthropic-ratelimit-input-tokens-remaining", "8000"), ("anthropic-ratelimit-input-tokens-reset", reset),
             ("anthropic-ratelimit-output-tokens-remaining", "300"), ("anthropic-ratelimit-output-tokens-reset", soon)), Now)!;
         Assert.Equal(7, h.RemainingRequests);
-        Assert.Equal(300, h.RemainingTokens);
-        Assert.Equal(Now.AddSeconds(10), h.TokensReset);
+        Assert.Equal(9000, h.RemainingTokens);
+        Assert.Equal(Now.AddSeconds(30), h.TokensReset);
+        Assert.Equal(new Headroom.Pool(8000, Now.AddSeconds(30), null), h.InputTokens);
+        Assert.Equal(new Headroom.Pool(300, Now.AddSeconds(10), null), h.OutputTokens);
+    }
+
+    [Fact]
+    public void Parse_Anthropic_OnlyInputAndOutputPairs_IsHeadroom()
+    {
+        var reset = Now.AddSeconds(30).ToString("yyyy-MM-ddTHH:mm:ssZ");
+        var h = Headroom.Parse(Headers(
+            ("anthropic-ratelimit-output-tokens-remaining", "0"), ("anthropic-ratelimit-output-tokens-reset", reset),
+            ("anthropic-ratelimit-output-tokens-limit", "16000")), Now)!;
+        Assert.Null(h.RemainingTokens);
+        Assert.Null(h.InputTokens);
+        Assert.Equal(new Headroom.Pool(0, Now.AddSeconds(30), 16000), h.OutputTokens);
+        Assert.True(h.Blocks(new TokenNeed(10, 1), Now));
+    }
+
+    /// <summary>Anthropic's tier-2 numbers (80,000 input and 16,000 output tokens a minute) after some use: a 20,000-token
+    /// prompt with a 1,024-token answer fits both limits, though it is more than the output tokens left — and a
+    /// 20,000-token answer does not, however short its prompt.</summary>
+    [Fact]
+    public void Blocks_Anthropic_PromptAskedOfInputTokens_OutputOfOutputTokens()
+    {
+        var h = new Headroom(null, null, null, null, LearnedAt: Now,
+            InputTokens: new Headroom.Pool(70_000, Now.AddSeconds(8), 80_000),
+            OutputTokens: new Headroom.Pool(15_000, Now.AddSeconds(4), 16_000));
+        Assert.False(h.Blocks(new TokenNeed(21_024, 1_024), Now));
+        Assert.True(h.Blocks(new TokenNeed(20_100, 20_000), Now));
+        Assert.True(h.Blocks(new TokenNeed(75_000, 1_000), Now));
+        // The output limit gets its 1,000 back in the 4 s to its reset: 5,000 more would take 20 s, so the reset it is.
+        Assert.Equal(Now.AddSeconds(4), h.BlockedUntil(new TokenNeed(20_100, 20_000), Now));
+        // What went out since counts against each side: 14,500 output tokens sent leave 500.
+        Assert.True(h.Blocks(new TokenNeed(2_000, 1_000), Now, new Headroom.Sent(3, 50_000, 14_500)));
+        Assert.False(h.Blocks(new TokenNeed(2_000, 400), Now, new Headroom.Sent(3, 50_000, 14_500)));
+        // A total without its split (admin checks): the input side is asked for all of it, the output side for one token.
+        Assert.False(h.Blocks(60_000, Now));
+        Assert.True(h.Blocks(71_000, Now));
     }
 
     [Theory]
@@ -117,7 +155,7 @@ public class HeadroomTests
         Assert.True(h.Blocks(150, Now.AddSeconds(1.4)));
         Assert.False(h.Blocks(150, Now.AddSeconds(1.5)));
         // 100 estimated tokens sent since the answer: they are not in the provider's numbers yet.
-        Assert.Equal(Now.AddSeconds(2.5), h.BlockedUntil(150, Now, tokensSent: 100));
+        Assert.Equal(Now.AddSeconds(2.5), h.BlockedUntil(150, Now, new Headroom.Sent(0, 100, 0)));
         // More than a full bucket: only the reset helps.
         Assert.Equal(Now.AddSeconds(60), h.BlockedUntil(7000, Now));
     }
@@ -127,7 +165,7 @@ public class HeadroomTests
     {
         var h = new Headroom(0, Now.AddSeconds(60), null, null, RequestsLimit: 60, LearnedAt: Now);
         Assert.Equal(Now.AddSeconds(1), h.BlockedUntil(1, Now));
-        Assert.Equal(Now.AddSeconds(3), h.BlockedUntil(1, Now, requestsSent: 2));
+        Assert.Equal(Now.AddSeconds(3), h.BlockedUntil(1, Now, new Headroom.Sent(2, 0, 0)));
     }
 
     [Fact]

@@ -65,7 +65,7 @@ internal sealed class AttemptStage : IRequestStage
                 SharedAdmission admission;
                 try
                 {
-                    admission = await shared.AcquireAsync(lease.Upstream, lease.IsTrial, request.TokenEstimate, request.SharedTakes,
+                    admission = await shared.AcquireAsync(lease.Upstream, lease.IsTrial, request.TokenEstimate.Total, request.SharedTakes,
                         request.ClientTokens?.SharedPending).ConfigureAwait(false);
                 }
                 catch
@@ -335,9 +335,9 @@ internal sealed class AttemptStage : IRequestStage
     }
 
     /// <summary>The request's estimated LLM tokens (SPEC §13.1): 0 unless it is an LLM call.</summary>
-    internal static long EstimateTokens(RequestContext request) => IsLlmCall(request)
-        ? TokenEstimate.For(request.Body is not null ? request.BodyLength : request.Http.Request.ContentLength ?? 0, request.Facts.MaxOutputTokens)
-        : 0;
+    internal static TokenNeed EstimateTokens(RequestContext request) => IsLlmCall(request)
+        ? TokenEstimate.Need(request.Body is not null ? request.BodyLength : request.Http.Request.ContentLength ?? 0, request.Facts.MaxOutputTokens)
+        : default;
 
     /// <summary>Whether token budgets apply to the request: it has a body and the client's path is one of SPEC §11's
     /// known API shapes (<see cref="ApiShapes"/>). Anything else — <c>GET /v1/models</c>, an upload to <c>/v1/files</c> —

@@ -31,7 +31,7 @@ internal sealed class AuthorizeClientStage : IRequestStage
         }
         if (key.Limiter.HasTokenBudget && AttemptStage.IsLlmCall(request))
         {
-            request.ClientTokens = ClientTokenLease.TryTake(key.Limiter, AttemptStage.EstimateTokens(request), out var refused, out var retryAfter,
+            request.ClientTokens = ClientTokenLease.TryTake(key.Limiter, AttemptStage.EstimateTokens(request).Total, out var refused, out var retryAfter,
                 key.SharedTokens);
             if (refused)
             {
