@@ -36,6 +36,9 @@ internal sealed class Attempt
     /// <summary>A 429 answered to a client's own credentials: that client's account is out, not the upstream's — no
     /// cool-down for everyone.</summary>
     public bool ClientsAccount { get; set; }
+    /// <summary>A 429 that is about this request, not the key: it needs more than the key's whole limit (the body says
+    /// so, or the request's estimate is above a limit the answer's headers announce). No cool-down.</summary>
+    public bool RequestTooLarge { get; set; }
     public long Started { get; private set; }
     public double TimeToFirstByteSeconds { get; set; }
 
@@ -59,6 +62,7 @@ internal sealed class Attempt
         OwnCredentials = false;
         CredentialsSet = 0;
         ClientsAccount = false;
+        RequestTooLarge = false;
         TimeToFirstByteSeconds = 0;
         Started = Stopwatch.GetTimestamp();
     }

@@ -24,14 +24,18 @@ internal static class KeyHealthScreen
         _ => null,
     };
 
+    /// <summary>What a 429's body says: the key's quota or billing reason (<see cref="Classify"/>), or that this request
+    /// alone is more than the key's whole limit (<see cref="IsRequestTooLarge"/>).</summary>
+    public readonly record struct Verdict(string? BadKey, bool RequestTooLarge);
+
     /// <summary>Reads at most <see cref="Bound"/> bytes of a 429 body and classifies it; the response's content is
     /// replaced by one that yields the bytes read and then the rest, with the same content headers.</summary>
-    public static async ValueTask<string?> Inspect429Async(HttpResponseMessage response, CancellationToken cancellationToken)
+    public static async ValueTask<Verdict> Inspect429Async(HttpResponseMessage response, CancellationToken cancellationToken)
     {
         var content = response.Content;
         if (content.Headers.ContentLength is > Bound)
         {
-            return null;
+            return default;
         }
         var stream = await content.ReadAsStreamAsync(cancellationToken).ConfigureAwait(false);
         var buffer = new byte[Bound];
@@ -48,7 +52,30 @@ internal static class KeyHealthScreen
             length += read;
         }
         response.Content = new PrefixedContent(content, buffer, length, ended ? null : stream);
-        return ended ? Classify(buffer.AsSpan(0, length)) : null;
+        return ended ? new Verdict(Classify(buffer.AsSpan(0, length)), IsRequestTooLarge(buffer.AsSpan(0, length))) : default;
+    }
+
+    /// <summary>
+    /// Whether a 429 body is OpenAI's "Request too large for {model} … on tokens per min (TPM): Limit 30000, Requested
+    /// 50000": the request needs more than the key's whole per-minute limit, so it fails on that key at any time and
+    /// says nothing about the key's state. Cooling the key down for it let one client's oversized request (a huge
+    /// <c>max_tokens</c>) take every key of a group out, and keep them out by repeating it.
+    /// </summary>
+    internal static bool IsRequestTooLarge(ReadOnlySpan<byte> body)
+    {
+        try
+        {
+            var reader = new Utf8JsonReader(body);
+            using var doc = JsonDocument.ParseValue(ref reader);
+            return doc.RootElement.ValueKind == JsonValueKind.Object
+                && doc.RootElement.TryGetProperty("error", out var error) && error.ValueKind == JsonValueKind.Object
+                && error.TryGetProperty("message", out var message) && message.ValueKind == JsonValueKind.String
+                && message.GetString()!.StartsWith("Request too large", StringComparison.OrdinalIgnoreCase);
+        }
+        catch (JsonException)
+        {
+            return false;
+        }
     }
 
     /// <summary>The quota/billing reason an error body gives, or null.</summary>

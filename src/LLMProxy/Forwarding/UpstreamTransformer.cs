@@ -317,22 +317,30 @@ internal sealed class UpstreamTransformer(RequestContext ctx, Attempt attempt, S
         // Provider headroom (SPEC §13.1) from every answer to the proxy's key, 429 or not: a few header lookups, parsed
         // only when present. An answer to a client's own key says nothing about the upstream's.
         var upstream = attempt.Lease!.Upstream;
+        Headroom? learned = null;
         if (Headroom.Announced(proxyResponse.Headers) && SpeaksForTheUpstream(upstream, proxyResponse))
         {
-            upstream.Learn(proxyResponse.Headers);
+            learned = upstream.Learn(proxyResponse.Headers);
         }
         if (status == StatusCodes.Status429TooManyRequests)
         {
             attempt.RetryAfterHint = RetryAfter.Parse(proxyResponse.Headers, ctx.Services.Time.GetUtcNow());
             attempt.ClientsAccount = !SpeaksForTheUpstream(upstream, proxyResponse);
+            // A request above a limit the provider announced cannot pass on this key at any time: about the request.
+            attempt.RequestTooLarge = learned?.Exceeds(ctx.TokenEstimate) == true;
         }
-        if (attempt.OwnCredentials && status is >= 401 and <= 403 or StatusCodes.Status429TooManyRequests)
+        if (attempt.OwnCredentials && status is >= 401 and <= 403)
         {
-            // SPEC §13.4: the proxy's own key may be bad. Only a 429's body is read (bounded), before anything is sent.
-            attempt.BadKey = KeyHealthScreen.StatusReason(status)
-                ?? (status == StatusCodes.Status429TooManyRequests
-                    ? await KeyHealthScreen.Inspect429Async(proxyResponse, cancellationToken).ConfigureAwait(false)
-                    : null);
+            // SPEC §13.4: the proxy's own key may be bad.
+            attempt.BadKey = KeyHealthScreen.StatusReason(status);
+        }
+        else if (attempt.OwnCredentials && status == StatusCodes.Status429TooManyRequests)
+        {
+            // Only a 429's body is read (bounded), before anything is sent: out of quota (a bad key), or a request
+            // too large for the key (no cool-down).
+            var verdict = await KeyHealthScreen.Inspect429Async(proxyResponse, cancellationToken).ConfigureAwait(false);
+            attempt.BadKey = verdict.BadKey;
+            attempt.RequestTooLarge |= verdict.RequestTooLarge;
         }
         if (stage.Diverts(ctx, attempt, status))
         {

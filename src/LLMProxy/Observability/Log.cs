@@ -31,6 +31,10 @@ internal static partial class Log
         Message = "circuit breaker {Upstream}: {From} -> {To}")]
     public static partial void BreakerStateChanged(ILogger logger, string upstream, string from, string to);
 
+    [LoggerMessage(EventId = 74, EventName = "RequestTooLargeForKey", Level = LogLevel.Information,
+        Message = "upstream {Upstream} answered 429 for a request larger than its whole limit: not parked")]
+    public static partial void RequestTooLargeForKey(ILogger logger, string upstream);
+
     [LoggerMessage(EventId = 5, EventName = "CoolingDown", Level = LogLevel.Warning,
         Message = "upstream {Upstream} answered 429: parked for {Milliseconds} ms")]
     public static partial void CoolingDown(ILogger logger, string upstream, long milliseconds);

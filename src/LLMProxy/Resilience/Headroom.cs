@@ -60,6 +60,13 @@ internal sealed record Headroom(long? RemainingRequests, DateTimeOffset? Request
         return at;
     }
 
+    /// <summary>Whether a request of <paramref name="tokens"/> needs more than a whole limit the provider announced
+    /// (requests aside): it cannot pass on this key at any time, so a 429 for it is about the request, not the key.</summary>
+    public bool Exceeds(TokenNeed tokens) =>
+        TokensLimit is { } limit && tokens.Total > limit
+        || InputTokens?.Limit is { } input && tokens.Prompt > input
+        || OutputTokens?.Limit is { } output && tokens.Output > output;
+
     private static void Later(ref DateTimeOffset? at, DateTimeOffset? other)
     {
         if (other is { } o && (at is null || o > at))

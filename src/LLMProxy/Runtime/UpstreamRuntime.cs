@@ -316,10 +316,12 @@ internal sealed class UpstreamRuntime
     /// <summary>What the provider's last answer with rate-limit headers said (null until one did).</summary>
     public Headroom? Learned => Volatile.Read(ref _learned);
 
-    /// <summary>Learns the provider's headroom from an answer's headers (kept until the next answer that has them).</summary>
-    public void Learn(System.Net.Http.Headers.HttpResponseHeaders headers)
+    /// <summary>Learns the provider's headroom from an answer's headers (kept until the next answer that has them);
+    /// returns what was learned (null when the headers held nothing usable).</summary>
+    public Headroom? Learn(System.Net.Http.Headers.HttpResponseHeaders headers)
     {
-        if (Headroom.Parse(headers, _time.GetUtcNow()) is { } learned)
+        var learned = Headroom.Parse(headers, _time.GetUtcNow());
+        if (learned is not null)
         {
             Volatile.Write(ref _learned, learned);
             Shared?.Learn(learned, _time.GetUtcNow());
@@ -328,6 +330,7 @@ internal sealed class UpstreamRuntime
             Interlocked.Exchange(ref _tokensSinceLearned, 0);
             Interlocked.Exchange(ref _outputSinceLearned, 0);
         }
+        return learned;
     }
 
     /// <summary>Cheap availability check used while selecting, for a request estimated at <paramref name="tokens"/>

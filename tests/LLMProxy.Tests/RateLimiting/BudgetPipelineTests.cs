@@ -451,6 +451,85 @@ public class BudgetPipelineTests
         Assert.Contains("llmproxy_upstream_budget_remaining{upstream=\"a\",budget=\"learned_output_tokens\"} 15000", metrics);
     }
 
+    /// <summary>An upstream that answers a request marked <c>x-test-429</c> (the test knows which of its requests the provider
+    /// would refuse) with <paramref name="body"/> and <paramref name="headers"/>, and anything else with 200.</summary>
+    private static Func<HttpContext, Task> RefusesMarked(string name, string body, (string, string)[] headers) =>
+        async context =>
+        {
+            if (context.Request.Headers.ContainsKey("x-test-429"))
+            {
+                context.Response.StatusCode = 429;
+                context.Response.ContentType = "application/json";
+                foreach (var (k, v) in headers)
+                {
+                    context.Response.Headers[k] = v;
+                }
+                await context.Response.WriteAsync(body);
+                return;
+            }
+            await WithUsage(name, 1, 1)(context);
+        };
+
+    private static async Task<HttpStatusCode> Post(HttpClient client, string path, int maxTokens, bool refused = false)
+    {
+        using var request = new HttpRequestMessage(HttpMethod.Post, path)
+        {
+            Content = new StringContent($$"""{"model":"m","max_tokens":{{maxTokens}},"messages":[]}""", Encoding.UTF8, "application/json"),
+        };
+        if (refused)
+        {
+            request.Headers.Add("x-test-429", "1");
+        }
+        using var r = await client.SendAsync(request);
+        return r.StatusCode;
+    }
+
+    /// <summary>OpenAI answers a request above the key's whole TPM limit with 429 "Request too large … Limit 30000,
+    /// Requested 50000": about the request, not the key. Parking the key for it let one client's huge <c>max_tokens</c>
+    /// take every key of the group out (each retry parked the next one), and keep them out by repeating it.</summary>
+    [Fact]
+    public async Task Upstream429_RequestTooLargeForTheKey_ParksNoKey()
+    {
+        const string tooLarge = """{"error":{"message":"Request too large for gpt-4o in organization org-x on tokens per min (TPM): Limit 30000, Requested 50064. The input or output tokens must be reduced in order to run successfully.","type":"tokens","param":null,"code":"rate_limit_exceeded"}}""";
+        await using var ups = await Upstreams.StartAsync(("a", RefusesMarked("a", tooLarge, [])), ("b", RefusesMarked("b", tooLarge, [])));
+        var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config(ups.Yaml(_ => OwnKey), ups.Members(),
+            groupExtra: "retry:\n  attempts: 2\n  statusCodes: [429]"), time);
+
+        Assert.Equal(HttpStatusCode.TooManyRequests, await Post(proxy.Client, "/v1/chat/completions", 50_000, refused: true));
+        Assert.Equal(2, ups["a"].Count + ups["b"].Count);
+        // Nobody else is refused for it: both keys still serve.
+        Assert.Equal(["a", "b"], new[] { await Upstream(proxy.Client), await Upstream(proxy.Client) }.Order());
+        Assert.Contains("RequestTooLargeForKey", string.Join('\n', proxy.Logs.Entries.Select(e => e.Id.Name)));
+    }
+
+    /// <summary>Anthropic's 429 body is the same for a spent key and an oversized request; its headers tell them apart:
+    /// a request whose <c>max_tokens</c> is above the announced output-token limit cannot pass on that key at any time.
+    /// A 429 whose headers show a spent key still parks it (and its headroom keeps it out).</summary>
+    [Fact]
+    public async Task Upstream429_AboveAnAnnouncedLimit_ParksNoKey_ASpentKeyStillParks()
+    {
+        var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        const string rateLimited = """{"type":"error","error":{"type":"rate_limit_error","message":"This request would exceed the rate limit for your organization of 8,000 output tokens per minute."}}""";
+        (string, string)[] Limits() =>
+        [
+            ("anthropic-ratelimit-output-tokens-limit", "8000"), ("anthropic-ratelimit-output-tokens-remaining", "8000"),
+            ("anthropic-ratelimit-output-tokens-reset", time.GetUtcNow().AddSeconds(2).ToString("yyyy-MM-ddTHH:mm:ssZ")),
+        ];
+        await using var ups = await Upstreams.StartAsync(("a", ctx => RefusesMarked("a", rateLimited, Limits())(ctx)));
+        // A token budget makes the proxy read the request's max_tokens (a lone member with no body rules streams the body
+        // through unread, and its estimate then assumes 1,024 output tokens).
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config(ups.Yaml(_ => OwnKey + "\nratelimit:\n  tokensPerMinute: 1000000000"),
+            ups.Members()), time);
+
+        Assert.Equal(HttpStatusCode.TooManyRequests, await Post(proxy.Client, "/v1/messages", 32_000, refused: true));
+        Assert.Equal(HttpStatusCode.OK, await Post(proxy.Client, "/v1/messages", 1_000));
+        // The same 429 for a request within the limit: the key is spent, parked.
+        Assert.Equal(HttpStatusCode.TooManyRequests, await Post(proxy.Client, "/v1/messages", 7_000, refused: true));
+        using var parked = await Send(proxy.Client);
+        await StreamingAndErrorTests.AssertErrorBody(parked, HttpStatusCode.TooManyRequests, "upstream_rate_limited");
+    }
+
     [Fact]
     public async Task Headroom_AnthropicNoRequestsLeft_AllKeysOut_429UntilTheEarliestReset()
     {

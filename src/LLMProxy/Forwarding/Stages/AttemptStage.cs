@@ -184,7 +184,11 @@ internal sealed class AttemptStage : IRequestStage
         {
             KeyAnswer(services, lease, status, attempt);
         }
-        if (status == StatusCodes.Status429TooManyRequests && attempt.BadKey is null && !attempt.ClientsAccount)
+        if (status == StatusCodes.Status429TooManyRequests && attempt.RequestTooLarge && attempt.BadKey is null)
+        {
+            Log.RequestTooLargeForKey(services.Logger, upstream.Name);
+        }
+        else if (status == StatusCodes.Status429TooManyRequests && attempt.BadKey is null && !attempt.ClientsAccount)
         {
             var park = RetryAfter.CoolDownFor(attempt.RetryAfterHint);
             upstream.CoolDown.Park(park);
