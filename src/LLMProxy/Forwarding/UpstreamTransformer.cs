@@ -198,7 +198,7 @@ internal sealed class UpstreamTransformer(RequestContext ctx, Attempt attempt, S
     /// answer to a client's own key is about that client's account only.</summary>
     private bool SpeaksForTheUpstream(UpstreamRuntime upstream, HttpResponseMessage answer) =>
         attempt.OwnCredentials
-        || !upstream.InjectsCredentials && answer.RequestMessage is { } sent && Credentials.Present(sent) == 0;
+        || !upstream.InjectsCredentials && answer.RequestMessage is { } sent && (Credentials.Present(sent) & Credentials.Keys) == 0;
 
     /// <summary>
     /// Kestrel decodes the path except <c>%2F</c>, which it leaves as those three characters (so that <c>a%2Fb</c> stays
@@ -274,26 +274,36 @@ internal sealed class UpstreamTransformer(RequestContext ctx, Attempt attempt, S
     internal static class Credentials
     {
         public const int Authorization = 1, ApiKey = 2, AzureApiKey = 4;
+        /// <summary>OpenAI's headers that pick which organization or project of a key a request is for: no key, but beside
+        /// one they choose the account. The OpenAI SDKs send them from the client's environment; a key that is not in the
+        /// client's organization gets 401 <c>mismatched_organization</c>, which says nothing of the key alone.</summary>
+        public const int Organization = 8, Project = 16;
+        /// <summary>The bits of the headers that carry a key.</summary>
+        public const int Keys = Authorization | ApiKey | AzureApiKey;
 
         public static int Of(string header) =>
             header.Equals("Authorization", StringComparison.OrdinalIgnoreCase) ? Authorization
             : header.Equals("x-api-key", StringComparison.OrdinalIgnoreCase) ? ApiKey
             : header.Equals("api-key", StringComparison.OrdinalIgnoreCase) ? AzureApiKey
+            : header.Equals("OpenAI-Organization", StringComparison.OrdinalIgnoreCase) ? Organization
+            : header.Equals("OpenAI-Project", StringComparison.OrdinalIgnoreCase) ? Project
             : 0;
 
-        /// <summary>The request carries some credential the proxy set, and every credential header on it is one the
-        /// proxy set.</summary>
+        /// <summary>The request carries some key the proxy set, and every credential header on it — organization and
+        /// project included — is one the proxy set.</summary>
         public static bool OnlyOwn(HttpRequestMessage message, int own)
         {
             var present = Present(message);
-            return (own & present) != 0 && (present & ~own) == 0;
+            return (own & present & Keys) != 0 && (present & ~own) == 0;
         }
 
         /// <summary>The credential headers on <paramref name="message"/>, as bits.</summary>
         public static int Present(HttpRequestMessage message) =>
             (HeaderEdits.Has(message, "Authorization") ? Authorization : 0)
             | (HeaderEdits.Has(message, "x-api-key") ? ApiKey : 0)
-            | (HeaderEdits.Has(message, "api-key") ? AzureApiKey : 0);
+            | (HeaderEdits.Has(message, "api-key") ? AzureApiKey : 0)
+            | (HeaderEdits.Has(message, "OpenAI-Organization") ? Organization : 0)
+            | (HeaderEdits.Has(message, "OpenAI-Project") ? Project : 0);
     }
 
     public override async ValueTask<bool> TransformResponseAsync(HttpContext httpContext, HttpResponseMessage? proxyResponse,
