@@ -377,7 +377,7 @@ internal sealed class UpstreamTransformer(RequestContext ctx, Attempt attempt, S
         {
             // YARP reads the body from this content after this method: an upstream break becomes a final error event.
             // Not with a Content-Length: an event beyond the promised length would break the framing the client has.
-            proxyResponse.Content = new HonestSseContent(proxyResponse.Content);
+            proxyResponse.Content = new HonestSseContent(proxyResponse.Content, named: ApiShapes.IsAnthropicMessages(httpContext.Request.Path.Value));
         }
         return copy;
     }
