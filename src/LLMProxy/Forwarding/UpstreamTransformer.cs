@@ -366,7 +366,9 @@ internal sealed class UpstreamTransformer(RequestContext ctx, Attempt attempt, S
         var payload = PayloadOf(proxyResponse.Content.Headers);
         if (copy && payload != Payload.Other)
         {
-            ctx.ResponseBody.Usage = new UsageScanner();
+            // Only an LLM call's answer is usage (SPEC §13.2): count_tokens' input_tokens, or a stored response fetched
+            // again, generated nothing and must not be counted as if it had.
+            ctx.ResponseBody.Usage = Stages.AttemptStage.IsLlmCall(ctx) ? new UsageScanner() : null;
             if (ctx.InjectsUsage && payload == Payload.EventStream)
             {
                 ctx.ResponseBody.UsageFilter = new UsageChunkFilter();
