@@ -339,10 +339,12 @@ internal sealed class UpstreamTransformer(RequestContext ctx, Attempt attempt, S
         if (attempt.OwnCredentials && status is >= 401 and <= 403 or StatusCodes.Status429TooManyRequests)
         {
             // SPEC §13.4: the proxy's own key may be bad. Only a 429's body is read (bounded), before anything is sent.
-            attempt.BadKey = KeyHealthScreen.StatusReason(status)
-                ?? (status == StatusCodes.Status429TooManyRequests
-                    ? await KeyHealthScreen.Inspect429Async(proxyResponse, cancellationToken).ConfigureAwait(false)
-                    : null);
+            attempt.BadKey = status switch
+            {
+                StatusCodes.Status403Forbidden => await KeyHealthScreen.Inspect403Async(proxyResponse, cancellationToken).ConfigureAwait(false),
+                StatusCodes.Status429TooManyRequests => await KeyHealthScreen.Inspect429Async(proxyResponse, cancellationToken).ConfigureAwait(false),
+                _ => KeyHealthScreen.StatusReason(status),
+            };
         }
         if (stage.Diverts(ctx, attempt, status))
         {
