@@ -25,4 +25,8 @@ internal static class ApiShapes
             || p.EndsWith("/responses", StringComparison.OrdinalIgnoreCase)
             || p.EndsWith("/embeddings", StringComparison.OrdinalIgnoreCase);
     }
+
+    /// <summary>Whether <paramref name="path"/> (the client's) is Anthropic's Messages API, whose streams name every event.</summary>
+    public static bool IsAnthropicMessages(string? path) =>
+        path is not null && path.AsSpan().TrimEnd('/').EndsWith("/v1/messages", StringComparison.OrdinalIgnoreCase);
 }

@@ -13,23 +13,31 @@ namespace LLMProxy.Forwarding;
 /// Replaces the upstream response's content in the transformer, because YARP reads the body from it after headers.
 /// A chunk that arrived on a busy socket event thread continues from the thread pool (<see cref="ChunkRelief"/>).
 /// </summary>
-internal sealed class HonestSseContent(HttpContent inner, Func<bool>? hop = null) : ReplacedContent(inner)
+/// <param name="named">An Anthropic Messages stream: the notice is named <c>event: error</c>, as Anthropic names an error
+/// in a stream — its SDKs read named events only, and would drop an unnamed one unread.</param>
+internal sealed class HonestSseContent(HttpContent inner, Func<bool>? hop = null, bool named = false) : ReplacedContent(inner)
 {
     private readonly Func<bool> _hop = hop ?? ChunkRelief.ShouldHop;
 
+    private const string NoticeData =
+        "data: {\"error\":{\"message\":\"The upstream connection broke before the answer was complete.\",\"type\":\"llmproxy_error\",\"code\":\"upstream_broken_stream\"}}\n\n";
+
     /// <summary>The final event, as sent.</summary>
-    public static readonly byte[] Notice = Encoding.UTF8.GetBytes(
-        "data: {\"error\":{\"message\":\"The upstream connection broke before the answer was complete.\",\"type\":\"llmproxy_error\",\"code\":\"upstream_broken_stream\"}}\n\n");
+    public static readonly byte[] Notice = Encoding.UTF8.GetBytes(NoticeData);
+
+    /// <summary>The final event of an Anthropic Messages stream, as sent.</summary>
+    public static readonly byte[] NamedNotice = Encoding.UTF8.GetBytes("event: error\n" + NoticeData);
 
     /// <summary>How long the notice is given to reach the socket before the connection is aborted.</summary>
     private static readonly TimeSpan NoticeGrace = TimeSpan.FromMilliseconds(100);
 
     protected override async Task<Stream> OpenAsync(HttpContent inner, CancellationToken cancellationToken) =>
-        new NoticeStream(await inner.ReadAsStreamAsync(cancellationToken).ConfigureAwait(false), _hop);
+        new NoticeStream(await inner.ReadAsStreamAsync(cancellationToken).ConfigureAwait(false), _hop, named ? NamedNotice : Notice);
 
     /// <param name="hop">Asked after a read that had to wait: whether the chunk goes on from the thread pool
     /// (<see cref="ChunkRelief"/>).</param>
-    private sealed class NoticeStream(Stream inner, Func<bool> hop) : ReadOnlyStream
+    /// <param name="notice">The final event (<see cref="Notice"/> or <see cref="NamedNotice"/>).</param>
+    private sealed class NoticeStream(Stream inner, Func<bool> hop, byte[] notice) : ReadOnlyStream
     {
         private Exception? _broken;
         private int _noticeSent; // bytes of the notice (with its leading separator) already returned
@@ -76,7 +84,7 @@ internal sealed class HonestSseContent(HttpContent inner, Func<bool>? hop = null
             {
                 _broken = e;
                 var boundary = _last1 == '\n' && _last2 == '\n';
-                _pending = boundary ? Notice : [(byte)'\n', (byte)'\n', .. Notice];
+                _pending = boundary ? notice : [(byte)'\n', (byte)'\n', .. notice];
                 // A zero-byte read (the forwarder waits for data with one before renting its buffer) answers "ready".
                 return buffer.Length == 0 ? 0 : NextNoticeBytes(buffer.Span);
             }

@@ -6,13 +6,15 @@ namespace LLMProxy.Forwarding;
 /// <summary>
 /// SPEC §13.4: whether an answer from an upstream where the proxy injects its own key says <i>this key</i> is bad —
 /// 401, 402, 403, or a 429 whose body's error is <c>insufficient_quota</c> (OpenAI <c>error.code</c>/<c>error.type</c>)
-/// or <c>billing_error</c>/<c>permission_error</c> (Anthropic <c>error.type</c>). Only a 429's body is read, and only
+/// or <c>billing_error</c>/<c>permission_error</c> (Anthropic <c>error.type</c>) — but not a 403 whose error code is
+/// <c>model_not_found</c> (<see cref="Inspect403Async"/>). Only a 403's or 429's body is read, and only
 /// up to <see cref="Bound"/> bytes; what was read is put back in front of the rest, so the client gets the answer
 /// unchanged when it is passed on.
 /// </summary>
 internal static class KeyHealthScreen
 {
-    /// <summary>The most of a 429 body read to classify it; a longer body is no quota error as far as the proxy knows.</summary>
+    /// <summary>The most of a 403 or 429 body read to classify it; a longer body is no quota or model error as far as the
+    /// proxy knows.</summary>
     public const int Bound = 16 * 1024;
 
     /// <summary>The reason for a bad-key status (<c>status_401</c>, …), or null when the status alone says nothing.</summary>
@@ -30,12 +32,30 @@ internal static class KeyHealthScreen
 
     /// <summary>Reads at most <see cref="Bound"/> bytes of a 429 body and classifies it; the response's content is
     /// replaced by one that yields the bytes read and then the rest, with the same content headers.</summary>
-    public static async ValueTask<Verdict> Inspect429Async(HttpResponseMessage response, CancellationToken cancellationToken)
+    public static async ValueTask<Verdict> Inspect429Async(HttpResponseMessage response, CancellationToken cancellationToken) =>
+        await ReadAsync(response, cancellationToken).ConfigureAwait(false) is { } body
+            ? new Verdict(Classify(body.Span), IsRequestTooLarge(body.Span))
+            : default;
+
+    /// <summary>
+    /// A 403 says the key is bad (<c>status_403</c>) unless its body's <c>error.code</c> is <c>model_not_found</c>: OpenAI
+    /// answers so when the key's project may not use the model the client asked for — the key serves every other model,
+    /// and disabling it would let any client take each key of a group out by naming a model none of them may use. Read
+    /// as a 429's body is (bounded, put back for the client).
+    /// </summary>
+    public static async ValueTask<string?> Inspect403Async(HttpResponseMessage response, CancellationToken cancellationToken) =>
+        await ReadAsync(response, cancellationToken).ConfigureAwait(false) is { } body && ErrorCode(body.Span) == "model_not_found"
+            ? null
+            : StatusReason(403);
+
+    /// <summary>Up to <see cref="Bound"/> bytes of the body, when it ended within them (null otherwise); the response's
+    /// content is replaced by one that yields the bytes read and then the rest, with the same content headers.</summary>
+    private static async ValueTask<ReadOnlyMemory<byte>?> ReadAsync(HttpResponseMessage response, CancellationToken cancellationToken)
     {
         var content = response.Content;
         if (content.Headers.ContentLength is > Bound)
         {
-            return default;
+            return null;
         }
         var stream = await content.ReadAsStreamAsync(cancellationToken).ConfigureAwait(false);
         var buffer = new byte[Bound];
@@ -52,7 +72,7 @@ internal static class KeyHealthScreen
             length += read;
         }
         response.Content = new PrefixedContent(content, buffer, length, ended ? null : stream);
-        return ended ? new Verdict(Classify(buffer.AsSpan(0, length)), IsRequestTooLarge(buffer.AsSpan(0, length))) : default;
+        return ended ? buffer.AsMemory(0, length) : null;
     }
 
     /// <summary>
@@ -75,6 +95,25 @@ internal static class KeyHealthScreen
         catch (JsonException)
         {
             return false;
+        }
+    }
+
+    /// <summary>The <c>error.code</c> string of an error body, or null.</summary>
+    private static string? ErrorCode(ReadOnlySpan<byte> body)
+    {
+        try
+        {
+            var reader = new Utf8JsonReader(body);
+            using var doc = JsonDocument.ParseValue(ref reader);
+            return doc.RootElement.ValueKind == JsonValueKind.Object
+                && doc.RootElement.TryGetProperty("error", out var error) && error.ValueKind == JsonValueKind.Object
+                && error.TryGetProperty("code", out var code) && code.ValueKind == JsonValueKind.String
+                ? code.GetString()
+                : null;
+        }
+        catch (JsonException)
+        {
+            return null;
         }
     }
 

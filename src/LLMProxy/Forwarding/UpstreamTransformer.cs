@@ -198,7 +198,7 @@ internal sealed class UpstreamTransformer(RequestContext ctx, Attempt attempt, S
     /// answer to a client's own key is about that client's account only.</summary>
     private bool SpeaksForTheUpstream(UpstreamRuntime upstream, HttpResponseMessage answer) =>
         attempt.OwnCredentials
-        || !upstream.InjectsCredentials && answer.RequestMessage is { } sent && Credentials.Present(sent) == 0;
+        || !upstream.InjectsCredentials && answer.RequestMessage is { } sent && (Credentials.Present(sent) & Credentials.Keys) == 0;
 
     /// <summary>
     /// Kestrel decodes the path except <c>%2F</c>, which it leaves as those three characters (so that <c>a%2Fb</c> stays
@@ -274,26 +274,36 @@ internal sealed class UpstreamTransformer(RequestContext ctx, Attempt attempt, S
     internal static class Credentials
     {
         public const int Authorization = 1, ApiKey = 2, AzureApiKey = 4;
+        /// <summary>OpenAI's headers that pick which organization or project of a key a request is for: no key, but beside
+        /// one they choose the account. The OpenAI SDKs send them from the client's environment; a key that is not in the
+        /// client's organization gets 401 <c>mismatched_organization</c>, which says nothing of the key alone.</summary>
+        public const int Organization = 8, Project = 16;
+        /// <summary>The bits of the headers that carry a key.</summary>
+        public const int Keys = Authorization | ApiKey | AzureApiKey;
 
         public static int Of(string header) =>
             header.Equals("Authorization", StringComparison.OrdinalIgnoreCase) ? Authorization
             : header.Equals("x-api-key", StringComparison.OrdinalIgnoreCase) ? ApiKey
             : header.Equals("api-key", StringComparison.OrdinalIgnoreCase) ? AzureApiKey
+            : header.Equals("OpenAI-Organization", StringComparison.OrdinalIgnoreCase) ? Organization
+            : header.Equals("OpenAI-Project", StringComparison.OrdinalIgnoreCase) ? Project
             : 0;
 
-        /// <summary>The request carries some credential the proxy set, and every credential header on it is one the
-        /// proxy set.</summary>
+        /// <summary>The request carries some key the proxy set, and every credential header on it — organization and
+        /// project included — is one the proxy set.</summary>
         public static bool OnlyOwn(HttpRequestMessage message, int own)
         {
             var present = Present(message);
-            return (own & present) != 0 && (present & ~own) == 0;
+            return (own & present & Keys) != 0 && (present & ~own) == 0;
         }
 
         /// <summary>The credential headers on <paramref name="message"/>, as bits.</summary>
         public static int Present(HttpRequestMessage message) =>
             (HeaderEdits.Has(message, "Authorization") ? Authorization : 0)
             | (HeaderEdits.Has(message, "x-api-key") ? ApiKey : 0)
-            | (HeaderEdits.Has(message, "api-key") ? AzureApiKey : 0);
+            | (HeaderEdits.Has(message, "api-key") ? AzureApiKey : 0)
+            | (HeaderEdits.Has(message, "OpenAI-Organization") ? Organization : 0)
+            | (HeaderEdits.Has(message, "OpenAI-Project") ? Project : 0);
     }
 
     public override async ValueTask<bool> TransformResponseAsync(HttpContext httpContext, HttpResponseMessage? proxyResponse,
@@ -331,8 +341,11 @@ internal sealed class UpstreamTransformer(RequestContext ctx, Attempt attempt, S
         }
         if (attempt.OwnCredentials && status is >= 401 and <= 403)
         {
-            // SPEC §13.4: the proxy's own key may be bad.
-            attempt.BadKey = KeyHealthScreen.StatusReason(status);
+            // SPEC §13.4: the proxy's own key may be bad. A 403's body is read (bounded) for a model the key's
+            // project may not use, which is no bad key.
+            attempt.BadKey = status == StatusCodes.Status403Forbidden
+                ? await KeyHealthScreen.Inspect403Async(proxyResponse, cancellationToken).ConfigureAwait(false)
+                : KeyHealthScreen.StatusReason(status);
         }
         else if (attempt.OwnCredentials && status == StatusCodes.Status429TooManyRequests)
         {
@@ -364,7 +377,9 @@ internal sealed class UpstreamTransformer(RequestContext ctx, Attempt attempt, S
         var payload = PayloadOf(proxyResponse.Content.Headers);
         if (copy && payload != Payload.Other)
         {
-            ctx.ResponseBody.Usage = new UsageScanner();
+            // Only an LLM call's answer is usage (SPEC §13.2): count_tokens' input_tokens, or a stored response fetched
+            // again, generated nothing and must not be counted as if it had.
+            ctx.ResponseBody.Usage = Stages.AttemptStage.IsLlmCall(ctx) ? new UsageScanner() : null;
             if (ctx.InjectsUsage && payload == Payload.EventStream)
             {
                 ctx.ResponseBody.UsageFilter = new UsageChunkFilter();
@@ -375,7 +390,7 @@ internal sealed class UpstreamTransformer(RequestContext ctx, Attempt attempt, S
         {
             // YARP reads the body from this content after this method: an upstream break becomes a final error event.
             // Not with a Content-Length: an event beyond the promised length would break the framing the client has.
-            proxyResponse.Content = new HonestSseContent(proxyResponse.Content);
+            proxyResponse.Content = new HonestSseContent(proxyResponse.Content, named: ApiShapes.IsAnthropicMessages(httpContext.Request.Path.Value));
         }
         return copy;
     }

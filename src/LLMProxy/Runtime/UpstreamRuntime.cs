@@ -62,7 +62,7 @@ internal sealed class UpstreamRuntime
         HeaderOps = [.. config.Headers];
         HeaderOpCredentials = [.. HeaderOps.Select(op => Forwarding.UpstreamTransformer.Credentials.Of(op.Key))];
         InjectsCredentials = Authorization is not null
-            || HeaderOps.Where((op, i) => op.Op is HeaderOp.Insert or HeaderOp.Replace && HeaderOpCredentials[i] != 0).Any();
+            || HeaderOps.Where((op, i) => op.Op is HeaderOp.Insert or HeaderOp.Replace && (HeaderOpCredentials[i] & Forwarding.UpstreamTransformer.Credentials.Keys) != 0).Any();
         Recheck = TimeSpan.FromMilliseconds(config.Recheck);
         _models = config.Models is { } models ? [.. models.Select(ModelGlob.Parse)] : null;
         // Each mapping's JSON token is encoded once; a request only splices it in.

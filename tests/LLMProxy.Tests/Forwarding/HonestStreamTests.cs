@@ -74,9 +74,10 @@ public class HonestStreamTests
         }
     }
 
-    private static async Task<(HttpResponseMessage Response, string Text, bool Clean)> StreamAsync(TestProxy proxy, BreaksAfter? upstream = null)
+    private static async Task<(HttpResponseMessage Response, string Text, bool Clean)> StreamAsync(TestProxy proxy, BreaksAfter? upstream = null,
+        string path = "/v1/chat/completions")
     {
-        var response = await proxy.Client.SendAsync(new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions")
+        var response = await proxy.Client.SendAsync(new HttpRequestMessage(HttpMethod.Post, path)
         {
             Content = new StringContent("{\"stream\":true}", Encoding.UTF8, "application/json"),
         }, HttpCompletionOption.ResponseHeadersRead);
@@ -114,6 +115,26 @@ public class HonestStreamTests
         Assert.False(clean);
         // The cut event is closed by the blank line, so the error is an event of its own.
         Assert.Equal("data: {\"n\":1}\n\ndata: {\"n\":2,\"te\n\n" + Notice, text);
+    }
+
+    /// <summary>Anthropic's SDKs act only on named events: an event without <c>event:</c> in a Messages stream is
+    /// dropped unread (anthropic-sdk-python's Stream raises only for <c>event: error</c>), so the notice is named
+    /// <c>error</c> there — Anthropic's own name for an error in a stream, which OpenAI's SDKs raise on too.</summary>
+    [Theory]
+    [InlineData("/v1/messages")]
+    [InlineData("/anthropic/v1/messages/")]
+    public async Task Sse_AnthropicMessagesStream_TheNoticeIsANamedErrorEvent(string path)
+    {
+        const string Sent = "event: message_start\ndata: {\"type\":\"message_start\"}\n\n";
+        var breaking = new BreaksAfter(Sent);
+        await using var ups = await Upstreams.StartAsync(("u1", breaking.Handler));
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config(ups.Yaml(), ups.Members()));
+
+        var (response, text, clean) = await StreamAsync(proxy, breaking, path);
+        using var _ = response;
+
+        Assert.False(clean);
+        Assert.Equal(Sent + "event: error\n" + Notice, text);
     }
 
     [Fact]

@@ -107,6 +107,44 @@ public class TokenUsageTests
         AssertSample(metrics, "llmproxy_upstream_tokens_total{group=\"g\",upstream=\"u\",type=\"reasoning\"}", reasoning);
     }
 
+    /// <summary>Answers that name token counts but generated nothing: Anthropic's count_tokens (Claude Code asks it before
+    /// nearly every turn), OpenAI's input-token count, and a stored response fetched again. None is an LLM call (SPEC
+    /// §11/§13.1 reserve nothing for them), so none is counted as tokens either — the proxy's counters would show
+    /// every counted prompt twice, and a fetched response's usage once more per fetch.</summary>
+    [Theory]
+    [InlineData("POST", "/v1/messages/count_tokens", """{"input_tokens":2095}""")]
+    [InlineData("POST", "/v1/responses/input_tokens", """{"object":"response.input_tokens","input_tokens":123}""")]
+    [InlineData("GET", "/v1/responses/resp_1", """{"object":"response","usage":{"input_tokens":300,"output_tokens":90,"total_tokens":390}}""")]
+    public async Task TokenUsage_AnswersThatAreNoGeneration_CountNothing(string method, string path, string answer)
+    {
+        await using var upstream = await ScriptedUpstream.StartAsync(async context =>
+        {
+            context.Response.ContentType = "application/json";
+            await context.Response.WriteAsync(context.Request.Path == path ? answer
+                : """{"id":"x","usage":{"prompt_tokens":5,"completion_tokens":7,"total_tokens":12}}""");
+        });
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config($"- name: u\n  url: \"{upstream.Url}\"", "- name: u"));
+
+        using (var request = new HttpRequestMessage(new HttpMethod(method), path))
+        {
+            if (method == "POST")
+            {
+                request.Content = new StringContent("""{"model":"m","messages":[{"role":"user","content":"hi"}]}""", Encoding.UTF8, "application/json");
+            }
+            using var response = await proxy.Client.SendAsync(request);
+            Assert.Equal(answer, await response.Content.ReadAsStringAsync());
+        }
+        using (var chat = await proxy.Client.PostAsync("/v1/chat/completions", new StringContent("{\"model\":\"m\"}", Encoding.UTF8, "application/json")))
+        {
+            chat.EnsureSuccessStatusCode();
+        }
+        // Both requests are accounted for (after their tokens, in the same handler): only the chat's usage counted.
+        await WaitUntilAsync(async () => Sum(await proxy.Admin.GetStringAsync("/metrics"), "llmproxy_http_requests_total") == 2, TimeSpan.FromSeconds(5));
+        var metrics = await proxy.Admin.GetStringAsync("/metrics");
+        AssertSample(metrics, "llmproxy_upstream_tokens_total{group=\"g\",upstream=\"u\",type=\"prompt\"}", 5);
+        AssertSample(metrics, "llmproxy_upstream_tokens_total{group=\"g\",upstream=\"u\",type=\"completion\"}", 7);
+    }
+
     /// <summary>A client that accepts gzip (every SDK does) must not get its answers' usage hidden in a compressed body:
     /// upstreams are asked for plain answers, whatever the client accepts.</summary>
     [Fact]

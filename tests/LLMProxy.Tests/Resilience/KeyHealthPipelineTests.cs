@@ -176,6 +176,95 @@ public class KeyHealthPipelineTests
         Assert.Equal(8, ups["k1"].Count + ups["k2"].Count); // one attempt per request, hostile or not
     }
 
+    /// <summary>The OpenAI SDKs send <c>OpenAI-Organization</c> / <c>OpenAI-Project</c> from the client's environment; beside the
+    /// proxy's key they pick an account the key may not belong to, and OpenAI answers 401 <c>mismatched_organization</c>
+    /// (or <c>mismatched_project</c>). That answer is about the client's header, not the key: passed on, and no key is
+    /// disabled — any client could otherwise take every key of a group out with one request each.</summary>
+    [Theory]
+    [InlineData("OpenAI-Organization", "mismatched_organization")]
+    [InlineData("OpenAI-Project", "mismatched_project")]
+    public async Task ClientsOrganizationOrProject_Its401_NeverDisablesTheProxysKeys(string header, string code)
+    {
+        Func<HttpContext, Task> account(string name) => ctx => ctx.Request.Headers[header].Count == 0
+            ? ScriptedUpstream.Json(name)(ctx)
+            : Error(401, "{\"error\":{\"message\":\"" + header + " header should match the API key\",\"type\":\"invalid_request_error\",\"param\":null,\"code\":\"" + code + "\"}}")(ctx);
+        await using var ups = await Upstreams.StartAsync(("k1", account("k1")), ("k2", account("k2")));
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config(ups.Yaml(_ => Auth), ups.Members()));
+
+        for (var i = 0; i < 4; i++)
+        {
+            using var sdk = new HttpRequestMessage(HttpMethod.Get, "/v1/models");
+            sdk.Headers.TryAddWithoutValidation(header, "org-or-proj-of-the-client");
+            using var r = await proxy.Client.SendAsync(sdk);
+            Assert.Equal(HttpStatusCode.Unauthorized, r.StatusCode);
+            Assert.Contains(code, await r.Content.ReadAsStringAsync());
+            Assert.Equal("1", r.Headers.GetValues(UpstreamTransformer.DebugAttemptsHeader).Single()); // not failed over
+        }
+        Assert.DoesNotContain("\"reason\":", await HealthAsync(proxy));
+        for (var i = 0; i < 4; i++)
+        {
+            using var r = await proxy.Client.GetAsync("/v1/models");
+            Assert.Equal(HttpStatusCode.OK, r.StatusCode); // both keys still serve everyone else
+        }
+        Assert.Equal(8, ups["k1"].Count + ups["k2"].Count);
+    }
+
+    /// <summary>OpenAI answers 403 <c>model_not_found</c> when the key's project may not use the model the client named.
+    /// The key serves every other model: it is not disabled, and the answer reaches the client as sent — else any
+    /// client could take every key of a group out for <c>recheck</c> by naming such a model once per key. Any other
+    /// 403 still disables.</summary>
+    [Fact]
+    public async Task Forbidden403_ModelTheProjectMayNotUse_KeyStaysEnabled_OtherReasonsStillDisable()
+    {
+        const string NoAccess = """{"error":{"message":"Project `proj_abc` does not have access to model `o1-pro`","type":"invalid_request_error","param":null,"code":"model_not_found"}}""";
+        Upstreams? all = null;
+        Func<HttpContext, Task> account(string name) => ctx =>
+            (System.Text.Encoding.UTF8.GetString(all![name].Received.Last().Body).Contains("o1-pro", StringComparison.Ordinal)
+                ? Error(403, NoAccess) : ScriptedUpstream.Json(name))(ctx);
+        await using var ups = await Upstreams.StartAsync(("k1", account("k1")), ("k2", account("k2")),
+            ("k3", Error(403, "{\"error\":{\"code\":\"unsupported_country_region_territory\"}}")));
+        all = ups;
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config(ups.Yaml(_ => Auth), ups.Members(), groupExtra: "balance:\n  strategy: roundrobin"));
+
+        HttpRequestMessage Chat(string model) => new(HttpMethod.Post, "/v1/chat/completions")
+        {
+            Content = new StringContent("{\"model\":\"" + model + "\",\"messages\":[]}", System.Text.Encoding.UTF8, "application/json"),
+        };
+        for (var i = 0; i < 4; i++)
+        {
+            using var r = await proxy.Client.SendAsync(Chat("o1-pro"));
+            Assert.Equal(HttpStatusCode.Forbidden, r.StatusCode);
+            Assert.Equal(NoAccess, await r.Content.ReadAsStringAsync()); // as the upstream sent it
+        }
+        var health = await HealthAsync(proxy);
+        Assert.Equal(1, health.Split("\"reason\":\"status_403\"").Length - 1); // k3 alone: its 403 says nothing of a model
+        for (var i = 0; i < 4; i++)
+        {
+            using var r = await proxy.Client.SendAsync(Chat("gpt-4o"));
+            Assert.Equal(HttpStatusCode.OK, r.StatusCode); // k1 and k2 still serve everyone else
+        }
+    }
+
+    /// <summary>An organization or project the proxy itself sets (a header op) is part of its own credentials: a 401 then
+    /// is about the proxy's key, which is disabled as before.</summary>
+    [Fact]
+    public async Task OrganizationSetByTheProxy_401_DisablesTheKey()
+    {
+        await using var ups = await Upstreams.StartAsync(
+            ("bad", Error(401, "{\"error\":{\"code\":\"mismatched_organization\"}}")), ("good", ScriptedUpstream.Json("good")));
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config(
+            ups.Yaml(_ => Auth + "\nheaders:\n  - op: replace\n    key: OpenAI-Organization\n    value: org-own"), ups.Members()));
+
+        for (var i = 0; i < 3; i++)
+        {
+            using var sdk = new HttpRequestMessage(HttpMethod.Get, "/v1/models");
+            sdk.Headers.TryAddWithoutValidation("OpenAI-Organization", "org-of-the-client"); // replaced by the proxy's
+            using var r = await proxy.Client.SendAsync(sdk);
+            Assert.Equal("good", r.UpstreamName());
+        }
+        Assert.Contains("\"disabled\":{\"reason\":\"status_401\"", await HealthAsync(proxy));
+    }
+
     /// <summary>A disabled key's trial that carried a client's own key (an insert op yields to it) says nothing of the
     /// proxy's key: a client with a valid key of its own must not re-enable a bad one. The trial goes back unjudged and
     /// the next request without a client key takes it.</summary>
