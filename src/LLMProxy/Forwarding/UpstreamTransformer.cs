@@ -383,6 +383,9 @@ internal sealed class UpstreamTransformer(RequestContext ctx, Attempt attempt, S
             if (ctx.InjectsUsage && payload == Payload.EventStream)
             {
                 ctx.ResponseBody.UsageFilter = new UsageChunkFilter();
+                // The client gets fewer bytes than the upstream sent: a length the upstream declared would be a promise
+                // the proxy breaks (Kestrel aborts the response short of it). Without one the answer goes out chunked.
+                httpContext.Response.ContentLength = null;
             }
         }
         if (copy && payload == Payload.EventStream

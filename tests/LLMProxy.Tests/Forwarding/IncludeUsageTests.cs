@@ -270,6 +270,27 @@ public class IncludeUsageTests
         Assert.NotEmpty(plain.Received);
     }
 
+    /// <summary>An upstream (or a buffering gateway before it) may frame its stream with a Content-Length instead of
+    /// chunks. The client gets fewer bytes than that once the usage chunk is taken out, so the length is not passed on:
+    /// the answer arrives whole and ends cleanly, instead of being cut short of a length the proxy copied.</summary>
+    [Fact]
+    public async Task Pipeline_UpstreamDeclaresContentLength_UsageChunkRemoved_ClientGetsWholeStream()
+    {
+        const string Body = Role + Word + Stop + UsageChunk + Done;
+        await using var upstream = await ScriptedUpstream.StartAsync(async context =>
+        {
+            context.Response.ContentType = "text/event-stream";
+            context.Response.ContentLength = Encoding.UTF8.GetByteCount(Body);
+            await context.Response.WriteAsync(Body);
+        });
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config($"- name: u\n  url: \"{upstream.Url}\"", "- name: u"));
+
+        using var response = await proxy.Client.PostAsync("/v1/chat/completions", new StringContent("{\"model\":\"m\",\"stream\":true}", Encoding.UTF8, "application/json"));
+        Assert.Equal(Role + Word + Stop + Done, await response.Content.ReadAsStringAsync());
+        Assert.True(response.Headers.TransferEncodingChunked);
+        await AssertSampleAsync(proxy.Admin, "llmproxy_upstream_tokens_total{group=\"g\",upstream=\"u\",type=\"completion\"}", 9);
+    }
+
     /// <summary>An injected stream from a hostile upstream — one endless event, garbage, no usage, no blank line at the
     /// end — reaches the client whole and promptly.</summary>
     [Fact]
