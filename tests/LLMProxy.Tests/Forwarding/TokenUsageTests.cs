@@ -176,6 +176,31 @@ public class TokenUsageTests
         AssertSample(await proxy.Admin.GetStringAsync("/metrics"), "llmproxy_upstream_tokens_total{group=\"g\",upstream=\"u\",type=\"completion\"}", 7);
     }
 
+    /// <summary>An Anthropic stream reports its input tokens in <c>message_start</c>; when it then breaks, the tokens
+    /// were still spent (and the budgets settle with them): the token metrics count them as well, rather than only the
+    /// answers that ended cleanly.</summary>
+    [Fact]
+    public async Task TokenUsage_StreamBrokenAfterItsUsage_StillCounted()
+    {
+        const string Start = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"content\":[],\"usage\":{\"input_tokens\":25,\"cache_read_input_tokens\":10,\"output_tokens\":1}}}\n\n";
+        var headRead = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var upstream = await ScriptedUpstream.StartAsync(ScriptedUpstream.SseThen(Start, headRead.Task));
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config($"- name: u\n  url: \"{upstream.Url}\"", "- name: u"));
+
+        using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/messages")
+        {
+            Content = new StringContent("{\"model\":\"m\",\"stream\":true}", Encoding.UTF8, "application/json"),
+        };
+        using var response = await proxy.Client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
+        headRead.TrySetResult();
+        await StreamAssert.EndsAbruptlyAsync(await response.Content.ReadAsStreamAsync());
+
+        await AssertSampleAsync(proxy.Admin, "llmproxy_upstream_errors_total{group=\"g\",upstream=\"u\",error=\"stream\"}", 1);
+        var metrics = await proxy.Admin.GetStringAsync("/metrics");
+        AssertSample(metrics, "llmproxy_upstream_tokens_total{group=\"g\",upstream=\"u\",type=\"prompt\"}", 35);
+        AssertSample(metrics, "llmproxy_upstream_tokens_total{group=\"g\",upstream=\"u\",type=\"completion\"}", 1);
+    }
+
     /// <summary>Hostile answers — absurd numbers, a deeply nested megabyte, no usage at all — pass through whole and
     /// count nothing they should not.</summary>
     [Theory]

@@ -175,6 +175,7 @@ internal sealed class AttemptStage : IRequestStage
         var member = lease.Metrics;
         var status = attempt.Status;
         SettleTokens(request, lease, error, status);
+        CountTokens(request, member, upstream);
         if (status != 0)
         {
             member.TimeToFirstByte.Observe(attempt.TimeToFirstByteSeconds);
@@ -229,18 +230,6 @@ internal sealed class AttemptStage : IRequestStage
             if (request.ResponseBody.UsageFilter is not null)
             {
                 await FlushFilterAsync(request).ConfigureAwait(false);
-            }
-            if (request.ResponseBody.Usage?.Usage is { Found: true } usage)
-            {
-                if (request.ClientKey is { } key)
-                {
-                    key.TokensOn(member).Count(usage);
-                }
-                else
-                {
-                    member.CountTokens(usage);
-                }
-                upstream.Recent.AddTokens(usage.Total);
             }
             return (Next.Done, null);
         }
@@ -336,6 +325,26 @@ internal sealed class AttemptStage : IRequestStage
         {
             lease.SettleTokens(null);
         }
+    }
+
+    /// <summary>Counts the usage the answer reported in the token metrics and the upstream's last minute — whatever
+    /// became of the attempt afterwards: tokens a stream reported before it broke or the client left were spent, and
+    /// the budgets settle with them (<see cref="SettleTokens"/>). An answer held back for a retry was never read.</summary>
+    private static void CountTokens(RequestContext request, MemberMetrics member, UpstreamRuntime upstream)
+    {
+        if (request.ResponseBody.Usage?.Usage is not { Found: true } usage)
+        {
+            return;
+        }
+        if (request.ClientKey is { } key)
+        {
+            key.TokensOn(member).Count(usage);
+        }
+        else
+        {
+            member.CountTokens(usage);
+        }
+        upstream.Recent.AddTokens(usage.Total);
     }
 
     /// <summary>The request's estimated LLM tokens (SPEC §13.1): 0 unless it is an LLM call.</summary>
