@@ -5,19 +5,25 @@ using Microsoft.Extensions.Logging;
 
 namespace LLMProxy.Hosting;
 
-/// <summary>What a reload did: applied, or why not (every error, one per line).</summary>
+/// <summary>What a reload did: applied (or overtaken by a reload asked for later, which applied the file as it is now), or
+/// why not (every error, one per line).</summary>
 internal sealed record ReloadOutcome(bool Applied, IReadOnlyList<string> Errors);
 
 /// <summary>
 /// SIGHUP / <c>POST /api/v1/reload</c>: load and validate the file; if valid, swap the compiled runtime in
 /// atomically. Requests in flight finish on the snapshot they started with; whatever did not change keeps its state
 /// (see <see cref="ProxyRuntime"/>'s constructor). An invalid file, or one that changes a listener
-/// (which needs a restart), changes nothing and every reason is logged.
+/// (which needs a restart), changes nothing and every reason is logged. Overlapping reloads end with the file as the last
+/// one asked for read it, whatever order their reads finish in.
 /// </summary>
 internal sealed class ConfigReloader(RuntimeHolder holder, Func<ConfigLoadResult>? source, ILogger logger)
 {
     private static readonly TimeSpan RetireCheck = TimeSpan.FromSeconds(1);
     private readonly Lock _lock = new();
+    // Reloads in the order they were asked for: each takes a ticket before it reads the file; the ticket of the last one
+    // swapped in is kept under the lock.
+    private long _asked;
+    private long _applied;
 
     /// <summary>False when the proxy was not started from a file (then the admin API has no reload route).</summary>
     public bool Available => source is not null;
@@ -28,9 +34,17 @@ internal sealed class ConfigReloader(RuntimeHolder holder, Func<ConfigLoadResult
         {
             return Reject(["reload is not available: this proxy was not started from a config file"]);
         }
+        // Read outside the lock (a slow or stuck read holds no other reload up), so reads can finish out of order: one asked
+        // for before a reload already applied read the file no later than that one did, and must not undo it.
+        var ticket = Interlocked.Increment(ref _asked);
         var result = source();
         lock (_lock)
         {
+            if (ticket < _applied)
+            {
+                Log.ReloadSuperseded(logger);
+                return new ReloadOutcome(true, []);
+            }
             if (!result.Success)
             {
                 return Reject([.. result.Errors.Select(e => e.ToString())]);
@@ -46,6 +60,7 @@ internal sealed class ConfigReloader(RuntimeHolder holder, Func<ConfigLoadResult
                 return Reject(["cluster: the shared state's settings changed; restart to apply"]);
             }
             var next = new ProxyRuntime(result.Config!, current.Metrics, current.Time, logger, previous: current, cluster: current.Cluster);
+            _applied = ticket;
             Retire(holder.Swap(next));
             next.RemoveStaleMetricSeries();
             Log.Reloaded(logger, next.Config.Upstreams.Count, next.Config.UpstreamGroups.Count);

@@ -132,4 +132,54 @@ public class ReloadTests
         release.SetResult();
         Assert.Contains("data: [DONE]", await reader.ReadToEndAsync());
     }
+
+    /// <summary>Two reloads overlap (SIGHUPs in a row, a ConfigMap updated twice, SIGHUP beside the API): the earlier one is
+    /// slow to read the file, and meanwhile the file changes and a later reload reads and applies it. What the earlier one
+    /// read must not be swapped in over it: the proxy would run a config older than the file until the next reload.</summary>
+    [Fact]
+    public async Task Reload_EarlierSlowReadFinishingLast_DoesNotUndoTheLaterReload()
+    {
+        await using var ups = await Upstreams.StartAsync(("start", ScriptedUpstream.Json("start")), ("older", ScriptedUpstream.Json("older")),
+            ("newer", ScriptedUpstream.Json("newer")));
+        string Yaml(string name) => TestProxy.Config($"- name: {name}\n  url: \"{ups[name].Url}\"", $"- name: {name}");
+        var file = Yaml("older");
+        var firstReading = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var releaseFirst = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var reads = 0;
+        string Read()
+        {
+            var content = Volatile.Read(ref file);
+            if (Interlocked.Increment(ref reads) == 1)
+            {
+                firstReading.SetResult();
+                releaseFirst.Task.Wait(TimeSpan.FromSeconds(30));
+            }
+            return content;
+        }
+        await using var proxy = await TestProxy.StartAsync(Yaml("start"), reloadYaml: Read);
+
+        var first = proxy.Admin.PostAsync("/api/v1/reload", null);
+        await firstReading.Task.WaitAsync(TimeSpan.FromSeconds(30));
+        Volatile.Write(ref file, Yaml("newer"));
+        using (var second = await proxy.Admin.PostAsync("/api/v1/reload", null))
+        {
+            Assert.Equal(HttpStatusCode.OK, second.StatusCode);
+        }
+        using (var r = await proxy.Client.GetAsync("/"))
+        {
+            Assert.Equal("newer", r.UpstreamName());
+        }
+
+        releaseFirst.SetResult();
+        using (var late = await first)
+        {
+            Assert.Equal(HttpStatusCode.OK, late.StatusCode);
+        }
+        using (var r = await proxy.Client.GetAsync("/"))
+        {
+            Assert.Equal("newer", r.UpstreamName());
+        }
+        Assert.Equal(["newer"], proxy.Host.Runtime.Upstreams.Keys);
+        Assert.Contains(proxy.Logs.Entries, e => e.Message.Contains("a reload asked for later has already applied", StringComparison.Ordinal));
+    }
 }
