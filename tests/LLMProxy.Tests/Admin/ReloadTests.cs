@@ -182,4 +182,89 @@ public class ReloadTests
         Assert.Equal(["newer"], proxy.Host.Runtime.Upstreams.Keys);
         Assert.Contains(proxy.Logs.Entries, e => e.Message.Contains("a reload asked for later has already applied", StringComparison.Ordinal));
     }
+
+    /// <summary>An upstream whose breaker was open loses its breaker block on reload: it takes traffic again, and like an
+    /// upstream started without a breaker it has no breaker series — not the old "open" one, which would keep
+    /// LLMProxyBreakerOpen firing for an upstream that has no breaker at all.</summary>
+    [Fact]
+    public async Task Reload_BreakerRemovedWhileOpen_ItsOpenSeriesGoes()
+    {
+        await using var up = await ScriptedUpstream.StartAsync(ScriptedUpstream.Json("u1", 500));
+        var plain = $"- name: u1\n  url: \"{up.Url}\"";
+        const string Once = "retry:\n  attempts: 1";
+        var current = TestProxy.Config(plain + "\n  " + Breaker.Replace("\n", "\n  "), "- name: u1", groupExtra: Once);
+        await using var proxy = await TestProxy.StartAsync(current, reloadYaml: () => current);
+        for (var i = 0; i < 4; i++)
+        {
+            using var _ = await proxy.Client.GetAsync("/");
+        }
+        await AssertSampleAsync(proxy.Admin, "llmproxy_circuit_breaker_state{upstream=\"u1\"}", 2);
+
+        current = TestProxy.Config(plain, "- name: u1", groupExtra: Once);
+        using (var reload = await proxy.Admin.PostAsync("/api/v1/reload", null))
+        {
+            Assert.Equal(HttpStatusCode.OK, reload.StatusCode);
+        }
+
+        using (var r = await proxy.Client.GetAsync("/"))
+        {
+            Assert.Equal("u1", r.UpstreamName());
+        }
+        var metrics = await proxy.Admin.GetStringAsync("/metrics");
+        Assert.DoesNotContain(MetricsText.Parse(metrics), s => s.Name == "llmproxy_circuit_breaker_state" && s.Labels["upstream"] == "u1");
+    }
+
+    /// <summary>A reload changes an upstream's breaker while a request to it is in flight: the request ends on the replaced
+    /// breaker, and when its failure opens that one, the upstream's series, log and transition count must not say so —
+    /// the breaker in force is the new one, closed, and the upstream takes traffic.</summary>
+    [Fact]
+    public async Task Reload_ReplacedBreakerOpenedByItsLastRequest_DoesNotShowAsOpen()
+    {
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var held = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var calls = 0;
+        await using var up = await ScriptedUpstream.StartAsync(async ctx =>
+        {
+            var call = Interlocked.Increment(ref calls);
+            if (call == 2)
+            {
+                held.SetResult();
+                await release.Task.WaitAsync(TimeSpan.FromSeconds(30));
+            }
+            await ScriptedUpstream.Json("u1", call <= 2 ? 500 : 200)(ctx);
+        });
+        string Yaml(string threshold) => TestProxy.Config($"- name: u1\n  url: \"{up.Url}\"\n  "
+            + Breaker.Replace("0.5", threshold, StringComparison.Ordinal).Replace("\n", "\n  "), "- name: u1", groupExtra: "retry:\n  attempts: 1");
+        var current = Yaml("0.5");
+        await using var proxy = await TestProxy.StartAsync(current, reloadYaml: () => current);
+        using (var first = await proxy.Client.GetAsync("/"))
+        {
+            Assert.Equal(HttpStatusCode.InternalServerError, first.StatusCode);
+        }
+        var second = proxy.Client.GetAsync("/");
+        await held.Task.WaitAsync(TimeSpan.FromSeconds(30));
+
+        current = Yaml("0.6");
+        using (var reload = await proxy.Admin.PostAsync("/api/v1/reload", null))
+        {
+            Assert.Equal(HttpStatusCode.OK, reload.StatusCode);
+        }
+        release.SetResult();
+        using (var r = await second)
+        {
+            Assert.Equal(HttpStatusCode.InternalServerError, r.StatusCode);
+        }
+        // The access line is written once the request's attempt, and its breaker verdict, are done.
+        await Eventually.WaitUntilAsync(() => proxy.Logs.Entries.Count(e => e.Category == "LLMProxy.Access" && e.Id.Id == 1) == 2,
+            TimeSpan.FromSeconds(5));
+
+        var metrics = await proxy.Admin.GetStringAsync("/metrics");
+        AssertSample(metrics, "llmproxy_circuit_breaker_state{upstream=\"u1\"}", 0);
+        Assert.Equal(0, MetricsText.Sum(metrics, "llmproxy_circuit_breaker_state_changes_total"));
+        Assert.DoesNotContain(proxy.Logs.Entries, e => e.Message.StartsWith("circuit breaker u1", StringComparison.Ordinal));
+        using (var r = await proxy.Client.GetAsync("/"))
+        {
+            Assert.Equal(HttpStatusCode.OK, r.StatusCode);
+        }
+    }
 }
