@@ -50,14 +50,15 @@ internal sealed class ConfigReloader(RuntimeHolder holder, Func<ConfigLoadResult
                 return Reject([.. result.Errors.Select(e => e.ToString())]);
             }
             var current = holder.Current;
-            var listenerChanges = ListenerChanges(current.Config.HttpServer, result.Config!.HttpServer);
-            if (listenerChanges.Count > 0)
-            {
-                return Reject(listenerChanges);
-            }
+            // Every change that needs a restart is named at once, not one per attempt.
+            var restartChanges = ListenerChanges(current.Config.HttpServer, result.Config!.HttpServer);
             if (current.Config.Cluster != result.Config!.Cluster)
             {
-                return Reject(["cluster: the shared state's settings changed; restart to apply"]);
+                restartChanges.Add("cluster: the shared state's settings changed; restart to apply");
+            }
+            if (restartChanges.Count > 0)
+            {
+                return Reject(restartChanges);
             }
             var next = new ProxyRuntime(result.Config!, current.Metrics, current.Time, logger, previous: current, cluster: current.Cluster);
             _applied = ticket;
@@ -104,9 +105,8 @@ internal sealed class ConfigReloader(RuntimeHolder holder, Func<ConfigLoadResult
         if (now.Forwards.Count != next.Forwards.Count)
         {
             changes.Add($"httpServer.forwards: the number of forwards changed ({now.Forwards.Count} -> {next.Forwards.Count}); restart to apply");
-            return changes;
         }
-        for (var i = 0; i < now.Forwards.Count; i++)
+        for (var i = 0; i < Math.Min(now.Forwards.Count, next.Forwards.Count); i++)
         {
             var (a, b) = (now.Forwards[i], next.Forwards[i]);
             if (a.Name != b.Name || a.Port != b.Port || a.Address != b.Address || a.Timeout != b.Timeout || a.MaxRequestBodySize != b.MaxRequestBodySize

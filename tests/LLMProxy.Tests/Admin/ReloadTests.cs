@@ -267,4 +267,27 @@ public class ReloadTests
             Assert.Equal(HttpStatusCode.OK, r.StatusCode);
         }
     }
+
+    /// <summary>A file that changes several things only a restart applies is rejected naming every one (SPEC §8: log every
+    /// error), not one per attempt: a forward added, the admin port and the shared state's settings.</summary>
+    [Fact]
+    public async Task Reload_SeveralRestartOnlyChanges_AllNamedAtOnce()
+    {
+        await using var up = await ScriptedUpstream.StartAsync(ScriptedUpstream.Json("u1"));
+        var current = TestProxy.Config($"- name: u1\n  url: \"{up.Url}\"", "- name: u1");
+        await using var proxy = await TestProxy.StartAsync(current, reloadYaml: () => current);
+
+        current = current.Replace("port: 9000", "port: 9001", StringComparison.Ordinal)
+            .Replace("  admin:", "    - name: second\n      port: 3002\n      address: \"127.0.0.1\"\n      defaultGroup: g\n  admin:", StringComparison.Ordinal)
+            + "\ncluster:\n  redis:\n    url: \"redis://127.0.0.1:1\"\n";
+        using var reload = await proxy.Admin.PostAsync("/api/v1/reload", null);
+
+        Assert.Equal(HttpStatusCode.BadRequest, reload.StatusCode);
+        using var body = JsonDocument.Parse(await reload.Content.ReadAsStringAsync());
+        var errors = body.RootElement.GetProperty("errors").EnumerateArray().Select(e => e.GetString()!).ToList();
+        Assert.Contains(errors, e => e.StartsWith("httpServer.forwards:", StringComparison.Ordinal));
+        Assert.Contains(errors, e => e.StartsWith("httpServer.admin:", StringComparison.Ordinal));
+        Assert.Contains(errors, e => e.StartsWith("cluster:", StringComparison.Ordinal));
+        Assert.Equal(3, errors.Count);
+    }
 }
