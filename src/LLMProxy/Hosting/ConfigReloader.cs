@@ -98,7 +98,7 @@ internal sealed class ConfigReloader(RuntimeHolder holder, Func<ConfigLoadResult
         Log.Retired(logger);
     });
 
-    /// <summary>Listener settings are bound into Kestrel at start; changing them needs a restart.</summary>
+    /// <summary>Listener settings and the shutdown timeout are bound into Kestrel at start; changing them needs a restart.</summary>
     private static List<string> ListenerChanges(HttpServerConfig now, HttpServerConfig next)
     {
         var changes = new List<string>();
@@ -118,6 +118,11 @@ internal sealed class ConfigReloader(RuntimeHolder holder, Func<ConfigLoadResult
         if (now.Admin.Port != next.Admin.Port || now.Admin.Address != next.Admin.Address || now.Admin.Timeout != next.Admin.Timeout)
         {
             changes.Add("httpServer.admin: address, port or timeout changed; restart to apply");
+        }
+        // The drain SIGTERM allows, and each listener's host cap on it, are fixed at start.
+        if (now.ShutdownTimeout != next.ShutdownTimeout)
+        {
+            changes.Add($"httpServer.shutdownTimeout: changed ({now.ShutdownTimeout} -> {next.ShutdownTimeout} ms); restart to apply");
         }
         return changes;
     }

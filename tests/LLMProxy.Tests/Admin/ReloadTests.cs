@@ -290,4 +290,25 @@ public class ReloadTests
         Assert.Contains(errors, e => e.StartsWith("cluster:", StringComparison.Ordinal));
         Assert.Equal(3, errors.Count);
     }
+
+    /// <summary><c>httpServer.shutdownTimeout</c> is read once at start (the drain SIGTERM allows, and each listener's host
+    /// cap on it): a reload that changes it cannot apply it, so it is refused as needing a restart — not answered
+    /// "reloaded" while the old drain stays in force.</summary>
+    [Fact]
+    public async Task Reload_ShutdownTimeoutChange_RejectedAsNeedingRestart()
+    {
+        await using var up = await ScriptedUpstream.StartAsync(ScriptedUpstream.Json("u1"));
+        var current = TestProxy.Config($"- name: u1\n  url: \"{up.Url}\"", "- name: u1", serverExtra: "shutdownTimeout: 30000");
+        await using var proxy = await TestProxy.StartAsync(current, reloadYaml: () => current);
+
+        current = current.Replace("shutdownTimeout: 30000", "shutdownTimeout: 120000", StringComparison.Ordinal);
+        using var reload = await proxy.Admin.PostAsync("/api/v1/reload", null);
+
+        Assert.Equal(HttpStatusCode.BadRequest, reload.StatusCode);
+        using var body = JsonDocument.Parse(await reload.Content.ReadAsStringAsync());
+        var error = Assert.Single(body.RootElement.GetProperty("errors").EnumerateArray()).GetString()!;
+        Assert.StartsWith("httpServer.shutdownTimeout:", error, StringComparison.Ordinal);
+        Assert.Contains("restart", error, StringComparison.Ordinal);
+        Assert.Equal(30000, proxy.Host.Runtime.Config.HttpServer.ShutdownTimeout);
+    }
 }
