@@ -330,6 +330,8 @@ internal sealed class ConfigReader(ConfigReadContext ctx)
         if (token is not null)
         {
             if (string.IsNullOrWhiteSpace(token)) m.Error("token", "must not be empty (omit the key to leave admin APIs open)");
+            // A request's Authorization value is read without the whitespace around it: such a token could never match.
+            else if (token.Trim(' ', '\t').Length != token.Length) m.Error("token", "must not start or end with a space or tab (no request could present it)");
             else CheckNoControl(m, "token", token);
         }
 

@@ -82,6 +82,10 @@ internal static partial class Log
         Message = "configuration not reloaded, still running the previous one: {Reason}")]
     public static partial void ReloadRejected(ILogger logger, string reason);
 
+    [LoggerMessage(EventId = 15, EventName = "ReloadSuperseded", Level = LogLevel.Information,
+        Message = "configuration read by a reload not applied: a reload asked for later has already applied the file as it is now")]
+    public static partial void ReloadSuperseded(ILogger logger);
+
     [LoggerMessage(EventId = 14, EventName = "Retired", Level = LogLevel.Debug,
         Message = "previous configuration retired: its requests have ended")]
     public static partial void Retired(ILogger logger);

@@ -41,18 +41,31 @@ internal sealed class ProxyRuntime : IDisposable
         Forwards = [.. config.HttpServer.Forwards.Select(f =>
             new ForwardRuntime(f, Groups, metrics, time, previous?.Forwards.FirstOrDefault(p => p.Name == f.Name), cluster))];
 
-        // Carried-over upstreams are already wired to the metrics; only new breakers are.
+        if (previous is not null)
+        {
+            foreach (var old in previous.Upstreams.Values)
+            {
+                old.Replaced = !ReferenceEquals(Upstreams.GetValueOrDefault(old.Name), old);
+            }
+        }
+        // Carried-over upstreams are already wired to the metrics; only new breakers are. A new config without a breaker
+        // has no breaker series, as at start (not the replaced breaker's last state).
         foreach (var upstream in created)
         {
+            var name = upstream.Name;
             if (upstream.Breaker is not { } breaker)
             {
+                metrics.BreakerState.RemoveLabelled(name);
                 continue;
             }
-            var name = upstream.Name;
             var gauge = metrics.BreakerState.WithLabels(name);
             gauge.Set((int)breaker.State);
             breaker.StateChanged += (from, to) =>
             {
+                if (upstream.Replaced)
+                {
+                    return;
+                }
                 gauge.Set((int)to);
                 metrics.BreakerStateChanges.WithLabels(name, StateLabel(from), StateLabel(to)).Inc();
                 Log.BreakerStateChanged(logger, name, StateLabel(from), StateLabel(to));

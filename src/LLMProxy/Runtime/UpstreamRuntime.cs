@@ -291,6 +291,16 @@ internal sealed class UpstreamRuntime
     public CircuitBreaker? Breaker { get; }
     public CoolDown CoolDown { get; }
 
+    private volatile bool _replaced;
+
+    /// <summary>A reload removed this upstream or gave its name a new config: requests still in flight end on it, but its
+    /// breaker no longer speaks for the name (its transitions are not the series, log lines or counts of the one in force).</summary>
+    public bool Replaced
+    {
+        get => _replaced;
+        set => _replaced = value;
+    }
+
     /// <summary>This upstream's shared state when <c>cluster.redis</c> is set (SPEC §17); null otherwise.</summary>
     public SharedUpstream? Shared { get; private set; }
 

@@ -336,6 +336,35 @@ public class AdminApiTests
         }
     }
 
+    /// <summary>An admin token no request can present — whitespace at either end, which the Authorization reading trims
+    /// (and HTTP drops around a header value) — locked the operator out of every admin API with 401 while the config was
+    /// accepted. It is a config error, named by its path, that does not echo the token.</summary>
+    [Theory]
+    [InlineData(" leading-space-admin-token")]
+    [InlineData("trailing-space-admin-token ")]
+    [InlineData("trailing-tab-admin-token\t")]
+    public async Task Token_ThatNoRequestCanPresent_IsAConfigError_NotALockout(string token)
+    {
+        await using var a = await MockServer.StartAsync(new MockOptions { Port = 0, Name = "a" });
+        var yaml = TestProxy.Config(Upstream("a", a.BaseUrl.ToString().TrimEnd('/')), "- name: a", adminExtra: $"token: \"{token}\"");
+        var result = LLMProxy.Configuration.ConfigLoader.LoadYaml(yaml);
+        if (result.Success)
+        {
+            // What an operator meets: the token exactly as configured, on the wire as UTF-8, is refused.
+            await using var proxy = await TestProxy.StartAsync(yaml);
+            using var tcp = new System.Net.Sockets.TcpClient();
+            await tcp.ConnectAsync(IPAddress.Loopback, proxy.AdminPort);
+            var stream = tcp.GetStream();
+            await stream.WriteAsync(System.Text.Encoding.UTF8.GetBytes(
+                $"GET /api/v1/upstreams HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"));
+            var status = (await new StreamReader(stream).ReadLineAsync())!;
+            Assert.Fail($"admin.token accepted, but presenting it exactly is answered {status}");
+        }
+        var error = Assert.Single(result.Errors);
+        Assert.Equal("httpServer.admin.token", error.Path);
+        Assert.DoesNotContain(token.Trim(), error.ToString(), StringComparison.Ordinal);
+    }
+
     [Fact]
     public async Task Actions_WithoutToken_ThroughAHostName_RefusedAgainstDnsRebinding()
     {
