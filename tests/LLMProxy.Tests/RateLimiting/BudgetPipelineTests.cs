@@ -75,6 +75,8 @@ public class BudgetPipelineTests
         // 500 left, ~1,512 needed at 2,000 per minute: about 30 s.
         var retryAfter = int.Parse(limited.Headers.GetValues("Retry-After").Single());
         Assert.InRange(retryAfter, 30, 32);
+        Assert.InRange(long.Parse(limited.Headers.GetValues("retry-after-ms").Single()), (retryAfter - 1) * 1000L + 1, retryAfter * 1000L);
+        Assert.False(limited.Headers.Contains("x-should-retry")); // a wait the SDKs follow as told
         Assert.Equal(2, ups["a"].Count + ups["b"].Count); // never sent upstream
 
         time.Advance(TimeSpan.FromSeconds(retryAfter));
@@ -528,6 +530,28 @@ public class BudgetPipelineTests
         Assert.Equal(HttpStatusCode.TooManyRequests, await Post(proxy.Client, "/v1/messages", 7_000, refused: true));
         using var parked = await Send(proxy.Client);
         await StreamingAndErrorTests.AssertErrorBody(parked, HttpStatusCode.TooManyRequests, "upstream_rate_limited");
+    }
+
+    /// <summary>The official SDKs follow a Retry-After of up to 60 s; told to wait longer, they retry after a second or two
+    /// anyway and are refused again. Past 60 s the proxy says <c>x-should-retry: false</c>, beside the wait itself.</summary>
+    [Fact]
+    public async Task Headroom_KeyOutForMinutes_429TellsTheSdksNotToRetry()
+    {
+        var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        (string, string)[] Exhausted() =>
+        [
+            ("anthropic-ratelimit-requests-remaining", "0"),
+            ("anthropic-ratelimit-requests-reset", time.GetUtcNow().AddSeconds(120).ToString("yyyy-MM-ddTHH:mm:ssZ")),
+        ];
+        await using var ups = await Upstreams.StartAsync(("a", ctx => WithUsage("a", 1, 1, headers: Exhausted())(ctx)));
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config(ups.Yaml(_ => OwnKey), ups.Members()), time);
+
+        Assert.Equal("a", await Upstream(proxy.Client));
+        using var limited = await Send(proxy.Client);
+        await StreamingAndErrorTests.AssertErrorBody(limited, HttpStatusCode.TooManyRequests, "upstream_rate_limited");
+        Assert.InRange(int.Parse(limited.Headers.GetValues("Retry-After").Single()), 119, 120);
+        Assert.InRange(long.Parse(limited.Headers.GetValues("retry-after-ms").Single()), 118_001, 120_000);
+        Assert.Equal("false", limited.Headers.GetValues("x-should-retry").Single());
     }
 
     [Fact]

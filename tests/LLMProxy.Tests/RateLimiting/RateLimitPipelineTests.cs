@@ -30,6 +30,27 @@ public class RateLimitPipelineTests
         AssertSample(await proxy.Admin.GetStringAsync("/metrics"), "llmproxy_rate_limit_rejections_total{forward=\"fwd\",limit_type=\"client\"}", 1);
     }
 
+    /// <summary>A per-second limit frees its next token in 1/rate s: Retry-After can only say a whole second, so the
+    /// proxy also sends <c>retry-after-ms</c>, which the official OpenAI and Anthropic SDKs wait instead; a wait the SDKs
+    /// follow (up to 60 s) carries no <c>x-should-retry</c>.</summary>
+    [Fact]
+    public async Task ForwardLimit_429_RetryAfterMs_HasTheBucketsOwnWait()
+    {
+        await using var up = await ScriptedUpstream.StartAsync(ScriptedUpstream.Json("u"));
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config($"- name: u\n  url: \"{up.Url}\"", "- name: u",
+            forwardExtra: "ratelimit:\n  perSecond: 20\n  burst: 1"), new FakeTimeProvider(DateTimeOffset.UtcNow));
+
+        using (var ok = await proxy.Client.GetAsync("/"))
+        {
+            Assert.Equal(HttpStatusCode.OK, ok.StatusCode);
+        }
+        using var limited = await proxy.Client.GetAsync("/");
+        await StreamingAndErrorTests.AssertErrorBody(limited, HttpStatusCode.TooManyRequests, "rate_limited");
+        Assert.Equal("1", limited.Headers.GetValues("Retry-After").Single());
+        Assert.InRange(long.Parse(limited.Headers.GetValues("retry-after-ms").Single()), 1, 50);
+        Assert.False(limited.Headers.Contains("x-should-retry"));
+    }
+
     [Fact]
     public async Task ForwardLimit_SpoofedForwardedFor_FromUntrustedPeer_DoesNotBypass()
     {
