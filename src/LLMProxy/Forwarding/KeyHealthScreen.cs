@@ -81,25 +81,14 @@ internal static class KeyHealthScreen
     /// says nothing about the key's state. Cooling the key down for it let one client's oversized request (a huge
     /// <c>max_tokens</c>) take every key of a group out, and keep them out by repeating it.
     /// </summary>
-    internal static bool IsRequestTooLarge(ReadOnlySpan<byte> body)
-    {
-        try
-        {
-            var reader = new Utf8JsonReader(body);
-            using var doc = JsonDocument.ParseValue(ref reader);
-            return doc.RootElement.ValueKind == JsonValueKind.Object
-                && doc.RootElement.TryGetProperty("error", out var error) && error.ValueKind == JsonValueKind.Object
-                && error.TryGetProperty("message", out var message) && message.ValueKind == JsonValueKind.String
-                && message.GetString()!.StartsWith("Request too large", StringComparison.OrdinalIgnoreCase);
-        }
-        catch (JsonException)
-        {
-            return false;
-        }
-    }
+    internal static bool IsRequestTooLarge(ReadOnlySpan<byte> body) =>
+        ErrorField(body, "message")?.StartsWith("Request too large", StringComparison.OrdinalIgnoreCase) == true;
 
     /// <summary>The <c>error.code</c> string of an error body, or null.</summary>
-    private static string? ErrorCode(ReadOnlySpan<byte> body)
+    private static string? ErrorCode(ReadOnlySpan<byte> body) => ErrorField(body, "code");
+
+    /// <summary>The string <c>error.{name}</c> of an error body, or null (not JSON, no such string).</summary>
+    private static string? ErrorField(ReadOnlySpan<byte> body, string name)
     {
         try
         {
@@ -107,8 +96,8 @@ internal static class KeyHealthScreen
             using var doc = JsonDocument.ParseValue(ref reader);
             return doc.RootElement.ValueKind == JsonValueKind.Object
                 && doc.RootElement.TryGetProperty("error", out var error) && error.ValueKind == JsonValueKind.Object
-                && error.TryGetProperty("code", out var code) && code.ValueKind == JsonValueKind.String
-                ? code.GetString()
+                && error.TryGetProperty(name, out var value) && value.ValueKind == JsonValueKind.String
+                ? value.GetString()
                 : null;
         }
         catch (JsonException)
