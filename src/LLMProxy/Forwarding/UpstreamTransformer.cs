@@ -379,7 +379,7 @@ internal sealed class UpstreamTransformer(RequestContext ctx, Attempt attempt, S
         {
             // Only an LLM call's answer is usage (SPEC §13.2): count_tokens' input_tokens, or a stored response fetched
             // again, generated nothing and must not be counted as if it had.
-            ctx.ResponseBody.Usage = Stages.AttemptStage.IsLlmCall(ctx) ? new UsageScanner() : null;
+            ctx.ResponseBody.Usage = Stages.AttemptStage.IsLlmCall(ctx) ? new UsageScanner(lastUsageWins: payload != Payload.EventStream) : null;
             if (ctx.InjectsUsage && payload == Payload.EventStream)
             {
                 ctx.ResponseBody.UsageFilter = new UsageChunkFilter();

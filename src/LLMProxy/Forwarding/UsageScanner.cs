@@ -31,8 +31,14 @@ internal readonly record struct TokenUsage(long Prompt, long Completion, long Ca
 /// re-scan of the few bytes carried over a write border never double count. A key inside a JSON string cannot match:
 /// its quotes are escaped there. Numbers that are not plain non-negative integers, or exceed
 /// <see cref="MaxCount"/>, are ignored, so a hostile upstream cannot overflow the sums or the metrics.
+/// <para>In a JSON answer (not a stream) only the keys after its last <c>"usage":</c> count: the model writes real JSON
+/// objects there too — an Anthropic <c>tool_use</c> block's <c>input</c> —, and a client that steered it into writing
+/// <c>{"prompt_tokens":900000000000}</c> made the proxy settle the key's token budget with that. Providers put the
+/// answer's own <c>usage</c> after its content (OpenAI chat and responses, Anthropic messages). A stream's events each
+/// carry their own usage (Anthropic's input in <c>message_start</c>, output in <c>message_delta</c>), and what the model
+/// writes in a stream arrives inside strings, so streams keep every key.</para>
 /// </remarks>
-internal sealed class UsageScanner
+internal sealed class UsageScanner(bool lastUsageWins = false)
 {
     /// <summary>Largest count believed (10^12): far above any real answer, far below overflow when summed.</summary>
     public const long MaxCount = 1_000_000_000_000;
@@ -41,6 +47,8 @@ internal sealed class UsageScanner
     private const int Carry = 64;
 
     private static ReadOnlySpan<byte> KeyTail => "_tokens\""u8;
+
+    private static ReadOnlySpan<byte> UsageKey => "\"usage\""u8;
 
     private enum Field { Prompt, Completion, Cached, Reasoning, CacheRead, CacheCreation, Count }
 
@@ -102,11 +110,19 @@ internal sealed class UsageScanner
     private void ScanSpan(ReadOnlySpan<byte> data)
     {
         var offset = 0;
+        var usageAt = lastUsageWins ? NextUsageKey(data, 0) : -1;
         int at;
         while ((at = data[offset..].IndexOf(KeyTail)) >= 0)
         {
             var tail = offset + at;
             offset = tail + KeyTail.Length;
+            // In position order: a usage object opening before this key starts the count afresh.
+            while (usageAt >= 0 && usageAt < tail)
+            {
+                _max = default;
+                _found = false;
+                usageAt = NextUsageKey(data, usageAt + UsageKey.Length);
+            }
             var field = Name(data[..tail]);
             if (field == Field.Count)
             {
@@ -128,6 +144,34 @@ internal sealed class UsageScanner
                 _found |= field is Field.Prompt or Field.Completion;
             }
         }
+        if (usageAt >= 0)
+        {
+            // A usage object after the last key of this span: what came before it does not count (its keys follow).
+            _max = default;
+            _found = false;
+        }
+    }
+
+    /// <summary>Where the next <c>"usage"</c> key (followed by its colon) starts at or after <paramref name="from"/>; -1
+    /// when none. A key cut by the span's end is found whole in the next span's border.</summary>
+    private static int NextUsageKey(ReadOnlySpan<byte> data, int from)
+    {
+        while (from < data.Length)
+        {
+            var at = data[from..].IndexOf(UsageKey);
+            if (at < 0)
+            {
+                return -1;
+            }
+            var start = from + at;
+            var rest = data[(start + UsageKey.Length)..].TrimStart(" \t\r\n"u8);
+            if (!rest.IsEmpty && rest[0] == (byte)':')
+            {
+                return start;
+            }
+            from = start + UsageKey.Length;
+        }
+        return -1;
     }
 
     /// <summary>Which usage key ends just before <c>_tokens"</c>; <see cref="Field.Count"/> for any other.</summary>

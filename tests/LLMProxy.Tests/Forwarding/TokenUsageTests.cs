@@ -67,6 +67,13 @@ public class TokenUsageTests
             "", 2125, 40, 2000, 0
         },
         {
+            // The model's tool input is real JSON and a client can steer it: its usage-like keys (and a whole "usage" object)
+            // come before the answer's own usage, and do not count.
+            "/v1/messages", "application/json",
+            """{"type":"message","content":[{"type":"tool_use","id":"t","name":"f","input":{"prompt_tokens":900000000000,"usage":{"input_tokens":800000000000,"output_tokens":700000000000},"cache_read_input_tokens":5}}],"stop_reason":"tool_use","usage":{"input_tokens":25,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":12}}""",
+            "", 25, 12, 0, 0
+        },
+        {
             "/v1/messages", "text/event-stream",
             "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":25,\"cache_creation_input_tokens\":0,\"cache_read_input_tokens\":10,\"output_tokens\":1}}}\n\n"
             + "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}\n\n"

@@ -5,15 +5,33 @@ namespace LLMProxy.Tests.Forwarding;
 
 public class UsageScannerTests
 {
-    private static TokenUsage ScanInPieces(string body, int pieceSize)
+    private static TokenUsage ScanInPieces(string body, int pieceSize, bool lastUsageWins = false)
     {
-        var scanner = new UsageScanner();
+        var scanner = new UsageScanner(lastUsageWins);
         var bytes = Encoding.UTF8.GetBytes(body);
         for (var i = 0; i < bytes.Length; i += pieceSize)
         {
             scanner.Scan(bytes.AsSpan(i, Math.Min(pieceSize, bytes.Length - i)));
         }
         return scanner.Usage;
+    }
+
+    /// <summary>A JSON answer counts only the keys after its last <c>"usage":</c> — whatever the model wrote before it (a
+    /// tool_use input with usage-like keys, a whole usage object) is not the answer's usage — at every split; a stream
+    /// keeps every key (its events each carry part of the usage).</summary>
+    [Fact]
+    public void Json_LastUsageObjectWins_AtEverySplit()
+    {
+        const string forged = """{"type":"message","content":[{"type":"tool_use","input":{"prompt_tokens":900000000000,"usage" : {"input_tokens":800000000000,"output_tokens":7},"note":"\"usage\": {\"output_tokens\": 999}","cache_read_input_tokens":5}}],"usage":{"input_tokens":25,"output_tokens":12}}""";
+        for (var piece = 1; piece <= forged.Length; piece++)
+        {
+            var usage = ScanInPieces(forged, piece, lastUsageWins: true);
+            Assert.True((25, 12, 0) == (usage.Prompt, usage.Completion, usage.Cached), $"piece {piece}: {usage}");
+            Assert.True(usage.Found);
+        }
+        Assert.Equal(900_000_000_000 + 5, ScanInPieces(forged, 7).Prompt); // stream mode: every key counts
+        // A usage key not followed by its colon is no key; a JSON answer without any usage object keeps what it has.
+        Assert.Equal(3, ScanInPieces("""{"x":"usage","usage_note":1,"prompt_tokens":3}""", 4, lastUsageWins: true).Prompt);
     }
 
     public static TheoryData<string, string, long, long, long, long> Shapes => new()
