@@ -215,6 +215,35 @@ public class StatusPageBrowserTests(BrowserFixture fixture) : IClassFixture<Brow
     }
 
     /// <summary>
+    /// "disabled … · 5m 0s ago" is a time since, like a countdown a time until: it must follow the clock between
+    /// refreshes. The page re-renders only when the API's data changes, and an idle disabled key's data never does —
+    /// so the age it showed at the first render stayed there ("now ago") however long the key had been out.
+    /// </summary>
+    [BrowserFact]
+    public async Task StatusPage_DisabledSince_AgeFollowsTheClock_EvenWhenTheDataDoesNotChange()
+    {
+        var browser = await fixture.GetAsync();
+        await using var mock = await MockServer.StartAsync(new MockOptions { Port = 0, Name = "idle" });
+        var time = new Microsoft.Extensions.Time.Testing.FakeTimeProvider(DateTimeOffset.UtcNow);
+        var yaml = TestProxy.Config($"- name: idle\n  url: \"{mock.BaseUrl.ToString().TrimEnd('/')}\"", "- name: idle");
+        await using var proxy = await TestProxy.StartAsync(yaml, time);
+        using (var disable = await proxy.Admin.PostAsync("/api/v1/upstreams/idle/disable", null))
+        {
+            Assert.Equal(HttpStatusCode.OK, disable.StatusCode);
+        }
+
+        var page = await browser.NewPageAsync();
+        await page.GotoAsync($"http://127.0.0.1:{proxy.AdminPort}/?every=200");
+        await page.Locator("article[data-upstream=idle][data-state=disabled]").WaitForAsync();
+
+        // Seven minutes on the server's clock: the next refreshes carry the new "now" and nothing else new.
+        time.Advance(TimeSpan.FromMinutes(7));
+        var started = await AttributeAsync(page, "data-started");
+        await WaitUntilAsync(async () => await AttributeAsync(page, "data-refreshes") >= started + 2, TimeSpan.FromSeconds(20));
+        Assert.Matches(@"^admin · 7m \d+s ago$", await Card(page, "idle").Locator("dd .note").TextContentAsync());
+    }
+
+    /// <summary>
     /// Every run saves its screenshot beside the test binary; with <c>LLMPROXY_UPDATE_SCREENSHOT=1</c> it also replaces
     /// the README's docs/status-page.png (so an ordinary test run leaves the checkout clean).
     /// </summary>
