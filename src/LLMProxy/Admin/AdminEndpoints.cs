@@ -70,7 +70,7 @@ internal sealed class AdminEndpoints(RuntimeHolder holder, Hosting.ConfigReloade
                 "Method not allowed on this admin endpoint.");
             return;
         }
-        if (CrossOrigin(context))
+        if (CrossOrigin(context, holder.Current))
         {
             Refused(context, "cross-origin action");
             await WriteErrorAsync(context, StatusCodes.Status403Forbidden, "forbidden", "Cross-origin admin actions are refused.");
@@ -104,11 +104,15 @@ internal sealed class AdminEndpoints(RuntimeHolder holder, Hosting.ConfigReloade
 
     /// <summary>A state-changing request a browser sent from another site's page (CSRF): with no admin token set, a form on
     /// any web page the operator opens could otherwise disable keys. Browsers send <c>Origin</c> on every POST; the status
-    /// page's own requests carry this listener's origin. Clients without <c>Origin</c> (curl, scripts) are unaffected.</summary>
-    private static bool CrossOrigin(HttpContext context)
+    /// page's own requests carry this listener's origin. Clients without <c>Origin</c> (curl, scripts) are unaffected.
+    /// With a token set the token is the guard (a browser never attaches it by itself, so another site's page cannot send
+    /// it): behind a TLS-terminating or Host-rewriting reverse proxy the page's origin is not what this listener sees, and
+    /// comparing them refused every action of the operator's own page.</summary>
+    private static bool CrossOrigin(HttpContext context, ProxyRuntime runtime)
     {
         var request = context.Request;
-        if (HttpMethods.IsGet(request.Method) || HttpMethods.IsHead(request.Method) || request.Headers.Origin.Count == 0)
+        if (HttpMethods.IsGet(request.Method) || HttpMethods.IsHead(request.Method) || request.Headers.Origin.Count == 0
+            || runtime.Config.HttpServer.Admin.Token is { Length: > 0 })
         {
             return false;
         }

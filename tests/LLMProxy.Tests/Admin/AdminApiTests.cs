@@ -432,6 +432,47 @@ public class AdminApiTests
         Assert.Equal("disabled", (await ActAsync(proxy.Admin, "a", "disable")).GetProperty("state").GetString());
     }
 
+    /// <summary>
+    /// With <c>admin.token</c> set the token is the guard against another site's page, as against DNS rebinding: a
+    /// browser never attaches it by itself, so a page that sends it is the operator's. Behind a TLS-terminating reverse
+    /// proxy (the page at https://admin.example, Kestrel seeing http and the proxy's Host) the page's own Origin never
+    /// equals what the listener sees, and every button of the status page was refused 403 while its reads worked.
+    /// </summary>
+    [Fact]
+    public async Task Actions_WithAdminToken_BehindAReverseProxy_PageOriginAccepted_TokenStillRequired()
+    {
+        await using var a = await MockServer.StartAsync(new MockOptions { Port = 0, Name = "a" });
+        var yaml = TestProxy.Config(Upstream("a", a.BaseUrl.ToString().TrimEnd('/')), "- name: a", adminExtra: $"token: \"{AdminToken}\"");
+        await using var proxy = await TestProxy.StartAsync(yaml);
+
+        HttpRequestMessage FromThePage(string action, string? token)
+        {
+            var request = new HttpRequestMessage(HttpMethod.Post, "/api/v1/upstreams/a/" + action);
+            request.Headers.Add("Origin", "https://admin.example"); // what the operator's browser shows
+            if (token is not null)
+            {
+                request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", token);
+            }
+            return request;
+        }
+
+        // The operator's click, with the token: it acts.
+        using (var request = FromThePage("disable", AdminToken))
+        {
+            using var response = await proxy.Admin.SendAsync(request);
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        }
+        Assert.Equal("admin", (await MembersAsync(proxy.Admin, AdminToken))["a"].GetProperty("disabled").GetProperty("reason").GetString());
+
+        // Without the token (another site's page cannot have it): refused, nothing applied.
+        using (var request = FromThePage("enable", null))
+        {
+            using var refused = await proxy.Admin.SendAsync(request);
+            await StreamingAndErrorTests.AssertErrorBody(refused, HttpStatusCode.Unauthorized, "unauthorized");
+        }
+        Assert.Equal("admin", (await MembersAsync(proxy.Admin, AdminToken))["a"].GetProperty("disabled").GetProperty("reason").GetString());
+    }
+
     [Fact]
     public async Task StatusPage_SelfContained_StrictHeaders_PolicyHashesMatchItsInlineScriptAndStyle()
     {
