@@ -215,6 +215,41 @@ public class StatusPageBrowserTests(BrowserFixture fixture) : IClassFixture<Brow
     }
 
     /// <summary>
+    /// Behind a reverse proxy that serves the admin port under a path (https://ops.example/llmproxy/ → the admin's /), the
+    /// page's requests must stay under that path: absolute ones (<c>/api/v1/upstreams</c>) went to the proxy's root,
+    /// where nothing answers for the admin, and the page showed only "HTTP 404". Here the browser's requests under /ops/
+    /// reach the admin with the prefix taken off, and everything else is 404, as at such a proxy.
+    /// </summary>
+    [BrowserFact]
+    public async Task StatusPage_UnderAPathPrefix_ItsRequestsStayUnderIt_RendersAndActs()
+    {
+        var browser = await fixture.GetAsync();
+        await using var mock = await MockServer.StartAsync(new MockOptions { Port = 0, Name = "m" });
+        var yaml = TestProxy.Config($"- name: m\n  url: \"{mock.BaseUrl.ToString().TrimEnd('/')}\"", "- name: m");
+        await using var proxy = await TestProxy.StartAsync(yaml);
+        var origin = $"http://127.0.0.1:{proxy.AdminPort}";
+
+        var page = await browser.NewPageAsync();
+        await page.RouteAsync(origin + "/**", async route =>
+        {
+            var url = new Uri(route.Request.Url);
+            if (!url.AbsolutePath.StartsWith("/ops/", StringComparison.Ordinal))
+            {
+                await route.FulfillAsync(new RouteFulfillOptions { Status = 404, Body = "not here" });
+                return;
+            }
+            var response = await route.FetchAsync(new RouteFetchOptions { Url = origin + url.PathAndQuery["/ops".Length..] });
+            await route.FulfillAsync(new RouteFulfillOptions { Response = response });
+        });
+        await page.GotoAsync(origin + "/ops/?every=200");
+        await page.Locator("article[data-upstream=m][data-state=closed]").WaitForAsync();
+
+        await Card(page, "m").Locator("button[data-action=disable]").ClickAsync();
+        await page.Locator("article[data-upstream=m][data-state=disabled]").WaitForAsync();
+        Assert.Equal("admin", (await ApiMembersAsync(proxy))["m"].GetProperty("disabled").GetProperty("reason").GetString());
+    }
+
+    /// <summary>
     /// "disabled … · 5m 0s ago" is a time since, like a countdown a time until: it must follow the clock between
     /// refreshes. The page re-renders only when the API's data changes, and an idle disabled key's data never does —
     /// so the age it showed at the first render stayed there ("now ago") however long the key had been out.
