@@ -54,6 +54,10 @@ internal static class FailureClassifier
             // YARP reports an upstream that went idle mid-body (activity timeout) as a destination error whose
             // exception is a cancellation; the client's own cancellation is ResponseBodyCanceled instead.
             ForwarderError.ResponseBodyDestination => AttemptFailure.Upstream(exception is OperationCanceledException ? AttemptError.Timeout : AttemptError.Stream),
+            // The transformer reads a 429's or 403's body (bounded) before anything is sent (KeyHealthScreen): cancelled
+            // there, either the client left or the activity timeout ran out on the upstream's body — neither is a bad answer.
+            ForwarderError.ResponseHeaders when Find<OperationCanceledException>(exception) is not null =>
+                context.RequestAborted.IsCancellationRequested ? ClientGone : AttemptFailure.Upstream(AttemptError.Timeout),
             // Response headers that cannot be passed on (e.g. values Kestrel refuses): the upstream's answer is bad.
             ForwarderError.ResponseHeaders => AttemptFailure.Upstream(AttemptError.Protocol),
             _ when Find<TimeoutException>(exception) is not null => AttemptFailure.Upstream(AttemptError.Timeout),

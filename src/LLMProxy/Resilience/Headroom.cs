@@ -60,6 +60,25 @@ internal sealed record Headroom(long? RemainingRequests, DateTimeOffset? Request
         return at;
     }
 
+    /// <summary>LLM tokens the provider said remain, less what was <paramref name="sent"/> since, in the tightest of its
+    /// token limits whose reset is still ahead (<c>least_loaded</c>'s tie-break, SPEC §13.3); null when none holds.</summary>
+    public long? TokensLeft(DateTimeOffset now, Sent sent = default)
+    {
+        long? left = null;
+        Least(ref left, RemainingTokens, TokensReset, sent.Tokens, now);
+        Least(ref left, InputTokens?.Remaining, InputTokens?.Reset, sent.PromptTokens, now);
+        Least(ref left, OutputTokens?.Remaining, OutputTokens?.Reset, sent.OutputTokens, now);
+        return left;
+    }
+
+    private static void Least(ref long? left, long? remaining, DateTimeOffset? reset, long sent, DateTimeOffset now)
+    {
+        if (remaining is { } r && reset > now && Math.Max(0, r - sent) is var have && (left is null || have < left))
+        {
+            left = have;
+        }
+    }
+
     /// <summary>Whether a request of <paramref name="tokens"/> needs more than a whole limit the provider announced
     /// (requests aside): it cannot pass on this key at any time, so a 429 for it is about the request, not the key.</summary>
     public bool Exceeds(TokenNeed tokens) =>

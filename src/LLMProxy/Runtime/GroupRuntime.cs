@@ -231,8 +231,8 @@ internal sealed class GroupRuntime : IDisposable, IMemberLoad
 
     int IMemberLoad.InFlight(int index) => Members[index].InFlight;
 
-    // Declared TPM left now (least_loaded's tie-break); members without a TPM budget are unlimited and tie.
-    long IMemberLoad.Headroom(int index) => Members[index].Tpm?.Available ?? long.MaxValue;
+    // Tokens left now, declared or learned from the provider (least_loaded's tie-break); members limited by neither tie.
+    long IMemberLoad.Headroom(int index) => Members[index].TokenHeadroom;
 
     /// <summary>Whether some member outside <paramref name="tried"/> is available right now for a request of
     /// <paramref name="tokens"/> estimated LLM tokens (0 = any request).</summary>

@@ -369,6 +369,20 @@ internal sealed class UpstreamRuntime
         && (Tpm is null || Tpm.Covers(tokens.Total))
         && (Volatile.Read(ref _learned) is not { } learned || !learned.Blocks(tokens, _time.GetUtcNow(), SentSinceLearned));
 
+    /// <summary>LLM tokens this upstream may still take now (<c>least_loaded</c>'s tie-break, SPEC §13.3): the least of its
+    /// declared TPM budget left and what the provider last said remains (less what went out since);
+    /// <see cref="long.MaxValue"/> when neither limits it.</summary>
+    public long TokenHeadroom
+    {
+        get
+        {
+            var declared = Tpm?.Available ?? long.MaxValue;
+            return Volatile.Read(ref _learned)?.TokensLeft(_time.GetUtcNow(), SentSinceLearned) is { } learned && learned < declared
+                ? learned
+                : declared;
+        }
+    }
+
     /// <summary>What went out since the provider last told its headroom: what its numbers do not count yet.</summary>
     private Headroom.Sent SentSinceLearned => new(Interlocked.Read(ref _sentSinceLearned), Interlocked.Read(ref _tokensSinceLearned),
         Interlocked.Read(ref _outputSinceLearned));

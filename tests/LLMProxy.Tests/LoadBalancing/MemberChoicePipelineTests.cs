@@ -105,6 +105,32 @@ public class MemberChoicePipelineTests
         Assert.Equal("slow", await SendAsync(proxy));
     }
 
+    /// <summary>SPEC §13.3: least_loaded breaks ties by the larger learned/declared headroom. With no TPM declared, what
+    /// the provider says remains is the headroom: an idle key the provider says is nearly spent must not take every
+    /// request only because it is listed first.</summary>
+    [Fact]
+    public async Task LeastLoaded_EqualLoad_TieGoesToTheKeyTheProviderSaysHasMoreLeft()
+    {
+        static Func<HttpContext, Task> Answer(string name, int remaining) => ctx =>
+        {
+            ctx.Response.Headers["x-ratelimit-remaining-tokens"] = remaining.ToString(System.Globalization.CultureInfo.InvariantCulture);
+            ctx.Response.Headers["x-ratelimit-reset-tokens"] = "1m";
+            return ScriptedUpstream.Json(name)(ctx);
+        };
+        await using var ups = await Upstreams.StartAsync(("low", Answer("low", 50_000)), ("high", Answer("high", 900_000)));
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config(ups.Yaml(), ups.Members(), "balance:\n  strategy: least_loaded"));
+
+        // Both idle and unknown: the first member; it then says 50,000 tokens remain, the other has said nothing yet.
+        Assert.Equal("low", await SendAsync(proxy));
+        var next = new List<string>();
+        for (var i = 0; i < 6; i++)
+        {
+            next.Add(await SendAsync(proxy)); // one at a time: every choice is a tie on load
+        }
+        Assert.All(next, n => Assert.Equal("high", n));
+        Assert.Equal(1, ups["low"].Count);
+    }
+
     [Fact]
     public async Task Affinity_SameSessionOneMember_MovesWhenItsBreakerOpens_ReturnsAfterRecovery()
     {

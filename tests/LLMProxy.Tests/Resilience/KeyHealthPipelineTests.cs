@@ -1,5 +1,6 @@
 using System.Net;
 using LLMProxy.Forwarding;
+using LLMProxy.Resilience;
 using LLMProxy.Tests.Infrastructure;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Time.Testing;
@@ -458,6 +459,89 @@ public class KeyHealthPipelineTests
         using var second = await proxy.Client.GetAsync("/");
         Assert.Equal(HttpStatusCode.OK, second.StatusCode);
         Assert.Contains("\"disabled\":null", await HealthAsync(proxy));
+    }
+
+    /// <summary>An upstream that sends a 429's or 403's head and then goes silent timed out (<c>timeout.request</c> bounds every
+    /// gap of the body): SPEC §6 answers that 504 <c>upstream_timeout</c>, not 502 as if its answer were malformed.</summary>
+    [Theory]
+    [InlineData(429)]
+    [InlineData(403)]
+    public async Task ScreenedErrorBodyStalls_504UpstreamTimeout(int status)
+    {
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var ups = await Upstreams.StartAsync(("a", async ctx =>
+        {
+            ctx.Response.StatusCode = status;
+            ctx.Response.ContentType = "application/json";
+            ctx.Response.ContentLength = 500;
+            await ctx.Response.WriteAsync("{\"error\":{\"code\":");
+            await ctx.Response.Body.FlushAsync();
+            await release.Task.WaitAsync(TimeSpan.FromSeconds(30), ctx.RequestAborted);
+        }));
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config(ups.Yaml(_ => Auth), ups.Members(),
+            "httpClient:\n  timeout:\n    request: 500"));
+
+        using var response = await proxy.Client.GetAsync("/");
+        release.TrySetResult();
+        Assert.Equal(HttpStatusCode.GatewayTimeout, response.StatusCode);
+        Assert.Contains("upstream_timeout", await response.Content.ReadAsStringAsync());
+        Assert.Contains(proxy.Logs.Entries, e => e.Message.Contains("upstream attempt failed") && e.Message.Contains("error=timeout"));
+    }
+
+    /// <summary>The body of a 429 or 403 to the proxy's key is read before anything is sent (§13.4). A client that leaves
+    /// while that read waits is a client gone — no verdict on the upstream (SPEC §5 counts connect errors, timeouts,
+    /// resets and 5xx): counted as a protocol failure, every client that hung up there pushed the key's breaker open for
+    /// everyone (here one, with <c>minRequests: 1</c>).</summary>
+    [Theory]
+    [InlineData(429)]
+    [InlineData(403)]
+    public async Task ClientLeavesWhileAScreenedErrorBodyIsRead_NoBreakerFailure(int status)
+    {
+        var stalled = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var upstreamCancelled = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var first = 1;
+        await using var ups = await Upstreams.StartAsync(("a", async ctx =>
+        {
+            if (Interlocked.Exchange(ref first, 0) == 0)
+            {
+                await ScriptedUpstream.Json("a")(ctx);
+                return;
+            }
+            ctx.Response.StatusCode = status;
+            ctx.Response.ContentType = "application/json";
+            ctx.Response.ContentLength = 500;
+            await ctx.Response.WriteAsync("{\"error\":{\"code\":");
+            await ctx.Response.Body.FlushAsync();
+            stalled.SetResult();
+            try
+            {
+                await Task.Delay(TimeSpan.FromSeconds(30), ctx.RequestAborted);
+            }
+            catch (OperationCanceledException)
+            {
+                upstreamCancelled.SetResult();
+            }
+        }));
+        const string breaker = "breaker:\n  threshold: 0.5\n  minRequests: 1\n  cooldown: 30000\n  interval: 60000\n  maxRequests: 1";
+        var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        await using var proxy = await TestProxy.StartAsync(TestProxy.Config(ups.Yaml(_ => Auth + "\n" + breaker), ups.Members()), time);
+
+        using (var cts = new CancellationTokenSource())
+        {
+            var leaving = proxy.Client.GetAsync("/", cts.Token);
+            await stalled.Task.WaitAsync(TimeSpan.FromSeconds(10));
+            await cts.CancelAsync();
+            await Assert.ThrowsAnyAsync<OperationCanceledException>(() => leaving);
+        }
+        await upstreamCancelled.Task.WaitAsync(TimeSpan.FromSeconds(10));
+
+        // The access line is written once the attempt's lease is back.
+        await Eventually.WaitUntilAsync(() => Task.FromResult(proxy.Logs.Entries.Any(e => e.Message.StartsWith("GET / ", StringComparison.Ordinal))),
+            TimeSpan.FromSeconds(10));
+        time.Advance(RetryAfter.DefaultCoolDown + TimeSpan.FromSeconds(1)); // a 429 is a 429: the key cooled down (not the breaker's 30 s)
+        using var next = await proxy.Client.GetAsync("/");
+        Assert.Equal(HttpStatusCode.OK, next.StatusCode); // the breaker is still closed
+        Assert.DoesNotContain(proxy.Logs.Entries, e => e.Message.Contains("upstream attempt failed"));
     }
 
     [Theory]
