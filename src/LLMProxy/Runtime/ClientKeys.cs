@@ -78,7 +78,9 @@ internal sealed class ClientKeyTable
     private readonly byte[] _digests; // every key's digest, 32 bytes each, in key order
 
     /// <param name="previous">On reload, the forward's keys in the runtime being replaced: a key of the same name and the
-    /// same config keeps its limiter (request bucket and token budget), so a reload hands no client a fresh allowance.</param>
+    /// same key and limits (<c>ratelimit</c>, <c>tokensPerMinute</c>) keeps its limiter (request bucket and token budget),
+    /// so a reload hands no client a fresh allowance — not when it only edits the key's <c>models</c> either. A changed
+    /// limit, or a rotated key (a new credential, as an upstream's state follows its credential), is a new limiter.</param>
     /// <param name="cluster">SPEC §17: with <c>cluster.redis</c>, each key's <c>ratelimit</c> and <c>tokensPerMinute</c>
     /// are also a bucket and a budget on the cluster, shared by every instance (taken with the first attempt's
     /// admission).</param>
@@ -87,7 +89,8 @@ internal sealed class ClientKeyTable
     {
         _keys = [.. keys.Select(k =>
         {
-            var kept = previous?._keys.FirstOrDefault(p => p.Name == k.Name && ConfigEquality.Same(p.Config, k));
+            var kept = previous?._keys.FirstOrDefault(p => p.Name == k.Name && p.Config.Key == k.Key && p.Config.Sha256 == k.Sha256
+                && p.Config.Ratelimit == k.Ratelimit && p.Config.TokensPerMinute == k.TokensPerMinute);
             return new ClientKeyRuntime(k, forward, metrics, kept?.Limiter ?? new ClientKeyLimiter(k, time))
             {
                 SharedRequests = cluster is not null && k.Ratelimit is { } r

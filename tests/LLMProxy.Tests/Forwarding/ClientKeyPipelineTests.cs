@@ -547,6 +547,15 @@ public class ClientKeyPipelineTests
         await Eventually.WaitUntilAsync(async () => !(await proxy.Admin.GetStringAsync("/metrics")).Contains("client=\"team_b\"", StringComparison.Ordinal),
             TimeSpan.FromSeconds(10));
 
+        // A changed model list with the same key and limits keeps the team's spent allowance: a reload that only edits
+        // what the key may ask for hands it no fresh bucket.
+        keys = $"keys:\n  - name: team_a\n    key: \"{KeyA}\"\n    {limited}\n    models: [\"gpt-4o*\"]";
+        using (var reload = await proxy.Admin.PostAsync("/api/v1/reload", null))
+        {
+            Assert.Equal(HttpStatusCode.OK, reload.StatusCode);
+        }
+        Assert.Equal(HttpStatusCode.TooManyRequests, await SendAsync(proxy, Post()));
+
         // A changed limit is a new bucket.
         keys = $"keys:\n  - name: team_a\n    key: \"{KeyA}\"\n    ratelimit: {{ perSecond: 1, burst: 2 }}";
         using (var reload = await proxy.Admin.PostAsync("/api/v1/reload", null))
