@@ -79,7 +79,7 @@ internal static class FailureClassifier
     private static bool SlowUpload(HttpContext context, Exception? exception)
     {
         var body = context.Request.Body;
-        while (body is Stages.PrefixedStream prefixed)
+        while (body is PrefixedStream prefixed)
         {
             body = prefixed.Rest; // a body read up to the replay limit streams on behind what was read
         }

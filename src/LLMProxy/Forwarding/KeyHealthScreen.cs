@@ -136,32 +136,6 @@ internal static class KeyHealthScreen
     private sealed class PrefixedContent(HttpContent inner, byte[] prefix, int length, Stream? rest) : ReplacedContent(inner)
     {
         protected override Task<Stream> OpenAsync(HttpContent inner, CancellationToken cancellationToken) =>
-            Task.FromResult<Stream>(new PrefixedStream(prefix, length, rest));
-    }
-
-    private sealed class PrefixedStream(byte[] prefix, int length, Stream? rest) : ReplacedContent.ReadOnlyStream
-    {
-        private int _position;
-
-        public override async ValueTask<int> ReadAsync(Memory<byte> destination, CancellationToken cancellationToken = default)
-        {
-            if (_position < length)
-            {
-                var n = Math.Min(destination.Length, length - _position);
-                prefix.AsMemory(_position, n).CopyTo(destination);
-                _position += n;
-                return n;
-            }
-            return rest is null ? 0 : await rest.ReadAsync(destination, cancellationToken).ConfigureAwait(false);
-        }
-
-        protected override void Dispose(bool disposing)
-        {
-            if (disposing)
-            {
-                rest?.Dispose();
-            }
-            base.Dispose(disposing);
-        }
+            Task.FromResult<Stream>(new PrefixedStream(prefix, length, rest, ownsRest: true));
     }
 }
