@@ -8,6 +8,25 @@ namespace LLMProxy.Tests.Cluster;
 /// back on the others, and what an instance learned while Redis was away is written back when it returns.</summary>
 public sealed class ClusterSyncTests
 {
+    /// <summary>A key prefix of this test's own on the shared Redis.</summary>
+    private static string NewPrefix() => "s" + Guid.NewGuid().ToString("N")[..8] + ":";
+
+    /// <summary>An instance on <paramref name="redis"/>, started and seen to reach it.</summary>
+    private static async Task<TestProxy> StartOnRedisAsync(string upstreamUrl, RedisServer redis, string prefix, int recheck)
+    {
+        var proxy = await TestProxy.StartAsync(Yaml(upstreamUrl, redis.Url, prefix, recheck));
+        try
+        {
+            await proxy.Admin.AssertRedisUpAsync(1);
+            return proxy;
+        }
+        catch
+        {
+            await proxy.DisposeAsync();
+            throw;
+        }
+    }
+
     private static string Yaml(string upstreamUrl, string redisUrl, string prefix, int recheck, string token = "sk-cluster-sync-test-1234") =>
         TestProxy.Config($"""
         - name: u1
@@ -48,12 +67,10 @@ public sealed class ClusterSyncTests
             ctx.Response.StatusCode = Volatile.Read(ref revoked) == 1 ? StatusCodes.Status401Unauthorized : StatusCodes.Status200OK;
             await ctx.Response.WriteAsync("{}");
         }, recordBody: false);
-        var prefix = "s" + Guid.NewGuid().ToString("N")[..8] + ":";
+        var prefix = NewPrefix();
         // A retries its disabled key every 500 ms; B never would on its own.
-        await using var a = await TestProxy.StartAsync(Yaml(upstream.Url, redis.Url, prefix, recheck: 500));
-        await using var b = await TestProxy.StartAsync(Yaml(upstream.Url, redis.Url, prefix, recheck: 0));
-        await a.Admin.AssertRedisUpAsync(1);
-        await b.Admin.AssertRedisUpAsync(1);
+        await using var a = await StartOnRedisAsync(upstream.Url, redis, prefix, recheck: 500);
+        await using var b = await StartOnRedisAsync(upstream.Url, redis, prefix, recheck: 0);
 
         using (var first = await a.Client.PostAsync("/v1/chat/completions", new StringContent("{}")))
         {
@@ -92,9 +109,8 @@ public sealed class ClusterSyncTests
             ctx.Response.Headers.RetryAfter = "120";
             await ctx.Response.WriteAsync("{}");
         }, recordBody: false);
-        var prefix = "s" + Guid.NewGuid().ToString("N")[..8] + ":";
-        await using var a = await TestProxy.StartAsync(Yaml(upstream.Url, redis.Url, prefix, recheck: 0));
-        await a.Admin.AssertRedisUpAsync(1);
+        var prefix = NewPrefix();
+        await using var a = await StartOnRedisAsync(upstream.Url, redis, prefix, recheck: 0);
         redis.Kill();
         await a.Admin.AssertRedisUpAsync(0);
         using (var limited = await a.Client.PostAsync("/v1/chat/completions", new StringContent("{}")))
@@ -188,7 +204,7 @@ public sealed class ClusterSyncTests
         await using var redis = await RedisServer.StartAsync();
         // Answers without usage: each admitted request keeps its estimate as spent.
         await using var upstream = await ScriptedUpstream.StartAsync(ScriptedUpstream.Json("u1"), recordBody: false);
-        var prefix = "s" + Guid.NewGuid().ToString("N")[..8] + ":";
+        var prefix = NewPrefix();
         await using var a = await TestProxy.StartAsync(TokenYaml(upstream.Url, redis.Url, prefix));
         await using var b = await TestProxy.StartAsync(TokenYaml(upstream.Url, redis.Url, prefix));
         await a.Admin.AssertRedisUpAsync(1);
@@ -242,7 +258,7 @@ public sealed class ClusterSyncTests
             context.Response.ContentType = "application/json";
             await context.Response.WriteAsync("""{"id":"x","usage":{"prompt_tokens":4,"completion_tokens":3,"total_tokens":7}}""");
         }, recordBody: false);
-        var prefix = "s" + Guid.NewGuid().ToString("N")[..8] + ":";
+        var prefix = NewPrefix();
         await using var a = await TestProxy.StartAsync(TokenYaml(upstream.Url, redis.Url, prefix));
         await using var b = await TestProxy.StartAsync(TokenYaml(upstream.Url, redis.Url, prefix));
         await a.Admin.AssertRedisUpAsync(1);
@@ -264,11 +280,9 @@ public sealed class ClusterSyncTests
     {
         await using var redis = await RedisServer.StartAsync();
         await using var upstream = await ScriptedUpstream.StartAsync(ScriptedUpstream.Json("u1"), recordBody: false);
-        var prefix = "s" + Guid.NewGuid().ToString("N")[..8] + ":";
-        await using var a = await TestProxy.StartAsync(Yaml(upstream.Url, redis.Url, prefix, recheck: 500));
-        await using var b = await TestProxy.StartAsync(Yaml(upstream.Url, redis.Url, prefix, recheck: 500));
-        await a.Admin.AssertRedisUpAsync(1);
-        await b.Admin.AssertRedisUpAsync(1);
+        var prefix = NewPrefix();
+        await using var a = await StartOnRedisAsync(upstream.Url, redis, prefix, recheck: 500);
+        await using var b = await StartOnRedisAsync(upstream.Url, redis, prefix, recheck: 500);
 
         using (var disable = await a.Admin.PostAsync("/api/v1/upstreams/u1/disable", null))
         {
@@ -293,11 +307,9 @@ public sealed class ClusterSyncTests
     {
         await using var redis = await RedisServer.StartAsync();
         await using var upstream = await ScriptedUpstream.StartAsync(ScriptedUpstream.Json("u1"), recordBody: false);
-        var prefix = "s" + Guid.NewGuid().ToString("N")[..8] + ":";
-        await using var a = await TestProxy.StartAsync(Yaml(upstream.Url, redis.Url, prefix, recheck: 500));
-        await using var b = await TestProxy.StartAsync(Yaml(upstream.Url, redis.Url, prefix, recheck: 500));
-        await a.Admin.AssertRedisUpAsync(1);
-        await b.Admin.AssertRedisUpAsync(1);
+        var prefix = NewPrefix();
+        await using var a = await StartOnRedisAsync(upstream.Url, redis, prefix, recheck: 500);
+        await using var b = await StartOnRedisAsync(upstream.Url, redis, prefix, recheck: 500);
 
         // Redis refuses every write (out of memory): A's operator disables the key, and no record reaches the cluster.
         Assert.Equal("+OK", await redis.CommandAsync("CONFIG SET maxmemory 1"));
@@ -349,11 +361,9 @@ public sealed class ClusterSyncTests
             }
             await ctx.Response.WriteAsync("{}");
         }, recordBody: false);
-        var prefix = "s" + Guid.NewGuid().ToString("N")[..8] + ":";
-        await using var a = await TestProxy.StartAsync(Yaml(upstream.Url, redis.Url, prefix, recheck: 0));
-        await using var b = await TestProxy.StartAsync(Yaml(upstream.Url, redis.Url, prefix, recheck: 0));
-        await a.Admin.AssertRedisUpAsync(1);
-        await b.Admin.AssertRedisUpAsync(1);
+        var prefix = NewPrefix();
+        await using var a = await StartOnRedisAsync(upstream.Url, redis, prefix, recheck: 0);
+        await using var b = await StartOnRedisAsync(upstream.Url, redis, prefix, recheck: 0);
 
         using (var first = await a.Client.PostAsync("/v1/chat/completions", new StringContent("{}")))
         {
@@ -395,7 +405,7 @@ public sealed class ClusterSyncTests
             }
             await ctx.Response.WriteAsync("{}");
         }, recordBody: false);
-        var prefix = "s" + Guid.NewGuid().ToString("N")[..8] + ":";
+        var prefix = NewPrefix();
         var current = Yaml(upstream.Url, redis.Url, prefix, recheck: 0, token: "sk-old-account-0001");
         await using var proxy = await TestProxy.StartAsync(current, reloadYaml: () => current);
         await proxy.Admin.AssertRedisUpAsync(1);

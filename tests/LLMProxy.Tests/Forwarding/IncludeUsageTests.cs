@@ -61,14 +61,10 @@ public class IncludeUsageTests
     private const string UsageChunk = "data: {\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":17,\"completion_tokens\":9,\"total_tokens\":26,\"prompt_tokens_details\":{\"cached_tokens\":8},\"completion_tokens_details\":{\"reasoning_tokens\":2}}}\n\n";
     private const string Done = "data: [DONE]\n\n";
 
-    [Theory]
-    [InlineData(1)]
-    [InlineData(5)]
-    [InlineData(64)]
-    [InlineData(100000)]
-    public void Filter_DropsOnlyTheUsageChunk_AtAnySplit(int piece)
+    /// <summary>Passes <paramref name="stream"/> through a new filter in pieces of <paramref name="piece"/> bytes, then
+    /// flushes it: what the client would get, and the filter.</summary>
+    private static (string Sent, UsageChunkFilter Filter) FilterInPieces(string stream, int piece)
     {
-        var stream = Role + Word + "data: {\"choices\":[{\"delta\":{\"content\":\"\\\"choices\\\":[]\"}}],\"usage\":{}}\r\n\r\n" + Stop + UsageChunk + Done;
         var filter = new UsageChunkFilter();
         var bytes = Encoding.UTF8.GetBytes(stream);
         var sent = new List<byte>();
@@ -77,7 +73,19 @@ public class IncludeUsageTests
             sent.AddRange(filter.Filter(bytes.AsSpan(i, Math.Min(piece, bytes.Length - i))).ToArray());
         }
         sent.AddRange(filter.Flush().ToArray());
-        Assert.Equal(stream.Replace(UsageChunk, "", StringComparison.Ordinal), Encoding.UTF8.GetString([.. sent]));
+        return (Encoding.UTF8.GetString([.. sent]), filter);
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(5)]
+    [InlineData(64)]
+    [InlineData(100000)]
+    public void Filter_DropsOnlyTheUsageChunk_AtAnySplit(int piece)
+    {
+        var stream = Role + Word + "data: {\"choices\":[{\"delta\":{\"content\":\"\\\"choices\\\":[]\"}}],\"usage\":{}}\r\n\r\n" + Stop + UsageChunk + Done;
+        var (sent, filter) = FilterInPieces(stream, piece);
+        Assert.Equal(stream.Replace(UsageChunk, "", StringComparison.Ordinal), sent);
         Assert.True(filter.Dropped);
     }
 
@@ -94,15 +102,8 @@ public class IncludeUsageTests
         // SSE lines end with CRLF, LF or CR; a CRLF cut between two reads is one line end.
         var events = new[] { Role, Word, Stop, UsageChunk, Done }.Select(e => e.Replace("\n", lineEnd, StringComparison.Ordinal)).ToArray();
         var stream = string.Concat(events);
-        var filter = new UsageChunkFilter();
-        var bytes = Encoding.UTF8.GetBytes(stream);
-        var sent = new List<byte>();
-        for (var i = 0; i < bytes.Length; i += piece)
-        {
-            sent.AddRange(filter.Filter(bytes.AsSpan(i, Math.Min(piece, bytes.Length - i))).ToArray());
-        }
-        sent.AddRange(filter.Flush().ToArray());
-        Assert.Equal(stream.Replace(events[3], "", StringComparison.Ordinal), Encoding.UTF8.GetString([.. sent]));
+        var (sent, filter) = FilterInPieces(stream, piece);
+        Assert.Equal(stream.Replace(events[3], "", StringComparison.Ordinal), sent);
         Assert.True(filter.Dropped);
     }
 
