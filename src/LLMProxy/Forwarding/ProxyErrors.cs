@@ -31,12 +31,6 @@ internal static class ProxyErrors
     /// <summary>Milliseconds to wait, which the official SDKs prefer to <c>Retry-After</c>.</summary>
     public const string RetryAfterMs = "retry-after-ms";
 
-    /// <summary>The official SDKs' override of their own retry decision (<c>true</c>/<c>false</c>).</summary>
-    public const string ShouldRetry = "x-should-retry";
-
-    /// <summary>The longest <c>Retry-After</c> the official SDKs wait as told (longer ones they replace by a short backoff).</summary>
-    public const int SdkMaxRetryAfterSeconds = 60;
-
     // Bodies are fixed per outcome, so they are encoded once.
     private static readonly byte[]?[] OutcomeBodies = [.. Enum.GetValues<RequestOutcome>()
         .Select(o => o.Info() is { IsProxyError: true } info ? Body(info.Code!, info.Message!) : null)];
@@ -65,14 +59,9 @@ internal static class ProxyErrors
             // Whole seconds, rounded up, at least 1: a client must never be told to retry at once.
             var seconds = Math.Max(1, (long)Math.Ceiling(ra.TotalSeconds));
             response.Headers.RetryAfter = seconds.ToString(System.Globalization.CultureInfo.InvariantCulture);
-            // The official OpenAI and Anthropic SDKs wait retry-after-ms first (so a per-second limit is not made a whole
-            // second), and follow a Retry-After only up to 60 s: beyond, they retry within a second or two anyway and
-            // fail the same way, so they are told not to.
+            // The official OpenAI and Anthropic SDKs wait retry-after-ms before Retry-After, so a per-second limit is not
+            // made a whole second. (No x-should-retry: the SDKs' current versions wait out a long Retry-After as told.)
             response.Headers[RetryAfterMs] = Math.Max(1, (long)Math.Ceiling(ra.TotalMilliseconds)).ToString(System.Globalization.CultureInfo.InvariantCulture);
-            if (seconds > SdkMaxRetryAfterSeconds)
-            {
-                response.Headers[ShouldRetry] = "false";
-            }
         }
         if (requestId is not null)
         {
