@@ -152,8 +152,10 @@ internal sealed class UsageScanner(bool lastUsageWins = false)
         }
     }
 
-    /// <summary>Where the next <c>"usage"</c> key (followed by its colon) starts at or after <paramref name="from"/>; -1
-    /// when none. A key cut by the span's end is found whole in the next span's border.</summary>
+    /// <summary>Where the next <c>"usage"</c> key opening an object (<c>"usage": {</c>) starts at or after
+    /// <paramref name="from"/>; -1 when none. Only an object: the Responses API echoes the request's <c>metadata</c>
+    /// after its usage, and a client's <c>"usage":"x"</c> there must not wipe it. A key cut by the span's end is found
+    /// whole in the next span's border.</summary>
     private static int NextUsageKey(ReadOnlySpan<byte> data, int from)
     {
         while (from < data.Length)
@@ -165,7 +167,7 @@ internal sealed class UsageScanner(bool lastUsageWins = false)
             }
             var start = from + at;
             var rest = data[(start + UsageKey.Length)..].TrimStart(" \t\r\n"u8);
-            if (!rest.IsEmpty && rest[0] == (byte)':')
+            if (!rest.IsEmpty && rest[0] == (byte)':' && rest[1..].TrimStart(" \t\r\n"u8) is [(byte)'{', ..])
             {
                 return start;
             }

@@ -32,6 +32,13 @@ public class UsageScannerTests
         Assert.Equal(900_000_000_000 + 5, ScanInPieces(forged, 7).Prompt); // stream mode: every key counts
         // A usage key not followed by its colon is no key; a JSON answer without any usage object keeps what it has.
         Assert.Equal(3, ScanInPieces("""{"x":"usage","usage_note":1,"prompt_tokens":3}""", 4, lastUsageWins: true).Prompt);
+        // The Responses API echoes the request's metadata after its usage: a client's "usage" string there wipes nothing.
+        const string echoed = """{"object":"response","output":[],"usage":{"input_tokens":40,"output_tokens":9},"user":null,"metadata":{"usage" : "x","output_tokens":"99"}}""";
+        for (var piece = 1; piece <= echoed.Length; piece++)
+        {
+            var usage = ScanInPieces(echoed, piece, lastUsageWins: true);
+            Assert.True((40, 9) == (usage.Prompt, usage.Completion), $"piece {piece}: {usage}");
+        }
     }
 
     public static TheoryData<string, string, long, long, long, long> Shapes => new()
